@@ -1,0 +1,40 @@
+"""The exceptions psmpi raises.
+
+Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
+
+    PsmpiError
+     ├── ConfigError        a keyword argument, init() setting or PSMPI_* variable is wrong
+     ├── PsetError          psets that cannot be run; the message lists every offender
+     ├── StoreError         the results file cannot be opened, locked or written
+     ├── BackendError       a backend cannot start (not installed, wrong launch)
+     └── InternalError      an invariant of psmpi itself failed: a bug, report it
+
+Failures of *user* code (a worker raising, returning a non-dict, returning a value that
+cannot be stored) are never raised: they become rows of ``MapResults.missing``.
+"""
+
+from __future__ import annotations
+
+
+class PsmpiError(Exception):
+    """Base class of every error psmpi raises on purpose."""
+
+
+class ConfigError(PsmpiError, ValueError):
+    """A setting (keyword argument, init() value or PSMPI_* variable) is invalid."""
+
+
+class PsetError(PsmpiError, ValueError):
+    """One or more psets are invalid; raised before any compute."""
+
+
+class StoreError(PsmpiError, OSError):
+    """The HDF5 results file cannot be opened, locked or written."""
+
+
+class BackendError(PsmpiError, RuntimeError):
+    """A backend is not available or cannot start."""
+
+
+class InternalError(PsmpiError, RuntimeError):
+    """An invariant of psmpi itself failed. This is a bug in psmpi."""

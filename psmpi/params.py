@@ -1,0 +1,561 @@
+"""Parameter spaces: build, combine, hash and check psets.
+
+A *pset* is a plain dict ``{name: scalar}``. A :class:`Space` is a lazy, re-iterable
+collection of psets built with :func:`product`, :func:`zip`, :func:`concat`,
+:func:`subtract` and :func:`missing` (operators ``*``, ``+``, ``-``). A Space stores a
+recipe, never the list of psets: a product of two 3000-value axes (9 million psets)
+costs a few kilobytes until iterated.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import hashlib
+import itertools
+import math
+import operator
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice, repeat
+from typing import Any
+
+import numpy as np
+
+from psmpi.errors import PsetError
+
+__all__ = ["Space", "product", "zip", "concat", "subtract", "missing", "as_space",
+           "pset_hash", "pset_problems", "key_problems"]
+
+_zip = builtins.zip  # this module defines its own zip(); internals need the builtin
+_NAN = float("nan")  # fill value of concat(); a plain float so it hashes like any NaN
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+class Space:
+    """A lazy, re-iterable parameter space: an ordered collection of psets.
+
+    Build spaces with :func:`product`, :func:`zip`, :func:`concat`, :func:`as_space`;
+    the constructor is internal. Iterating yields a new dict per pset, so callers may
+    mutate what they get. ``*`` is :func:`product`, ``+`` :func:`concat`, ``-``
+    :func:`subtract`; the other operand may be anything :func:`as_space` accepts.
+
+    Examples
+    --------
+    >>> s = as_space({"a": [1, 2, 3]}) * {"b": [10, 20]}
+    >>> len(s), s.keys
+    (6, ['a', 'b'])
+    >>> next(iter(s))
+    {'a': 1, 'b': 10}
+    """
+
+    __slots__ = ("_keys", "_rows", "_len", "_axes")
+
+    def __init__(self, keys: Iterable[Any], rows: Callable[[], Iterator[tuple]],
+                 length: Any = None, axes: list[list] | None = None) -> None:
+        self._keys = list(keys)
+        self._rows = rows  # zero-arg callable -> fresh iterator of value tuples, in key order
+        self._len = length  # int, zero-arg callable, or None (count by one pass, then cache)
+        # value lists of a pure grid: lets product() flatten into one itertools.product
+        self._axes = axes
+
+    @property
+    def keys(self) -> list:
+        """The parameter names, in order (a copy)."""
+        return list(self._keys)
+
+    def __iter__(self) -> Iterator[dict]:
+        # map/zip run in C: about twice as fast as a generator expression
+        return map(dict, map(_zip, repeat(self._keys), self._rows()))
+
+    def __len__(self) -> int:
+        if not isinstance(self._len, int):
+            if callable(self._len):
+                self._len = self._len()
+            else:  # a filtered space: one pass, cached because spaces are immutable
+                self._len = sum(1 for _ in self._rows())
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"Space({len(self)} psets, keys={self._keys!r})"
+
+    def __mul__(self, other: Any) -> Space:
+        return product(self, other)
+
+    def __rmul__(self, other: Any) -> Space:
+        return product(other, self)
+
+    def __add__(self, other: Any) -> Space:
+        return concat(self, other)
+
+    def __radd__(self, other: Any) -> Space:
+        return concat(other, self)
+
+    def __sub__(self, other: Any) -> Space:
+        return subtract(self, other)
+
+    def __rsub__(self, other: Any) -> Space:
+        return subtract(other, self)
+
+    def to_list(self) -> list[dict]:
+        """All psets as a list of dicts.
+
+        >>> zip(a=[1, 2], b="x").to_list()
+        [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}]
+        """
+        return list(self)
+
+    def to_df(self) -> Any:
+        """All psets as a pandas DataFrame, one row per pset, one column per key.
+
+        >>> product({"a": [1, 2]}, {"b": 0.5}).to_df()
+           a    b
+        0  1  0.5
+        1  2  0.5
+        """
+        import pandas as pd  # imported here: workers that never call to_df skip its import cost
+
+        if not self._keys:
+            return pd.DataFrame(index=range(len(self)))
+        return pd.DataFrame(list(self._rows()), columns=self._keys)
+
+
+def _grid(keys: list, axes: list[list]) -> Space:
+    return Space(keys, lambda: itertools.product(*axes), lambda: math.prod(map(len, axes)), axes)
+
+
+def _from_rows(keys: list, rows: list[tuple]) -> Space:
+    return Space(keys, rows.__iter__, len(rows))
+
+
+def _flat(parts: tuple) -> tuple:
+    return tuple(chain.from_iterable(parts))
+
+
+def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
+    """A function row -> (row[i] for i in idx), always a tuple (unlike bare itemgetter)."""
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda row: (row[i],)
+    return operator.itemgetter(*idx) if idx else (lambda row: ())
+
+
+def _as_axis(key: Any, value: Any) -> list | None:
+    """The values of a sequence axis, or None if value is a scalar (to broadcast)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") \
+            or getattr(value, "ndim", 1) == 0:
+        return None
+    if isinstance(value, (dict, set, frozenset)) or getattr(value, "ndim", 1) != 1:
+        raise PsetError(f"values of key {key!r} must be a scalar or a 1-D sequence, "
+                        f"not {type(value).__name__}: pass a list")
+    # tolist() turns numpy/pandas values into plain Python scalars
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _dict_space(axes: dict) -> Space:
+    values = [_as_axis(k, v) for k, v in axes.items()]
+    return _grid(list(axes), [[v] if vals is None else vals
+                              for v, vals in _zip(axes.values(), values)])
+
+
+def _list_space(psets: list | tuple) -> Space:
+    bad = [i for i, p in enumerate(psets) if not isinstance(p, dict)]
+    if bad:
+        raise PsetError(f"a list of psets must hold only dicts; items {bad[:10]} are not")
+    keys = list(dict.fromkeys(k for p in psets for k in p))
+    # snapshot now, so later edits of the caller's list do not change the space
+    return _from_rows(keys, [tuple(map(p.get, keys, repeat(_NAN))) for p in psets])
+
+
+def _plain(value: Any, na: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return _NAN if value is na else value  # pd.NA of nullable columns: a missing value, NaN
+
+
+def _frame_space(df: Any) -> Space:
+    # '_' columns are a previous stage's bookkeeping (_pset_hash, _time, ...): not parameters
+    cols = [i for i, c in enumerate(df.columns) if not (isinstance(c, str) and c.startswith("_"))]
+    columns, na = [], sys.modules["pandas"].NA
+    for i in cols:
+        col = df.iloc[:, i]
+        values = col.tolist()  # plain Python scalars for numeric and string dtypes
+        if col.dtype == object or col.hasnans:  # numpy scalars, or pd.NA of nullable dtypes
+            values = [_plain(v, na) for v in values]
+        columns.append(values)
+    rows = list(_zip(*columns)) if cols else [()] * len(df)
+    return _from_rows([df.columns[i] for i in cols], rows)
+
+
+def as_space(obj: Any) -> Space:
+    """Turn a Space, dict of axes, list/tuple of pset dicts or DataFrame into a Space.
+
+    Parameters
+    ----------
+    obj
+        A dict ``{key: sequence or scalar}`` is the product over its keys (a scalar, str
+        included, is a one-value axis). A list of psets fills keys some psets lack with
+        NaN. DataFrame rows are psets; columns starting with ``_`` are dropped.
+
+    Raises
+    ------
+    PsetError
+        For any other type.
+
+    Examples
+    --------
+    >>> as_space([{"a": 1}, {"a": 2, "b": 3}]).to_list()
+    [{'a': 1, 'b': nan}, {'a': 2, 'b': 3}]
+    >>> as_space(3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    psmpi.errors.PsetError: cannot make a parameter space from int: ...
+    """
+    if isinstance(obj, Space):
+        return obj
+    if isinstance(obj, dict):
+        return _dict_space(obj)
+    if isinstance(obj, (list, tuple)):
+        return _list_space(obj)
+    pd = sys.modules.get("pandas")  # no pandas imported means obj cannot be a DataFrame
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        return _frame_space(obj)
+    raise PsetError(f"cannot make a parameter space from {type(obj).__name__}: pass a Space, "
+                    "a dict of axes {key: values}, a list of pset dicts or a pandas DataFrame")
+
+
+def _disjoint_keys(op: str, key_lists: Iterable[list]) -> list:
+    keys: list = []
+    for ks in key_lists:
+        for k in ks:
+            if k in keys:
+                raise PsetError(f"{op}: key {k!r} appears in more than one factor; give each "
+                                "parameter once (zip() varies keys together, concat() appends)")
+            keys.append(k)
+    return keys
+
+
+def _product2(a: Space, b: Space) -> Space:
+    keys = _disjoint_keys("product", [a._keys, b._keys])
+    if a._axes is not None and b._axes is not None:
+        return _grid(keys, a._axes + b._axes)
+
+    def rows() -> Iterator[tuple]:
+        # a is streamed, b repeated: materialise b once unless it is a cheap grid
+        inner = None if b._axes is not None else list(b._rows())
+        for row in a._rows():
+            yield from map(row.__add__, b._rows() if inner is None else inner)
+
+    return Space(keys, rows, lambda: len(a) * len(b))
+
+
+def product(*factors: Any) -> Space:
+    """Cartesian product of the factors; the last factor varies fastest.
+
+    Parameters
+    ----------
+    *factors
+        Anything :func:`as_space` accepts: a dict ``{key: sequence or scalar}``, a
+        Space, a list/tuple of pset dicts or a DataFrame (``_`` columns dropped).
+
+    Raises
+    ------
+    PsetError
+        If a key appears in two factors.
+
+    Examples
+    --------
+    >>> product({"a": [1, 2, 3]}, {"b": [10, 20]}).to_list()[:3]
+    [{'a': 1, 'b': 10}, {'a': 1, 'b': 20}, {'a': 2, 'b': 10}]
+    >>> len(product({"a": range(3000)}, {"b": range(3000)}))
+    9000000
+    """
+    spaces = [as_space(f) for f in factors]
+    return functools.reduce(_product2, spaces) if spaces else _grid([], [])
+
+
+def zip(*factors: Any, **axes: Any) -> Space:  # noqa: A001 - mirrors psweep's pzip
+    """Vary the factors together, position by position.
+
+    Parameters
+    ----------
+    *factors, **axes
+        Dicts ``{key: sequence or scalar}`` and keyword axes (scalars broadcast), or
+        Spaces, lists of psets and DataFrames (merged pset by pset).
+
+    Returns
+    -------
+    Space
+        One pset per position; a single pset if every value is a scalar.
+
+    Raises
+    ------
+    PsetError
+        If the sequences differ in length (each key/factor and its length is named).
+
+    Examples
+    --------
+    >>> zip({"a": [1, 2, 3], "b": [4, 5, 6], "c": 7}).to_list()
+    [{'a': 1, 'b': 4, 'c': 7}, {'a': 2, 'b': 5, 'c': 7}, {'a': 3, 'b': 6, 'c': 7}]
+    """
+    parts = []  # (label, keys, length or None if broadcast, zero-arg iterator of row tuples)
+    for i, f in enumerate([*factors, axes]):  # keyword axes act as one trailing dict
+        if isinstance(f, dict):
+            for k, v in f.items():
+                vals = _as_axis(k, v)
+                if vals is None:
+                    parts.append((repr(k), [k], None, functools.partial(repeat, (v,))))
+                else:  # builtin zip of one sequence yields the 1-tuples we need
+                    parts.append((repr(k), [k], len(vals), functools.partial(_zip, vals)))
+        else:
+            s = as_space(f)
+            parts.append((f"factor {i} (keys {s._keys})", s._keys, len(s), s._rows))
+    keys = _disjoint_keys("zip", [p[1] for p in parts])
+    sized = [(label, n) for label, _, n, _ in parts if n is not None]
+    if len({n for _, n in sized}) > 1:
+        listing = ", ".join(f"{label} has {n}" for label, n in sized)
+        raise PsetError(f"zip: lengths differ: {listing}; give all sequences the same "
+                        "length, or use product() for all combinations")
+    n = sized[0][1] if sized else 1  # only scalars: a single pset
+    makers = [p[3] for p in parts]
+    return Space(keys, lambda: map(_flat, islice(_zip(*(m() for m in makers)), n)), n)
+
+
+def _reorder(src: list, dst: list) -> Callable[[tuple], tuple]:
+    """Row mapper from src key order to dst key order; keys src lacks become NaN."""
+    pos = {k: i for i, k in enumerate(src)}
+    get = _getter([pos.get(k, len(src)) for k in dst])  # index len(src): the NaN appended below
+    return lambda row: get(row + (_NAN,))
+
+
+def concat(*factors: Any) -> Space:
+    """The factors' psets one after the other; missing keys are filled with NaN.
+
+    Parameters
+    ----------
+    *factors
+        Anything :func:`as_space` accepts. Keys are the ordered union of theirs.
+
+    Examples
+    --------
+    >>> concat({"a": [1, 2]}, {"a": [2, 3], "b": 4}).to_list()
+    [{'a': 1, 'b': nan}, {'a': 2, 'b': nan}, {'a': 2, 'b': 4}, {'a': 3, 'b': 4}]
+    """
+    spaces = [as_space(f) for f in factors]
+    keys = list(dict.fromkeys(k for s in spaces for k in s._keys))
+
+    def rows() -> Iterator[tuple]:
+        return chain.from_iterable(
+            s._rows() if s._keys == keys else map(_reorder(s._keys, keys), s._rows())
+            for s in spaces)
+
+    return Space(keys, rows, lambda: sum(map(len, spaces)))
+
+
+def _without(a: Space, b: Space, keys: list) -> Space:
+    """Psets of a whose values on keys equal those of no pset of b."""
+    if not all(isinstance(k, str) for k in keys):
+        raise PsetError(f"cannot compare psets with keys {keys!r}: keys must be str")
+    keys = sorted(keys)  # _encode wants sorted keys
+    pa, pb = (_getter([s._keys.index(k) for k in keys]) for s in (a, b))
+    seen = {_digest(keys, pb(row)) for row in b._rows()}  # b materialised once, as digests
+    return Space(a._keys, lambda: (row for row in a._rows() if _digest(keys, pa(row)) not in seen))
+
+
+def subtract(a: Any, b: Any) -> Space:
+    """Psets of a that match no pset of b on b's keys (``a - b``).
+
+    Parameters
+    ----------
+    a, b
+        Anything :func:`as_space` accepts. Values compare as in :func:`pset_hash`.
+
+    Raises
+    ------
+    PsetError
+        If b has a key a lacks: use :func:`missing` then.
+
+    Examples
+    --------
+    >>> subtract({"a": [1, 2, 3], "b": [1, 2, 3]}, {"a": 2}).to_list()[:2]
+    [{'a': 1, 'b': 1}, {'a': 1, 'b': 2}]
+    >>> len(as_space({"a": [1, 2, 3]}) - {"a": 2})
+    2
+    """
+    a, b = as_space(a), as_space(b)
+    extra = [k for k in b._keys if k not in a._keys]
+    if extra:
+        raise PsetError(f"subtract: key(s) {extra} of the subtrahend are not keys of the "
+                        f"minuend {a._keys}, so the result is ambiguous; use missing(a, b) "
+                        "to compare on a's keys only")
+    return _without(a, b, b._keys)
+
+
+def missing(a: Any, b: Any) -> Space:
+    """Psets of a not in b, comparing on a's keys only (b's extra keys are ignored).
+
+    Parameters
+    ----------
+    a, b
+        Anything :func:`as_space` accepts; typically ``missing(space, results_df)``
+        gives the psets still to run. Values compare as in :func:`pset_hash`. b is
+        hashed once; a is filtered lazily.
+
+    Examples
+    --------
+    >>> missing({"a": [1, 2, 3]}, [{"a": 2.0, "c": 4}]).to_list()
+    [{'a': 1}, {'a': 3}]
+    """
+    a, b = as_space(a), as_space(b)
+    if any(k not in b._keys for k in a._keys):
+        return a  # b lacks one of a's keys: no pset of a can be in b
+    return _without(a, b, a._keys)
+
+
+def _slow_token(key: Any, v: Any) -> str:
+    if v is None:
+        return "N"
+    if isinstance(v, (bool, np.bool_)):  # before int: bool subclasses int but must differ
+        return "T" if v else "F"
+    if isinstance(v, (int, np.integer)):
+        return f"i{int(v)}"
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer():
+            return f"i{int(v)}"  # 1.0 == 1 in Python, so they must hash alike
+        return "f" + repr(v) if v == v else "n"  # all NaNs alike; repr round-trips exactly
+    if isinstance(v, str):  # numpy.str_ and other str subclasses
+        v = str(v)
+        return f"s{len(v)}:{v}"
+    raise PsetError(f"cannot hash value of key {key!r}: unsupported type {type(v).__name__}; "
+                    "use a scalar (int, float, bool, str, None)")
+
+
+def _encode(items: Iterable[tuple]) -> bytes:
+    """Canonical bytes of (key, value) pairs, which must come sorted by key."""
+    parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
+    append = parts.append
+    for k, v in items:
+        # exact-type tests first: the common case is one comparison; length prefixes keep
+        # the encoding unambiguous without escaping
+        t = type(v)
+        if t is str:
+            append(f"{len(k)}:{k}=s{len(v)}:{v};")
+        elif t is int:
+            append(f"{len(k)}:{k}=i{v};")
+        elif t is float and v == v and not v.is_integer():
+            append(f"{len(k)}:{k}=f{v!r};")
+        else:
+            append(f"{len(k)}:{k}={_slow_token(k, v)};")
+    return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+def _digest(keys: list, values: Iterable) -> bytes:
+    return hashlib.blake2b(_encode(_zip(keys, values)), digest_size=16).digest()
+
+
+def pset_hash(pset: dict) -> str:
+    """Stable 32-hex-character hash of a pset, equal for psets Python calls equal.
+
+    Independent of key order; ``1 == 1.0 == numpy.int64(1)``, all NaNs are equal,
+    ``True`` differs from ``1``. Stable across processes and Python versions.
+
+    Raises
+    ------
+    PsetError
+        For non-str keys or values that are not None, bool, int, float, str or the
+        numpy equivalents.
+
+    Examples
+    --------
+    >>> pset_hash({"a": 1, "b": "x"})
+    '0bb4c62d5b3857f53867b8254f1790f6'
+    >>> pset_hash({"b": "x", "a": 1.0}) == pset_hash({"a": 1, "b": "x"})
+    True
+    """
+    if not isinstance(pset, dict):
+        raise PsetError(f"cannot hash a {type(pset).__name__}: a pset is a dict")
+    try:
+        # keys are unique, so sorting the items never compares values
+        return hashlib.blake2b(_encode(sorted(pset.items())), digest_size=16).hexdigest()
+    except TypeError:
+        raise PsetError(f"cannot hash pset with keys {list(pset)!r}: keys must be str") from None
+
+
+# types valid without further checks: numpy kinds b/i/u/f/U, except 8-byte unsigned
+# ints, which need the int64 range check (Python int is checked inline for the same reason)
+_SCALAR_TYPES = frozenset({str, float, bool, type(None)} | {
+    t for t in np.sctypeDict.values()
+    if np.dtype(t).kind in "biufU" and np.dtype(t).str[1:] not in ("u8",)})
+_GOOD_KEYS: set[str] = set()  # keys already checked: the common path is one set lookup
+
+
+def key_problems(k: Any) -> list[str]:
+    """Why ``k`` cannot name a column (a pset parameter or a result), as fixes; [] if it can.
+
+    >>> key_problems("a/b")
+    ["key 'a/b' contains '/': HDF5 would read it as a path; rename the parameter"]
+    """
+    if not isinstance(k, str):
+        return [f"key {k!r} is a {type(k).__name__}: parameter names must be str"]
+    if not k:
+        return ["key '' is empty: give the parameter a name"]
+    out = []
+    if k in (".", ".."):
+        out.append(f"key {k!r} is an HDF5 path component: rename the parameter")
+    if "/" in k:
+        out.append(f"key {k!r} contains '/': HDF5 would read it as a path; rename the parameter")
+    if "\0" in k:
+        out.append(f"key {k!r} contains a NUL character: HDF5 cannot store it; "
+                   "rename the parameter")
+    if k.startswith("_"):
+        out.append(f"key {k!r} starts with '_', reserved for psmpi's bookkeeping columns; "
+                   "rename the parameter")
+    if len(k) > 255:
+        out.append(f"key {k[:20]!r}... has {len(k)} characters: at most 255; shorten it")
+    return out
+
+
+def _value_problem(k: Any, v: Any) -> str | None:
+    if isinstance(v, (int, np.unsignedinteger)) and not isinstance(v, bool):
+        if _I64_MIN <= int(v) <= _I64_MAX:
+            return None  # an int subclass (e.g. IntEnum) in range
+        return (f"value of key {k!r} is {v}, outside the int64 range: results store ints "
+                "as int64; pass it as a float or str")
+    if isinstance(v, (float, str)):
+        return None  # subclasses of the accepted types
+    return (f"value of key {k!r} has unsupported type {type(v).__name__}: use a scalar "
+            "(int, float, bool, str, None); put arrays in results, not psets")
+
+
+def pset_problems(pset: Any) -> list[str]:
+    """Every problem of one pset, as messages saying how to fix it; [] if fine.
+
+    Keys must be non-empty str, not ``.``/``..``, without ``/`` or NUL, not starting
+    with ``_`` (psmpi's bookkeeping columns), at most 255 characters. Values must be
+    None, bool, int (in int64 range), float, str or numpy scalars of those kinds.
+
+    Examples
+    --------
+    >>> pset_problems({"a": 1, "b": "x"})
+    []
+    >>> pset_problems({"a/b": 1})
+    ["key 'a/b' contains '/': HDF5 would read it as a path; rename the parameter"]
+    >>> len(pset_problems({"x": [1, 2], "_y": 1}))  # one problem each
+    2
+    """
+    if not isinstance(pset, dict):
+        return [f"a pset must be a dict {{name: value}}, not {type(pset).__name__}"]
+    problems: list[str] = []
+    for k, v in pset.items():
+        if k not in _GOOD_KEYS:
+            bad = key_problems(k)
+            if bad:
+                problems.extend(bad)
+            elif len(_GOOD_KEYS) < 10_000:  # bounded: psets with ever-new keys must not leak
+                _GOOD_KEYS.add(k)
+        t = type(v)
+        if t not in _SCALAR_TYPES and not (t is int and _I64_MIN <= v <= _I64_MAX):
+            msg = _value_problem(k, v)
+            if msg:
+                problems.append(msg)
+    return problems
