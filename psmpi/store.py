@@ -1,0 +1,743 @@
+"""The crash-safe HDF5 results store.
+
+Layout of a results file (readable with plain h5py, nothing is pickled)::
+
+    study.h5                   attrs: psmpi_format=1
+      <map name>/              one group per map() name; attrs: created (ISO UTC), psmpi_version
+        results/               a table of the rows that finished
+          n_committed          int64 scalar; only rows [0, n_committed) are valid
+          columns/<key>        one chunked, resizable dataset per column, in creation order:
+                               shape (N,) for scalars, (N, *shape) for arrays; attr ``kind``
+                               in {"bool", "int", "float", "str", "array"}
+          nulls/<key>          optional bool mask, True where the row has no value; a mask
+                               shorter than n_committed means False for the missing tail
+          staging/<key>        transient: a column being widened to a wider dtype
+        failures/              a table of the same kind for the psets that failed
+
+Values of a row (a dict ``{str: value}``) and the column kinds they make: bool and
+numpy.bool_ -> "bool"; int and numpy integers within int64 -> "int" (int64); float and
+numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8); numpy arrays
+of bool/int/uint/float dtype and ndim >= 1 -> "array" (one fixed shape and dtype per
+column; 0-d arrays count as their scalar); None or an absent key -> null. An "int" column
+receiving a float becomes "float" and an array column widens to ``np.result_type``; any
+other mismatch, and any other type, is refused by :meth:`Table.admit` with a message.
+
+Reading a column by hand::
+
+    with h5py.File("study.h5", "r", locking=False) as f:
+        t = f["my_map/results"]
+        n = int(t["n_committed"][()])
+        y = t["columns/y"][:n]
+
+Every append is a two-phase commit: schema changes (new datasets, widening) are made
+and flushed first, then every column is resized and written, the file is flushed,
+``n_committed`` is written and the file is flushed again. A writer killed at any instant
+leaves a readable file whose committed prefix is exact; the next writer truncates the
+uncommitted tail. psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job)
+keeps a second writer away; HDF5's flock is not used (Lustre and NFS may lack it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from .errors import ConfigError, InternalError, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMAT = 1
+TABLE_KINDS = ("results", "failures")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_STR = h5py.string_dtype()
+_COPY_ROWS = 1 << 20
+_ARRAY_FIX = "convert it with np.asarray(...) to a bool, integer or float array"
+# type(value) -> kind: the fast path of admit(); other types go through _slow_kind.
+_KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
+                           str: "str", np.str_: "str", type(None): "null", np.ndarray: "array"}
+_KINDS.update({t: "int" for t in (np.int8, np.int16, np.int32, np.int64,
+                                  np.uint8, np.uint16, np.uint32)})
+_KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
+_SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"), ((float, np.floating), "float"),
+               (str, "str"), (np.ndarray, "array"))
+_PLAIN = frozenset(("bool", "float", "str"))
+_DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
+           "str": _STR}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("psmpi")
+    except Exception:
+        return str(getattr(sys.modules.get(__package__ or ""), "__version__", "unknown"))
+
+
+def _check_name(name: Any, what: str = "map name") -> str | None:
+    """Why ``name`` cannot be an HDF5 link name (HDF5 would mangle it), or None."""
+    if not isinstance(name, str) or not name:
+        return f"{what} {name!r} must be a non-empty str"
+    if "/" in name or "\0" in name or name in (".", "..") or len(name) > 255:
+        return (f"{what} {name!r} is not allowed: use at most 255 characters, "
+                f"without '/' or NUL, other than '.' and '..'")
+    return None
+
+
+def _slow_kind(v: Any) -> str | None:
+    """The kind of a value whose exact type is not in _KINDS (subclasses, rarer numpy types)."""
+    return next((kind for types, kind in _SLOW_KINDS if isinstance(v, types)), None)
+
+
+def _describe(kind: str, dtype: np.dtype | None = None, shape: tuple = ()) -> str:
+    return f"an array of dtype {dtype} and shape {shape}" if kind == "array" else kind
+
+
+def _kind_of(ds: h5py.Dataset) -> str:
+    """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
+    if ds.ndim > 1:
+        return "array"
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return "str"
+    kind = {"b": "bool", "i": "int", "f": "float"}.get(ds.dtype.kind)
+    if kind is None:
+        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which psmpi does not write")
+    return kind
+
+
+def _fill(kind: str, dtype: np.dtype) -> Any:
+    if kind == "str":
+        return ""
+    return np.nan if dtype.kind == "f" else dtype.type(0)
+
+
+def _chunks(shape: tuple, dtype: np.dtype) -> tuple:
+    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * (16 if dtype.kind == "O" else dtype.itemsize))
+    return (max(1, min(4096, (1 << 16) // row_bytes)),) + shape
+
+
+class _Column:
+    """What a table knows of one column; ``ds`` None while its creation is pending."""
+
+    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask")
+
+    def __init__(self, name: str, kind: str, dtype: np.dtype, shape: tuple = (),
+                 ds: h5py.Dataset | None = None, mask: h5py.Dataset | None = None):
+        self.name, self.kind, self.dtype, self.shape = name, kind, dtype, shape
+        self.ds, self.mask = ds, mask
+
+
+class Table:
+    """Rows of one table (``results`` or ``failures``) of one map; see the module docstring.
+
+    Obtain one with :meth:`Store.table`; tables of files opened by :func:`read` are read-only.
+    """
+
+    def __init__(self, group: h5py.Group, store: Store | None = None):
+        self._g, self._store = group, store
+        self._name = f"table {group.name.lstrip('/')!r} of {group.file.filename}"
+        self._n = int(group["n_committed"][()]) if "n_committed" in group else 0
+        self._cols: dict[str, _Column] = {}
+        self._zero_d: set[str] = set()  # keys that were given 0-d arrays: unwrapped by append()
+        if store is not None:
+            self._repair()
+        nulls = group.get("nulls", {})
+        for name, ds in self._datasets():
+            if ds.shape[0] < self._n:
+                raise StoreError(f"{self} is damaged: column {name!r} has {ds.shape[0]} rows "
+                                 f"but {self._n} are committed")
+            kind = _kind_of(ds)
+            dtype = _STR if kind == "str" else ds.dtype
+            self._cols[name] = _Column(name, kind, dtype, ds.shape[1:], ds, nulls.get(name))
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def _datasets(self) -> list[tuple[str, h5py.Dataset]]:
+        """Columns on disk in creation order; a reader also sees a column caught mid-widening."""
+        found = list(self._g["columns"].items()) if "columns" in self._g else []
+        names = {name for name, _ in found}
+        staged = self._g.get("staging", {})
+        return found + [(n, ds) for n, ds in staged.items() if n not in names]
+
+    def _repair(self) -> None:
+        """Writer only: finish or undo an interrupted widening, truncate uncommitted rows."""
+        g = self._g
+        if "n_committed" not in g:
+            g.create_dataset("n_committed", data=np.int64(0))
+        if "columns" not in g:
+            g.create_group("columns", track_order=True)
+        cols = g["columns"]
+        g.require_group("nulls")
+        for name in list(g.get("staging", {})):
+            if name in cols:
+                del g["staging"][name]
+            else:
+                g.move(f"staging/{name}", f"columns/{name}")
+        for name in [name for name in g["nulls"] if name not in cols]:
+            del g["nulls"][name]  # the mask of a column whose creation was interrupted
+        for ds in list(cols.values()) + list(g["nulls"].values()):
+            if ds.shape[0] > self._n:
+                ds.resize(self._n, axis=0)
+        self._store._f.flush()
+
+    @property
+    def n_rows(self) -> int:
+        """Number of committed rows."""
+        return self._n
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the columns in the file, in creation order."""
+        return [c.name for c in self._cols.values() if c.ds is not None]
+
+    # ------------------------------------------------------------------ writing
+    def admit(self, row: dict) -> str | None:
+        """Check that ``row`` can be stored and record the schema changes it implies.
+
+        Parameters
+        ----------
+        row : dict
+            ``{column name: value}``; see the module docstring for the accepted values.
+
+        Returns
+        -------
+        str or None
+            None if the row can be appended (new columns and widenings are then pending);
+            otherwise a one-line message naming the key, the column's and the row's types
+            and the fix, and the row must not be appended.
+        """
+        cols = self._cols
+        changes = None
+        for key, v in row.items():
+            kind = _KINDS.get(type(v))
+            col = cols.get(key)
+            if col is not None and kind == col.kind and (
+                    kind in _PLAIN or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
+                continue
+            if kind == "null":
+                continue
+            problem, change = self._check(key, v, kind, col)
+            if problem is not None:
+                return problem
+            if change is not None:
+                changes = [change] if changes is None else changes + [change]
+        for key, kind, dtype, shape in changes or ():
+            col = cols.get(key)
+            if col is None:
+                cols[key] = _Column(key, kind, dtype, shape)
+            else:
+                col.kind, col.dtype = kind, dtype
+        return None
+
+    def _check(self, key: str, v: Any, kind: str | None, col: _Column | None
+               ) -> tuple[str | None, tuple | None]:
+        """The slow path of admit(): (refusal, None) or (None, schema change or None)."""
+        kind = kind or _slow_kind(v)
+        shape, dtype = (), _DTYPES.get(kind or "")
+        if kind == "array":
+            if v.ndim == 0:
+                self._zero_d.add(key)
+                return self._check(key, v[()], None, col)
+            shape, dtype = v.shape, v.dtype.newbyteorder("=")
+            if dtype.kind not in "biuf":
+                return f"result {key!r} is an array of dtype {v.dtype}; {_ARRAY_FIX}", None
+            if v.size == 0:
+                return f"result {key!r} is an empty array of shape {v.shape}; psmpi cannot store empty arrays", None
+        elif kind is None:
+            return (f"result {key!r} is a {type(v).__name__}, which psmpi cannot store; return a "
+                    f"bool, int, float, str, None or a numpy array (for a list, {_ARRAY_FIX})"), None
+        elif kind == "int" and not _I64_MIN <= int(v) <= _I64_MAX:
+            return f"result {key!r} is an int outside the int64 range; return it as a float or str", None
+        if col is None:
+            problem = _check_name(key, "result key")
+            if problem is not None:
+                raise InternalError(problem)
+            return None, (key, kind, dtype, shape)
+        return self._compatible(key, col, kind, dtype, shape)
+
+    @staticmethod
+    def _compatible(key: str, col: _Column, kind: str, dtype: np.dtype, shape: tuple
+                    ) -> tuple[str | None, tuple | None]:
+        if kind == col.kind and kind != "array" or (kind, col.kind) == ("int", "float"):
+            return None, None
+        if (kind, col.kind) == ("float", "int"):
+            return None, (key, "float", _DTYPES["float"], ())
+        if kind == col.kind == "array" and shape == col.shape and (
+                (dtype.kind == "b") == (col.dtype.kind == "b")):
+            wide = np.result_type(col.dtype, dtype)
+            return None, (None if wide == col.dtype else (key, kind, wide, shape))
+        return (f"result {key!r} is {_describe(kind, dtype, shape)} but column {key!r} holds "
+                f"{_describe(col.kind, col.dtype, col.shape)}; return the same type for every pset"), None
+
+    def append(self, rows: list[dict]) -> range:
+        """Commit admitted ``rows``: apply pending schema changes, then a two-phase commit.
+
+        Parameters
+        ----------
+        rows : list of dict
+            Rows that :meth:`admit` accepted, in order.
+
+        Returns
+        -------
+        range
+            The row numbers the rows were committed as.
+        """
+        store = self._store
+        if store is None or store._f is None:
+            raise StoreError(f"{self} is read-only or its store is closed")
+        if not rows:
+            return range(self._n, self._n)
+        values = self._transpose(rows)
+        data = {name: self._gather(col, values.get(name), len(rows)) for name, col in self._cols.items()}
+        self._prepare(data)
+        n0, n1 = self._n, self._n + len(rows)
+        for name, col in self._cols.items():
+            array, nulls = data[name]
+            _write(col.ds, n0, array)
+            if col.mask is not None:
+                _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
+        store._f.flush()
+        self._g["n_committed"].id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(n1, dtype=np.int64))
+        store._f.flush()
+        self._n = n1
+        store._maybe_fsync()
+        return range(n0, n1)
+
+    def _transpose(self, rows: list[dict]) -> dict[str, Any]:
+        """``{key: values of the rows}``; keys outside the schema must only hold None."""
+        first = tuple(rows[0])
+        if all(tuple(r) == first for r in rows):  # the common case: every row has the same keys
+            values = dict(zip(first, zip(*[r.values() for r in rows])))
+        else:
+            values = {key: [r.get(key) for r in rows] for key in set().union(*rows)}
+        for key in values.keys() - self._cols.keys():
+            if any(v is not None for v in values[key]):
+                raise InternalError(f"a row with key {key!r} was appended to {self} without admit()")
+        return values
+
+    def _gather(self, col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One column as an array (nulls filled) and its null mask (None: no nulls)."""
+        kind = col.kind
+        if values is None:  # no row has this key
+            values = (None,) * k
+        elif col.name in self._zero_d:
+            values = [v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in values]
+        if kind == "array":
+            nulls = np.fromiter((v is None for v in values), bool, k)
+            has_nulls = bool(nulls.any())
+        else:
+            has_nulls = None in values
+            nulls = np.fromiter((v is None for v in values), bool, k) if has_nulls else None
+        try:
+            if has_nulls:
+                fill = np.full(col.shape, _fill(kind, col.dtype), col.dtype) if col.shape else _fill(kind, col.dtype)
+                values = [fill if v is None else v for v in values]
+            if kind == "array":
+                return np.stack(values).astype(col.dtype, copy=False), nulls
+            return np.array(values, dtype=col.dtype), nulls
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InternalError(f"column {col.name!r} of {self} got values admit() did not check: {exc}") from exc
+
+    def _prepare(self, data: dict) -> None:
+        """Create, widen and mask datasets as ``data`` needs, each step flushed (no commit yet)."""
+        flush = self._store._f.flush
+        new = [c for c in self._cols.values() if c.ds is None]
+        for col in new:
+            if self._n:  # earlier rows are null: the mask exists before the column does
+                col.mask = self._g["nulls"].create_dataset(
+                    col.name, shape=(self._n,), maxshape=(None,), dtype=bool, chunks=(8192,), fillvalue=True)
+        if new and self._n:
+            flush()
+        for col in new:
+            col.ds = self._create(self._g["columns"], col, self._n)
+        for col in self._cols.values():
+            if col.kind != "str" and col.ds.dtype != col.dtype:
+                self._widen(col)
+        masks = [c for c in self._cols.values() if c.mask is None and data[c.name][1] is not None]
+        for col in masks:
+            col.mask = self._g["nulls"].create_dataset(
+                col.name, shape=(self._n,), maxshape=(None,), dtype=bool, chunks=(8192,), fillvalue=False)
+        if new or masks:
+            flush()
+
+    @staticmethod
+    def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
+        dtype = _STR if col.kind == "str" else col.dtype
+        ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
+                                  dtype=dtype, chunks=_chunks(col.shape, np.dtype(col.dtype)),
+                                  fillvalue=None if col.kind == "str" else _fill(col.kind, col.dtype))
+        ds.attrs["kind"] = col.kind
+        return ds
+
+    def _widen(self, col: _Column) -> None:
+        """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order."""
+        g, flush = self._g, self._store._f.flush
+        staged = self._create(g.require_group("staging"), col, self._n)
+        for lo in range(0, self._n, _COPY_ROWS):
+            hi = min(self._n, lo + _COPY_ROWS)
+            staged[lo:hi] = col.ds[lo:hi].astype(col.dtype)
+        flush()
+        names = list(g["columns"])
+        del g["columns"][col.name]
+        g.move(f"staging/{col.name}", f"columns/{col.name}")
+        for later in names[names.index(col.name) + 1:]:  # moving a link puts it last
+            g.move(f"columns/{later}", f"staging/{later}")
+            g.move(f"staging/{later}", f"columns/{later}")
+        for c in self._cols.values():
+            if c.ds is not None:
+                c.ds = g["columns"][c.name]
+        flush()
+
+    # ------------------------------------------------------------------ reading
+    def read_column(self, name: str) -> np.ndarray:
+        """The committed values of column ``name``, raw: nulls hold fill values, str as str."""
+        return self._raw(self._column(name), 0, self._n)
+
+    def _column(self, name: str) -> _Column:
+        col = self._cols.get(name)
+        if col is None or col.ds is None:
+            raise KeyError(f"{self} has no column {name!r}; its columns are {self.columns}")
+        return col
+
+    @staticmethod
+    def _raw(col: _Column, lo: int, hi: int) -> np.ndarray:
+        return col.ds.asstr()[lo:hi] if col.kind == "str" else col.ds[lo:hi]
+
+    def _nulls(self, col: _Column, lo: int, hi: int) -> np.ndarray | None:
+        if col.mask is None:
+            return None
+        nulls = np.zeros(hi - lo, bool)
+        stored = col.mask[lo:min(hi, col.mask.shape[0])]
+        nulls[:stored.shape[0]] = stored
+        return nulls if nulls.any() else None
+
+    def read(self, rows: np.ndarray | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Committed rows as a DataFrame typed like ``pd.DataFrame(list_of_row_dicts)``.
+
+        Parameters
+        ----------
+        rows : array of int, optional
+            Distinct row numbers in the wanted order; all committed rows by default.
+        columns : list of str, optional
+            The columns wanted, in that order; all by default.
+
+        Returns
+        -------
+        pandas.DataFrame
+            With a RangeIndex. Null ints become float NaN, null bools and arrays None,
+            null floats and str NaN; array columns hold one numpy array per row.
+        """
+        import pandas as pd
+
+        lo, hi, take = 0, self._n, None
+        if rows is not None:
+            take = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if take.size and (take.min() < 0 or take.max() >= self._n):
+                raise IndexError(f"row numbers must be in [0, {self._n}) for {self}")
+            lo, hi = (int(take.min()), int(take.max()) + 1) if take.size else (0, 0)
+            take = take - lo
+        names = self.columns if columns is None else list(columns)
+        size = hi - lo if take is None else take.size
+        data = {name: self._frame_column(self._column(name), lo, hi, take) for name in names}
+        return pd.DataFrame(data, index=pd.RangeIndex(size))
+
+    def _frame_column(self, col: _Column, lo: int, hi: int, take: np.ndarray | None) -> np.ndarray:
+        values, nulls = self._raw(col, lo, hi), self._nulls(col, lo, hi)
+        if take is not None:
+            values, nulls = values[take], None if nulls is None else nulls[take]
+        if col.kind == "array":
+            out = np.empty(len(values), dtype=object)
+            for i, v in enumerate(values):
+                out[i] = None if nulls is not None and nulls[i] else v
+            return out
+        if nulls is None:
+            return values
+        if col.kind in ("int", "float"):
+            values = values.astype(np.float64)
+            values[nulls] = np.nan
+        else:
+            values = values.astype(object)
+            values[nulls] = None
+        return values
+
+
+class Store:
+    """An HDF5 results file opened for writing; use :meth:`Store.open`."""
+
+    def __init__(self, f: h5py.File, path: str | None, lock: str | None, fsync_interval: float):
+        self._f: h5py.File | None = f
+        self.path, self._lock, self._fsync_interval = path, lock, fsync_interval
+        self._last_fsync = time.monotonic()
+        self._tables: dict[tuple[str, str], Table] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None, *, fsync_interval: float = 10.0) -> Store:
+        """Open (or create) a results file for writing and take its lock.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or None
+            The HDF5 file; None keeps everything in memory (nothing touches the disk).
+        fsync_interval : float
+            Seconds between ``fsync`` calls after commits (node-crash safety).
+
+        Raises
+        ------
+        StoreError
+            The directory is missing or unwritable, another live process holds the lock,
+            or the file is not a psmpi HDF5 file.
+        """
+        if path is None:
+            f = h5py.File(f"psmpi-memory-{uuid.uuid4().hex}.h5", "w", driver="core",
+                          backing_store=False, track_order=True)
+            f.attrs["psmpi_format"] = FORMAT
+            return cls(f, None, None, fsync_interval)
+        path = os.fspath(path)
+        _check_writable(path)
+        lock = _take_lock(path)
+        try:
+            f = _open_h5(path, "a")
+        except BaseException:
+            _release_lock(lock)
+            raise
+        return cls(f, path, lock, fsync_interval)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path or 'memory'!r})"
+
+    def _file(self) -> h5py.File:
+        if self._f is None:
+            raise StoreError(f"{self} is closed")
+        return self._f
+
+    def table(self, map_name: str, kind: str = "results") -> Table:
+        """The table ``kind`` ("results" or "failures") of map ``map_name``, created if missing."""
+        problem = _check_name(map_name)
+        if problem is not None:
+            raise ConfigError(problem + "; choose another name=")
+        if kind not in TABLE_KINDS:
+            raise InternalError(f"table kind {kind!r} is not one of {TABLE_KINDS}")
+        if (map_name, kind) not in self._tables:
+            f = self._file()
+            group = f.get(map_name)
+            if group is None:
+                group = f.create_group(map_name)
+                group.attrs.update({"created": _now(), "psmpi_version": _version()})
+            elif not isinstance(group, h5py.Group):
+                raise StoreError(f"{self.path} has an object {map_name!r} that is not a psmpi map")
+            self._tables[map_name, kind] = Table(group.require_group(kind), self)
+        return self._tables[map_name, kind]
+
+    def map_names(self) -> list[str]:
+        """Names of the maps in the file, in creation order."""
+        return _map_names(self._file())
+
+    def flush(self, fsync: bool = False) -> None:
+        """Write HDF5's buffers to the OS; with ``fsync`` also to the disk."""
+        f = self._file()
+        f.flush()
+        if fsync and self.path is not None:
+            os.fsync(f.id.get_vfd_handle())
+            self._last_fsync = time.monotonic()
+
+    def _maybe_fsync(self) -> None:
+        if self.path is not None and time.monotonic() - self._last_fsync >= self._fsync_interval:
+            self.flush(fsync=True)
+
+    def close(self) -> None:
+        """Flush, fsync and close the file, then remove the lock file. Idempotent."""
+        if self._f is None:
+            return
+        try:
+            self.flush(fsync=True)
+            self._f.close()
+        finally:
+            self._f, self._tables = None, {}
+            _release_lock(self._lock)
+
+
+# ---------------------------------------------------------------------- files and locks
+def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
+    """Grow ``ds`` to ``n0 + len(array)`` rows and write ``array`` there (h5py's low-level API)."""
+    ds.id.set_extent((n0 + array.shape[0],) + array.shape[1:])
+    space = ds.id.get_space()
+    space.select_hyperslab((n0,) + (0,) * (array.ndim - 1), array.shape)
+    ds.id.write(h5py.h5s.create_simple(array.shape), space, array)
+
+
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise StoreError(f"cannot create {path}: directory {folder} does not exist; "
+                         f"create it first (mkdir -p {folder}) or choose another path")
+    if os.path.isdir(path):
+        raise StoreError(f"{path} is a directory; give a file path such as {os.path.join(path, 'study.h5')}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write {path}: directory {folder} is not writable "
+                         f"(psmpi also creates {path}.lock there); choose a writable directory")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"cannot write {path}: the file is not writable; fix its permissions "
+                         f"or choose another path")
+
+
+def _open_h5(path: str, mode: str) -> h5py.File:
+    """Open ``path`` (mode "a" creates it if missing, or "r") and check it is a psmpi file."""
+    if mode == "r" and not os.path.isfile(path):
+        raise StoreError(f"{path} does not exist")
+    if mode == "a" and not os.path.exists(path):  # created whole, then renamed: never half-made
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with h5py.File(tmp, "w", locking=False, track_order=True) as f:
+            f.attrs["psmpi_format"] = FORMAT
+        os.replace(tmp, path)
+    try:
+        f = h5py.File(path, mode, locking=False)
+    except OSError as exc:
+        raise StoreError(f"{path} is not an HDF5 file (or is damaged) and cannot be opened: {exc}; "
+                         f"psmpi writes its results as HDF5, so choose another path") from None
+    fmt = f.attrs.get("psmpi_format")
+    if fmt is None or int(fmt) > FORMAT:
+        f.close()
+        what = "was written by a newer psmpi" if fmt is not None else "is an HDF5 file but not a psmpi results file"
+        raise StoreError(f"{path} {what}; choose another path")
+    return f
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (OSError, IndexError):
+        return True
+
+
+def _take_lock(path: str) -> str:
+    """Create ``path.lock`` exclusively, reclaiming it from a dead process on this host."""
+    lock = path + ".lock"
+    info = {"host": socket.gethostname(), "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": _now()}
+    for _ in range(5):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            _reclaim_lock(path, lock, info["host"])
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot create the lock file {lock}: {exc.strerror}; "
+                             f"choose a writable directory") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(info))
+        return lock
+    raise StoreError(f"cannot take the lock {lock}: other processes keep creating it")
+
+
+def _reclaim_lock(path: str, lock: str, host: str) -> None:
+    """Remove ``lock`` if its writer is dead on this host; otherwise raise StoreError."""
+    try:
+        with open(lock) as fh:
+            owner = json.loads(fh.read())
+        pid, owner_host = int(owner["pid"]), str(owner["host"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StoreError(f"{path} is locked by {lock}, which cannot be read; if no psmpi process "
+                         f"is writing {path}, delete {lock}") from None
+    if owner_host == host and not _pid_alive(pid):
+        warnings.warn(f"{path}: reclaiming the lock of dead pid {pid} on {host} "
+                      f"(started {owner.get('started')})", stacklevel=4)
+        _release_lock(lock)
+        return
+    job = owner.get("slurm_job_id")
+    raise StoreError(f"{path} is being written by pid {pid} on host {owner_host}"
+                     f"{f' (Slurm job {job})' if job else ''} since {owner.get('started')}; "
+                     f"wait for it to finish or, if it is dead, delete {lock}")
+
+
+def _release_lock(lock: str | None) -> None:
+    with contextlib.suppress(FileNotFoundError, TypeError):
+        os.remove(lock)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- public readers
+def _map_names(f: h5py.File) -> list[str]:
+    return [name for name, obj in f.items() if isinstance(obj, h5py.Group)]
+
+
+def map_names(path: str | os.PathLike) -> list[str]:
+    """Names of the maps in a results file (opened read-only, without the lock)."""
+    with _open_h5(os.fspath(path), "r") as f:
+        return _map_names(f)
+
+
+def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = False) -> pd.DataFrame:
+    """Read the committed rows of one map of a results file.
+
+    Opens the file read-only without taking the lock, so it works while a run writes it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results file.
+    name : str, optional
+        The map; by default the only map in the file.
+    failures : bool
+        Read the failed psets instead of the results.
+
+    Returns
+    -------
+    pandas.DataFrame
+        See :meth:`Table.read`.
+    """
+    path, kind = os.fspath(path), "failures" if failures else "results"
+    for attempt in range(3):
+        try:
+            return _read_once(path, name, kind)
+        except (StoreError, KeyError):
+            raise
+        except (OSError, RuntimeError) as exc:  # a writer was flushing at that instant
+            if attempt == 2:
+                raise StoreError(f"cannot read {path} while it is being written: {exc}; retry") from exc
+            time.sleep(0.2)
+    raise InternalError("unreachable")
+
+
+def _read_once(path: str, name: str | None, kind: str) -> pd.DataFrame:
+    import pandas as pd
+
+    with _open_h5(path, "r") as f:
+        names = _map_names(f)
+        if name is None and len(names) != 1:
+            raise StoreError(f"{path} holds {len(names)} maps {names}; pass name= to choose one")
+        name = names[0] if name is None else name
+        if name not in names:
+            raise StoreError(f"{path} has no map {name!r}; its maps are {names}")
+        if kind not in f[name]:
+            return pd.DataFrame()
+        return Table(f[name][kind]).read()
