@@ -1,0 +1,121 @@
+"""init() and map(): resolve settings, pick the backend, hand over to the run loop."""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import re
+from typing import Any, Callable
+
+from . import config
+from .backends import Backend, auto_backend_name, backend_class
+from .results import MapResults
+from .run import run_map
+
+
+class _Session:
+    """What init() set up: its keyword arguments and the running backend."""
+
+    def __init__(self):
+        self.init_kwargs: dict[str, Any] = {}
+        self.initialised = False
+        self.backend: Backend | None = None
+        self.backend_key: tuple | None = None
+        self.names_used: collections.Counter = collections.Counter()
+
+    def close_backend(self) -> None:
+        if self.backend is not None:
+            backend, self.backend, self.backend_key = self.backend, None, None
+            backend.close()
+
+
+_session = _Session()
+atexit.register(_session.close_backend)
+
+
+def init(backend: str | None = None, **kwargs: Any) -> None:
+    """Set up psmpi for this run (optional: ``map()`` calls it on first use).
+
+    Parameters
+    ----------
+    backend : str, optional
+        ``"serial"``, ``"multiprocessing"``, ``"mpi"`` or ``"ray"``. Default: ``"mpi"`` when
+        started by an MPI launcher with more than one rank, else ``"multiprocessing"``.
+    **kwargs
+        Defaults for every later ``map()``: ``verbose``, ``limit``, ``ncores``,
+        ``max_tasks_per_child``, ``group_size``, ``out``, ``keep_results``, ... and option
+        dicts named after a backend (``multiprocessing={...}``). ``PSMPI_*`` environment
+        variables override them; ``map()`` keywords override them for one map.
+    """
+    if backend is not None:
+        kwargs["backend"] = backend
+    config.check_kwargs(kwargs, "init()")
+    _session.close_backend()
+    _session.init_kwargs = kwargs
+    _session.initialised = True
+    _session.names_used.clear()
+    backend_for(config.resolve({}, kwargs))
+
+
+def backend_for(settings: config.Settings) -> Backend:
+    """The running backend if it matches ``settings``, else a newly started one."""
+    name = settings.backend or auto_backend_name()
+    options = settings.backend_options(name)
+    key = (name, settings.ncores, settings.max_tasks_per_child, repr(sorted(options.items())))
+    if _session.backend is None or _session.backend_key != key:
+        _session.close_backend()
+        _session.backend = backend_class(name)(options, settings.ncores,
+                                               settings.max_tasks_per_child)
+        _session.backend_key = key
+    return _session.backend
+
+
+def default_name(worker: Callable) -> str:
+    """The worker's name, numbered from the second map with the same worker in a run.
+
+    Deterministic, so that running the same script again resumes every map.
+    """
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", getattr(worker, "__name__", "") or "map").strip("_.")
+    base = base or "map"
+    _session.names_used[base] += 1
+    count = _session.names_used[base]
+    return base if count == 1 else f"{base}-{count}"
+
+
+def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
+    """Run ``worker`` on every pset; write results to HDF5 as they arrive; return them.
+
+    Parameters
+    ----------
+    worker : callable
+        ``worker(pset) -> dict | None``, or paramsurvey's
+        ``worker(pset, system_kwargs, user_kwargs)``. Returned keys become columns.
+        An exception or a bad return value fails that pset only (see ``missing``).
+    psets : list of dict, generator, DataFrame or psmpi.params.Space
+        The parameter sets. Keys are str; values int, float, bool, str or None.
+    **kwargs
+        Any setting of ``init()`` for this map only, plus ``name`` (the map's group in
+        the file; default: the worker's name) and ``user_kwargs``.
+
+    Returns
+    -------
+    MapResults
+        ``.results`` (DataFrame, pset order), ``.missing``, ``.progress``, ``.stats``.
+
+    Examples
+    --------
+    >>> import psmpi
+    >>> def worker(pset):
+    ...     return {"y": pset["a"] * pset["b"]}
+    >>> res = psmpi.map(worker, psmpi.params.product({"a": [1, 2]}, {"b": [10, 20]}),
+    ...                 backend="serial", out=None, verbose=0)
+    >>> res.results["y"].tolist()
+    [10, 20, 20, 40]
+    """
+    config.check_kwargs(kwargs, "map()")
+    if not _session.initialised:
+        init()
+    settings = config.resolve(kwargs, _session.init_kwargs)
+    backend = backend_for(settings)
+    name = settings.name or default_name(worker)
+    return run_map(worker, psets, settings, backend, name)

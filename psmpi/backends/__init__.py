@@ -1,0 +1,60 @@
+"""Backend registry: name -> class, imported on first use so that ``import psmpi`` never
+imports mpi4py or ray."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from ..errors import BackendError, ConfigError
+from .base import Backend, Group
+
+__all__ = ["Backend", "Group", "backend_class", "auto_backend_name", "launched_by_mpi"]
+
+_REGISTRY = {
+    "serial": ("psmpi.backends.serial", "SerialBackend"),
+    "multiprocessing": ("psmpi.backends.multiprocessing", "MultiprocessingBackend"),
+    "mpi": ("psmpi.backends.mpi", "MPIBackend"),
+    "ray": ("psmpi.backends.ray", "RayBackend"),
+}
+
+_INSTALL_HINT = {
+    "mpi": "pip install 'psmpi[mpi]' (mpi4py and the mpich wheel), or build mpi4py against "
+           "your cluster's MPI",
+    "ray": "pip install 'psmpi[ray]'",
+}
+
+# Variables the common MPI launchers set in every rank's environment (MPICH/Hydra, PMIx,
+# Open MPI, Slurm's srun with an MPI plugin). Reading them avoids importing mpi4py.
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi() -> int:
+    """The number of ranks if this process was started by an MPI launcher, else 0."""
+    for var in _MPI_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def auto_backend_name() -> str:
+    """mpi under an MPI launch with more than one rank, else multiprocessing."""
+    return "mpi" if launched_by_mpi() > 1 else "multiprocessing"
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Import and return the backend class called ``name``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}")
+    module_name, class_name = _REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = _INSTALL_HINT.get(name, "")
+        raise BackendError(f"backend {name!r} cannot be imported ({exc}); install it with: "
+                           f"{hint}") from exc
+    cls = getattr(module, class_name)
+    if not cls.available():
+        raise BackendError(f"backend {name!r} is not available here; {_INSTALL_HINT.get(name, '')}")
+    return cls

@@ -1,0 +1,50 @@
+"""The one interface every backend implements.
+
+A backend runs a :class:`~psmpi.task.Task` on groups of psets and yields the
+:class:`~psmpi.task.GroupOutcome` of each group in completion order. It pulls groups from an
+iterator only when it has a worker to feed, so the driver (``psmpi.run``) can size groups from
+what it has measured so far. Backends never touch HDF5, hashing or resume: ``psmpi.run`` owns
+those, so every backend gets durability for free.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Iterator
+
+from ..task import GroupOutcome, Task
+
+Group = list[tuple[int, dict]]  # (pset index, pset) pairs
+
+
+class Backend(abc.ABC):
+    """Run tasks on workers. Subclasses implement :meth:`run`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, options: dict[str, Any], ncores: int | None = None,
+                 max_tasks_per_child: int | None = None):
+        self.options = options
+        self.ncores = ncores
+        self.max_tasks_per_child = max_tasks_per_child
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether this backend can be used here (cheap, no side effects)."""
+        return True
+
+    @property
+    def n_workers(self) -> int:
+        """How many groups can run at once."""
+        return 1
+
+    @abc.abstractmethod
+    def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
+        """Run ``task`` on every group; yield each outcome as it completes.
+
+        Worker failures come back as data inside the outcomes, never raised. A group whose
+        worker process died yields outcomes of kind ``crashed`` for its psets.
+        """
+
+    def close(self) -> None:
+        """Release workers. The backend is not used after this."""

@@ -1,0 +1,153 @@
+"""The multiprocessing backend: a pool of local worker processes.
+
+Built on ``concurrent.futures.ProcessPoolExecutor`` because it reports a dead worker
+(``BrokenProcessPool``) where ``multiprocessing.Pool`` hangs forever. When a worker process
+dies, the groups that were in flight are re-run one at a time in a fresh pool; a group that
+kills its worker while alone is split into single psets, and a pset that still kills its
+worker alone is recorded as crashed. The survey goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from ..errors import ConfigError
+from ..task import CRASHED, GroupOutcome, HOST, PsetOutcome, Task
+from .base import Backend, Group
+
+# How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
+POLL_SECONDS = 0.2
+# Groups in flight per worker: one running, one queued, so a worker never waits for us.
+IN_FLIGHT_PER_WORKER = 2
+
+CRASH_MESSAGE = ("the worker process died while running this pset "
+                 "(killed by a signal, os._exit(), a segfault or out of memory)")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects cpusets and Slurm's binding)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_ncores(ncores: int | None) -> int:
+    """ncores=None: all cores; negative: leave that many free; at least 1."""
+    total = available_cores()
+    if ncores is None:
+        return total
+    return max(1, total + ncores) if ncores < 0 else ncores
+
+
+class MultiprocessingBackend(Backend):
+    name = "multiprocessing"
+
+    def __init__(self, options, ncores=None, max_tasks_per_child=None):
+        super().__init__(options, ncores, max_tasks_per_child)
+        unknown = set(options) - {"start_method"}
+        if unknown:
+            raise ConfigError(f"multiprocessing={{...}} got unknown option(s) {sorted(unknown)}; "
+                              f"known: ['start_method']")
+        self.workers = resolve_ncores(ncores)
+        self.context = multiprocessing.get_context(self.start_method())
+        self.executor: ProcessPoolExecutor | None = None
+
+    def start_method(self) -> str:
+        method = self.options.get("start_method")
+        if method:
+            return method
+        # fork needs no `if __name__ == "__main__"` guard in the user's script, but Python
+        # refuses it with max_tasks_per_child, and it is unsafe on macOS.
+        if sys.platform == "linux" and not self.max_tasks_per_child:
+            return "fork"
+        return "forkserver" if sys.platform != "win32" else "spawn"
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            kwargs = {}
+            if self.max_tasks_per_child:
+                kwargs["max_tasks_per_child"] = self.max_tasks_per_child
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=self.context, **kwargs)
+        return self.executor
+
+    def discard_pool(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
+        pending: dict[Future, Group] = {}
+        suspects: collections.deque[Group] = collections.deque()
+        groups = iter(groups)
+        exhausted = False
+        try:
+            while True:
+                if suspects:
+                    # After a crash, run suspects alone: whichever kills its worker is guilty.
+                    if not pending:
+                        group = suspects.popleft()
+                        pending[self.pool().submit(task, group)] = group
+                else:
+                    exhausted = self.refill(task, groups, pending, exhausted)
+                if not pending:
+                    if exhausted and not suspects:
+                        return
+                    continue
+                done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    group = pending.pop(future, None)
+                    if group is None:  # already moved to suspects by an earlier crash
+                        continue
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        yield from self.handle_crash(group, pending, suspects)
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def refill(self, task: Task, groups: Iterator[Group], pending: dict, exhausted: bool) -> bool:
+        """Submit groups until every worker has its queue full; True once groups ran out."""
+        while not exhausted and len(pending) < IN_FLIGHT_PER_WORKER * self.workers:
+            group = next(groups, None)
+            if group is None:
+                return True
+            pending[self.pool().submit(task, group)] = group
+        return exhausted
+
+    def handle_crash(self, group: Group, pending: dict, suspects: collections.deque
+                     ) -> Iterator[GroupOutcome]:
+        """A worker died: rebuild the pool and decide who is guilty."""
+        ran_alone = not pending
+        # Every group in flight died with the pool; all of them become suspects.
+        for other in list(pending):
+            suspects.append(pending.pop(other))
+        self.discard_pool()
+        if ran_alone and len(group) == 1:
+            yield crashed(group)
+        elif ran_alone:
+            suspects.extendleft([[item] for item in reversed(group)])
+        else:
+            suspects.appendleft(group)
+
+    def close(self) -> None:
+        self.discard_pool()
+
+
+def crashed(group: Group) -> GroupOutcome:
+    now = time.time()
+    outcomes = [PsetOutcome(index, None, (CRASHED, CRASH_MESSAGE, ""), now, float("nan"))
+                for index, _ in group]
+    return GroupOutcome(outcomes, -1, HOST, -1)

@@ -1,0 +1,240 @@
+"""Every setting of psmpi, resolved in one place.
+
+Precedence, highest first::
+
+    PSMPI_<NAME> environment variable  >  map(<name>=...)  >  init(<name>=...)  >  default
+
+The environment wins so that a user can shrink or debug a run without editing the script,
+e.g. ``PSMPI_LIMIT=1 PSMPI_VERBOSE=3 python study.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+# Backends whose option dicts (``multiprocessing={...}``) are accepted by init() and map().
+BACKEND_NAMES = ("serial", "multiprocessing", "mpi", "ray")
+
+# The default output file is derived from the script name; this marks "not given".
+AUTO = "auto"
+
+
+def _parse_int(text: str) -> int:
+    return int(text)
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "none", "auto", "0") else int(text)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _parse_out(text: str) -> str | None:
+    return None if text.strip().lower() in ("", "none") else text
+
+
+def _parse_str(text: str) -> str:
+    return text
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(low: int, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not _is_int(value) or not low <= value <= high:
+            upper = "" if high == math.inf else f" and <= {high}"
+            return f"must be an int >= {low}{upper}"
+        return None
+    return check
+
+
+def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def check_optional(value: Any) -> str | None:
+        if value is None:
+            return None
+        message = check(value)
+        return None if message is None else message + " or None"
+    return check_optional
+
+
+def _check_ncores(value: Any) -> str | None:
+    if value is not None and (not _is_int(value) or value == 0):
+        return "must be a non-zero int (negative: leave that many cores free) or None (all cores)"
+    return None
+
+
+def _check_positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return "must be a number > 0"
+    return None
+
+
+def _check_backend(value: Any) -> str | None:
+    if value is not None and value not in BACKEND_NAMES:
+        return f"must be one of {', '.join(BACKEND_NAMES)} or None (automatic)"
+    return None
+
+
+def _check_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "/" in value or "\0" in value \
+            or value in (".", "..") or len(value) > 255:
+        return "must be a non-empty str of at most 255 characters without '/' or NUL"
+    return None
+
+
+def _check_out(value: Any) -> str | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        return "must be a path (str or os.PathLike) or None (results in memory only)"
+    return None
+
+
+def _check_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
+def _check_dict(value: Any) -> str | None:
+    return None if value is None or isinstance(value, dict) else "must be a dict or None"
+
+
+def _check_callable(value: Any) -> str | None:
+    return None if value is None or callable(value) else "must be a callable or None"
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its default, how to parse its PSMPI_* variable, how to check it."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], str | None]
+    parse_env: Callable[[str], Any] | None
+    doc: str
+
+    @property
+    def env_var(self) -> str | None:
+        return None if self.parse_env is None else "PSMPI_" + self.name.upper()
+
+
+OPTIONS: dict[str, Option] = {o.name: o for o in [
+    Option("backend", None, _check_backend, _parse_str,
+           "serial, multiprocessing, mpi or ray; None picks mpi under mpiexec, else multiprocessing"),
+    Option("verbose", 1, _int_in(0, 3), _parse_int,
+           "0 silent, 1 a progress line every 30 s, 2 every second, 3 every event"),
+    Option("vstats", 1, _int_in(0, 3), _parse_int,
+           "how much of the performance statistics to print at the end of a map (0-3)"),
+    Option("limit", 0, _int_in(0, math.inf), _parse_int,
+           "compute at most this many new psets per map (0: all)"),
+    Option("ncores", None, _check_ncores, _parse_optional_int,
+           "worker processes for multiprocessing; negative leaves that many cores free"),
+    Option("max_tasks_per_child", None, _optional(_int_in(1, math.inf)), _parse_optional_int,
+           "restart a multiprocessing worker after this many groups (memory leaks)"),
+    Option("group_size", None, _optional(_int_in(1, math.inf)), _parse_optional_int,
+           "psets per group sent to a worker; None chooses it from measured durations"),
+    Option("name", None, _check_name, _parse_str,
+           "the map's name: its group in the HDF5 file; default from the worker's name"),
+    Option("out", AUTO, _check_out, _parse_out,
+           "results file; default <script>.h5 in the working directory; None: memory only"),
+    Option("keep_results", True, _check_bool, _parse_bool,
+           "return the rows in MapResults (False: only write them to the file)"),
+    Option("fsync_interval", 10.0, _check_positive_number, float,
+           "seconds between fsyncs of the results file (bounds loss on a node crash)"),
+    Option("commit_rows", 1000, _int_in(1, math.inf), _parse_int,
+           "commit buffered rows to the file once this many have arrived"),
+    Option("commit_seconds", 1.0, _check_positive_number, float,
+           "or once the oldest buffered row is this old"),
+    Option("user_kwargs", None, _check_dict, None,
+           "passed as the third argument to worker(pset, system_kwargs, user_kwargs)"),
+    Option("cost", None, _check_callable, None,
+           "cost(pset) -> float: expected cost, most expensive psets are sent first"),
+] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
+     for b in BACKEND_NAMES]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one map() call (or of init())."""
+
+    backend: str | None
+    verbose: int
+    vstats: int
+    limit: int
+    ncores: int | None
+    max_tasks_per_child: int | None
+    group_size: int | None
+    name: str | None
+    out: Any
+    keep_results: bool
+    fsync_interval: float
+    commit_rows: int
+    commit_seconds: float
+    user_kwargs: dict | None
+    cost: Callable | None
+    serial: dict | None
+    multiprocessing: dict | None
+    mpi: dict | None
+    ray: dict | None
+
+    def backend_options(self, backend: str) -> dict:
+        """The option dict given for ``backend`` (empty if none)."""
+        return dict(getattr(self, backend) or {})
+
+
+def check_kwargs(kwargs: Mapping[str, Any], where: str) -> None:
+    """Refuse unknown keyword arguments and values of the wrong type, naming the argument."""
+    for key, value in kwargs.items():
+        if key not in OPTIONS:
+            close = difflib.get_close_matches(key, list(OPTIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} got an unknown keyword argument {key!r}{hint} "
+                              f"(known: {', '.join(sorted(OPTIONS))})")
+        message = OPTIONS[key].check(value)
+        if message:
+            raise ConfigError(f"{where}: {key} {message} (got {value!r})")
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as PSMPI_* environment variables, parsed and checked."""
+    values = {}
+    for option in OPTIONS.values():
+        var = option.env_var
+        if var is None or var not in environ:
+            continue
+        try:
+            value = option.parse_env(environ[var])
+        except ValueError:
+            raise ConfigError(f"environment variable {var}={environ[var]!r} cannot be read: "
+                              f"{option.name} {option.check(object()) or 'is invalid'}") from None
+        message = option.check(value)
+        if message:
+            raise ConfigError(f"environment variable {var}: {option.name} {message} "
+                              f"(got {environ[var]!r})")
+        values[option.name] = value
+    return values
+
+
+def resolve(map_kwargs: Mapping[str, Any], init_kwargs: Mapping[str, Any],
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve every setting: environment > map() keyword > init() keyword > default."""
+    environ = os.environ if environ is None else environ
+    values = {name: option.default for name, option in OPTIONS.items()}
+    values.update(init_kwargs)
+    values.update(map_kwargs)
+    values.update(env_values(environ))
+    return Settings(**values)

@@ -1,0 +1,68 @@
+"""How many psets go to a worker at once.
+
+Small groups balance load; big groups amortise the per-message cost. With ``group_size``
+unset, groups are sized from the pset durations measured so far, aiming at
+``TARGET_SECONDS`` of work per group, and shrink towards the end of the survey (guided
+self-scheduling) so that no worker is left with a long tail while the others idle.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from .task import GroupOutcome
+
+# Work per group: long enough that sending a group (~0.1 ms) is noise, short enough that
+# a signal or the end of the survey never waits long on one group.
+TARGET_SECONDS = 0.2
+# Bounds the memory of one message and of the groups in flight.
+MAX_GROUP_SIZE = 5000
+# Near the end, a group is at most remaining / (TAIL_SHARE * workers) psets.
+TAIL_SHARE = 2
+
+
+class Grouper:
+    """Cut a stream of ``(index, pset)`` into groups; feed it outcomes via :meth:`observe`."""
+
+    def __init__(self, items: Iterator[tuple[int, dict]], n_workers: int,
+                 total: int | None, group_size: int | None):
+        self.items = items
+        self.n_workers = max(1, n_workers)
+        self.total = total
+        self.fixed = group_size
+        self.handed_out = 0
+        self.measured_seconds = 0.0
+        self.measured_psets = 0
+
+    def observe(self, outcome: GroupOutcome) -> None:
+        """Learn from the runtimes of a finished group."""
+        for item in outcome.outcomes:
+            if item.runtime == item.runtime:  # skip NaN (crashed psets have no runtime)
+                self.measured_seconds += item.runtime
+                self.measured_psets += 1
+
+    def next_size(self) -> int:
+        if self.fixed:
+            return self.fixed
+        if not self.measured_psets:
+            return 1  # nothing measured yet: a pset might take hours
+        mean = self.measured_seconds / self.measured_psets
+        size = MAX_GROUP_SIZE if mean <= 0 else int(TARGET_SECONDS / mean)
+        if self.total is not None:
+            remaining = max(0, self.total - self.handed_out)
+            size = min(size, math.ceil(remaining / (TAIL_SHARE * self.n_workers)))
+        return max(1, min(size, MAX_GROUP_SIZE))
+
+    def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
+        while True:
+            size = self.next_size()
+            group = []
+            for item in self.items:
+                group.append(item)
+                if len(group) >= size:
+                    break
+            if not group:
+                return
+            self.handed_out += len(group)
+            yield group

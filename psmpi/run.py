@@ -1,0 +1,225 @@
+"""The one orchestration loop of a map: psets -> groups -> backend -> store -> MapResults.
+
+::
+
+    psets ──checked──▶ skip committed (resume) ──▶ Grouper ──groups──▶ Backend
+                                                      ▲                   │ GroupOutcome
+                                                      └── observe ◀───────┤ (completion order)
+                                                                          ▼
+    MapResults ◀── read committed rows ◀── Store (two-phase commit) ◀── RowWriter
+
+Only this module (on the driver, rank 0 under MPI) writes the store.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import pickle
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import config, params, task
+from .backends import Backend
+from .errors import StoreError
+from .grouping import Grouper
+from .progress import Reporter
+from .results import MapProgress, MapResults, Missing, PerfStats
+from .source import ResumeIndex, checked_psets
+from .store import Store, Table
+
+
+def default_out_path() -> str:
+    """<script name>.h5 in the working directory; psmpi.h5 when there is no script."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    stem = os.path.splitext(os.path.basename(script))[0] if script else ""
+    return (stem or "psmpi") + ".h5"
+
+
+def out_path(out: Any) -> str | None:
+    if out is config.AUTO:
+        return default_out_path()
+    return None if out is None else os.fspath(out)
+
+
+class RowWriter:
+    """Buffers rows and commits them in batches, remembering where each pset's row went."""
+
+    def __init__(self, results: Table, failures: Table, settings: config.Settings):
+        self.tables = {"results": results, "failures": failures}
+        self.buffers: dict[str, list[dict]] = {"results": [], "failures": []}
+        self.stored_rows = {"results": array.array("q"), "failures": array.array("q")}
+        self.stored_indexes = {"results": array.array("q"), "failures": array.array("q")}
+        self.commit_rows = settings.commit_rows
+        self.commit_seconds = settings.commit_seconds
+        self.oldest: float | None = None
+
+    def add(self, kind: str, row: dict) -> str | None:
+        """Buffer ``row`` for the table ``kind``; a message if it cannot be stored."""
+        problem = self.tables[kind].admit(row)
+        if problem is None:
+            self.buffers[kind].append(row)
+            if self.oldest is None:
+                self.oldest = time.monotonic()
+        return problem
+
+    def note_resumed(self, index: int, row: int) -> None:
+        self.stored_rows["results"].append(row)
+        self.stored_indexes["results"].append(index)
+
+    def due(self) -> bool:
+        buffered = len(self.buffers["results"]) + len(self.buffers["failures"])
+        return buffered >= self.commit_rows or (
+            self.oldest is not None and time.monotonic() - self.oldest >= self.commit_seconds)
+
+    def commit(self) -> None:
+        for kind, rows in self.buffers.items():
+            if rows:
+                stored = self.tables[kind].append(rows)
+                self.stored_rows[kind].extend(stored)
+                self.stored_indexes[kind].extend(row["_pset_index"] for row in rows)
+                rows.clear()
+        self.oldest = None
+
+    def read(self, kind: str) -> pd.DataFrame:
+        """This map's rows of table ``kind``, in pset order."""
+        indexes = np.frombuffer(self.stored_indexes[kind], dtype=np.int64)
+        rows = np.frombuffer(self.stored_rows[kind], dtype=np.int64)
+        return self.tables[kind].read(rows=rows[np.argsort(indexes, kind="stable")])
+
+
+class MapRun:
+    """The state of one map() call while it runs."""
+
+    def __init__(self, worker: Callable, psets: Any, settings: config.Settings,
+                 backend: Backend, name: str):
+        self.settings = settings
+        self.backend = backend
+        self.name = name
+        self.task = task.Task(worker, name, backend.name, settings.user_kwargs)
+        self.stream, self.length = checked_psets(psets)
+        self.progress = MapProgress()
+        self.reporter = Reporter(settings.verbose, name)
+        self.inflight: dict[int, tuple[dict, str]] = {}
+        self.runtimes = array.array("d")
+
+    def todo(self, resume: ResumeIndex | None, writer: RowWriter):
+        """Psets still to compute: committed ones are skipped, at most ``limit`` new ones."""
+        limit = self.settings.limit
+        new = 0
+        for index, pset in self.stream:
+            digest = params.pset_hash(pset)
+            row = resume.take(digest) if resume else None
+            if row is not None:
+                writer.note_resumed(index, row)
+                self.progress.resumed += 1
+                self.progress.finished += 1
+                continue
+            if limit and new >= limit:
+                break
+            new += 1
+            self.inflight[index] = (pset, digest)
+            self.progress.active += 1
+            yield index, pset
+
+    def record(self, outcome: task.GroupOutcome, writer: RowWriter) -> None:
+        """Turn one group's outcomes into rows of the results or failures table."""
+        for item in outcome.outcomes:
+            pset, digest = self.inflight.pop(item.index)
+            self.progress.active -= 1
+            self.runtimes.append(item.runtime)
+            book = {"_pset_index": item.index, "_pset_hash": digest, "_rank": outcome.rank,
+                    "_host": outcome.host, "_pid": outcome.pid, "_t_start": item.t_start,
+                    "_runtime": item.runtime}
+            error = item.error
+            if error is None:
+                error = self.store_result(pset, item.payload, book, writer)
+                if error is None:
+                    self.progress.finished += 1
+                    continue
+            self.store_failure(pset, book, error, writer)
+
+    def store_result(self, pset: dict, payload: bytes, book: dict, writer: RowWriter):
+        try:
+            result = pickle.loads(payload)
+        except Exception as exc:
+            return (task.UNPICKLABLE, "the result was pickled on the worker but cannot be "
+                    "unpickled here: " + task.describe(exc), traceback.format_exc())
+        row = dict(pset)
+        row.update(result)
+        row.update(book)
+        problem = writer.add("results", row)
+        return None if problem is None else (task.UNSTORABLE, problem, "")
+
+    def store_failure(self, pset: dict, book: dict, error: tuple, writer: RowWriter) -> None:
+        kind, message, traceback_text = error
+        row = dict(pset)
+        row.update(book)
+        row.update({"_kind": kind, "_exception": message, "_traceback": traceback_text})
+        problem = writer.add("failures", row)
+        if problem is not None:
+            raise StoreError(f"pset {book['_pset_index']} cannot be stored in map {self.name!r} "
+                             f"of {writer.tables['failures']}: {problem}. The psets differ from "
+                             f"the ones this map was run with before; use a new name= or out=")
+        self.progress.failures += 1
+        self.progress.exceptions += kind == task.EXCEPTION
+        self.reporter.failure(book["_pset_index"], kind, message, traceback_text)
+
+    def execute(self, store: Store) -> MapResults:
+        started = time.monotonic()
+        results_table = store.table(self.name, "results")
+        writer = RowWriter(results_table, store.table(self.name, "failures"), self.settings)
+        resume = ResumeIndex(results_table.read_column("_pset_hash")) if results_table.n_rows else None
+        self.progress.total = self.estimated_total(results_table.n_rows)
+        grouper = Grouper(self.todo(resume, writer), self.backend.n_workers,
+                          self.estimated_todo(results_table.n_rows), self.settings.group_size)
+        try:
+            for outcome in self.backend.run(self.task, grouper):
+                grouper.observe(outcome)
+                self.record(outcome, writer)
+                if writer.due():
+                    writer.commit()
+                self.reporter.update(self.progress)
+        finally:
+            writer.commit()  # whatever came back is kept, even when interrupted
+        self.progress.total = self.progress.finished + self.progress.failures
+        self.reporter.finish(self.progress, store.path or "memory")
+        return self.results(writer, time.monotonic() - started, store.path)
+
+    def estimated_total(self, committed: int) -> int:
+        if self.length is None:
+            return 0
+        limit = self.settings.limit
+        return min(self.length, committed + limit) if limit else self.length
+
+    def estimated_todo(self, committed: int) -> int | None:
+        if self.length is None:
+            return None
+        todo = max(0, self.length - committed)
+        return min(todo, self.settings.limit) if self.settings.limit else todo
+
+    def results(self, writer: RowWriter, wall: float, path: str | None) -> MapResults:
+        if self.settings.keep_results:
+            rows = writer.read("results")
+            rows = rows[[c for c in rows.columns if not str(c).startswith("_")]]
+        else:
+            rows = pd.DataFrame()
+        missing = Missing(writer.read("failures"))
+        stats = PerfStats(self.backend.name, self.backend.n_workers, wall,
+                          len(self.runtimes), np.frombuffer(self.runtimes, dtype=np.float64))
+        return MapResults(self.name, path, rows.reset_index(drop=True), missing,
+                          self.progress, stats)
+
+
+def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,
+            name: str) -> MapResults:
+    """Run one map to the end (or until interrupted, keeping what came back)."""
+    run = MapRun(worker, psets, settings, backend, name)
+    with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
+        return run.execute(store)

@@ -1,0 +1,158 @@
+"""Where the psets of a map come from: what a user may pass, checking it, and resume.
+
+Psets given as a list, a tuple, a DataFrame or a :class:`psmpi.params.Space` are checked in
+full before anything is computed, and one :class:`~psmpi.errors.PsetError` lists every
+problem. A one-shot iterator (a generator) is checked as it is read, so a bad pset stops the
+map where it stands; what was computed before it is committed and kept.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from . import params
+from .errors import PsetError
+
+# How many distinct problems one error message lists in full.
+MAX_PROBLEM_LINES = 50
+
+_KIND = {bool: "bool", int: "number", float: "number", str: "str"}
+_NUMPY_KIND = {"b": "bool", "i": "number", "u": "number", "f": "number", "U": "str"}
+
+
+def value_kind(value: Any) -> str | None:
+    """bool, number or str: a column holds one of these; None and NaN fit any column."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    kind = _KIND.get(type(value))
+    if kind is None and isinstance(value, np.generic):
+        kind = _NUMPY_KIND.get(value.dtype.kind)
+    return kind
+
+
+class PsetChecker:
+    """Collects every problem of a pset stream, including keys whose type changes."""
+
+    def __init__(self):
+        self.problems: dict[str, list[int]] = collections.defaultdict(list)
+        self.kinds: dict[str, tuple[str, int]] = {}  # key -> (kind, first pset index)
+        # Key and type layouts already known to be consistent: most psets of a survey share
+        # one, and checking it once instead of per pset keeps big surveys fast.
+        self.known_layouts: set[tuple] = set()
+
+    def check(self, index: int, pset: Any) -> bool:
+        problems = params.pset_problems(pset)
+        if not problems:
+            problems = self.kind_problems(index, pset)
+        for problem in problems:
+            self.problems[problem].append(index)
+        return not problems
+
+    def kind_problems(self, index: int, pset: dict) -> list[str]:
+        layout = (*pset, *map(type, pset.values()))
+        if layout in self.known_layouts:
+            return []
+        found = []
+        complete = True  # every value had a kind, so the layout alone decides next time
+        for key, value in pset.items():
+            kind = value_kind(value)
+            if kind is None:
+                complete = False
+                continue
+            seen = self.kinds.setdefault(key, (kind, index))
+            if seen[0] != kind:
+                found.append(f"key {key!r} holds a {kind} here but a {seen[0]} in pset {seen[1]}:"
+                             f" a column has one type; make the values of {key!r} consistent")
+        if complete and not found:
+            self.known_layouts.add(layout)
+        return found
+
+    def raise_if_any(self, total: int | None) -> None:
+        if not self.problems:
+            return
+        bad = len({i for indexes in self.problems.values() for i in indexes})
+        of = f" of {total}" if total is not None else ""
+        lines = [f"{bad}{of} psets are invalid; nothing was computed for them:"]
+        for problem, indexes in list(self.problems.items())[:MAX_PROBLEM_LINES]:
+            lines.append(f"  pset{'s' if len(indexes) > 1 else ''} {compress(indexes)}: {problem}")
+        if len(self.problems) > MAX_PROBLEM_LINES:
+            lines.append(f"  ... and {len(self.problems) - MAX_PROBLEM_LINES} more problems")
+        raise PsetError("\n".join(lines))
+
+
+def compress(indexes: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    parts = []
+    start = prev = indexes[0]
+    for i in indexes[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def as_iterable(psets: Any) -> tuple[Iterable, bool]:
+    """The psets as something to iterate, and whether it can be iterated twice."""
+    if isinstance(psets, (pd.DataFrame, params.Space)):
+        return params.as_space(psets), True
+    if isinstance(psets, (list, tuple)):
+        return psets, True
+    if isinstance(psets, dict):
+        raise PsetError("psets must be a list (or generator) of dicts, got one dict; "
+                        "for all combinations of its values use psmpi.params.product(d)")
+    if isinstance(psets, (str, bytes)) or not hasattr(psets, "__iter__"):
+        raise PsetError(f"psets must be a list, generator, DataFrame or psmpi.params.Space of "
+                        f"dicts, got {type(psets).__name__}")
+    return psets, False
+
+
+def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
+    """``(index, pset)`` pairs of valid psets, and how many there are if known."""
+    iterable, reiterable = as_iterable(psets)
+    if not reiterable:
+        return _checked_while_reading(iterable), None
+    checker = PsetChecker()
+    total = 0
+    for index, pset in enumerate(iterable):
+        checker.check(index, pset)
+        total += 1
+    checker.raise_if_any(total)
+    return enumerate(iterable), total
+
+
+def _checked_while_reading(iterable: Iterable) -> Iterator[tuple[int, dict]]:
+    checker = PsetChecker()
+    for index, pset in enumerate(iterable):
+        if not checker.check(index, pset):
+            checker.raise_if_any(None)
+        yield index, pset
+
+
+class ResumeIndex:
+    """Committed rows by pset hash, so a re-run skips what is done.
+
+    Identical psets are separate psets: each stored row is matched to one pset at most
+    (matching with multiplicity).
+    """
+
+    def __init__(self, hashes: Iterable[str]):
+        self.rows: dict[str, list[int]] = {}
+        for row, digest in enumerate(hashes):
+            self.rows.setdefault(digest, []).append(row)
+        for rows in self.rows.values():
+            rows.reverse()  # pop() then hands out the earliest row first
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, digest: str) -> int | None:
+        """The row of one not-yet-matched committed result with this hash, or None."""
+        rows = self.rows.get(digest)
+        return rows.pop() if rows else None

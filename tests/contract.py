@@ -1,0 +1,215 @@
+"""The behaviour contract every backend must meet.
+
+Each ``check_*`` function takes the backend name and a scratch directory and raises
+AssertionError on a violation. ``tests/test_contract.py`` runs them under pytest for the
+in-process backends; ``tests/run_contract.py`` runs them as a script, which is how they run
+under ``mpiexec -n K`` (code after init() runs on rank 0 only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+import pandas as pd
+
+import psmpi
+
+
+def multiply(pset):
+    return {"y": pset["a"] * pset["b"]}
+
+
+def three_args(pset, system_kwargs, user_kwargs):
+    return {"y": pset["a"] * user_kwargs["factor"], "seen_index": system_kwargs["pset_index"]}
+
+
+def fail_on_odd(pset):
+    if pset["a"] % 2:
+        raise ValueError(f"odd a={pset['a']}")
+    return {"y": pset["a"]}
+
+
+def bad_returns(pset):
+    kind = pset["kind"]
+    if kind == "ok":
+        return {"y": 1.5}
+    if kind == "list":
+        return [1, 2]
+    if kind == "clash":
+        return {"kind": "x"}
+    if kind == "unstorable":
+        return {"y": [1, 2, 3]}
+    if kind == "unpicklable":
+        return {"y": threading.Lock()}
+    if kind == "unloadable":
+        return {"y": Unloadable()}
+    return None
+
+
+def _refuse(*args):
+    raise RuntimeError("this object refuses to be unpickled")
+
+
+class Unloadable:
+    """Pickles fine, fails when unpickled: the driver must not crash on it."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def typed(pset):
+    i = pset["i"]
+    return {
+        "f": i / 2, "n": i * 3, "flag": i % 2 == 0, "s": f"row-{i}" * (i + 1),
+        "maybe": None if i == 1 else float(i),
+        "arr": np.arange(6, dtype=np.int32).reshape(2, 3) + i,
+        "vec": np.linspace(0, 1, 4) * i,
+    }
+
+
+def run(backend, tmp, psets, worker=multiply, **kwargs):
+    kwargs.setdefault("out", os.path.join(tmp, "study.h5"))
+    kwargs.setdefault("verbose", 0)
+    return psmpi.map(worker, psets, backend=backend, **kwargs)
+
+
+def check_product_rows_in_order(backend, tmp):
+    psets = psmpi.params.product({"a": [1, 2, 3]}, {"b": [10, 20]})
+    res = run(backend, tmp, psets, name="product")
+    assert len(res) == 6
+    assert list(res.results.columns) == ["a", "b", "y"]
+    assert res.results["y"].tolist() == [10, 20, 20, 40, 30, 60]
+    assert [r.y for r in res.itertuples()] == [10, 20, 20, 40, 30, 60]
+    assert next(res.iterdicts()) == {"a": 1, "b": 10, "y": 10}
+    assert res.progress.finished == 6 and res.progress.total == 6
+    assert res.progress.failures == 0 and res.progress.active == 0
+    assert len(res.missing) == 0
+    stored = psmpi.read(res.path, name="product")
+    assert len(stored) == 6 and sorted(stored["y"]) == sorted(res.results["y"])
+
+
+def check_three_argument_worker(backend, tmp):
+    psets = [{"a": a} for a in range(5)]
+    res = run(backend, tmp, psets, worker=three_args, user_kwargs={"factor": 7}, name="three")
+    assert res.results["y"].tolist() == [0, 7, 14, 21, 28]
+    assert res.results["seen_index"].tolist() == [0, 1, 2, 3, 4]
+
+
+def check_exceptions_become_missing(backend, tmp):
+    psets = [{"a": a} for a in range(10)]
+    res = run(backend, tmp, psets, worker=fail_on_odd, name="odd")
+    assert res.results["a"].tolist() == [0, 2, 4, 6, 8]
+    missing = res.missing.to_df()
+    assert missing["a"].tolist() == [1, 3, 5, 7, 9]
+    assert (missing["_kind"] == "exception").all()
+    assert missing["_exception"].iloc[0] == "ValueError: odd a=1"
+    assert "raise ValueError" in missing["_traceback"].iloc[0]
+    assert missing["_host"].iloc[0]
+    assert res.progress.failures == 5 and res.progress.exceptions == 5
+    assert res.missing.to_psets() == [{"a": a} for a in (1, 3, 5, 7, 9)]
+    # re-running the missing psets with a fixed worker completes the map
+    again = run(backend, tmp, res.missing.to_psets(), worker=lambda p: {"y": -p["a"]}, name="odd")
+    assert again.results["y"].tolist() == [-1, -3, -5, -7, -9]
+    assert len(psmpi.read(res.path, name="odd")) == 10
+
+
+def check_bad_results_fail_one_pset(backend, tmp):
+    kinds = ["ok", "list", "clash", "unstorable", "unpicklable", "unloadable", "none", "ok"]
+    res = run(backend, tmp, [{"kind": k} for k in kinds], worker=bad_returns, name="bad")
+    assert res.results["kind"].tolist() == ["ok", "none", "ok"]
+    got = dict(zip(res.missing.df["kind"], res.missing.df["_kind"]))
+    assert got == {"list": "bad_result", "clash": "bad_result", "unstorable": "unstorable",
+                   "unpicklable": "unpicklable", "unloadable": "unpicklable"}, got
+    messages = dict(zip(res.missing.df["kind"], res.missing.df["_exception"]))
+    assert "must return a dict" in messages["list"]
+    assert "clashes" in messages["clash"]
+
+
+def check_resume_computes_only_missing(backend, tmp):
+    psets = [{"a": a, "b": 1} for a in range(20)]
+    first = run(backend, tmp, psets[:12], name="resume")
+    assert first.progress.resumed == 0 and len(first) == 12
+    again = run(backend, tmp, psets, name="resume")
+    assert again.progress.resumed == 12
+    assert again.stats.computed == 8
+    assert again.results["a"].tolist() == list(range(20))
+    assert len(psmpi.read(again.path, name="resume")) == 20
+
+
+def check_identical_psets_are_separate(backend, tmp):
+    res = run(backend, tmp, [{"a": 3, "b": 0.5}] * 5, name="dupes")
+    assert len(res) == 5
+    res = run(backend, tmp, [{"a": 3, "b": 0.5}] * 7, name="dupes")
+    assert res.progress.resumed == 5 and res.stats.computed == 2 and len(res) == 7
+    assert len(psmpi.read(res.path, name="dupes")) == 7
+
+
+def check_empty_psets(backend, tmp):
+    res = run(backend, tmp, [], name="empty")
+    assert len(res) == 0 and len(res.missing) == 0 and res.progress.total == 0
+
+
+def check_limit(backend, tmp):
+    res = run(backend, tmp, [{"a": a, "b": 2} for a in range(10)], limit=3, name="limited")
+    assert res.results["a"].tolist() == [0, 1, 2]
+
+
+def check_lambda_and_closure_workers(backend, tmp):
+    offset = 100
+    res = run(backend, tmp, [{"a": 1}, {"a": 2}], worker=lambda p: {"y": p["a"] + offset},
+              name="lam")
+    assert res.results["y"].tolist() == [101, 102]
+
+
+def check_types_round_trip(backend, tmp):
+    res = run(backend, tmp, [{"i": i} for i in range(4)], worker=typed, name="typed")
+    df = res.results
+    assert df["f"].dtype == np.float64 and df["n"].dtype == np.int64
+    assert df["flag"].dtype == bool and df["flag"].tolist() == [True, False, True, False]
+    assert df["s"].tolist() == [f"row-{i}" * (i + 1) for i in range(4)]
+    assert math.isnan(df["maybe"].iloc[1]) and df["maybe"].iloc[3] == 3.0
+    assert df["arr"].iloc[2].dtype == np.int32 and df["arr"].iloc[2].shape == (2, 3)
+    assert (df["arr"].iloc[2] == np.arange(6).reshape(2, 3) + 2).all()
+    assert np.allclose(df["vec"].iloc[3], np.linspace(0, 1, 4) * 3)
+    back = psmpi.read(res.path, name="typed").sort_values("_pset_index")
+    assert back["n"].tolist() == df["n"].tolist()
+    assert back["s"].tolist() == df["s"].tolist()
+
+
+def check_generator_and_dataframe_psets(backend, tmp):
+    gen = ({"a": a, "b": 2} for a in range(4))
+    res = run(backend, tmp, gen, name="gen")
+    assert res.results["y"].tolist() == [0, 2, 4, 6]
+    frame = pd.DataFrame({"a": [1, 2], "b": [5, 6]})
+    res = run(backend, tmp, frame, name="frame")
+    assert res.results["y"].tolist() == [5, 12]
+
+
+def check_group_size_and_many_psets(backend, tmp):
+    psets = [{"a": a, "b": 3} for a in range(1000)]
+    res = run(backend, tmp, psets, group_size=7, name="many")
+    assert res.results["y"].tolist() == [3 * a for a in range(1000)]
+    res = run(backend, tmp, psets, name="many-adaptive", out=None)
+    assert res.results["y"].tolist() == [3 * a for a in range(1000)]
+    assert res.path is None
+
+
+def check_multistage(backend, tmp):
+    stage1 = run(backend, tmp, psmpi.params.product({"a": [1, 2]}, {"b": [3]}), name="stage1")
+    stage2_psets = psmpi.params.product(stage1.results[["a", "y"]], {"c": [10, 20]})
+    stage2 = run(backend, tmp, stage2_psets, worker=lambda p: {"z": p["y"] * p["c"]},
+                 name="stage2")
+    assert stage2.results["z"].tolist() == [30, 60, 60, 120]
+
+
+def check_keep_results_false(backend, tmp):
+    res = run(backend, tmp, [{"a": 1, "b": 2}], keep_results=False, name="nokeep")
+    assert len(res) == 0
+    assert psmpi.read(res.path, name="nokeep")["y"].tolist() == [2]
+
+
+CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
+          if name.startswith("check_")}

@@ -1,0 +1,89 @@
+"""Bad input is refused before any compute, with one error listing every offender."""
+
+import os
+
+import pytest
+
+import psmpi
+from psmpi.errors import ConfigError, PsetError
+
+
+def counting_worker(pset):
+    # A side effect the test can see: proves whether anything was computed.
+    with open(os.environ["PSMPI_TEST_CALLS"], "a") as f:
+        f.write("x")
+    return {"y": 1}
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch):
+    path = tmp_path / "calls"
+    path.write_text("")
+    monkeypatch.setenv("PSMPI_TEST_CALLS", str(path))
+    return path
+
+
+def run(psets, tmp_path, **kwargs):
+    return psmpi.map(counting_worker, psets, backend="serial", verbose=0,
+                     out=str(tmp_path / "v.h5"), **kwargs)
+
+
+def test_every_bad_pset_is_listed_and_nothing_runs(tmp_path, calls):
+    psets = [{"a": 1}, {"a/b": 2}, {"_x": 3}, {"a": [1, 2]}, {"a": 4}, {1: 5}, {"": 1},
+             "not a dict", {"a": 1, "b\0": 2}]
+    with pytest.raises(PsetError) as info:
+        run(psets, tmp_path)
+    text = str(info.value)
+    assert "7 of 9 psets are invalid" in text
+    for index in (1, 2, 3, 5, 6, 7, 8):
+        assert f"pset {index}:" in text, (index, text)
+    assert "'/'" in text and "'_x'" in text and "list" in text
+    assert calls.read_text() == ""
+
+
+def test_same_problem_lists_index_ranges(tmp_path, calls):
+    psets = [{"a/b": i} for i in range(100)]
+    with pytest.raises(PsetError, match=r"psets 0-99: key 'a/b'"):
+        run(psets, tmp_path)
+
+
+def test_inconsistent_types_across_psets(tmp_path, calls):
+    with pytest.raises(PsetError, match=r"pset 2: key 'a' holds a str here but a number in pset 0"):
+        run([{"a": 1}, {"a": 2.5}, {"a": "x"}, {"a": None}], tmp_path)
+    assert calls.read_text() == ""
+
+
+def test_generator_stops_at_bad_pset_and_keeps_what_was_done(tmp_path, calls):
+    def psets():
+        yield {"a": 1}
+        yield {"a": 2}
+        yield {"a/": 3}
+    with pytest.raises(PsetError, match="pset 2"):
+        run(psets(), tmp_path, group_size=1)
+    # what was computed before the bad pset is committed and resumable
+    assert len(psmpi.read(tmp_path / "v.h5")) == len(calls.read_text())
+
+
+def test_dict_instead_of_list(tmp_path):
+    with pytest.raises(PsetError, match="params.product"):
+        run({"a": [1, 2]}, tmp_path)
+
+
+def test_not_iterable(tmp_path):
+    with pytest.raises(PsetError, match="got int"):
+        run(5, tmp_path)
+
+
+def test_unknown_map_kwarg(tmp_path):
+    with pytest.raises(ConfigError, match="unknown keyword argument 'ncore'"):
+        run([{"a": 1}], tmp_path, ncore=2)
+
+
+def test_bad_worker_signature(tmp_path):
+    with pytest.raises(ConfigError, match="must take"):
+        psmpi.map(lambda: None, [{"a": 1}], backend="serial", out=None, verbose=0)
+
+
+def test_empty_list_is_fine(tmp_path, calls):
+    res = run([], tmp_path)
+    assert len(res) == 0
