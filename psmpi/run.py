@@ -106,7 +106,7 @@ class MapRun:
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
         self.reporter = Reporter(settings.verbose, name)
-        self.inflight: dict[int, tuple[dict, str]] = {}
+        self.inflight: dict[int, dict] = {}
         self.runtimes = array.array("d")
 
     def todo(self, resume: ResumeIndex | None, writer: RowWriter):
@@ -114,26 +114,28 @@ class MapRun:
         limit = self.settings.limit
         new = 0
         for index, pset in self.stream:
-            digest = params.pset_hash(pset)
-            row = resume.take(digest) if resume else None
-            if row is not None:
-                writer.note_resumed(index, row)
-                self.progress.resumed += 1
-                self.progress.finished += 1
-                continue
+            if resume is not None:
+                row = resume.take(params.pset_hash(pset))
+                if row is not None:
+                    writer.note_resumed(index, row)
+                    self.progress.resumed += 1
+                    self.progress.finished += 1
+                    continue
             if limit and new >= limit:
                 break
             new += 1
-            self.inflight[index] = (pset, digest)
+            self.inflight[index] = pset
             self.progress.active += 1
             yield index, pset
 
     def record(self, outcome: task.GroupOutcome, writer: RowWriter) -> None:
         """Turn one group's outcomes into rows of the results or failures table."""
         for item in outcome.outcomes:
-            pset, digest = self.inflight.pop(item.index)
+            pset = self.inflight.pop(item.index)
             self.progress.active -= 1
             self.runtimes.append(item.runtime)
+            # Workers hash the psets (in parallel); a group lost with its process did not.
+            digest = item.digest or params.pset_hash(pset)
             book = {"_pset_index": item.index, "_pset_hash": digest, "_rank": outcome.rank,
                     "_host": outcome.host, "_pid": outcome.pid, "_t_start": item.t_start,
                     "_runtime": item.runtime}

@@ -154,6 +154,10 @@ class Table:
         self._n = int(group["n_committed"][()]) if "n_committed" in group else 0
         self._cols: dict[str, _Column] = {}
         self._zero_d: set[str] = set()  # keys that were given 0-d arrays: unwrapped by append()
+        # Layouts (keys and value types) of rows admitted before. A row of a known layout
+        # needs only its Python ints range-checked: the schema only grows and widens, so
+        # what fitted once fits again. Rows of a survey share a few layouts.
+        self._layouts: set[tuple] = set()
         if store is not None:
             self._repair()
         nulls = group.get("nulls", {})
@@ -222,6 +226,13 @@ class Table:
             otherwise a one-line message naming the key, the column's and the row's types
             and the fix, and the row must not be appended.
         """
+        layout = (*row, *map(type, row.values()))
+        if layout in self._layouts:
+            for v in row.values():
+                if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
+                    break
+            else:
+                return None
         cols = self._cols
         changes = None
         for key, v in row.items():
@@ -243,6 +254,8 @@ class Table:
                 cols[key] = _Column(key, kind, dtype, shape)
             else:
                 col.kind, col.dtype = kind, dtype
+        if np.ndarray not in layout and len(self._layouts) < 1000:  # arrays: shape varies
+            self._layouts.add(layout)
         return None
 
     def _check(self, key: str, v: Any, kind: str | None, col: _Column | None

@@ -37,6 +37,7 @@ class PsetOutcome(NamedTuple):
     """What became of one pset: ``payload`` (pickled result) or ``error`` is set."""
 
     index: int
+    digest: str                         # pset_hash, computed here to spare the driver
     payload: bytes | None
     error: tuple[str, str, str] | None  # (kind, "Type: message", traceback text)
     t_start: float                      # time.time() when the worker call began
@@ -101,6 +102,7 @@ class Task:
         return GroupOutcome(outcomes, rank, HOST, os.getpid())
 
     def run_one(self, fn: Callable, index: int, pset: dict, rank: int) -> PsetOutcome:
+        digest = params.pset_hash(pset)
         t_start = time.time()
         t0 = time.perf_counter()
         try:
@@ -112,18 +114,18 @@ class Task:
                 result = fn(dict(pset), system_kwargs, self.user_kwargs)
         except Exception as exc:  # user code: its failure is data, not a crash of psmpi
             runtime = time.perf_counter() - t0
-            return PsetOutcome(index, None, (EXCEPTION, describe(exc), traceback.format_exc()),
+            return PsetOutcome(index, digest, None, (EXCEPTION, describe(exc), traceback.format_exc()),
                                t_start, runtime)
         runtime = time.perf_counter() - t0
         error = result_problem(result, pset)
         if error:
-            return PsetOutcome(index, None, (BAD_RESULT, error, ""), t_start, runtime)
+            return PsetOutcome(index, digest, None, (BAD_RESULT, error, ""), t_start, runtime)
         try:
             payload = pickle.dumps(result or {}, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            return PsetOutcome(index, None, (UNPICKLABLE, "result cannot be pickled: " + describe(exc),
+            return PsetOutcome(index, digest, None, (UNPICKLABLE, "result cannot be pickled: " + describe(exc),
                                              traceback.format_exc()), t_start, runtime)
-        return PsetOutcome(index, payload, None, t_start, runtime)
+        return PsetOutcome(index, digest, payload, None, t_start, runtime)
 
 
 def describe(exc: BaseException) -> str:
@@ -135,15 +137,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_GOOD_RESULT_KEYS: set[tuple] = set()  # key tuples of results already checked
+
+
 def result_problem(result: Any, pset: dict) -> str | None:
     """Why ``result`` is not an acceptable return value for ``pset``, or None."""
     if result is None:
         return None
     if not isinstance(result, dict):
         return f"worker returned {type(result).__name__}; it must return a dict (or None)"
-    problems = params.pset_problems(dict.fromkeys(result))  # the key rules of psets
-    if problems:
-        return "result " + problems[0].replace("rename the parameter", "rename the result")
+    if tuple(result) not in _GOOD_RESULT_KEYS:
+        problems = params.pset_problems(dict.fromkeys(result))  # the key rules of psets
+        if problems:
+            return "result " + problems[0].replace("rename the parameter", "rename the result")
+        if len(_GOOD_RESULT_KEYS) < 1000:
+            _GOOD_RESULT_KEYS.add(tuple(result))
     clash = result.keys() & pset.keys()
     if clash:
         return (f"result key {sorted(clash)[0]!r} clashes with the pset parameter of the same "

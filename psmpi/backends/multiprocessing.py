@@ -148,6 +148,6 @@ class MultiprocessingBackend(Backend):
 
 def crashed(group: Group) -> GroupOutcome:
     now = time.time()
-    outcomes = [PsetOutcome(index, None, (CRASHED, CRASH_MESSAGE, ""), now, float("nan"))
+    outcomes = [PsetOutcome(index, "", None, (CRASHED, CRASH_MESSAGE, ""), now, float("nan"))
                 for index, _ in group]
     return GroupOutcome(outcomes, -1, HOST, -1)
