@@ -19,14 +19,14 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from . import config, params, task
 from .backends import Backend
-from .errors import StoreError
+from .errors import PsetError, StoreError
 from .grouping import Grouper
 from .progress import Reporter
 from .results import MapProgress, MapResults, Missing, PerfStats
@@ -179,7 +179,10 @@ class MapRun:
         writer = RowWriter(results_table, store.table(self.name, "failures"), self.settings)
         resume = ResumeIndex(results_table.read_column("_pset_hash")) if results_table.n_rows else None
         self.progress.total = self.estimated_total(results_table.n_rows)
-        grouper = Grouper(self.todo(resume, writer), self.backend.n_workers,
+        todo = self.todo(resume, writer)
+        if self.settings.cost is not None:
+            todo = most_expensive_first(todo, self.settings.cost)
+        grouper = Grouper(todo, self.backend.n_workers,
                           self.estimated_todo(results_table.n_rows), self.settings.group_size)
         try:
             for outcome in self.backend.run(self.task, grouper):
@@ -217,6 +220,27 @@ class MapRun:
                           len(self.runtimes), np.frombuffer(self.runtimes, dtype=np.float64))
         return MapResults(self.name, path, rows.reset_index(drop=True), missing,
                           self.progress, stats)
+
+
+def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
+    """The psets sorted by ``cost(pset)``, highest first (ties keep pset order).
+
+    Longest-first dispatch leaves only short psets for the end, so no worker finishes long
+    after the others. It needs every pending pset in memory once.
+    """
+    items = list(todo)
+    costs = []
+    for index, pset in items:
+        try:
+            value = float(cost(pset))
+        except Exception as exc:
+            raise PsetError(f"cost() failed for pset {index} {pset!r}: {task.describe(exc)}; "
+                            f"it must return a number for every pset") from exc
+        if value != value:
+            raise PsetError(f"cost() returned NaN for pset {index} {pset!r}")
+        costs.append(-value)
+    order = sorted(range(len(items)), key=costs.__getitem__)
+    return iter([items[i] for i in order])
 
 
 def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,

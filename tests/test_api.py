@@ -104,3 +104,17 @@ def test_stats_are_measured():
     assert res.stats.wall_seconds > 0 and res.stats.psets_per_second > 0
     assert set(res.stats.percentiles()) == {"p50", "p90", "p99", "max"}
     assert "50 psets in" in str(res.stats)
+
+
+def test_cost_sends_most_expensive_first():
+    res = psmpi.map(lambda p: {"t": __import__("time").perf_counter()},
+                    [{"a": a} for a in range(6)], out=None, group_size=1,
+                    cost=lambda p: [1, 5, 3, 9, 0, 2][p["a"]])
+    order = res.results.sort_values("t")["a"].tolist()
+    assert order == [3, 1, 2, 5, 0, 4]
+    assert res.results["a"].tolist() == list(range(6))  # rows still in pset order
+
+
+def test_cost_failure_names_the_pset():
+    with pytest.raises(psmpi.PsetError, match=r"cost\(\) failed for pset 1 .*KeyError"):
+        psmpi.map(square, [{"a": 0}, {"a": 1}], out=None, cost=lambda p: {0: 1.0}[p["a"]])
