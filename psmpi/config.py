@@ -155,6 +155,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "return the rows in MapResults (False: only write them to the file)"),
     Option("fsync_interval", 10.0, _check_positive_number, float,
            "seconds between fsyncs of the results file (bounds loss on a node crash)"),
+    Option("drain_seconds", 20.0, _check_positive_number, float,
+           "on SIGTERM/SIGUSR1/SIGINT, wait this long for running groups before exiting"),
     Option("commit_rows", 1000, _int_in(1, math.inf), _parse_int,
            "commit buffered rows to the file once this many have arrived"),
     Option("commit_seconds", 1.0, _check_positive_number, float,
@@ -182,6 +184,7 @@ class Settings:
     out: Any
     keep_results: bool
     fsync_interval: float
+    drain_seconds: float
     commit_rows: int
     commit_seconds: float
     user_kwargs: dict | None

@@ -19,7 +19,7 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from .grouping import Grouper
 from .progress import Reporter
 from .results import MapProgress, MapResults, Missing, PerfStats
 from .source import ResumeIndex, checked_psets
+from .stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from .store import Store, Table
 
 
@@ -98,7 +99,7 @@ class MapRun:
     """The state of one map() call while it runs."""
 
     def __init__(self, worker: Callable, psets: Any, settings: config.Settings,
-                 backend: Backend, name: str):
+                 backend: Backend, name: str, stop: StopRequest):
         self.settings = settings
         self.backend = backend
         self.name = name
@@ -107,6 +108,8 @@ class MapRun:
         self.progress = MapProgress()
         self.reporter = Reporter(settings.verbose, name)
         self.inflight: dict[int, dict] = {}
+        self.stop = stop
+        self.abandoned = 0  # psets in flight when the drain period ran out
         self.runtimes = array.array("d")
 
     def todo(self, resume: ResumeIndex | None, writer: RowWriter):
@@ -182,18 +185,25 @@ class MapRun:
         todo = self.todo(resume, writer)
         if self.settings.cost is not None:
             todo = most_expensive_first(todo, self.settings.cost)
+        todo = until_stopped(todo, self.stop)
         grouper = Grouper(todo, self.backend.n_workers,
                           self.estimated_todo(results_table.n_rows), self.settings.group_size)
         try:
             for outcome in self.backend.run(self.task, grouper):
-                grouper.observe(outcome)
-                self.record(outcome, writer)
+                if outcome is not None:  # None: a heartbeat while workers compute
+                    grouper.observe(outcome)
+                    self.record(outcome, writer)
                 if writer.due():
                     writer.commit()
                 self.reporter.update(self.progress)
+                if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
+                    self.abandoned = self.progress.active
+                    self.backend.abandon()
+                    break
         finally:
             writer.commit()  # whatever came back is kept, even when interrupted
-        self.progress.total = self.progress.finished + self.progress.failures
+        if not self.stop.requested:
+            self.progress.total = self.progress.finished + self.progress.failures
         self.reporter.finish(self.progress, store.path or "memory")
         return self.results(writer, time.monotonic() - started, store.path)
 
@@ -245,7 +255,22 @@ def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
 
 def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,
             name: str) -> MapResults:
-    """Run one map to the end (or until interrupted, keeping what came back)."""
-    run = MapRun(worker, psets, settings, backend, name)
-    with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
-        return run.execute(store)
+    """Run one map to the end, or drain and exit with EXIT_INCOMPLETE on a stop signal."""
+    with StopRequest() as stop:
+        run = MapRun(worker, psets, settings, backend, name, stop)
+        with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
+            results = run.execute(store)
+    if stop.requested:
+        exit_incomplete(run, results)
+    return results
+
+
+def exit_incomplete(run: MapRun, results: MapResults) -> NoReturn:
+    """Tell the user what is done and what is left, then exit so a job can requeue."""
+    where = results.path or "memory (out=None: nothing is kept)"
+    lost = f"; {run.abandoned} psets in flight were abandoned" if run.abandoned else ""
+    print(f"psmpi [{run.name}]: stopped by {run.stop.name} after {run.stop.elapsed():.1f} s of "
+          f"draining{lost}. {results.progress.finished} psets done and committed to {where}. "
+          f"Run the same command again to compute the rest. Exit status {EXIT_INCOMPLETE}.",
+          file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INCOMPLETE)

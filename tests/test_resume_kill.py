@@ -32,9 +32,10 @@ def committed(path):
     if not path.exists():
         return None
     try:
-        return psmpi.read(path, name="kill")
+        df = psmpi.read(path, name="kill")
     except psmpi.StoreError:
         return None  # killed before the map's table existed
+    return df if len(df) else None  # killed before the first commit
 
 
 def check_exact(df):

@@ -43,8 +43,14 @@ class Backend(abc.ABC):
         """Run ``task`` on every group; yield each outcome as it completes.
 
         Worker failures come back as data inside the outcomes, never raised. A group whose
-        worker process died yields outcomes of kind ``crashed`` for its psets.
+        worker process died yields outcomes of kind ``crashed`` for its psets. While waiting,
+        a backend may yield None (at most every ~0.2 s) so the driver can report progress
+        and keep deadlines. When ``groups`` runs out, the groups in flight are finished.
         """
 
     def close(self) -> None:
         """Release workers. The backend is not used after this."""
+
+    def abandon(self) -> None:
+        """Stop now, dropping the groups in flight (the drain period ran out)."""
+        self.close()

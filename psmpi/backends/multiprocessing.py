@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
 from ..errors import ConfigError
+from ..stopping import ignore_stop_signals
 from ..task import CRASHED, GroupOutcome, HOST, PsetOutcome, Task
 from .base import Backend, Group
 
@@ -79,13 +80,20 @@ class MultiprocessingBackend(Backend):
             kwargs = {}
             if self.max_tasks_per_child:
                 kwargs["max_tasks_per_child"] = self.max_tasks_per_child
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=self.context, **kwargs)
+            self.executor = ProcessPoolExecutor(self.workers, mp_context=self.context,
+                                                initializer=ignore_stop_signals, **kwargs)
         return self.executor
 
-    def discard_pool(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-            self.executor = None
+    def discard_pool(self, kill: bool = False) -> None:
+        if self.executor is None:
+            return
+        if kill:
+            # Workers ignore SIGTERM (they finish their group while the driver drains), so
+            # abandoning busy ones takes SIGKILL. The executor has no public handle on them.
+            for process in list(getattr(self.executor, "_processes", {}).values()):
+                process.kill()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.executor = None
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         pending: dict[Future, Group] = {}
@@ -106,6 +114,8 @@ class MultiprocessingBackend(Backend):
                         return
                     continue
                 done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                if not done:
+                    yield None  # heartbeat: lets the driver report progress and keep deadlines
                 for future in done:
                     group = pending.pop(future, None)
                     if group is None:  # already moved to suspects by an earlier crash
@@ -144,6 +154,9 @@ class MultiprocessingBackend(Backend):
 
     def close(self) -> None:
         self.discard_pool()
+
+    def abandon(self) -> None:
+        self.discard_pool(kill=True)
 
 
 def crashed(group: Group) -> GroupOutcome:

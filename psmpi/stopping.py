@@ -1,0 +1,81 @@
+"""Stopping a survey on a signal without losing anything that finished.
+
+Slurm sends ``--signal=B:USR1@N`` before the time limit, then SIGTERM, then SIGKILL; a user
+presses Ctrl-C. On the first SIGTERM, SIGUSR1 or SIGINT psmpi stops handing out psets,
+waits up to ``drain_seconds`` for the groups in flight, commits and fsyncs what came back,
+closes the file and exits with :data:`EXIT_INCOMPLETE`, so a job script can requeue itself
+and the next run resumes. A second signal stops at once (KeyboardInterrupt), still keeping
+every committed row.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Iterable, Iterator, TypeVar
+
+# sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry".
+EXIT_INCOMPLETE = 75
+
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
+                                 signal.SIGINT) if s is not None)
+
+T = TypeVar("T")
+
+
+class StopRequest:
+    """While active (a context manager), the first stop signal sets :attr:`signum`."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.since: float | None = None
+        self.previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def elapsed(self) -> float:
+        """Seconds since the stop was requested (0 if it was not)."""
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second stop signal ({signal.Signals(signum).name})")
+        self.signum = signum
+        self.since = time.monotonic()
+
+    def __enter__(self) -> "StopRequest":
+        # Python only lets the main thread install handlers; elsewhere signals keep their
+        # default behaviour, and committed rows are still safe.
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def until_stopped(items: Iterable[T], stop: StopRequest) -> Iterator[T]:
+    """``items`` until a stop is requested; nothing is taken from ``items`` after that."""
+    items = iter(items)
+    while not stop.requested:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        yield item
+
+
+def ignore_stop_signals() -> None:
+    """For worker processes: let the driver decide when to stop; finish the group at hand."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
