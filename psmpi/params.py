@@ -63,6 +63,17 @@ class Space:
         """The parameter names, in order (a copy)."""
         return list(self._keys)
 
+    @property
+    def axes(self) -> dict | None:
+        """``{key: values}`` if the space is a pure grid (a product of value lists), else None.
+
+        >>> product({"a": [1, 2]}, {"b": "x"}).axes
+        {'a': [1, 2], 'b': ['x']}
+        >>> print(concat({"a": 1}, {"a": 2}).axes)
+        None
+        """
+        return None if self._axes is None else dict(_zip(self._keys, self._axes))
+
     def __iter__(self) -> Iterator[dict]:
         # map/zip run in C: about twice as fast as a generator expression
         return map(dict, map(_zip, repeat(self._keys), self._rows()))

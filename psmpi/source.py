@@ -118,6 +118,8 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
     iterable, reiterable = as_iterable(psets)
     if not reiterable:
         return _checked_while_reading(iterable), None
+    if isinstance(iterable, params.Space) and _grid_is_valid(iterable.axes):
+        return enumerate(iterable), len(iterable)
     checker = PsetChecker()
     total = 0
     for index, pset in enumerate(iterable):
@@ -125,6 +127,18 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
         total += 1
     checker.raise_if_any(total)
     return enumerate(iterable), total
+
+
+def _grid_is_valid(axes: dict | None) -> bool:
+    """Check a grid axis by axis: every pset of a grid combines values that passed.
+
+    This costs the sum of the axis lengths instead of their product. False also when the
+    space is not a grid; the full check then runs and reports every offending pset.
+    """
+    if axes is None:
+        return False
+    checker = PsetChecker()
+    return all(checker.check(0, {key: value}) for key, values in axes.items() for value in values)
 
 
 def _checked_while_reading(iterable: Iterable) -> Iterator[tuple[int, dict]]:

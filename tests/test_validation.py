@@ -87,3 +87,19 @@ def test_bad_worker_signature(tmp_path):
 def test_empty_list_is_fine(tmp_path, calls):
     res = run([], tmp_path)
     assert len(res) == 0
+
+
+def test_grid_with_a_bad_value_lists_every_offending_pset(tmp_path, calls):
+    space = psmpi.params.product({"a": [1, 2]}, {"b": [0.5, "x", 1.5]})
+    with pytest.raises(PsetError, match=r"psets 1, 4: key 'b' holds a str here but a number"):
+        run(space, tmp_path)
+    assert calls.read_text() == ""
+
+
+def test_big_grid_is_checked_by_axis(tmp_path):
+    space = psmpi.params.product({"a": range(3000)}, {"b": range(3000)})
+    import time
+    t = time.perf_counter()
+    stream, total = psmpi.source.checked_psets(space)
+    assert total == 9_000_000 and time.perf_counter() - t < 5  # a per-pset pass takes ~20 s
+    assert next(stream) == (0, {"a": 0, "b": 0})
