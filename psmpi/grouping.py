@@ -8,6 +8,7 @@ self-scheduling) so that no worker is left with a long tail while the others idl
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator
 
@@ -55,13 +56,9 @@ class Grouper:
         return max(1, min(size, MAX_GROUP_SIZE))
 
     def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
+        items = iter(self.items)
         while True:
-            size = self.next_size()
-            group = []
-            for item in self.items:
-                group.append(item)
-                if len(group) >= size:
-                    break
+            group = list(itertools.islice(items, self.next_size()))
             if not group:
                 return
             self.handed_out += len(group)

@@ -14,12 +14,13 @@ Only this module (on the driver, rank 0 under MPI) writes the store.
 from __future__ import annotations
 
 import array
+import itertools
 import os
 import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -49,23 +50,30 @@ def out_path(out: Any) -> str | None:
     return None if out is None else os.fspath(out)
 
 
+# Bookkeeping columns of every row, collected per row as a tuple in this order and written
+# as arrays: cheaper than seven more keys in every row dict.
+BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_t_start", "_runtime")
+
+
 class RowWriter:
     """Buffers rows and commits them in batches, remembering where each pset's row went."""
 
     def __init__(self, results: Table, failures: Table, settings: config.Settings):
         self.tables = {"results": results, "failures": failures}
         self.buffers: dict[str, list[dict]] = {"results": [], "failures": []}
+        self.books: dict[str, list[tuple]] = {"results": [], "failures": []}
         self.stored_rows = {"results": array.array("q"), "failures": array.array("q")}
         self.stored_indexes = {"results": array.array("q"), "failures": array.array("q")}
         self.commit_rows = settings.commit_rows
         self.commit_seconds = settings.commit_seconds
         self.oldest: float | None = None
 
-    def add(self, kind: str, row: dict) -> str | None:
-        """Buffer ``row`` for the table ``kind``; a message if it cannot be stored."""
+    def add(self, kind: str, row: dict, book: tuple) -> str | None:
+        """Buffer ``row`` (with its BOOK_COLUMNS values) for table ``kind``; why not, if not."""
         problem = self.tables[kind].admit(row)
         if problem is None:
             self.buffers[kind].append(row)
+            self.books[kind].append(book)
             if self.oldest is None:
                 self.oldest = time.monotonic()
         return problem
@@ -82,17 +90,21 @@ class RowWriter:
     def commit(self) -> None:
         for kind, rows in self.buffers.items():
             if rows:
-                stored = self.tables[kind].append(rows)
+                columns = dict(zip(BOOK_COLUMNS, map(np.array, zip(*self.books[kind]))))
+                stored = self.tables[kind].append(rows, columns)
                 self.stored_rows[kind].extend(stored)
-                self.stored_indexes[kind].extend(row["_pset_index"] for row in rows)
+                self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
                 rows.clear()
+                self.books[kind].clear()
         self.oldest = None
 
-    def read(self, kind: str) -> pd.DataFrame:
+    def read(self, kind: str, user_columns_only: bool = False) -> pd.DataFrame:
         """This map's rows of table ``kind``, in pset order."""
         indexes = np.frombuffer(self.stored_indexes[kind], dtype=np.int64)
         rows = np.frombuffer(self.stored_rows[kind], dtype=np.int64)
-        return self.tables[kind].read(rows=rows[np.argsort(indexes, kind="stable")])
+        table = self.tables[kind]
+        columns = [c for c in table.columns if not c.startswith("_")] if user_columns_only else None
+        return table.read(rows=rows[np.argsort(indexes, kind="stable")], columns=columns)
 
 
 class MapRun:
@@ -112,36 +124,36 @@ class MapRun:
         self.abandoned = 0  # psets in flight when the drain period ran out
         self.runtimes = array.array("d")
 
-    def todo(self, resume: ResumeIndex | None, writer: RowWriter):
-        """Psets still to compute: committed ones are skipped, at most ``limit`` new ones."""
-        limit = self.settings.limit
-        new = 0
+    def todo(self, resume: ResumeIndex | None, writer: RowWriter) -> Iterator[tuple[int, dict]]:
+        """Psets still to compute: committed ones skipped, at most ``limit`` new ones."""
+        stream = self.stream if resume is None else self.skip_committed(resume, writer)
+        return itertools.islice(stream, self.settings.limit or None)
+
+    def skip_committed(self, resume: ResumeIndex, writer: RowWriter):
         for index, pset in self.stream:
-            if resume is not None:
-                row = resume.take(params.pset_hash(pset))
-                if row is not None:
-                    writer.note_resumed(index, row)
-                    self.progress.resumed += 1
-                    self.progress.finished += 1
-                    continue
-            if limit and new >= limit:
-                break
-            new += 1
-            self.inflight[index] = pset
-            self.progress.active += 1
-            yield index, pset
+            row = resume.take(params.pset_hash(pset))
+            if row is None:
+                yield index, pset
+            else:
+                writer.note_resumed(index, row)
+                self.progress.resumed += 1
+                self.progress.finished += 1
+
+    def handed_out(self, groups: Iterable[list]) -> Iterator[list]:
+        """Remember what each group holds until its outcome comes back."""
+        for group in groups:
+            self.inflight.update(group)
+            yield group
 
     def record(self, outcome: task.GroupOutcome, writer: RowWriter) -> None:
         """Turn one group's outcomes into rows of the results or failures table."""
         for item in outcome.outcomes:
             pset = self.inflight.pop(item.index)
-            self.progress.active -= 1
             self.runtimes.append(item.runtime)
             # Workers hash the psets (in parallel); a group lost with its process did not.
             digest = item.digest or params.pset_hash(pset)
-            book = {"_pset_index": item.index, "_pset_hash": digest, "_rank": outcome.rank,
-                    "_host": outcome.host, "_pid": outcome.pid, "_t_start": item.t_start,
-                    "_runtime": item.runtime}
+            book = (item.index, digest, outcome.rank, outcome.host, outcome.pid, item.t_start,
+                    item.runtime)
             error = item.error
             if error is None:
                 error = self.store_result(pset, item.payload, book, writer)
@@ -150,7 +162,7 @@ class MapRun:
                     continue
             self.store_failure(pset, book, error, writer)
 
-    def store_result(self, pset: dict, payload: bytes, book: dict, writer: RowWriter):
+    def store_result(self, pset: dict, payload: bytes, book: tuple, writer: RowWriter):
         try:
             result = pickle.loads(payload)
         except Exception as exc:
@@ -158,23 +170,22 @@ class MapRun:
                     "unpickled here: " + task.describe(exc), traceback.format_exc())
         row = dict(pset)
         row.update(result)
-        row.update(book)
-        problem = writer.add("results", row)
+        problem = writer.add("results", row, book)
         return None if problem is None else (task.UNSTORABLE, problem, "")
 
-    def store_failure(self, pset: dict, book: dict, error: tuple, writer: RowWriter) -> None:
+    def store_failure(self, pset: dict, book: tuple, error: tuple, writer: RowWriter) -> None:
         kind, message, traceback_text = error
         row = dict(pset)
-        row.update(book)
         row.update({"_kind": kind, "_exception": message, "_traceback": traceback_text})
-        problem = writer.add("failures", row)
+        problem = writer.add("failures", row, book)
+        index = book[0]
         if problem is not None:
-            raise StoreError(f"pset {book['_pset_index']} cannot be stored in map {self.name!r} "
+            raise StoreError(f"pset {index} cannot be stored in map {self.name!r} "
                              f"of {writer.tables['failures']}: {problem}. The psets differ from "
                              f"the ones this map was run with before; use a new name= or out=")
         self.progress.failures += 1
         self.progress.exceptions += kind == task.EXCEPTION
-        self.reporter.failure(book["_pset_index"], kind, message, traceback_text)
+        self.reporter.failure(index, kind, message, traceback_text)
 
     def execute(self, store: Store) -> MapResults:
         started = time.monotonic()
@@ -185,16 +196,17 @@ class MapRun:
         todo = self.todo(resume, writer)
         if self.settings.cost is not None:
             todo = most_expensive_first(todo, self.settings.cost)
-        todo = until_stopped(todo, self.stop)
         grouper = Grouper(todo, self.backend.n_workers,
                           self.estimated_todo(results_table.n_rows), self.settings.group_size)
+        groups = self.handed_out(until_stopped(grouper, self.stop))
         try:
-            for outcome in self.backend.run(self.task, grouper):
+            for outcome in self.backend.run(self.task, groups):
                 if outcome is not None:  # None: a heartbeat while workers compute
                     grouper.observe(outcome)
                     self.record(outcome, writer)
                 if writer.due():
                     writer.commit()
+                self.progress.active = len(self.inflight)
                 self.reporter.update(self.progress)
                 if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
                     self.abandoned = self.progress.active
@@ -202,6 +214,7 @@ class MapRun:
                     break
         finally:
             writer.commit()  # whatever came back is kept, even when interrupted
+        self.progress.active = len(self.inflight)
         if not self.stop.requested:
             self.progress.total = self.progress.finished + self.progress.failures
         self.reporter.finish(self.progress, store.path or "memory")
@@ -221,8 +234,7 @@ class MapRun:
 
     def results(self, writer: RowWriter, wall: float, path: str | None) -> MapResults:
         if self.settings.keep_results:
-            rows = writer.read("results")
-            rows = rows[[c for c in rows.columns if not str(c).startswith("_")]]
+            rows = writer.read("results", user_columns_only=True)
         else:
             rows = pd.DataFrame()
         missing = Missing(writer.read("failures"))

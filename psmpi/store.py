@@ -298,13 +298,17 @@ class Table:
         return (f"result {key!r} is {_describe(kind, dtype, shape)} but column {key!r} holds "
                 f"{_describe(col.kind, col.dtype, col.shape)}; return the same type for every pset"), None
 
-    def append(self, rows: list[dict]) -> range:
+    def append(self, rows: list[dict], columns: dict[str, np.ndarray] | None = None) -> range:
         """Commit admitted ``rows``: apply pending schema changes, then a two-phase commit.
 
         Parameters
         ----------
         rows : list of dict
             Rows that :meth:`admit` accepted, in order.
+        columns : dict of numpy.ndarray, optional
+            More columns of the same rows, one 1-D array each (int, float, bool, or object
+            arrays of str), e.g. bookkeeping that is cheaper to collect as arrays than to
+            put in every row dict. No null values.
 
         Returns
         -------
@@ -316,8 +320,13 @@ class Table:
             raise StoreError(f"{self} is read-only or its store is closed")
         if not rows:
             return range(self._n, self._n)
+        columns = columns or {}
+        for name, array in columns.items():
+            self._admit_array(name, array, len(rows))
         values = self._transpose(rows)
-        data = {name: self._gather(col, values.get(name), len(rows)) for name, col in self._cols.items()}
+        data = {name: (np.asarray(columns[name], dtype=col.dtype), None) if name in columns
+                else self._gather(col, values.get(name), len(rows))
+                for name, col in self._cols.items()}
         self._prepare(data)
         n0, n1 = self._n, self._n + len(rows)
         for name, col in self._cols.items():
@@ -331,6 +340,24 @@ class Table:
         self._n = n1
         store._maybe_fsync()
         return range(n0, n1)
+
+    def _admit_array(self, name: str, array: np.ndarray, k: int) -> None:
+        """Take a whole column given as an array into the schema (psmpi's own columns)."""
+        kind = {"i": "int", "u": "int", "f": "float", "b": "bool", "O": "str", "U": "str"}.get(
+            array.dtype.kind)
+        if kind is None or array.shape != (k,):
+            raise InternalError(f"column {name!r} given as an array of {array.dtype} and shape "
+                                f"{array.shape} for {k} rows")
+        col = self._cols.get(name)
+        if col is None:
+            problem = _check_name(name, "column")
+            if problem is not None:
+                raise InternalError(problem)
+            self._cols[name] = _Column(name, kind, _DTYPES[kind], ())
+        elif (kind, col.kind) == ("float", "int"):
+            col.kind, col.dtype = "float", _DTYPES["float"]
+        elif kind != col.kind and (kind, col.kind) != ("int", "float"):
+            raise InternalError(f"column {name!r} holds {col.kind} but was given {kind} values")
 
     def _transpose(self, rows: list[dict]) -> dict[str, Any]:
         """``{key: values of the rows}``; keys outside the schema must only hold None."""
