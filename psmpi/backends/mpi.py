@@ -1,0 +1,492 @@
+"""The MPI backend: rank 0 is a load-balancing master, every other rank a worker.
+
+The same script runs on every rank (``mpiexec -n N python study.py``). ``init()`` (or the
+first ``map()``) constructs this backend on every rank. On rank 0 it returns and the script
+goes on; on every other rank the constructor never returns: the rank serves groups until
+rank 0 says stop, then finalizes MPI and exits with status 0. Only rank 0 runs user code
+after ``init()``. With a single process the survey runs in process, with a warning.
+
+Protocol. One fixed tag; run ids and pset indexes travel in the payload, never in tags::
+
+    rank 0: Master                                        rank r > 0: Worker
+    ──────────────                                        ──────────────────
+    run(task, groups): a worker slot is free?
+      group = next(groups)   (pulled only now)
+      ─── (GROUP, run_id, (digest, blob|None, group)) ──▶ blob: load the Task, keep it
+          blob only if r has not got this digest yet       outcome = task(group, r)
+      poll: improbe(ANY_SOURCE), sleep 0.1 → 20 ms   ◀─── (DONE, run_id, outcome)
+      receive all that arrived, refill the freed           poll for the next message
+      workers, then yield the outcomes (the driver
+      writes HDF5 while the workers compute); None
+      every 0.2 s while nothing arrives; outcomes
+      of a run the driver abandoned are dropped
+    at exit (atexit):
+      ─── (STOP, -, -) to every worker ────────────────▶ stop serving
+      drain until every BYE has arrived              ◀─── (BYE, -, -)
+      (workers still busy with groups nobody           MPI.Finalize(); C exit(0)
+       will collect: MPI Abort)
+
+Nobody waits in a blocking MPI call: MPICH's blocking calls spin at 100 % of a core and
+hold back Python signal handlers until they return. Every wait is ``improbe``/``test`` plus a
+sleep that grows while idle. Messages go through ``mpi4py.util.pkl5`` so results over
+2 GiB travel. An exception inside psmpi on a worker rank prints its traceback stamped with
+rank and host and aborts the job; so does an uncaught exception in the script on rank 0
+(``sys.excepthook``), so a psmpi job never hangs an allocation, even under plain ``python``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import ctypes
+import hashlib
+import os
+import sys
+import time
+import traceback
+import warnings
+from typing import Any, Iterator, NoReturn
+
+import cloudpickle
+
+from ..errors import BackendError, ConfigError, InternalError
+from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
+from ..task import HOST, GroupOutcome, Task
+from .base import Backend, Group
+
+# One tag for every message, far below the 32767 that every MPI guarantees.
+TAG = 27
+GROUP, DONE, STOP, BYE = "group", "done", "stop", "bye"  # message kinds, item 0 of each
+
+# First sleep of a poll loop: a reply to a worker that just finished usually arrives within
+# a fraction of a millisecond.
+POLL_MIN = 1e-4
+# Each idle poll sleeps this much longer than the last: a message is noticed at most 25 %
+# of the idle time late. A greedy loop of small maps: 10 ms per map (doubling: 45 ms).
+POLL_GROWTH = 1.25
+# Longest sleep between two polls: bounds how late an idle rank notices a message. A wake-up
+# costs 40-80 us of CPU here, so 20 ms keeps an idle rank under ~0.5 % of a core.
+POLL_MAX = 0.02
+# The master's longest sleep is this share of the typical group duration, at least the floor:
+# a worker waits ~0.5 % of its compute time for the master, whose idle CPU stays small.
+MASTER_LATENCY_SHARE = 0.005
+MASTER_POLL_FLOOR = 0.001
+# A second group queued on a busy worker hides the master's turnaround, but a queued group
+# cannot be taken back: behind a long group it waits while other workers run dry (simulated
+# with the Grouper, 200 lognormal psets, 8 workers: efficiency 0.57 with two in flight, 0.90
+# with one). So a worker gets a second group only once groups are known to be short.
+PREFETCH_BELOW_SECONDS = 0.02
+EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group durations
+# While waiting for results, run() yields None this often: the driver reports progress and
+# ends a drain on time.
+HEARTBEAT_SECONDS = 0.2
+# At exit, how long workers still busy with groups nobody wants (a map that raised) may take
+# before the job is aborted. After abandon() (a drain ran out) there is no grace.
+EXIT_GRACE_SECONDS = 10.0
+# Pause between printing why the job aborts and aborting it: the launcher forwards output
+# asynchronously and tears everything down on Abort (without it, 2 of 10 messages were lost).
+ABORT_GRACE_SECONDS = 0.5
+# Test hook: "worker-internal:<rank>" makes that rank fail inside psmpi's own service loop.
+FAULT_ENV = "PSMPI_TEST_FAULT"
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "in_flight": None,  # groups per worker: 1, 2, or None (2 only while groups are short)
+    "poll_max": POLL_MAX,
+}
+
+
+def checked_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``mpi={...}`` options with defaults filled in; ConfigError on a bad one."""
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"mpi={{...}} got unknown option(s) {unknown}; "
+                          f"known: {sorted(DEFAULT_OPTIONS)}")
+    settings = {**DEFAULT_OPTIONS, **options}
+    in_flight, poll_max = settings["in_flight"], settings["poll_max"]
+    if in_flight not in (None, 1, 2) or isinstance(in_flight, bool):
+        raise ConfigError(f"mpi={{'in_flight': ...}} must be 1, 2 or None (adaptive) "
+                          f"(got {in_flight!r})")
+    if isinstance(poll_max, bool) or not isinstance(poll_max, (int, float)) \
+            or not 0 < poll_max <= 0.2:
+        raise ConfigError(f"mpi={{'poll_max': ...}} must be seconds in (0, 0.2] "
+                          f"(got {poll_max!r})")
+    return settings
+
+
+def import_mpi():
+    """mpi4py's MPI module (initialising MPI), or a BackendError saying what to install."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: mpi4py without an MPI library
+        raise BackendError(f"backend 'mpi' needs mpi4py and an MPI library ({exc}); install "
+                           f"them with: pip install 'psmpi[mpi]' (or build mpi4py against "
+                           f"your cluster's MPI)") from exc
+    return MPI
+
+
+class Backoff:
+    """Sleeps between polls: zero at first, then from POLL_MIN growing up to a cap."""
+
+    def __init__(self):
+        self.delay = 0.0
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+    def sleep(self, cap: float) -> None:
+        time.sleep(min(self.delay, cap))
+        self.delay = min(cap, max(POLL_MIN, POLL_GROWTH * self.delay))
+
+
+def wait(request, cap: float = POLL_MAX) -> Any:
+    """Complete a pkl5 request by polling; return what it received (None for a send)."""
+    backoff = Backoff()
+    while True:
+        done, obj = request.test()
+        if done:
+            return obj
+        backoff.sleep(cap)
+
+
+def abort(world, what: str) -> NoReturn:
+    """Print the current traceback stamped with rank and host, then abort the whole job."""
+    say_and_abort(world, f"psmpi: {what} on MPI rank {world.Get_rank()} of {world.Get_size()} "
+                         f"(host {HOST}, pid {os.getpid()}); aborting the job:\n"
+                         f"{traceback.format_exc()}")
+
+
+def say_and_abort(world, text: str, status: int = 1) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    time.sleep(ABORT_GRACE_SECONDS)
+    world.Abort(status)
+    os._exit(status)  # Abort does not return; this only satisfies NoReturn
+
+
+class MPIBackend(Backend):
+    """Rank 0 hands groups to ranks 1..N-1 as they free up; see the module docstring.
+
+    ``ncores`` and ``max_tasks_per_child`` do not apply: the launcher decides the ranks.
+    """
+
+    name = "mpi"
+
+    def __init__(self, options, ncores=None, max_tasks_per_child=None):
+        super().__init__(options, ncores, max_tasks_per_child)
+        self.settings = checked_options(options)
+        MPI = import_mpi()
+        world = MPI.COMM_WORLD
+        self.master: Master | None = None
+        if world.Get_size() == 1:
+            warnings.warn("psmpi: backend 'mpi' has a single MPI process, so the psets run in "
+                          "this process one after the other; start the script with "
+                          "`mpiexec -n N python script.py` (N >= 2: rank 0 coordinates, "
+                          "N-1 ranks compute)", RuntimeWarning, stacklevel=4)
+        elif world.Get_rank() > 0:
+            Worker(MPI, self.settings).serve_forever()
+        else:
+            self.master = Master.instance(MPI)
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            import mpi4py  # noqa: F401  (the package only: importing MPI would initialise it)
+        except ImportError:
+            return False
+        return True
+
+    @property
+    def n_workers(self) -> int:
+        return 1 if self.master is None else self.master.n_workers
+
+    def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
+        if self.master is None:  # a single process: in process, like the serial backend
+            for group in groups:
+                yield task(group, 0)
+            return
+        yield from self.master.run(task, groups, self.settings)
+
+    def close(self) -> None:
+        # Worker ranks cannot be restarted, and psmpi.api replaces its backend whenever a
+        # map's settings differ from the previous one's; so closing releases this instance
+        # only, and the workers are stopped once, at exit (Master.shutdown via atexit).
+        self.master = None
+
+    def abandon(self) -> None:
+        # A worker busy in user code cannot be interrupted: its group is dropped when it
+        # comes back, and busy workers are aborted at exit, at once, with EXIT_INCOMPLETE.
+        if self.master is not None:
+            self.master.abandoned = True
+        self.close()
+
+
+class Job:
+    """One run() call on the master: its task, its groups, and how long groups take."""
+
+    def __init__(self, run_id: int, task: Task, groups: Iterator[Group]):
+        self.run_id = run_id
+        # cloudpickle, so that user_kwargs holding lambdas or closures travel too.
+        self.blob = cloudpickle.dumps(task)
+        self.digest = hashlib.blake2b(self.blob, digest_size=16).digest()
+        self.groups = iter(groups)
+        self.exhausted = False
+        self.outstanding = 0  # groups sent and not yet back
+        self.arrived: collections.deque[GroupOutcome] = collections.deque()
+        self.started = time.monotonic()
+        self.returned = 0
+        self.group_seconds = 0.0  # running mean of compute time per group
+
+    def next_group(self) -> Group | None:
+        """The next group, pulled only now that a worker is free; None at the end."""
+        group = None if self.exhausted else next(self.groups, None)
+        self.exhausted = group is None
+        return group
+
+    def arrive(self, outcome: GroupOutcome) -> None:
+        seconds = sum(o.runtime for o in outcome.outcomes if o.runtime == o.runtime)
+        weight = EWMA_WEIGHT if self.returned else 1.0
+        self.group_seconds += weight * (seconds - self.group_seconds)
+        self.returned += 1
+        self.outstanding -= 1
+        self.arrived.append(outcome)
+
+    def typical_seconds(self) -> float:
+        """Measured group duration; before any came back, a lower bound: time so far."""
+        return self.group_seconds if self.returned else time.monotonic() - self.started
+
+
+class Master:
+    """Rank 0's side: one per process, kept across maps and backend instances."""
+
+    _instance: Master | None = None
+
+    @classmethod
+    def instance(cls, MPI) -> Master:
+        if cls._instance is None:
+            cls._instance = cls(MPI)
+        return cls._instance
+
+    def __init__(self, MPI):
+        from mpi4py.util import pkl5
+        self.MPI, self.world = MPI, MPI.COMM_WORLD
+        self.comm = pkl5.Intracomm(self.world)
+        self.status = MPI.Status()
+        size = self.world.Get_size()
+        self.n_workers = size - 1
+        self.inflight = [0] * size            # groups sent to each rank and not yet back
+        self.idle = collections.deque(range(1, size))  # ranks with nothing to do
+        self.single: collections.deque[int] = collections.deque()  # ranks with one group
+        self.last_digest: list[bytes | None] = [None] * size  # the task each rank holds
+        self.sends: list = []                 # pending isends: their buffers must live on
+        self.run_id = 0
+        self.stopped = self.abandoned = False
+        install_excepthook(self.world)
+        # Registered after mpi4py was imported, so it runs before mpi4py finalizes MPI.
+        atexit.register(self.shutdown)
+
+    def run(self, task: Task, groups: Iterator[Group], settings: dict
+            ) -> Iterator[GroupOutcome | None]:
+        self.run_id += 1
+        job = Job(self.run_id, task, groups)
+        # Workers still busy with a group of an abandoned run may take a second group.
+        self.single = collections.deque(r for r, n in enumerate(self.inflight) if n == 1)
+        backoff, last_yield = Backoff(), time.monotonic()
+        while True:
+            self.drain(job)
+            self.refill(job, settings)  # before yielding: the driver stores while workers compute
+            if job.arrived or time.monotonic() - last_yield >= HEARTBEAT_SECONDS:
+                if job.arrived:
+                    backoff.reset()
+                yield job.arrived.popleft() if job.arrived else None
+                last_yield = time.monotonic()
+            elif job.exhausted and not job.outstanding:
+                return
+            else:
+                self.reap_sends()
+                backoff.sleep(self.poll_cap(job, settings))
+
+    def poll_cap(self, job: Job, settings: dict) -> float:
+        share = MASTER_LATENCY_SHARE * job.typical_seconds()
+        return min(settings["poll_max"], max(MASTER_POLL_FLOOR, share))
+
+    def drain(self, job: Job | None) -> int:
+        """Receive every message that has arrived; return how many were goodbyes."""
+        byes = 0
+        while True:
+            message = self.comm.improbe(self.MPI.ANY_SOURCE, TAG, self.status)
+            if message is None:
+                return byes
+            source = self.status.Get_source()
+            kind, run_id, payload = wait(message.irecv())
+            if kind == BYE:
+                byes += 1
+                continue
+            if kind != DONE:
+                raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
+            self.free_slot(source)
+            if job is not None and run_id == job.run_id:
+                job.arrive(payload)
+            # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
+
+    def free_slot(self, rank: int) -> None:
+        # Entries of ``single`` whose rank no longer has exactly one group are skipped later.
+        self.inflight[rank] -= 1
+        (self.idle if self.inflight[rank] == 0 else self.single).append(rank)
+
+    def refill(self, job: Job, settings: dict) -> None:
+        """Give idle workers a group, then (if worthwhile) busy ones their next one."""
+        prefetch = self.prefetch(job, settings)
+        while self.idle:
+            if not self.send_next(self.idle[0], job):
+                return
+            rank = self.idle.popleft()
+            if prefetch:
+                self.single.append(rank)
+        while prefetch and self.single:
+            if self.inflight[self.single[0]] == 1 and not self.send_next(self.single[0], job):
+                return
+            self.single.popleft()  # sent its second group, or a stale entry
+
+    def prefetch(self, job: Job, settings: dict) -> bool:
+        if settings["in_flight"] is not None:
+            return settings["in_flight"] >= 2
+        return job.returned >= self.n_workers and job.group_seconds < PREFETCH_BELOW_SECONDS
+
+    def send_next(self, rank: int, job: Job) -> bool:
+        group = job.next_group()
+        if group is None:
+            return False
+        blob = None if self.last_digest[rank] == job.digest else job.blob
+        self.last_digest[rank] = job.digest
+        self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group)),
+                                          rank, TAG))
+        self.inflight[rank] += 1
+        job.outstanding += 1
+        return True
+
+    def reap_sends(self) -> None:
+        """Forget sends that completed (called while idle, when testing them is free)."""
+        self.sends = [request for request in self.sends if not request.test()[0]]
+
+    def shutdown(self) -> None:
+        """At exit: stop every worker and await each goodbye; abort workers still busy."""
+        if self.stopped or self.MPI.Is_finalized():
+            return
+        self.stopped = True
+        try:
+            for rank in range(1, self.n_workers + 1):
+                self.sends.append(self.comm.isend((STOP, None, None), rank, TAG))
+            deadline = time.monotonic() + (0.0 if self.abandoned else EXIT_GRACE_SECONDS)
+            waiting, backoff = self.n_workers, Backoff()
+            while waiting:
+                byes = self.drain(None)  # outcomes of abandoned groups are dropped
+                waiting -= byes
+                if waiting and any(self.inflight) and time.monotonic() > deadline:
+                    self.abort_busy_workers()
+                if not byes:
+                    backoff.sleep(POLL_MAX)
+            for request in self.sends:
+                wait(request)
+        except BaseException:  # Ctrl-C while waiting for busy workers included: never hang
+            abort(self.world, "error while stopping the workers")
+
+    def abort_busy_workers(self) -> NoReturn:
+        busy = [rank for rank, n in enumerate(self.inflight) if n]
+        status = EXIT_INCOMPLETE if self.abandoned else 1
+        say_and_abort(self.world, f"psmpi: at exit, worker rank(s) {busy} still run groups "
+                                  f"nobody will collect; aborting the job (status {status})\n",
+                      status)
+
+
+def install_excepthook(world) -> None:
+    """Abort the job on an uncaught exception in the script on rank 0.
+
+    Otherwise rank 0 would wait at exit for workers busy with groups nobody wants, or, under
+    plain ``python`` (not ``-m mpi4py``), hang in MPI_Finalize.
+    """
+    previous = sys.excepthook
+
+    def abort_on_uncaught(exc_type, exc, tb):
+        previous(exc_type, exc, tb)
+        say_and_abort(world, f"psmpi: uncaught {exc_type.__name__} on MPI rank 0 (host {HOST}); "
+                             f"aborting all {world.Get_size()} ranks\n")
+
+    sys.excepthook = abort_on_uncaught
+
+
+def exit_now(status: int) -> NoReturn:
+    """End a worker rank without returning into the user's script.
+
+    Not sys.exit(): SystemExit would unwind through the script (finally blocks, context
+    managers around init()) and run its atexit handlers on every rank. Not os._exit() either:
+    it skips the C library's exit handlers, which MPICH needs (Hydra then reports the rank as
+    killed by signal 9). The C library's exit() runs those and no Python-level handler.
+    """
+    try:
+        libc_exit = ctypes.CDLL(None).exit
+    except (OSError, AttributeError):  # no C library by that name (Windows)
+        os._exit(status)
+    libc_exit(status)
+    os._exit(status)  # exit() does not return
+
+
+class Worker:
+    """A rank > 0: run groups for rank 0 until it says stop."""
+
+    def __init__(self, MPI, settings: dict):
+        from mpi4py.util import pkl5
+        self.MPI, self.world = MPI, MPI.COMM_WORLD
+        self.comm = pkl5.Intracomm(self.world)
+        self.rank = self.world.Get_rank()
+        self.poll_max = settings["poll_max"]
+        self.task: Task | None = None
+        self.digest: bytes | None = None
+        self.fault = os.environ.get(FAULT_ENV) == f"worker-internal:{self.rank}"
+
+    def serve_forever(self) -> NoReturn:
+        # Rank 0 decides when the job ends (the launcher signals every rank): a worker dying
+        # on SIGTERM, SIGUSR1 or Ctrl-C would kill the job before rank 0 drained and saved.
+        ignore_stop_signals()
+        try:
+            self.serve()
+            wait(self.comm.isend((BYE, None, None), 0, TAG), self.poll_max)
+        except SystemExit:  # Task turns Exceptions into data; sys.exit() gets through
+            abort(self.world, "the worker function called sys.exit()")
+        except BaseException:
+            abort(self.world, "internal error in psmpi's worker service loop")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.MPI.Finalize()
+        exit_now(0)
+
+    def serve(self) -> None:
+        while True:
+            kind, run_id, payload = self.next_message()
+            if kind == STOP:
+                return
+            if kind != GROUP:
+                raise InternalError(f"worker got a {kind!r} message")
+            group = self.unpack(payload)
+            outcome = self.task(group, self.rank)
+            # Wait until rank 0 has it: a large result must not sit half-sent while the
+            # next group computes (no MPI progress then), blocking rank 0's receive.
+            wait(self.comm.isend((DONE, run_id, outcome), 0, TAG), self.poll_max)
+
+    def next_message(self) -> tuple:
+        status, backoff = self.MPI.Status(), Backoff()
+        while True:
+            message = self.comm.improbe(0, TAG, status)
+            if message is not None:
+                return wait(message.irecv(), self.poll_max)
+            backoff.sleep(self.poll_max)
+
+    def unpack(self, payload: tuple) -> Group:
+        digest, blob, group = payload
+        if blob is not None:
+            self.task, self.digest = cloudpickle.loads(blob), digest
+        if digest != self.digest:
+            raise InternalError("got a group of a task this worker never received")
+        if self.fault:
+            raise InternalError(f"fault injected by {FAULT_ENV}={os.environ[FAULT_ENV]}")
+        return group
