@@ -8,7 +8,8 @@ import re
 from typing import Any, Callable
 
 from . import config
-from .backends import Backend, auto_backend_name, backend_class
+from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
+from .errors import BackendError
 from .results import MapResults
 from .run import run_map
 
@@ -22,6 +23,7 @@ class _Session:
         self.backend: Backend | None = None
         self.backend_key: tuple | None = None
         self.names_used: collections.Counter = collections.Counter()
+        self.mpi_started = False  # worker ranks are serving: this process is rank 0
 
     def close_backend(self) -> None:
         if self.backend is not None:
@@ -60,6 +62,13 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
 def backend_for(settings: config.Settings) -> Backend:
     """The running backend if it matches ``settings``, else a newly started one."""
     name = settings.backend or auto_backend_name()
+    ranks = launched_by_mpi()
+    # Once the MPI backend runs, only rank 0 is here and other backends are safe to use.
+    if ranks > 1 and name != "mpi" and not _session.mpi_started:
+        raise BackendError(f"this script was started by an MPI launcher with {ranks} ranks but "
+                           f"backend={name!r} was asked for: every rank would run the whole "
+                           f"survey. Leave backend unset (MPI is chosen under mpiexec) or start "
+                           f"the script with plain python")
     options = settings.backend_options(name)
     key = (name, settings.ncores, settings.max_tasks_per_child, repr(sorted(options.items())))
     if _session.backend is None or _session.backend_key != key:
@@ -67,6 +76,7 @@ def backend_for(settings: config.Settings) -> Backend:
         _session.backend = backend_class(name)(options, settings.ncores,
                                                settings.max_tasks_per_child)
         _session.backend_key = key
+        _session.mpi_started = _session.mpi_started or name == "mpi"
     return _session.backend
 
 

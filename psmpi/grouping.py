@@ -14,9 +14,9 @@ from typing import Iterator
 
 from .task import GroupOutcome
 
-# Work per group: long enough that sending a group (~0.1 ms) is noise, short enough that
-# a signal or the end of the survey never waits long on one group.
-TARGET_SECONDS = 0.2
+# Work per group: long enough that sending a group (0.1-0.5 ms) costs at most 1 %, short
+# enough that psets of skewed durations still spread evenly over the workers.
+TARGET_SECONDS = 0.05
 # Bounds the memory of one message and of the groups in flight.
 MAX_GROUP_SIZE = 5000
 # Near the end, a group is at most remaining / (TAIL_SHARE * workers) psets.
@@ -46,8 +46,10 @@ class Grouper:
     def next_size(self) -> int:
         if self.fixed:
             return self.fixed
-        if not self.measured_psets:
-            return 1  # nothing measured yet: a pset might take hours
+        if self.measured_psets < self.n_workers:
+            # Too few samples: one short pset must not make the next groups huge (a pset
+            # might take hours), so groups grow only once every worker reported one.
+            return 1
         mean = self.measured_seconds / self.measured_psets
         size = MAX_GROUP_SIZE if mean <= 0 else int(TARGET_SECONDS / mean)
         if self.total is not None:

@@ -118,3 +118,9 @@ def test_cost_sends_most_expensive_first():
 def test_cost_failure_names_the_pset():
     with pytest.raises(psmpi.PsetError, match=r"cost\(\) failed for pset 1 .*KeyError"):
         psmpi.map(square, [{"a": 0}, {"a": 1}], out=None, cost=lambda p: {0: 1.0}[p["a"]])
+
+
+def test_non_mpi_backend_under_mpiexec_is_refused(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "4")
+    with pytest.raises(psmpi.BackendError, match="every rank would run the whole survey"):
+        psmpi.map(square, [{"a": 1}], out=None, backend="multiprocessing")

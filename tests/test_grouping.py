@@ -1,0 +1,49 @@
+"""Group sizes: one pset until every worker measured one, then ~TARGET_SECONDS per group."""
+
+from psmpi.grouping import MAX_GROUP_SIZE, TARGET_SECONDS, Grouper
+from psmpi.task import GroupOutcome, PsetOutcome
+
+
+def outcome(*runtimes):
+    return GroupOutcome([PsetOutcome(i, "", b"", None, 0.0, t) for i, t in enumerate(runtimes)],
+                        1, "host", 1)
+
+
+def items(n):
+    return ((i, {"a": i}) for i in range(n))
+
+
+def test_fixed_group_size():
+    sizes = [len(g) for g in Grouper(items(10), 4, 10, group_size=3)]
+    assert sizes == [3, 3, 3, 1]
+
+
+def test_single_psets_until_every_worker_measured_one():
+    grouper = Grouper(items(10_000), 4, 10_000, None)
+    groups = iter(grouper)
+    assert [len(next(groups)) for _ in range(4)] == [1, 1, 1, 1]
+    grouper.observe(outcome(1e-6, 1e-6, 1e-6))  # three of four workers measured
+    assert len(next(groups)) == 1
+    grouper.observe(outcome(1e-6))
+    # 0.05 s / 1 µs would be 50,000 psets: capped by MAX_GROUP_SIZE, then by the tail rule
+    # (remaining 9,995 / (2 x 4 workers) = 1,250)
+    assert len(next(groups)) == min(MAX_GROUP_SIZE, 1250)
+
+
+def test_size_aims_at_target_seconds_and_shrinks_at_the_end():
+    grouper = Grouper(items(1000), 2, 1000, None)
+    groups = iter(grouper)
+    next(groups), next(groups)
+    grouper.observe(outcome(TARGET_SECONDS / 10, TARGET_SECONDS / 10))
+    assert len(next(groups)) == 10
+    sizes = [len(g) for g in groups]
+    assert sizes[-1] == 1 and sum(sizes) == 1000 - 12
+    assert max(sizes[-8:]) < 10 and sizes[-3:] == [1, 1, 1]  # the tail is cut finer
+
+
+def test_crashed_psets_do_not_count_as_measured():
+    grouper = Grouper(items(100), 1, 100, None)
+    groups = iter(grouper)
+    next(groups)
+    grouper.observe(outcome(float("nan")))
+    assert len(next(groups)) == 1
