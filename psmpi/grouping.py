@@ -38,10 +38,9 @@ class Grouper:
 
     def observe(self, outcome: GroupOutcome) -> None:
         """Learn from the runtimes of a finished group."""
-        for item in outcome.outcomes:
-            if item.runtime == item.runtime:  # skip NaN (crashed psets have no runtime)
-                self.measured_seconds += item.runtime
-                self.measured_psets += 1
+        seconds, count = outcome.measured()  # crashed psets have no runtime
+        self.measured_seconds += seconds
+        self.measured_psets += count
 
     def next_size(self) -> int:
         if self.fixed:

@@ -147,16 +147,18 @@ class MapRun:
 
     def record(self, outcome: task.GroupOutcome, writer: RowWriter) -> None:
         """Turn one group's outcomes into rows of the results or failures table."""
-        for item in outcome.outcomes:
-            pset = self.inflight.pop(item.index)
-            self.runtimes.append(item.runtime)
+        errors = outcome.errors
+        for i, index in enumerate(outcome.indexes):
+            pset = self.inflight.pop(index)
+            runtime = outcome.runtimes[i]
+            self.runtimes.append(runtime)
             # Workers hash the psets (in parallel); a group lost with its process did not.
-            digest = item.digest or params.pset_hash(pset)
-            book = (item.index, digest, outcome.rank, outcome.host, outcome.pid, item.t_start,
-                    item.runtime)
-            error = item.error
+            digest = outcome.digests[i] or params.pset_hash(pset)
+            book = (index, digest, outcome.rank, outcome.host, outcome.pid, outcome.t_starts[i],
+                    runtime)
+            error = errors.get(i)
             if error is None:
-                error = self.store_result(pset, item.payload, book, writer)
+                error = self.store_result(pset, outcome.payloads[i], book, writer)
                 if error is None:
                     self.progress.finished += 1
                     continue

@@ -33,24 +33,27 @@ CRASHED = "crashed"          # the process running the pset died
 HOST = socket.gethostname()
 
 
-class PsetOutcome(NamedTuple):
-    """What became of one pset: ``payload`` (pickled result) or ``error`` is set."""
-
-    index: int
-    digest: str                         # pset_hash, computed here to spare the driver
-    payload: bytes | None
-    error: tuple[str, str, str] | None  # (kind, "Type: message", traceback text)
-    t_start: float                      # time.time() when the worker call began
-    runtime: float                      # seconds spent in the worker call
-
-
 class GroupOutcome(NamedTuple):
-    """The outcomes of one group, stamped with where it ran."""
+    """What became of each pset of one group, field by field, stamped with where it ran.
 
-    outcomes: list[PsetOutcome]
+    Lists of plain values, not one object per pset: they pickle and unpickle several times
+    faster, and the driver unpickles one of these for every group.
+    """
+
+    indexes: list[int]                  # pset indexes, in the group's order
+    digests: list[str]                  # pset_hash of each, computed here to spare the driver
+    payloads: list[bytes | None]        # the pickled result; None where the pset failed
+    errors: dict[int, tuple[str, str, str]]  # position -> (kind, "Type: message", traceback)
+    t_starts: list[float]               # time.time() when each worker call began
+    runtimes: list[float]               # seconds in each worker call (NaN: unknown)
     rank: int
     host: str
     pid: int
+
+    def measured(self) -> tuple[float, int]:
+        """Total seconds and number of psets with a known runtime."""
+        known = [t for t in self.runtimes if t == t]
+        return sum(known), len(known)
 
 
 def call_mode(worker: Callable) -> int:
@@ -98,13 +101,19 @@ class Task:
 
     def __call__(self, group: list[tuple[int, dict]], rank: int = 0) -> GroupOutcome:
         fn = self.function()
-        outcomes = [self.run_one(fn, index, pset, rank) for index, pset in group]
-        return GroupOutcome(outcomes, rank, HOST, os.getpid())
+        outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid())
+        for index, pset in group:
+            self.run_one(fn, index, pset, rank, outcome)
+        return outcome
 
-    def run_one(self, fn: Callable, index: int, pset: dict, rank: int) -> PsetOutcome:
-        digest = params.pset_hash(pset)
-        t_start = time.time()
+    def run_one(self, fn: Callable, index: int, pset: dict, rank: int,
+                outcome: GroupOutcome) -> None:
+        """Call the worker on one pset and append what became of it to ``outcome``."""
+        outcome.indexes.append(index)
+        outcome.digests.append(params.pset_hash(pset))
+        outcome.t_starts.append(time.time())
         t0 = time.perf_counter()
+        payload, error = None, None
         try:
             if self.mode == 1:
                 result = fn(dict(pset))
@@ -113,19 +122,25 @@ class Task:
                                  "backend": self.backend, "rank": rank, "host": HOST}
                 result = fn(dict(pset), system_kwargs, self.user_kwargs)
         except Exception as exc:  # user code: its failure is data, not a crash of psmpi
-            runtime = time.perf_counter() - t0
-            return PsetOutcome(index, digest, None, (EXCEPTION, describe(exc), traceback.format_exc()),
-                               t_start, runtime)
-        runtime = time.perf_counter() - t0
-        error = result_problem(result, pset)
-        if error:
-            return PsetOutcome(index, digest, None, (BAD_RESULT, error, ""), t_start, runtime)
+            error = (EXCEPTION, describe(exc), traceback.format_exc())
+        outcome.runtimes.append(time.perf_counter() - t0)
+        if error is None:
+            payload, error = self.pickled(result, pset)
+        outcome.payloads.append(payload)
+        if error is not None:
+            outcome.errors[len(outcome.indexes) - 1] = error
+
+    @staticmethod
+    def pickled(result: Any, pset: dict) -> tuple[bytes | None, tuple | None]:
+        """The result, checked and pickled, or why it cannot be stored."""
+        problem = result_problem(result, pset)
+        if problem:
+            return None, (BAD_RESULT, problem, "")
         try:
-            payload = pickle.dumps(result or {}, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps(result or {}, protocol=pickle.HIGHEST_PROTOCOL), None
         except Exception as exc:
-            return PsetOutcome(index, digest, None, (UNPICKLABLE, "result cannot be pickled: " + describe(exc),
-                                             traceback.format_exc()), t_start, runtime)
-        return PsetOutcome(index, digest, payload, None, t_start, runtime)
+            return None, (UNPICKLABLE, "result cannot be pickled: " + describe(exc),
+                          traceback.format_exc())
 
 
 def describe(exc: BaseException) -> str:

@@ -244,7 +244,7 @@ class Job:
         return group
 
     def arrive(self, outcome: GroupOutcome) -> None:
-        seconds = sum(o.runtime for o in outcome.outcomes if o.runtime == o.runtime)
+        seconds, _ = outcome.measured()
         weight = EWMA_WEIGHT if self.returned else 1.0
         self.group_seconds += weight * (seconds - self.group_seconds)
         self.returned += 1

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from ..errors import ConfigError
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, GroupOutcome, HOST, PsetOutcome, Task
+from ..task import CRASHED, GroupOutcome, HOST, Task
 from .base import Backend, Group
 
 # How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
@@ -161,6 +161,7 @@ class MultiprocessingBackend(Backend):
 
 def crashed(group: Group) -> GroupOutcome:
     now = time.time()
-    outcomes = [PsetOutcome(index, "", None, (CRASHED, CRASH_MESSAGE, ""), now, float("nan"))
-                for index, _ in group]
-    return GroupOutcome(outcomes, -1, HOST, -1)
+    n = len(group)
+    return GroupOutcome([index for index, _ in group], [""] * n, [None] * n,
+                        {i: (CRASHED, CRASH_MESSAGE, "") for i in range(n)}, [now] * n,
+                        [float("nan")] * n, -1, HOST, -1)
