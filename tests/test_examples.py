@@ -22,6 +22,15 @@ def test_example_runs_and_writes_its_file(path, tmp_path):
     assert (tmp_path / (path.stem + ".h5")).exists()
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_unchanged_under_mpiexec(path, tmp_path):
+    mpiexec = pathlib.Path(sys.executable).parent / "mpiexec"
+    proc = subprocess.run([str(mpiexec), "-n", "3", sys.executable, str(path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / (path.stem + ".h5")).exists()
+
+
 def test_quickstart_second_run_resumes_everything(tmp_path):
     path = [p for p in EXAMPLES if p.stem == "quickstart"][0]
     assert run_example(path, tmp_path).returncode == 0
