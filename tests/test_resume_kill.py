@@ -1,7 +1,9 @@
-"""Kill a whole study (driver and workers) at random instants; run it again until done.
+"""Kill a study at random instants; run it again until done.
 
-After every kill the file opens, every committed row is exact, and no pset committed
-before a kill is ever computed again.
+Multiprocessing and serial studies are killed whole (driver and workers). MPI studies under
+``mpiexec -n 4`` are killed three ways in turn: the whole job, rank 0 alone, one worker rank
+alone (MPICH then takes the job down). After every kill nothing is left running, the file
+opens, every committed row is exact, and no pset committed before a run is computed by it.
 """
 
 import os
@@ -11,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -19,13 +22,56 @@ import psmpi
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "kill_study.py"
 N_PSETS = 400
-KILLS = 10
+KILLS = 20
+MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
 
 
-def start(path, backend, run, calls):
-    env = dict(os.environ, KILL_RUN=str(run), KILL_CALLS=str(calls))
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(path), backend], env=env,
-                            start_new_session=True, stderr=subprocess.PIPE, text=True)
+def start(path, backend, run, calls, token):
+    env = dict(os.environ, KILL_RUN=str(run), KILL_CALLS=str(calls), KILL_TOKEN=token)
+    cmd = [sys.executable, str(SCRIPT), str(path), backend]
+    if backend == "mpi":
+        cmd = [str(MPIEXEC), "-n", "4"] + cmd
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def study_processes(token):
+    """{pid: MPI rank or -1} of every process of this test's study still alive."""
+    found = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"KILL_TOKEN={token}".encode() in environ:
+            ranks = [int(e[9:]) for e in environ if e.startswith(b"PMI_RANK=")]
+            found[int(entry.name)] = ranks[0] if ranks else -1
+    return found
+
+
+def kill(proc, backend, token, how):
+    """SIGKILL the study ``how`` (job, rank0 or worker); fail if anything is left running."""
+    ranks = {rank: pid for pid, rank in study_processes(token).items() if rank >= 0}
+    if how == "job" or backend != "mpi" or not ranks:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in ranks.values():  # Hydra starts ranks in sessions of their own
+            os.kill(pid, signal.SIGKILL)
+    elif how == "rank0" and 0 in ranks:
+        os.kill(ranks[0], signal.SIGKILL)
+    else:
+        os.kill(ranks[max(ranks)], signal.SIGKILL)
+    try:
+        proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the study hung after a {how} kill")
+    deadline = time.monotonic() + 10
+    while study_processes(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = study_processes(token)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running after a {how} kill: {left}"
 
 
 def committed(path):
@@ -53,27 +99,27 @@ def calls_by_run(calls):
     return seen
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("backend", ["multiprocessing", "serial"])
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["multiprocessing", "serial", "mpi"],
+                         ids=["multiprocessing", "serial", "mpiexec-n4"])
 def test_killed_study_resumes_without_loss_or_recompute(tmp_path, backend):
     rng = random.Random(int(os.environ.get("PSMPI_KILL_SEED", "0")) or None)
-    path, calls = tmp_path / "kill.h5", tmp_path / "calls"
+    path, calls, token = tmp_path / "kill.h5", tmp_path / "calls", uuid.uuid4().hex
     calls.write_text("")
     committed_before = {}  # run number -> pset indexes committed before that run started
     for run in range(KILLS):
         df = committed(path)
         committed_before[run] = set() if df is None else set(df["a"])
-        proc = start(path, backend, run, calls)
+        proc = start(path, backend, run, calls, token)
         time.sleep(rng.uniform(0.3, 1.5))  # start-up is ~0.6 s: some kills land in it
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill(proc, backend, token, ["job", "rank0", "worker"][run % 3])
         df = committed(path)
         if df is not None:
             check_exact(df)
     final = KILLS
     df = committed(path)
     committed_before[final] = set() if df is None else set(df["a"])
-    proc = start(path, backend, final, calls)
+    proc = start(path, backend, final, calls, token)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     df = committed(path)

@@ -20,7 +20,7 @@ def worker(pset, system_kwargs, user_kwargs):
     return {"y": pset["a"] * 3 + 1, "label": f"a={pset['a']}"}
 
 
-psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)
+psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)  # under mpiexec: rank 0 goes on
 psets = psmpi.params.product({"a": range(N_PSETS)}, {"sleep": 0.003})
 res = psmpi.map(worker, psets, out=sys.argv[1], name="kill", commit_seconds=0.05)
 assert len(res) == N_PSETS, len(res)
