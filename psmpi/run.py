@@ -67,6 +67,7 @@ class RowWriter:
         self.commit_rows = settings.commit_rows
         self.commit_seconds = settings.commit_seconds
         self.oldest: float | None = None
+        self.failed = False
 
     def add(self, kind: str, row: dict, book: tuple) -> str | None:
         """Buffer ``row`` (with its BOOK_COLUMNS values) for table ``kind``; why not, if not."""
@@ -88,10 +89,16 @@ class RowWriter:
             self.oldest is not None and time.monotonic() - self.oldest >= self.commit_seconds)
 
     def commit(self) -> None:
+        if self.failed:
+            return  # the file refused a write: retrying would fail again and hide why
         for kind, rows in self.buffers.items():
             if rows:
                 columns = dict(zip(BOOK_COLUMNS, map(np.array, zip(*self.books[kind]))))
-                stored = self.tables[kind].append(rows, columns)
+                try:
+                    stored = self.tables[kind].append(rows, columns)
+                except StoreError:
+                    self.failed = True
+                    raise
                 self.stored_rows[kind].extend(stored)
                 self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
                 rows.clear()

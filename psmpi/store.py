@@ -16,7 +16,9 @@ Layout of a results file (readable with plain h5py, nothing is pickled)::
 
 Values of a row (a dict ``{str: value}``) and the column kinds they make: bool and
 numpy.bool_ -> "bool"; int and numpy integers within int64 -> "int" (int64); float and
-numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8); numpy arrays
+numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8 in fixed-width bytes,
+``S<n>``, n a power of two, widened when a longer string comes; variable-length strings
+would live in HDF5's global heap, which a killed writer can leave unwritable); numpy arrays
 of bool/int/uint/float dtype and ndim >= 1 -> "array" (one fixed shape and dtype per
 column; 0-d arrays count as their scalar); None or an absent key -> null. An "int" column
 receiving a float becomes "float" and an array column widens to ``np.result_type``; any
@@ -61,8 +63,11 @@ if TYPE_CHECKING:
 FORMAT = 1
 TABLE_KINDS = ("results", "failures")
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-_STR = h5py.string_dtype()
 _COPY_ROWS = 1 << 20
+# psmpi stops writing when less than this is free on the file's file system: HDF5 2.0
+# segfaults inside H5Dwrite when the disk fills (measured), so the only clean way out is to
+# stop before. Costs one statvfs per commit.
+MIN_FREE_BYTES = 16 * 2**20
 _ARRAY_FIX = "convert it with np.asarray(...) to a bool, integer or float array"
 # type(value) -> kind: the fast path of admit(); other types go through _slow_kind.
 _KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
@@ -74,7 +79,7 @@ _SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"), ((float, 
                (str, "str"), (np.ndarray, "array"))
 _PLAIN = frozenset(("bool", "float", "str"))
 _DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
-           "str": _STR}
+           "str": np.dtype("S16")}
 
 
 def _now() -> str:
@@ -112,7 +117,7 @@ def _kind_of(ds: h5py.Dataset) -> str:
     """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
     if ds.ndim > 1:
         return "array"
-    if h5py.check_string_dtype(ds.dtype) is not None:
+    if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype) is not None:
         return "str"
     kind = {"b": "bool", "i": "int", "f": "float"}.get(ds.dtype.kind)
     if kind is None:
@@ -120,9 +125,14 @@ def _kind_of(ds: h5py.Dataset) -> str:
     return kind
 
 
+def _str_width(nbytes: int) -> int:
+    """Width for strings of up to ``nbytes``: a power of two, so widening copies are rare."""
+    return max(16, 1 << max(0, nbytes - 1).bit_length())
+
+
 def _fill(kind: str, dtype: np.dtype) -> Any:
     if kind == "str":
-        return ""
+        return b""
     return np.nan if dtype.kind == "f" else dtype.type(0)
 
 
@@ -166,8 +176,7 @@ class Table:
                 raise StoreError(f"{self} is damaged: column {name!r} has {ds.shape[0]} rows "
                                  f"but {self._n} are committed")
             kind = _kind_of(ds)
-            dtype = _STR if kind == "str" else ds.dtype
-            self._cols[name] = _Column(name, kind, dtype, ds.shape[1:], ds, nulls.get(name))
+            self._cols[name] = _Column(name, kind, ds.dtype, ds.shape[1:], ds, nulls.get(name))
 
     def __repr__(self) -> str:
         return self._name
@@ -324,21 +333,33 @@ class Table:
         for name, array in columns.items():
             self._admit_array(name, array, len(rows))
         values = self._transpose(rows)
-        data = {name: (np.asarray(columns[name], dtype=col.dtype), None) if name in columns
-                else self._gather(col, values.get(name), len(rows))
+        data = {name: (np.asarray(columns[name], dtype=col.dtype), None)
+                if name in columns and col.kind != "str"
+                else self._gather(col, columns[name].tolist() if name in columns
+                                  else values.get(name), len(rows))
                 for name, col in self._cols.items()}
-        self._prepare(data)
         n0, n1 = self._n, self._n + len(rows)
-        for name, col in self._cols.items():
-            array, nulls = data[name]
-            _write(col.ds, n0, array)
-            if col.mask is not None:
-                _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
-        store._f.flush()
-        self._g["n_committed"].id.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(n1, dtype=np.int64))
-        store._f.flush()
+        store._ensure_space()
+        try:
+            self._prepare(data)
+            for name, col in self._cols.items():
+                array, nulls = data[name]
+                _write(col.ds, n0, array)
+                if col.mask is not None:
+                    _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
+            store._f.flush()
+            self._g["n_committed"].id.write(h5py.h5s.ALL, h5py.h5s.ALL,
+                                            np.array(n1, dtype=np.int64))
+            store._f.flush()
+            store._maybe_fsync()
+            store._note_growth()
+        except (OSError, RuntimeError) as exc:  # quota, I/O error, lost mount
+            store._broken = True
+            raise StoreError(f"writing {store.path or 'the in-memory file'} failed ({exc}). The "
+                             f"{self._n} rows of {self} committed before are intact; free disk "
+                             f"space (or fix the file system) and run the same command again "
+                             f"to compute the rest") from exc
         self._n = n1
-        store._maybe_fsync()
         return range(n0, n1)
 
     def _admit_array(self, name: str, array: np.ndarray, k: int) -> None:
@@ -378,6 +399,8 @@ class Table:
             values = (None,) * k
         elif col.name in self._zero_d:
             values = [v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in values]
+        if kind == "str":
+            return self._gather_str(col, values, k)
         if kind == "array":
             nulls = np.fromiter((v is None for v in values), bool, k)
             has_nulls = bool(nulls.any())
@@ -394,6 +417,17 @@ class Table:
         except (ValueError, TypeError, OverflowError) as exc:
             raise InternalError(f"column {col.name!r} of {self} got values admit() did not check: {exc}") from exc
 
+    @staticmethod
+    def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """UTF-8 bytes of a fixed width, widening the column if a value is longer."""
+        has_nulls = None in values
+        nulls = np.fromiter((v is None for v in values), bool, k) if has_nulls else None
+        encoded = [b"" if v is None else v.encode("utf-8") for v in values]
+        need = max(map(len, encoded), default=0)
+        if need > col.dtype.itemsize:
+            col.dtype = np.dtype(f"S{_str_width(need)}")
+        return np.array(encoded, dtype=col.dtype), nulls
+
     def _prepare(self, data: dict) -> None:
         """Create, widen and mask datasets as ``data`` needs, each step flushed (no commit yet)."""
         flush = self._store._f.flush
@@ -407,7 +441,7 @@ class Table:
         for col in new:
             col.ds = self._create(self._g["columns"], col, self._n)
         for col in self._cols.values():
-            if col.kind != "str" and col.ds.dtype != col.dtype:
+            if col.ds.dtype != col.dtype:
                 self._widen(col)
         masks = [c for c in self._cols.values() if c.mask is None and data[c.name][1] is not None]
         for col in masks:
@@ -418,10 +452,9 @@ class Table:
 
     @staticmethod
     def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
-        dtype = _STR if col.kind == "str" else col.dtype
         ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
-                                  dtype=dtype, chunks=_chunks(col.shape, np.dtype(col.dtype)),
-                                  fillvalue=None if col.kind == "str" else _fill(col.kind, col.dtype))
+                                  dtype=col.dtype, chunks=_chunks(col.shape, col.dtype),
+                                  fillvalue=_fill(col.kind, col.dtype))
         ds.attrs["kind"] = col.kind
         return ds
 
@@ -457,7 +490,11 @@ class Table:
 
     @staticmethod
     def _raw(col: _Column, lo: int, hi: int) -> np.ndarray:
-        return col.ds.asstr()[lo:hi] if col.kind == "str" else col.ds[lo:hi]
+        if col.kind != "str":
+            return col.ds[lo:hi]
+        if col.ds.dtype.kind == "S":
+            return np.char.decode(col.ds[lo:hi], "utf-8").astype(object)
+        return col.ds.asstr()[lo:hi]  # variable-length strings of an older writer
 
     def _nulls(self, col: _Column, lo: int, hi: int) -> np.ndarray | None:
         if col.mask is None:
@@ -525,6 +562,9 @@ class Store:
         self.path, self._lock, self._fsync_interval = path, lock, fsync_interval
         self._last_fsync = time.monotonic()
         self._tables: dict[tuple[str, str], Table] = {}
+        self._broken = False  # a write failed: nothing more is written
+        self._max_growth = 0  # bytes the file grew by in its largest commit
+        self._size_before = 0
 
     @classmethod
     def open(cls, path: str | os.PathLike | None, *, fsync_interval: float = 10.0) -> Store:
@@ -550,6 +590,7 @@ class Store:
             return cls(f, None, None, fsync_interval)
         path = os.fspath(path)
         _check_writable(path)
+        _check_free_space(path, MIN_FREE_BYTES)
         lock = _take_lock(path)
         try:
             f = _open_h5(path, "a")
@@ -602,17 +643,49 @@ class Store:
             os.fsync(f.id.get_vfd_handle())
             self._last_fsync = time.monotonic()
 
+    def _size(self) -> int:
+        return os.fstat(self._f.id.get_vfd_handle()).st_size
+
+    def _ensure_space(self) -> None:
+        """Refuse to write when the disk is nearly full: HDF5 would crash, not report it."""
+        if self.path is None:
+            return
+        # Room for the larger of the fixed margin and a few of the largest commits so far.
+        needed = max(MIN_FREE_BYTES, 4 * self._max_growth)
+        try:
+            _check_free_space(self.path, needed)
+        except StoreError:
+            self._broken = True
+            raise
+        self._size_before = self._size()
+
+    def _note_growth(self) -> None:
+        if self.path is not None:
+            self._max_growth = max(self._max_growth, self._size() - self._size_before)
+
+    def _close_file(self) -> None:
+        try:
+            self._f.close()
+        except (OSError, RuntimeError):
+            if not self._broken:
+                raise
+
     def _maybe_fsync(self) -> None:
         if self.path is not None and time.monotonic() - self._last_fsync >= self._fsync_interval:
             self.flush(fsync=True)
 
     def close(self) -> None:
-        """Flush, fsync and close the file, then remove the lock file. Idempotent."""
+        """Flush, fsync and close the file, then remove the lock file. Idempotent.
+
+        After a failed write, the file is closed without a last flush: the committed rows
+        are already on disk, and flushing into a full disk would only fail again.
+        """
         if self._f is None:
             return
         try:
-            self.flush(fsync=True)
-            self._f.close()
+            if not self._broken:
+                self.flush(fsync=True)
+            self._close_file()
         finally:
             self._f, self._tables = None, {}
             _release_lock(self._lock)
@@ -625,6 +698,20 @@ def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
     space = ds.id.get_space()
     space.select_hyperslab((n0,) + (0,) * (array.ndim - 1), array.shape)
     ds.id.write(h5py.h5s.create_simple(array.shape), space, array)
+
+
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    return st.f_bavail * st.f_frsize
+
+
+def _check_free_space(path: str, needed: int) -> None:
+    free = _free_bytes(path)
+    if free < needed:
+        raise StoreError(f"only {free / 2**20:.1f} MiB free on the file system of {path}; psmpi "
+                         f"stops writing below {needed / 2**20:.0f} MiB (HDF5 crashes when a disk "
+                         f"fills during a write). Free disk space or choose another out=, then "
+                         f"run the same command again: committed rows are kept")
 
 
 def _check_writable(path: str) -> None:

@@ -480,3 +480,22 @@ def test_fsync_interval(tmp_path, monkeypatch):
         s.flush(fsync=True)
         assert len(calls) == 4  # ...unless asked
     assert len(calls) == 5
+
+
+def test_strings_are_fixed_width_utf8_and_widen_without_loss(tmp_path):
+    path = tmp_path / "s.h5"
+    with Store.open(path) as writer:
+        t = writer.table("m")
+        rows = [{"s": "ab"}, {"s": "ünïcødé ✓"}, {"s": None}]
+        assert all(t.admit(r) is None for r in rows)
+        t.append(rows)
+        long_rows = [{"s": "x" * 1000}, {"s": ""}]
+        assert all(t.admit(r) is None for r in long_rows)
+        t.append(long_rows)
+        assert t.read()["s"].tolist()[:2] == ["ab", "ünïcødé ✓"]
+    with h5py.File(path, "r", locking=False) as f:
+        ds = f["m/results/columns/s"]
+        assert ds.dtype.kind == "S" and ds.dtype.itemsize == 1024  # no HDF5 global heap
+    back = store.read(path, name="m")["s"].tolist()
+    assert back[0:2] == ["ab", "ünïcødé ✓"] and back[3:] == ["x" * 1000, ""]
+    assert back[2] is None or back[2] != back[2]  # null
