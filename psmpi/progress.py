@@ -49,6 +49,9 @@ class Reporter:
     def finish(self, progress: MapProgress, where: str) -> None:
         if self.verbose >= 1:
             self.say(f"done: {self.line(progress)}; {progress.resumed} resumed from {where}")
+            if progress.stale:
+                self.say(f"{progress.stale} rows stored by earlier runs match no pset of this "
+                         f"map (the pset list changed); they stay in the file")
             if progress.failures:
                 self.say(f"{progress.failures} psets failed: see results.missing "
                          f"(or `psmpi.read(..., failures=True)`)")

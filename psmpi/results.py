@@ -28,6 +28,10 @@ class MapProgress:
         of the failures, those where the worker raised.
     resumed : int
         psets whose result was already in the file and was not computed again.
+    stale : int
+        rows in the file, from earlier runs of this map, that match no pset of this call
+        (the pset list changed). They stay in the file; ``psmpi.read`` returns them.
+        Counted when every pset was read (no ``limit``, no stop signal).
     """
 
     total: int = 0
@@ -36,6 +40,7 @@ class MapProgress:
     failures: int = 0
     exceptions: int = 0
     resumed: int = 0
+    stale: int = 0
 
 
 @dataclasses.dataclass

@@ -200,7 +200,8 @@ class MapRun:
         started = time.monotonic()
         results_table = store.table(self.name, "results")
         writer = RowWriter(results_table, store.table(self.name, "failures"), self.settings)
-        resume = ResumeIndex(results_table.read_column("_pset_hash")) if results_table.n_rows else None
+        committed_before = results_table.n_rows
+        resume = ResumeIndex(results_table.read_column("_pset_hash")) if committed_before else None
         self.progress.total = self.estimated_total(results_table.n_rows)
         todo = self.todo(resume, writer)
         if self.settings.cost is not None:
@@ -226,6 +227,8 @@ class MapRun:
         self.progress.active = len(self.inflight)
         if not self.stop.requested:
             self.progress.total = self.progress.finished + self.progress.failures
+            if not self.settings.limit:
+                self.progress.stale = committed_before - self.progress.resumed
         self.reporter.finish(self.progress, store.path or "memory")
         return self.results(writer, time.monotonic() - started, store.path)
 

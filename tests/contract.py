@@ -211,5 +211,31 @@ def check_keep_results_false(backend, tmp):
     assert psmpi.read(res.path, name="nokeep")["y"].tolist() == [2]
 
 
+
+
+def int_result(pset):
+    return {"y": pset["a"] * 2}
+
+
+def str_result(pset):
+    return {"y": f"text {pset['a']}"}
+
+
+def check_changed_study_on_resume(backend, tmp):
+    first = run(backend, tmp, [{"a": a} for a in range(6)], worker=int_result, name="changed")
+    assert first.progress.stale == 0
+    # three psets removed, two added: the new ones are computed, the removed ones reported
+    again = run(backend, tmp, [{"a": a} for a in (0, 1, 2, 10, 11)], worker=int_result,
+                name="changed")
+    assert again.progress.resumed == 3 and again.stats.computed == 2
+    assert again.progress.stale == 3
+    assert again.results["a"].tolist() == [0, 1, 2, 10, 11]
+    assert len(psmpi.read(again.path, name="changed")) == 8  # nothing removed from the file
+    # a changed result type is not mixed into the column: those psets fail, saying why
+    mixed = run(backend, tmp, [{"a": 20}], worker=str_result, name="changed")
+    assert len(mixed) == 0 and mixed.missing.df["_kind"].tolist() == ["unstorable"]
+    assert "holds int" in mixed.missing.df["_exception"].iloc[0]
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_")}
