@@ -1,0 +1,307 @@
+"""The job scripts in jobscripts/ on a real Slurm cluster.
+
+Needs ``sbatch`` on PATH and ``SLURM_CONF`` naming the cluster's slurm.conf (so that a
+plain ``pytest`` never submits to a site's production cluster by accident). Without them
+every test here skips with the reason, unless ``PSMPI_REQUIRE_SLURM=1`` (CI sets it): then
+a missing Slurm fails. ``PSMPI_START_SLURM=1`` starts a private single-node cluster with
+.ci/slurm-up.sh for the session and stops it at the end (root only).
+
+The scripts are submitted unmodified: test-sized resources go on the sbatch command line,
+which overrides their #SBATCH lines, and the study, the venv (``PSMPI_SLURM_VENV``,
+default: the venv running pytest) and the launcher through ``--export=ALL,...``. The study
+is tests/slurm/survey.py. Every job is submitted at the start, so they run side by side:
+
+* mpi.sbatch (srun --mpi=pmi2), mpi-mpiexec.sbatch and multiprocessing.sbatch complete:
+  every row exactly once, MPI psets computed on worker ranks 1 and 2.
+* requeue.sbatch with --time=1 --signal=B:USR1@10, launched by srun (its default), by
+  mpiexec and as plain python. Slurm checks time limits every ~30 s and warns at the first
+  check that finds less than N+30 s left, so with a 60-s limit and N=10 the warning comes
+  20-50 s after the start, and the kill (the first check after the limit) 30 s or more
+  after the warning. The first
+  run naps 1 s per pset, too slow to finish before the warning: it drains, exits 75 and
+  requeues itself. The requeued run (SLURM_RESTART_COUNT=1) does not nap and completes
+  in a few seconds, long before its own warning could come. Every row is then in the file
+  exactly once, the rows of the first run are those the file held when psmpi had stopped,
+  and the second run resumed exactly those.
+
+With .ci/slurm-up.sh's settings (cred_expire=10, bf_interval=1) a requeued job restarts
+12-13 s after `scontrol requeue`; the whole file takes about a minute (90 s at most).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import psmpi
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBSCRIPTS = ROOT / "jobscripts"
+STUDY = ROOT / "tests" / "slurm" / "survey.py"
+VENV = Path(os.environ.get("PSMPI_SLURM_VENV") or sys.prefix)
+REQUIRED = os.environ.get("PSMPI_REQUIRE_SLURM") == "1"
+START = os.environ.get("PSMPI_START_SLURM") == "1"
+
+COMPLETE_PSETS = 60      # psets of the surveys that complete in one run
+REQUEUE_PSETS = 200      # psets of the requeue surveys: 100+ s of naps on two workers
+# Deadlines from submission; the jobs share the node, so they include some queueing.
+COMPLETE_DEADLINE = 120
+REQUEUE_DEADLINE = 210
+
+# Variables of an enclosing job or MPI launch, or a user's psmpi settings, must not leak
+# into the jobs (SLURM_CONF is put back).
+_LEAKY_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "PMI_", "PMIX_", "OMPI_",
+                   "HYDRA_", "MPI_LOCALNRANKS", "PSMPI_", "LAUNCH", "MAX_RESTARTS")
+
+
+def slurm_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_PREFIXES)}
+    env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return env
+
+
+def run(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                            env=slurm_env())
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout}{result.stderr}")
+    return result
+
+
+def unavailable() -> str | None:
+    """Why Slurm cannot be used here, or None."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH (install Slurm, e.g. run .ci/slurm-up.sh as root)"
+    conf = os.environ.get("SLURM_CONF")
+    if not conf:
+        return ("SLURM_CONF is not set: export SLURM_CONF=<cluster's slurm.conf> to run the "
+                "job scripts on that cluster (.ci/slurm-up.sh prints it)")
+    if not os.path.isfile(conf):
+        return f"SLURM_CONF={conf} does not exist"
+    if not (VENV / "bin" / "activate").is_file():
+        return f"no virtual environment at {VENV} for the jobs: set PSMPI_SLURM_VENV"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            states = run("sinfo", "-h", "-o", "%T", timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            states = None
+        if states and states.returncode == 0 and re.search(r"\b(idle|mixed|allocated)\b",
+                                                           states.stdout):
+            return None
+        if time.monotonic() > deadline:
+            answer = "no answer" if states is None else (states.stdout + states.stderr).strip()
+            return f"the Slurm cluster of SLURM_CONF={conf} has no usable node: {answer!r}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """None if a Slurm cluster is usable, else why not. With PSMPI_START_SLURM=1 (and no
+    SLURM_CONF yet) .ci/slurm-up.sh starts one for the session; it is stopped at the end."""
+    started = False
+    reason = None
+    if START and not os.environ.get("SLURM_CONF"):
+        base = os.environ.get("PSMPI_SLURM_BASE", "/tmp/psmpi-slurm")
+        up = subprocess.run(["bash", str(ROOT / ".ci" / "slurm-up.sh")], capture_output=True,
+                            text=True, timeout=300)
+        if up.returncode == 0:
+            os.environ["SLURM_CONF"] = f"{base}/etc/slurm.conf"
+            started = True
+        else:
+            reason = f".ci/slurm-up.sh failed ({up.returncode}):\n{up.stdout}{up.stderr}"
+    yield reason or unavailable()
+    if started:
+        subprocess.run(["bash", str(ROOT / ".ci" / "slurm-down.sh")], timeout=120)
+        del os.environ["SLURM_CONF"]
+
+
+def require(reason: str | None) -> None:
+    """Skip without Slurm; fail instead if it was asked for (PSMPI_REQUIRE_SLURM=1, or
+    PSMPI_START_SLURM=1), so that CI can never silently not run these tests."""
+    if reason:
+        if REQUIRED or START:
+            pytest.fail(f"Slurm was required (PSMPI_REQUIRE_SLURM=1 or PSMPI_START_SLURM=1) "
+                        f"but is not usable: {reason}")
+        pytest.skip(reason)
+
+
+@dataclass
+class Job:
+    name: str
+    script: str
+    directory: Path
+    options: list[str]
+    variables: dict[str, str]
+    id: str = ""
+    submitted: float = 0.0
+    info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log(self) -> Path:
+        return self.directory / f"job-{self.id}.out"
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else "(no log yet)"
+
+    def submit(self) -> None:
+        self.directory.mkdir(parents=True)
+        variables = ",".join(f"{k}={v}" for k, v in self.variables.items())
+        result = run("sbatch", "--parsable", f"--chdir={self.directory}",
+                     f"--output={self.directory}/job-%j.out", f"--job-name=psmpi-{self.name}",
+                     *self.options, f"--export=ALL,{variables}",
+                     str(JOBSCRIPTS / self.script))
+        self.id = result.stdout.strip().split(";")[0]
+        self.submitted = time.monotonic()
+
+    def show(self) -> dict[str, str]:
+        """``scontrol show job`` as a dict (empty once Slurm has forgotten the job)."""
+        result = run("scontrol", "show", "job", "-o", self.id, check=False)
+        if result.returncode != 0:
+            return {}
+        return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+
+    def wait(self, deadline: float) -> dict[str, str]:
+        """Poll until the job has ended for good (not requeued); fail after ``deadline`` s."""
+        while True:
+            info = self.show()
+            state = info.get("JobState", "GONE")
+            if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                         "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "GONE"):
+                self.info = info
+                return info
+            if time.monotonic() - self.submitted > deadline:
+                run("scancel", self.id, check=False)
+                pytest.fail(f"job {self.id} ({self.name}) not done after {deadline} s "
+                            f"(state {state}, Restarts={info.get('Restarts')}):\n"
+                            f"{self.log_text()[-4000:]}")
+            time.sleep(0.5)
+
+    def explain(self) -> str:
+        return (f"job {self.id} ({self.name}): {self.info}\n--- log ---\n"
+                f"{self.log_text()[-6000:]}")
+
+
+def survey_variables(**extra: object) -> dict[str, str]:
+    return {"VENV": str(VENV), "STUDY": str(STUDY), "PYTHONPATH": str(ROOT),
+            **{k: str(v) for k, v in extra.items()}}
+
+
+REQUEUE_OPTIONS = ["--time=1", "--signal=B:USR1@10"]
+MPI_TASKS = ["--nodes=1", "--ntasks-per-node=3"]          # rank 0 + two workers
+ONE_PROCESS = ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=2"]
+
+
+@pytest.fixture(scope="module")
+def jobs(slurm, tmp_path_factory):
+    """Submit every job at once (short ones first); cancel what is left at the end."""
+    if slurm:  # the tests fail or skip through require()
+        yield None
+        return
+    base = tmp_path_factory.mktemp("slurm-jobs")
+    complete = survey_variables(SURVEY_PSETS=COMPLETE_PSETS, SURVEY_NAP_FIRST_RUN=0.05)
+    requeue = survey_variables(SURVEY_PSETS=REQUEUE_PSETS, SURVEY_NAP_FIRST_RUN=1.0,
+                               SURVEY_NAP=0)
+    all_jobs = [
+        Job("srun", "mpi.sbatch", base / "srun", [*MPI_TASKS, "--time=5"], complete),
+        Job("mpiexec", "mpi-mpiexec.sbatch", base / "mpiexec", [*MPI_TASKS, "--time=5"],
+            complete),
+        Job("multiprocessing", "multiprocessing.sbatch", base / "multiprocessing",
+            [*ONE_PROCESS, "--time=5"], complete),
+        Job("requeue-srun", "requeue.sbatch", base / "requeue-srun",
+            [*MPI_TASKS, *REQUEUE_OPTIONS], requeue),
+        Job("requeue-mpiexec", "requeue.sbatch", base / "requeue-mpiexec",
+            [*MPI_TASKS, *REQUEUE_OPTIONS], dict(requeue, LAUNCH="mpiexec -n 3")),
+        Job("requeue-python", "requeue.sbatch", base / "requeue-python",
+            [*ONE_PROCESS, *REQUEUE_OPTIONS], dict(requeue, LAUNCH="")),
+    ]
+    try:
+        for job in all_jobs:
+            job.submit()
+        yield {job.name: job for job in all_jobs}
+    finally:
+        ids = [job.id for job in all_jobs if job.id]
+        if ids:
+            run("scancel", *ids, check=False)
+
+
+def read_rows(job: Job, n: int):
+    """The survey's rows, checked: each of the n psets exactly once, correct, no failure."""
+    path = job.directory / "survey.h5"
+    assert path.exists(), job.explain()
+    rows = psmpi.read(str(path), name="nap")
+    assert len(rows) == n and sorted(rows["i"]) == list(range(n)), job.explain()
+    assert rows["_pset_index"].is_unique and rows["_pset_hash"].is_unique, job.explain()
+    assert (rows["y"] == rows["i"] ** 2).all(), job.explain()
+    assert len(psmpi.read(str(path), name="nap", failures=True)) == 0, job.explain()
+    assert not (job.directory / "survey.h5.lock").exists(), "the lock was left behind"
+    return rows
+
+
+def test_slurm_is_usable(slurm):
+    require(slurm)
+    nodes = run("sinfo", "-h", "-o", "%n %T %c").stdout.split("\n")
+    assert any(int(line.split()[2]) >= 3 for line in nodes if line.strip()), (
+        f"the jobs need a node with 3 CPUs or more: {nodes}")
+
+
+@pytest.mark.parametrize("name, backend", [("srun", "mpi"), ("mpiexec", "mpi"),
+                                           ("multiprocessing", "multiprocessing")])
+def test_survey_completes(slurm, jobs, name, backend):
+    require(slurm)
+    job = jobs[name]
+    info = job.wait(COMPLETE_DEADLINE)
+    log = job.log_text()
+    assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", job.explain()
+    assert "survey exited with status 0" in log, job.explain()
+    assert f"backend {backend} with 2 workers" in log, job.explain()
+    rows = read_rows(job, COMPLETE_PSETS)
+    if backend == "mpi":  # real MPI with 3 ranks, not 3 singletons: workers are ranks 1, 2
+        assert set(rows["_rank"]) == {1, 2}, job.explain()
+    print(f"{name}: done {time.monotonic() - job.submitted:.1f} s after submission")
+
+
+@pytest.mark.parametrize("name", ["requeue-srun", "requeue-mpiexec", "requeue-python"])
+def test_requeue_until_complete(slurm, jobs, name):
+    require(slurm)
+    job = jobs[name]
+    info = job.wait(REQUEUE_DEADLINE)
+    log = job.log_text()
+    assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", job.explain()
+    assert info.get("Restarts") == "1", job.explain()
+    # The log (appended to by both runs) tells the story, in this order.
+    story = ["run 1 (requeued 0 of at most 20 times)",
+             "time-limit warning (SIGUSR1)",
+             "survey: stopped with status 75",
+             "survey exited with status 75",
+             "incomplete: requeueing",
+             "run 2 (requeued 1 of at most 20 times)",
+             "survey: run 2 of job",
+             "survey exited with status 0",
+             "the survey is complete"]
+    at = -1
+    for line in story:
+        found = log.find(line, at + 1)
+        assert found > at, f"{line!r} missing or out of order\n{job.explain()}"
+        at = found
+    assert log.count("time-limit warning") == 1, job.explain()
+    assert "DUE TO TIME LIMIT" not in log and "Traceback" not in log, job.explain()
+    # No row lost, none twice: the first run's rows are the ones the file held at its exit,
+    # the second run resumed exactly those and computed the rest.
+    rows = read_rows(job, REQUEUE_PSETS)
+    committed = int(re.search(r"stopped with status 75, (\d+) rows committed", log)[1])
+    resumed = int(re.search(r"complete, \d+ rows, (\d+) resumed", log)[1])
+    first = int((rows["restart"] == 0).sum())
+    assert first == committed == resumed and 0 < first < REQUEUE_PSETS, job.explain()
+    assert (rows["restart"] == 1).sum() == REQUEUE_PSETS - first, job.explain()
+    print(f"{name}: {first} rows in run 1, {REQUEUE_PSETS - first} in run 2; done "
+          f"{time.monotonic() - job.submitted:.1f} s after submission")
