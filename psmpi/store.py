@@ -41,21 +41,18 @@ keeps a second writer away; HDF5's flock is not used (Lustre and NFS may lack it
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
 import os
-import socket
 import sys
 import time
 import uuid
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from .errors import ConfigError, InternalError, StoreError
+from .lock import release_lock, take_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -591,11 +588,11 @@ class Store:
         path = os.fspath(path)
         _check_writable(path)
         _check_free_space(path, MIN_FREE_BYTES)
-        lock = _take_lock(path)
+        lock = take_lock(path)
         try:
             f = _open_h5(path, "a")
         except BaseException:
-            _release_lock(lock)
+            release_lock(lock)
             raise
         return cls(f, path, lock, fsync_interval)
 
@@ -688,10 +685,10 @@ class Store:
             self._close_file()
         finally:
             self._f, self._tables = None, {}
-            _release_lock(self._lock)
+            release_lock(self._lock)
 
 
-# ---------------------------------------------------------------------- files and locks
+# ---------------------------------------------------------------------- files
 def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
     """Grow ``ds`` to ``n0 + len(array)`` rows and write ``array`` there (h5py's low-level API)."""
     ds.id.set_extent((n0 + array.shape[0],) + array.shape[1:])
@@ -749,67 +746,6 @@ def _open_h5(path: str, mode: str) -> h5py.File:
         what = "was written by a newer psmpi" if fmt is not None else "is an HDF5 file but not a psmpi results file"
         raise StoreError(f"{path} {what}; choose another path")
     return f
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except (OSError, IndexError):
-        return True
-
-
-def _take_lock(path: str) -> str:
-    """Create ``path.lock`` exclusively, reclaiming it from a dead process on this host."""
-    lock = path + ".lock"
-    info = {"host": socket.gethostname(), "pid": os.getpid(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": _now()}
-    for _ in range(5):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            _reclaim_lock(path, lock, info["host"])
-            continue
-        except OSError as exc:
-            raise StoreError(f"cannot create the lock file {lock}: {exc.strerror}; "
-                             f"choose a writable directory") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(info))
-        return lock
-    raise StoreError(f"cannot take the lock {lock}: other processes keep creating it")
-
-
-def _reclaim_lock(path: str, lock: str, host: str) -> None:
-    """Remove ``lock`` if its writer is dead on this host; otherwise raise StoreError."""
-    try:
-        with open(lock) as fh:
-            owner = json.loads(fh.read())
-        pid, owner_host = int(owner["pid"]), str(owner["host"])
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, KeyError, TypeError):
-        raise StoreError(f"{path} is locked by {lock}, which cannot be read; if no psmpi process "
-                         f"is writing {path}, delete {lock}") from None
-    if owner_host == host and not _pid_alive(pid):
-        warnings.warn(f"{path}: reclaiming the lock of dead pid {pid} on {host} "
-                      f"(started {owner.get('started')})", stacklevel=4)
-        _release_lock(lock)
-        return
-    job = owner.get("slurm_job_id")
-    raise StoreError(f"{path} is being written by pid {pid} on host {owner_host}"
-                     f"{f' (Slurm job {job})' if job else ''} since {owner.get('started')}; "
-                     f"wait for it to finish or, if it is dead, delete {lock}")
-
-
-def _release_lock(lock: str | None) -> None:
-    with contextlib.suppress(FileNotFoundError, TypeError):
-        os.remove(lock)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- public readers
