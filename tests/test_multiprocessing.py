@@ -52,3 +52,30 @@ def test_ncores():
     assert resolve_ncores(-1) == max(1, total - 1)
     assert resolve_ncores(-1000) == 1
     assert resolve_ncores(3) == 3
+
+
+def test_group_refused_by_a_pool_that_just_broke_is_run_later():
+    """The pool may learn of a dead worker before our futures do: submit() then raises."""
+    import time
+
+    from psmpi.backends.multiprocessing import MultiprocessingBackend
+    from psmpi.task import Task
+
+    backend = MultiprocessingBackend({}, ncores=1)
+    task = Task(die_on_3, "race", "multiprocessing")
+
+    def groups():
+        yield [(3, {"a": 3})]
+        deadline = time.monotonic() + 10
+        while not backend.executor._broken and time.monotonic() < deadline:
+            time.sleep(0.01)  # now the next submit() meets a broken pool
+        yield [(4, {"a": 4})]
+        yield [(5, {"a": 5})]
+
+    try:
+        outcomes = [o for o in backend.run(task, groups()) if o is not None]
+    finally:
+        backend.close()
+    crashed = [o.indexes for o in outcomes if o.errors]
+    fine = sorted(i for o in outcomes if not o.errors for i in o.indexes)
+    assert crashed == [[3]] and fine == [4, 5]

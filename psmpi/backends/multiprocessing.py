@@ -98,6 +98,7 @@ class MultiprocessingBackend(Backend):
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         pending: dict[Future, Group] = {}
         suspects: collections.deque[Group] = collections.deque()
+        held: collections.deque[Group] = collections.deque()  # refused by a broken pool
         groups = iter(groups)
         exhausted = False
         try:
@@ -108,9 +109,9 @@ class MultiprocessingBackend(Backend):
                         group = suspects.popleft()
                         pending[self.pool().submit(task, group)] = group
                 else:
-                    exhausted = self.refill(task, groups, pending, exhausted)
+                    exhausted = self.refill(task, groups, pending, held, exhausted)
                 if not pending:
-                    if exhausted and not suspects:
+                    if exhausted and not suspects and not held:
                         return
                     continue
                 done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
@@ -128,13 +129,27 @@ class MultiprocessingBackend(Backend):
             for future in pending:
                 future.cancel()
 
-    def refill(self, task: Task, groups: Iterator[Group], pending: dict, exhausted: bool) -> bool:
+    def refill(self, task: Task, groups: Iterator[Group], pending: dict,
+               held: collections.deque, exhausted: bool) -> bool:
         """Submit groups until every worker has its queue full; True once groups ran out."""
-        while not exhausted and len(pending) < IN_FLIGHT_PER_WORKER * self.workers:
-            group = next(groups, None)
-            if group is None:
-                return True
-            pending[self.pool().submit(task, group)] = group
+        while len(pending) < IN_FLIGHT_PER_WORKER * self.workers:
+            if held:
+                group = held.popleft()
+            elif exhausted:
+                break
+            else:
+                group = next(groups, None)
+                if group is None:
+                    return True
+            try:
+                pending[self.pool().submit(task, group)] = group
+            except BrokenProcessPool:
+                # A worker died and the pool knows before our futures say so. This group
+                # never ran: keep it for later; the futures in flight report the crash.
+                held.appendleft(group)
+                if not pending:
+                    self.discard_pool()
+                break
         return exhausted
 
     def handle_crash(self, group: Group, pending: dict, suspects: collections.deque
