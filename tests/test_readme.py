@@ -21,3 +21,21 @@ def test_readme_starts_with_install_and_run_and_install_and_test():
 def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def readme_study():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## A study", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_study_runs_with_python_and_under_mpiexec(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "study.py").write_text(readme_study())
+    mpiexec = str(pathlib.Path(sys.executable).parent / "mpiexec")
+    for command in ([sys.executable, "study.py"], [mpiexec, "-n", "3", sys.executable, "study.py"]):
+        proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "3 20 60" in proc.stdout  # a=3, b=20, y=60
