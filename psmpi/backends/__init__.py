@@ -4,6 +4,7 @@ imports mpi4py or ray."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 from ..errors import BackendError, ConfigError
@@ -48,6 +49,9 @@ def backend_class(name: str) -> type[Backend]:
     if name not in _REGISTRY:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}")
     module_name, class_name = _REGISTRY[name]
+    if importlib.util.find_spec(module_name) is None:
+        raise BackendError(f"backend {name!r} is not part of this version of psmpi yet; "
+                           f"use one of: {', '.join(n for n, (m, _) in _REGISTRY.items() if importlib.util.find_spec(m))}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
