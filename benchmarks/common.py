@@ -214,6 +214,19 @@ def report_failures(failed: dict, results: dict | None = None) -> None:
                   f"exited with status {sorted(set(codes))} (kept)")
 
 
+def installed_systems(names: list[str], peer_modules: dict[str, str]) -> list[str]:
+    """``names`` whose peer package imports here; each skipped one is printed with why."""
+    keep = []
+    for system in names:
+        module = peer_modules.get(system)
+        if module and not have(module):
+            print(f"- skipped {system}: {module!r} is not installed in {sys.executable}; "
+                  f"run benchmarks/setup.sh")
+        else:
+            keep.append(system)
+    return keep
+
+
 def have(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None

@@ -178,13 +178,7 @@ def main() -> None:
     print(f"- {reps} rounds; in each round every system runs once, in turn, each as a fresh "
           f"`mpiexec -n {NPROCS}`; CPU time of all threads of each rank from "
           f"/proc/<pid>/task/*/schedstat")
-    systems = []
-    for system in [s for s in args.systems.split(",") if s]:
-        module = PEER_MODULES.get(system)
-        if module and not common.have(module):
-            print(f"- skipped {system}: {module!r} is not installed in {sys.executable}")
-        else:
-            systems.append(system)
+    systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
     results, failed = common.interleaved(systems, reps, lambda s: measure(s, seconds))
     report(systems, seconds, results, failed)
 

@@ -196,13 +196,7 @@ def main() -> None:
                   f"`mpiexec -n {nprocs}`")
     print(f"- {reps} rounds; in each round every system runs once, in turn, each as a fresh "
           f"`mpiexec -n {nprocs}` in a fresh temporary directory")
-    systems = []
-    for system in [s for s in args.systems.split(",") if s]:
-        module = PEER_MODULES.get(system)
-        if module and not common.have(module):
-            print(f"- skipped {system}: {module!r} is not installed in {sys.executable}")
-        else:
-            systems.append(system)
+    systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
     results, failed = common.interleaved(systems, reps, lambda s: measure(s, nprocs))
     report(systems, nprocs, results, failed)
 

@@ -246,13 +246,7 @@ def main() -> None:
     print(f"- {n:,} psets, {reps} rounds; in each round every system runs once, in turn, each "
           f"as a fresh `{os.path.basename(common.mpiexec())} -n {NPROCS}` in a fresh temporary "
           f"directory; the timing covers one map call after a warm-up map of {WARMUP} psets")
-    systems = []
-    for system in [s for s in args.systems.split(",") if s]:
-        module = PEER_MODULES.get(system)
-        if module and not common.have(module):
-            print(f"- skipped {system}: {module!r} is not installed in {sys.executable}")
-        else:
-            systems.append(system)
+    systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
     results, failed = common.interleaved(systems, reps, lambda s: measure(s, n))
     report(systems, n, results, failed)
 

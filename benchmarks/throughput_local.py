@@ -12,7 +12,6 @@ starts its pool, maps 100 psets to warm up, then times one map of all the psets.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -148,15 +147,8 @@ def measure(system: str, n: int, workers: int) -> dict:
 
 def available(systems: list[str]) -> list[str]:
     """The systems whose packages import here; a skipped one is reported with its reason."""
-    keep = []
-    for system in systems:
-        module = PEER_MODULES.get(system)
-        if module and importlib.util.find_spec(module) is None:
-            print(f"- skipped {system}: package {module!r} is not installed in this "
-                  f"environment ({sys.executable}); run benchmarks/setup.sh")
-        else:
-            keep.append(system)
-    return keep
+    import common
+    return common.installed_systems(systems, PEER_MODULES)
 
 
 def rounds(systems: list[str], sizes: list[int], reps: int, workers: int) -> dict:
