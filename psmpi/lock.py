@@ -18,6 +18,11 @@ import warnings
 from .errors import StoreError
 
 
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -36,7 +41,7 @@ def take_lock(path: str) -> str:
     """Create ``path.lock`` exclusively, reclaiming it from a dead process on this host."""
     lock = path + ".lock"
     info = {"host": socket.gethostname(), "pid": os.getpid(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": utc_now()}
     for _ in range(5):
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

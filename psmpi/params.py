@@ -500,27 +500,27 @@ _SCALAR_TYPES = frozenset({str, float, bool, type(None)} | {
 _GOOD_KEYS: set[str] = set()  # keys already checked: the common path is one set lookup
 
 
-def key_problems(k: Any) -> list[str]:
-    """Why ``k`` cannot name a column (a pset parameter or a result), as fixes; [] if it can.
+def key_problems(k: Any, what: str = "parameter") -> list[str]:
+    """Why ``k`` cannot name a column (a pset ``parameter`` or a ``result``), as fixes; [] if it can.
 
     >>> key_problems("a/b")
     ["key 'a/b' contains '/': HDF5 would read it as a path; rename the parameter"]
     """
     if not isinstance(k, str):
-        return [f"key {k!r} is a {type(k).__name__}: parameter names must be str"]
+        return [f"key {k!r} is a {type(k).__name__}: {what} names must be str"]
     if not k:
-        return ["key '' is empty: give the parameter a name"]
+        return [f"key '' is empty: give the {what} a name"]
     out = []
     if k in (".", ".."):
-        out.append(f"key {k!r} is an HDF5 path component: rename the parameter")
+        out.append(f"key {k!r} is an HDF5 path component: rename the " + what)
     if "/" in k:
-        out.append(f"key {k!r} contains '/': HDF5 would read it as a path; rename the parameter")
+        out.append(f"key {k!r} contains '/': HDF5 would read it as a path; rename the " + what)
     if "\0" in k:
         out.append(f"key {k!r} contains a NUL character: HDF5 cannot store it; "
-                   "rename the parameter")
+                   "rename the " + what)
     if k.startswith("_"):
         out.append(f"key {k!r} starts with '_', reserved for psmpi's bookkeeping columns; "
-                   "rename the parameter")
+                   "rename the " + what)
     if len(k) > 255:
         out.append(f"key {k[:20]!r}... has {len(k)} characters: at most 255; shorten it")
     return out

@@ -202,12 +202,12 @@ class MapRun:
         writer = RowWriter(results_table, store.table(self.name, "failures"), self.settings)
         committed_before = results_table.n_rows
         resume = ResumeIndex(results_table.read_column("_pset_hash")) if committed_before else None
-        self.progress.total = self.estimated_total(results_table.n_rows)
+        self.progress.total = self.estimated_total(committed_before)
         todo = self.todo(resume, writer)
         if self.settings.cost is not None:
             todo = most_expensive_first(todo, self.settings.cost)
         grouper = Grouper(todo, self.backend.n_workers,
-                          self.estimated_todo(results_table.n_rows), self.settings.group_size)
+                          self.estimated_todo(committed_before), self.settings.group_size)
         groups = self.handed_out(until_stopped(grouper, self.stop))
         try:
             for outcome in self.backend.run(self.task, groups):

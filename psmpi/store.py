@@ -41,7 +41,6 @@ keeps a second writer away; HDF5's flock is not used (Lustre and NFS may lack it
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
@@ -52,7 +51,7 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, InternalError, StoreError
-from .lock import release_lock, take_lock
+from .lock import release_lock, take_lock, utc_now
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,10 +76,6 @@ _SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"), ((float, 
 _PLAIN = frozenset(("bool", "float", "str"))
 _DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
            "str": np.dtype("S16")}
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _version() -> str:
@@ -622,7 +617,7 @@ class Store:
             group = f.get(map_name)
             if group is None:
                 group = f.create_group(map_name)
-                group.attrs.update({"created": _now(), "psmpi_version": _version()})
+                group.attrs.update({"created": utc_now(), "psmpi_version": _version()})
             elif not isinstance(group, h5py.Group):
                 raise StoreError(f"{self.path} has an object {map_name!r} that is not a psmpi map")
             self._tables[map_name, kind] = Table(group.require_group(kind), self)

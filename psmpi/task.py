@@ -161,12 +161,14 @@ def result_problem(result: Any, pset: dict) -> str | None:
         return None
     if not isinstance(result, dict):
         return f"worker returned {type(result).__name__}; it must return a dict (or None)"
-    if tuple(result) not in _GOOD_RESULT_KEYS:
-        problems = params.pset_problems(dict.fromkeys(result))  # the key rules of psets
-        if problems:
-            return "result " + problems[0].replace("rename the parameter", "rename the result")
+    keys = tuple(result)
+    if keys not in _GOOD_RESULT_KEYS:
+        for key in keys:  # the key rules of psets
+            problems = params.key_problems(key, "result")
+            if problems:
+                return "result " + problems[0]
         if len(_GOOD_RESULT_KEYS) < 1000:
-            _GOOD_RESULT_KEYS.add(tuple(result))
+            _GOOD_RESULT_KEYS.add(keys)
     clash = result.keys() & pset.keys()
     if clash:
         return (f"result key {sorted(clash)[0]!r} clashes with the pset parameter of the same "
