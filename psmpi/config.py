@@ -113,6 +113,15 @@ def _check_dict(value: Any) -> str | None:
     return None if value is None or isinstance(value, dict) else "must be a dict or None"
 
 
+def _check_optional_str(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, str) and value) else \
+        "must be a non-empty str or None"
+
+
+def _check_str(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty str"
+
+
 def _check_callable(value: Any) -> str | None:
     return None if value is None or callable(value) else "must be a callable or None"
 
@@ -165,6 +174,26 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "passed as the third argument to worker(pset, system_kwargs, user_kwargs)"),
     Option("cost", None, _check_callable, None,
            "cost(pset) -> float: expected cost, most expensive psets are sent first"),
+    Option("max_attempts", 3, _int_in(1, math.inf), _parse_int,
+           "a pset whose worker process died this many times is marked crashed and skipped"),
+    Option("logfile", True, _check_bool, _parse_bool,
+           "write the hidden per-run log .psmpi-DATE-TIME.log in the working directory"),
+    Option("carbon_server", None, _check_optional_str, _parse_out,
+           "host of a Carbon/Graphite server to push progress to (None: no push)"),
+    Option("carbon_port", 2004, _int_in(1, 65535), _parse_int,
+           "port of the Carbon pickle listener"),
+    Option("carbon_prefix", "psmpi", _check_str, _parse_str,
+           "prefix of the Carbon metric names"),
+    Option("simulate", False, _check_bool, _parse_bool,
+           "dry run: run the machinery on a copy of the results file, never call the worker"),
+    Option("backup", False, _check_bool, _parse_bool,
+           "copy the results file (and calc dir) to a timestamped backup before extending it"),
+    Option("git", False, _check_bool, _parse_bool,
+           "git-commit the study script and results metadata after the map, with the run id"),
+    Option("repeat", False, _check_bool, _parse_bool,
+           "compute every pset again as a new repeat instead of resuming finished ones"),
+    Option("calc_dir", "calc", _check_str, _parse_str,
+           "directory of per-pset output directories calc/<pset_id>/"),
 ] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
      for b in BACKEND_NAMES]}
 
@@ -189,6 +218,16 @@ class Settings:
     commit_seconds: float
     user_kwargs: dict | None
     cost: Callable | None
+    max_attempts: int
+    logfile: bool
+    carbon_server: str | None
+    carbon_port: int
+    carbon_prefix: str
+    simulate: bool
+    backup: bool
+    git: bool
+    repeat: bool
+    calc_dir: str
     serial: dict | None
     multiprocessing: dict | None
     mpi: dict | None
