@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import itertools
+import math
 import os
 import pickle
 import sys
@@ -26,11 +27,13 @@ import numpy as np
 import pandas as pd
 
 from . import config, params, task
+from .attempts import AttemptLog, Suspects
 from .backends import Backend
 from .errors import PsetError, StoreError
 from .grouping import Grouper
+from .perf import PerfCollector
 from .progress import Reporter
-from .results import MapProgress, MapResults, Missing, PerfStats
+from .results import MapProgress, MapResults, Missing
 from .source import ResumeIndex, checked_psets
 from .stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from .store import Store, Table
@@ -125,11 +128,13 @@ class MapRun:
         self.task = task.Task(worker, name, backend.name, settings.user_kwargs)
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
-        self.reporter = Reporter(settings.verbose, name)
+        self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
         self.inflight: dict[int, dict] = {}
         self.stop = stop
         self.abandoned = 0  # psets in flight when the drain period ran out
-        self.runtimes = array.array("d")
+        self.perf = PerfCollector()
+        self.log: AttemptLog | None = None  # groups handed out, for poison psets
+        self.suspects = Suspects({}, settings.max_attempts)
 
     def todo(self, resume: ResumeIndex | None, writer: RowWriter) -> Iterator[tuple[int, dict]]:
         """Psets still to compute: committed ones skipped, at most ``limit`` new ones."""
@@ -143,22 +148,27 @@ class MapRun:
                 yield index, pset
             else:
                 writer.note_resumed(index, row)
+                self.suspects.committed(index)
                 self.progress.resumed += 1
                 self.progress.finished += 1
 
     def handed_out(self, groups: Iterable[list]) -> Iterator[list]:
         """Remember what each group holds until its outcome comes back."""
         for group in groups:
+            if self.log is not None:
+                self.log.sent(index for index, _ in group)
             self.inflight.update(group)
             yield group
 
     def record(self, outcome: task.GroupOutcome, writer: RowWriter) -> None:
         """Turn one group's outcomes into rows of the results or failures table."""
         errors = outcome.errors
+        if self.log is not None:
+            self.log.returned(outcome.indexes)
+        self.perf.add(outcome)
         for i, index in enumerate(outcome.indexes):
             pset = self.inflight.pop(index)
             runtime = outcome.runtimes[i]
-            self.runtimes.append(runtime)
             # Workers hash the psets (in parallel); a group lost with its process did not.
             digest = outcome.digests[i] or params.pset_hash(pset)
             book = (index, digest, outcome.rank, outcome.host, outcome.pid, outcome.t_starts[i],
@@ -194,7 +204,7 @@ class MapRun:
                              f"the ones this map was run with before; use a new name= or out=")
         self.progress.failures += 1
         self.progress.exceptions += kind == task.EXCEPTION
-        self.reporter.failure(index, kind, message, traceback_text)
+        self.reporter.failure(index, kind, message, traceback_text, pset, book[2:5])
 
     def execute(self, store: Store) -> MapResults:
         started = time.monotonic()
@@ -203,34 +213,90 @@ class MapRun:
         committed_before = results_table.n_rows
         resume = ResumeIndex(results_table.read_column("_pset_hash")) if committed_before else None
         self.progress.total = self.estimated_total(committed_before)
-        todo = self.todo(resume, writer)
+        self.reporter.start(self.progress, store.path)
+        if store.path is not None:
+            self.log = AttemptLog(store.path, self.name)
+            self.suspects = Suspects(self.log.load(), self.settings.max_attempts)
+        todo = self.suspects.sort(self.todo(resume, writer))
         if self.settings.cost is not None:
             todo = most_expensive_first(todo, self.settings.cost)
         grouper = Grouper(todo, self.backend.n_workers,
                           self.estimated_todo(committed_before), self.settings.group_size)
         groups = self.handed_out(until_stopped(grouper, self.stop))
         try:
-            for outcome in self.backend.run(self.task, groups):
-                if outcome is not None:  # None: a heartbeat while workers compute
-                    grouper.observe(outcome)
-                    self.record(outcome, writer)
-                if writer.due():
-                    writer.commit()
-                self.progress.active = len(self.inflight)
-                self.reporter.update(self.progress)
-                if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
-                    self.abandoned = self.progress.active
-                    self.backend.abandon()
-                    break
+            if self.consume(self.backend.run(self.task, groups), writer, grouper):
+                self.skip_crashed(writer)
+                self.run_alone(writer)
         finally:
-            writer.commit()  # whatever came back is kept, even when interrupted
+            try:
+                writer.commit()  # whatever came back is kept, even when interrupted
+            finally:
+                self.save_attempts(writer)
         self.progress.active = len(self.inflight)
         if not self.stop.requested:
             self.progress.total = self.progress.finished + self.progress.failures
             if not self.settings.limit:
                 self.progress.stale = committed_before - self.progress.resumed
-        self.reporter.finish(self.progress, store.path or "memory")
-        return self.results(writer, time.monotonic() - started, store.path)
+        results = self.results(writer, time.monotonic() - started, store.path)
+        self.reporter.finish(self.progress, store.path or "memory", results.stats,
+                             self.stop.name if self.stop.requested else "")
+        return results
+
+    def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
+                grouper: Grouper | None) -> bool:
+        """Record outcomes as they come; False if the drain period ran out first."""
+        for outcome in outcomes:
+            if outcome is not None:  # None: a heartbeat while workers compute
+                if grouper is not None:
+                    grouper.observe(outcome)
+                self.record(outcome, writer)
+            if writer.due():
+                writer.commit()
+            self.progress.active = len(self.inflight)
+            self.reporter.update(self.progress)
+            if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
+                self.abandoned = self.progress.active
+                self.backend.abandon()
+                return False
+        return True
+
+    def skip_crashed(self, writer: RowWriter) -> None:
+        """Store psets that died with their process max_attempts times as crashed failures."""
+        for index, pset, count in self.suspects.crashed:
+            message = (f"the process running this pset died {count} times (a crash, the "
+                       f"out-of-memory killer, or a job stopped while it ran), so it is "
+                       f"skipped. Fix the cause, then run again with "
+                       f"PSMPI_MAX_ATTEMPTS={count + 1} or delete {self.log.path}")
+            book = (index, params.pset_hash(pset), -1, "", -1, math.nan, math.nan)
+            self.store_failure(pset, book, (task.CRASHED, message, ""), writer)
+
+    def run_alone(self, writer: RowWriter) -> None:
+        """Run the psets that were running at two deaths one at a time, each committed.
+
+        Alone, a pset that kills the run again is the only one blamed for it.
+        """
+        for item in self.suspects.alone_in_order():
+            if self.stop.requested:
+                return
+            outcomes = self.backend.run(self.task, self.handed_out(iter([[item]])))
+            if not self.consume(outcomes, writer, None):
+                return
+            writer.commit()
+
+    def save_attempts(self, writer: RowWriter) -> None:
+        """Keep the attempt counts of psets not done yet; this run ended in Python."""
+        if self.log is None:
+            return
+        counts = self.suspects.counts
+        if counts:
+            crashed = {index for index, _, _ in self.suspects.crashed}
+            for kind in ("results", "failures"):
+                for index in np.frombuffer(writer.stored_indexes[kind], dtype=np.int64).tolist():
+                    if index not in crashed:
+                        counts.pop(index, None)
+        for index, pset in self.inflight.items():
+            self.suspects.abandoned(index, pset)
+        self.log.save(counts)
 
     def estimated_total(self, committed: int) -> int:
         if self.length is None:
@@ -250,8 +316,7 @@ class MapRun:
         else:
             rows = pd.DataFrame()
         missing = Missing(writer.read("failures"))
-        stats = PerfStats(self.backend.name, self.backend.n_workers, wall,
-                          len(self.runtimes), np.frombuffer(self.runtimes, dtype=np.float64))
+        stats = self.perf.stats(self.backend.name, self.backend.n_workers, wall)
         return MapResults(self.name, path, rows.reset_index(drop=True), missing,
                           self.progress, stats)
 
@@ -282,8 +347,12 @@ def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Ba
     """Run one map to the end, or drain and exit with EXIT_INCOMPLETE on a stop signal."""
     with StopRequest() as stop:
         run = MapRun(worker, psets, settings, backend, name, stop)
-        with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
-            results = run.execute(store)
+        try:
+            with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
+                results = run.execute(store)
+        except BaseException as exc:
+            run.reporter.abort(exc)  # into the run log, and the progress bar taken down
+            raise
     if stop.requested:
         exit_incomplete(run, results)
     return results
