@@ -115,7 +115,7 @@ def test_settings_are_variables(name):
 
 
 def test_mpi_launchers():
-    assert re.search(r"^srun --mpi=pmi2 python ", text("mpi.sbatch"), re.M)
+    assert re.search(r"^srun --mpi=pmi2 --kill-on-bad-exit=1 python ", text("mpi.sbatch"), re.M)
     assert re.search(r'^mpiexec -n "\$SLURM_NTASKS" python ', text("mpi-mpiexec.sbatch"), re.M)
     for name in ("mpi.sbatch", "mpi-mpiexec.sbatch"):
         assert {"nodes", "ntasks-per-node"} <= set(enabled(name)), name
@@ -155,7 +155,7 @@ def test_requeue_has_every_piece():
     assert EXIT_INCOMPLETE == 75 and re.search(r"^\s*75\)$", body, re.M)
     assert 'scontrol requeue "$SLURM_JOB_ID"' in body
     # MPI by default, plain python and mpiexec as documented alternatives.
-    assert "LAUNCH=${LAUNCH-srun --mpi=pmi2}" in body
+    assert "LAUNCH=${LAUNCH-srun --mpi=pmi2 --kill-on-bad-exit=1}" in body
     assert '# LAUNCH="mpiexec -n $SLURM_NTASKS"' in body and '# LAUNCH=""' in body
 
 
@@ -251,7 +251,7 @@ def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 20) -> No
         time.sleep(0.02)
 
 
-LAUNCHERS = {"srun (default)": (None, "srun --mpi=pmi2 python"),
+LAUNCHERS = {"srun (default)": (None, "srun --mpi=pmi2 --kill-on-bad-exit=1 python"),
              "mpiexec": ("mpiexec -n 3", "mpiexec -n 3 python"),
              "plain python": ("", None)}
 
@@ -313,7 +313,7 @@ def test_simple_scripts_run_the_study(fake, name, status):
     settings = "ncores=2 backend=multiprocessing" if name == "multiprocessing.sbatch" else \
         "ncores=None backend=None"
     assert fake.survey_runs() == [f"args=['--x', '1 2'] restart=None {settings}"]
-    expected = {"mpi.sbatch": ["srun --mpi=pmi2 python " + str(FAKE_SURVEY) + " --x 1 2"],
+    expected = {"mpi.sbatch": ["srun --mpi=pmi2 --kill-on-bad-exit=1 python " + str(FAKE_SURVEY) + " --x 1 2"],
                 "mpi-mpiexec.sbatch": ["mpiexec -n 3 python " + str(FAKE_SURVEY) + " --x 1 2"],
                 "multiprocessing.sbatch": []}[name]
     assert fake.tools() == expected
