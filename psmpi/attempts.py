@@ -49,9 +49,17 @@ class Attempts:
     digest: str | None = None
 
 
-def as_ranges(indexes: Iterable[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2,5"``: groups are mostly runs of consecutive indexes."""
+def as_ranges(indexes: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``: groups are mostly runs of consecutive indexes.
+
+    The indexes of a group are distinct, so when max - min + 1 equals their number they
+    are exactly one range, whatever their order.
+    """
+    if indexes and max(indexes) - min(indexes) + 1 == len(indexes):
+        low, high = min(indexes), max(indexes)
+        return str(low) if low == high else f"{low}-{high}"
     parts: list[str] = []
+    indexes = sorted(indexes)
     start = prev = None
     for index in indexes:
         if prev is not None and index == prev + 1:
@@ -114,15 +122,15 @@ class AttemptLog:
                 found.append((kind, name, fields))
         return found
 
-    def sent(self, indexes: Iterable[int]) -> None:
+    def sent(self, indexes: list[int]) -> None:
         """Record a group handed to a worker; on disk before the worker gets it."""
         self.append("G", indexes)
 
-    def returned(self, indexes: Iterable[int]) -> None:
+    def returned(self, indexes: list[int]) -> None:
         """Record a group back from its worker: whatever kills the run now, not these."""
         self.append("R", indexes)
 
-    def append(self, kind: str, indexes: Iterable[int]) -> None:
+    def append(self, kind: str, indexes: list[int]) -> None:
         if self.handle is None:
             self.handle = open(self.path, "a", encoding="utf-8")
         self.handle.write(f"{kind} {self.map_name} {as_ranges(indexes)}\n")
@@ -169,7 +177,11 @@ class Suspects:
         """The pset's row is in the file: whatever happened before, it is done."""
         self.counts.pop(index, None)
 
-    def sort(self, todo: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+    def sort(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
+        """``todo`` without the psets held back (unchanged when there are no suspects)."""
+        return self.sorted(todo) if self.counts else todo
+
+    def sorted(self, todo: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
         for index, pset in todo:
             attempts = self.counts.get(index)
             if attempts is None:

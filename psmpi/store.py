@@ -307,8 +307,8 @@ class Table:
         rows : list of dict
             Rows that :meth:`admit` accepted, in order.
         columns : dict of numpy.ndarray, optional
-            More columns of the same rows, one 1-D array each (int, float, bool, or object
-            arrays of str), e.g. bookkeeping that is cheaper to collect as arrays than to
+            More columns of the same rows, one 1-D array each (int, float, bool, object
+            arrays of str, or bytes arrays of UTF-8), e.g. bookkeeping that is cheaper to collect as arrays than to
             put in every row dict. No null values.
 
         Returns
@@ -325,10 +325,8 @@ class Table:
         for name, array in columns.items():
             self._admit_array(name, array, len(rows))
         values = self._transpose(rows)
-        data = {name: (np.asarray(columns[name], dtype=col.dtype), None)
-                if name in columns and col.kind != "str"
-                else self._gather(col, columns[name].tolist() if name in columns
-                                  else values.get(name), len(rows))
+        data = {name: self._given(col, columns[name]) if name in columns
+                else self._gather(col, values.get(name), len(rows))
                 for name, col in self._cols.items()}
         n0, n1 = self._n, self._n + len(rows)
         store._ensure_space()
@@ -356,8 +354,8 @@ class Table:
 
     def _admit_array(self, name: str, array: np.ndarray, k: int) -> None:
         """Take a whole column given as an array into the schema (psmpi's own columns)."""
-        kind = {"i": "int", "u": "int", "f": "float", "b": "bool", "O": "str", "U": "str"}.get(
-            array.dtype.kind)
+        kind = {"i": "int", "u": "int", "f": "float", "b": "bool", "O": "str", "U": "str",
+                "S": "str"}.get(array.dtype.kind)
         if kind is None or array.shape != (k,):
             raise InternalError(f"column {name!r} given as an array of {array.dtype} and shape "
                                 f"{array.shape} for {k} rows")
@@ -371,6 +369,17 @@ class Table:
             col.kind, col.dtype = "float", _DTYPES["float"]
         elif kind != col.kind and (kind, col.kind) != ("int", "float"):
             raise InternalError(f"column {name!r} holds {col.kind} but was given {kind} values")
+
+    @staticmethod
+    def _given(col: _Column, array: np.ndarray) -> tuple[np.ndarray, None]:
+        """A column given whole, as the dataset's dtype (UTF-8 bytes arrays as they are)."""
+        if col.kind != "str":
+            return np.asarray(array, dtype=col.dtype), None
+        if array.dtype.kind != "S":
+            return Table._gather_str(col, array.tolist(), len(array))
+        if array.dtype.itemsize > col.dtype.itemsize:
+            col.dtype = np.dtype(f"S{_str_width(array.dtype.itemsize)}")
+        return array.astype(col.dtype, copy=False), None
 
     def _transpose(self, rows: list[dict]) -> dict[str, Any]:
         """``{key: values of the rows}``; keys outside the schema must only hold None."""
@@ -473,6 +482,11 @@ class Table:
     def read_column(self, name: str) -> np.ndarray:
         """The committed values of column ``name``, raw: nulls hold fill values, str as str."""
         return self._raw(self._column(name), 0, self._n)
+
+    def read_slice(self, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Committed rows [lo, hi) of column ``name``, raw, and its null mask (None: no nulls)."""
+        col, hi = self._column(name), min(hi, self._n)
+        return self._raw(col, lo, hi), self._nulls(col, lo, hi)
 
     def _column(self, name: str) -> _Column:
         col = self._cols.get(name)

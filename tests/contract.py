@@ -237,5 +237,50 @@ def check_changed_study_on_resume(backend, tmp):
     assert "holds int" in mixed.missing.df["_exception"].iloc[0]
 
 
+def writes_to_calc_dir(pset, system_kwargs, user_kwargs):
+    here = psmpi.context()
+    os.makedirs(here.calc_dir)  # fails if two psets were given the same directory
+    with open(os.path.join(here.calc_dir, "out.txt"), "w") as f:
+        f.write(str(pset["a"]))
+    return {"seen_id": here.pset_id, "kw_id": system_kwargs["pset_id"],
+            "seen_run": here.run_id, "seen_hash": here.pset_hash}
+
+
+def check_bookkeeping_columns(backend, tmp):
+    calc = os.path.join(tmp, "calc")
+    psets = [{"a": a} for a in range(6)]
+    first = run(backend, tmp, psets[:4], worker=writes_to_calc_dir, name="books", calc_dir=calc)
+    stored = psmpi.read(first.path, name="books")
+    assert len(set(stored["_run_id"])) == 1 and set(stored["_run_seq"]) == {0}
+    assert sorted(stored["_pset_seq"]) == [0, 1, 2, 3]
+    assert stored["_pset_id"].is_unique and (stored["_pset_id"] == stored["seen_id"]).all()
+    assert (stored["kw_id"] == stored["seen_id"]).all()
+    assert (stored["_run_id"] == stored["seen_run"]).all()
+    assert (stored["_pset_hash"] == stored["seen_hash"]).all()
+    for row in stored.to_dict("records"):
+        assert row["_calc_dir"] == os.path.join(calc, row["_pset_id"])
+        with open(os.path.join(row["_calc_dir"], "out.txt")) as f:
+            assert f.read() == str(row["a"])
+    # resuming: old rows keep their ids, the new ones get the next run and pset numbers
+    second = run(backend, tmp, psets, worker=writes_to_calc_dir, name="books", calc_dir=calc)
+    assert second.progress.resumed == 4 and second.stats.computed == 2
+    stored = psmpi.read(second.path, name="books")
+    assert sorted(stored["_run_seq"]) == [0, 0, 0, 0, 1, 1]
+    assert sorted(stored["_pset_seq"]) == list(range(6)) and stored["_pset_id"].is_unique
+
+
+def check_repeat_computes_again_under_new_ids(backend, tmp):
+    psets = [{"a": a, "b": 2} for a in range(5)]
+    first = run(backend, tmp, psets, name="repeat")
+    again = run(backend, tmp, psets, name="repeat", repeat=True)
+    assert again.progress.resumed == 0 and again.stats.computed == 5
+    assert again.results["y"].tolist() == first.results["y"].tolist()
+    stored = psmpi.read(again.path, name="repeat")
+    assert len(stored) == 10 and stored["_pset_id"].is_unique
+    assert sorted(stored["_run_seq"]) == [0] * 5 + [1] * 5
+    by_run = stored.groupby("_run_seq")["_pset_hash"].apply(sorted)
+    assert by_run[0] == by_run[1]  # the same psets, computed twice
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_")}

@@ -73,11 +73,6 @@ def test_unknown_multiprocessing_option_is_an_error():
                   multiprocessing={"start_methd": "fork"})
 
 
-def test_backend_not_in_this_version_says_so():
-    with pytest.raises(psmpi.BackendError, match=r"'ray' is not part of this version.*serial"):
-        psmpi.map(square, [{"a": 3}], out=None, backend="ray")
-
-
 def test_widening_and_new_column_mid_run(tmp_path):
     res = psmpi.map(int_then_float, [{"a": a} for a in range(10)], out=str(tmp_path / "w.h5"),
                     commit_rows=2, group_size=1)
@@ -122,3 +117,8 @@ def test_non_mpi_backend_under_mpiexec_is_refused(monkeypatch):
     monkeypatch.setenv("PMI_SIZE", "4")
     with pytest.raises(psmpi.BackendError, match="every rank would run the whole survey"):
         psmpi.map(square, [{"a": 1}], out=None, backend="multiprocessing")
+
+
+def test_context_outside_a_worker_says_where_it_works():
+    with pytest.raises(RuntimeError, match="only available inside a worker function"):
+        psmpi.context()

@@ -1,0 +1,69 @@
+"""What happens around one map for the study workflows: simulate, backup and git.
+
+``simulate=True`` runs the whole map against a copy of the results file, with a worker that
+is never called, so the user sees what a real run would add. ``backup=True`` copies the
+results file (and the calc dir) before a run extends it. ``git=True`` checks for a repository
+before computing anything, and commits the study script and the results file afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import Any, Callable
+
+from . import history
+
+SIMULATE_SUFFIX = ".simulate"
+
+
+def simulated_worker(pset: dict) -> None:
+    """Stands in for the worker when simulate=True: nothing is computed, no result columns."""
+    return None
+
+
+def simulation_path(path: str | None) -> str | None:
+    """A fresh copy of the results file (and its attempt counts) to simulate on.
+
+    ``study.h5`` -> ``study.simulate.h5``, replacing an earlier simulation's copy.
+    """
+    if path is None:
+        return None
+    stem, ext = os.path.splitext(path)
+    copy = stem + SIMULATE_SUFFIX + (ext or ".h5")
+    for leftover in (copy, copy + ".attempts", copy + ".lock"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    for source, target in ((path, copy), (path + ".attempts", copy + ".attempts")):
+        if os.path.exists(source):
+            shutil.copyfile(source, target)
+    return copy
+
+
+def study_script() -> str | None:
+    """The running script's path, if Python was started with one."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    return os.path.abspath(script) if script and os.path.isfile(script) else None
+
+
+def prepare(settings: Any, path: str | None, worker: Callable) -> tuple[str | None, Callable]:
+    """Before a map: the file and worker to use, the backup made, git checked."""
+    if settings.simulate:
+        return simulation_path(path), simulated_worker
+    if settings.git:  # refuse before computing, not after hours of it
+        history.git_repository(os.path.dirname(os.path.abspath(path or ".")))
+    if settings.backup and path is not None:
+        for made in history.backup_results(path, settings.calc_dir):
+            if settings.verbose:
+                print(f"psmpi: backup {made}", file=sys.stderr, flush=True)
+    return path, worker
+
+
+def record_in_git(settings: Any, path: str | None, map_name: str, run_id: str,
+                  summary: str) -> str | None:
+    """After a map with git=True: commit the script and the results file; the commit id."""
+    if not settings.git or settings.simulate:
+        return None
+    paths = [p for p in (study_script(), path) if p is not None]
+    return history.git_commit(paths, f"psmpi run {run_id}: map {map_name}: {summary}")
