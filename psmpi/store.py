@@ -637,6 +637,16 @@ class Store:
             self._tables[map_name, kind] = Table(group.require_group(kind), self)
         return self._tables[map_name, kind]
 
+    def note_planned(self, map_name: str, n_psets: int) -> None:
+        """Record how many psets the current run of ``map_name`` has (``psmpi status``).
+
+        Written once per run, before any row, and flushed: an attribute of fixed size
+        rewritten in place, not a new object among the commits.
+        """
+        self.table(map_name)  # the map's group exists from here on
+        self._file()[map_name].attrs["n_psets"] = np.int64(n_psets)
+        self._file().flush()
+
     def map_names(self) -> list[str]:
         """Names of the maps in the file, in creation order."""
         return _map_names(self._file())

@@ -1,0 +1,151 @@
+"""`psmpi report`: pictures drawn from a real run; the timeline's time axis and lanes."""
+
+import base64
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from psmpi import report
+
+TIMEOUT = 120
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Two worker processes, psets sleeping 10-80 ms (so the timeline shows who ran what), one
+# failing pset, and a second map.
+STUDY = textwrap.dedent("""
+    import time
+    import psmpi
+
+    def nap(pset):
+        time.sleep(0.01 * (1 + pset["i"] % 8))
+        if pset["i"] == 5:
+            raise RuntimeError("no sleep for pset 5")
+        return {"slept": 0.01 * (1 + pset["i"] % 8)}
+
+    def twice(pset):
+        return {"y": 2 * pset["i"]}
+
+    psmpi.map(nap, [{"i": i} for i in range(24)], backend="multiprocessing", ncores=2,
+              out="study.h5", verbose=0)
+    psmpi.map(twice, [{"i": i} for i in range(5)], backend="serial", out="study.h5", verbose=0)
+""")
+
+
+def env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("PSMPI_")}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("report")
+    (directory / "study.py").write_text(STUDY)
+    proc = subprocess.run([sys.executable, "study.py"], cwd=directory, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env())
+    assert proc.returncode == 0, proc.stderr
+    return directory / "study.h5"
+
+
+def psmpi_cmd(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "psmpi", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env())
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE, "not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_writes_a_png_and_an_html_page_embedding_it(study):
+    proc = psmpi_cmd("report", study, cwd=study.parent)
+    assert proc.returncode == 0, proc.stderr
+    png = study.parent / "study-report.png"
+    data = png.read_bytes()
+    width, height = png_size(data)
+    assert width >= 1000 and height >= 700
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)  # decodes: a valid image, not just a header
+    assert pixels.shape[:2] == (height, width)
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 20  # drawn, not blank
+    page = (study.parent / "study-report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
+    assert "<td>nap</td>" in page and "<td>twice</td>" in page
+
+
+def test_report_options_output_path_map_and_no_html(study, tmp_path):
+    target = tmp_path / "pictures" / "nap.png"
+    target.parent.mkdir()
+    proc = psmpi_cmd("report", study, "--map", "nap", "-o", target, "--no-html", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    png_size(target.read_bytes())
+    assert not list(target.parent.glob("*.html"))
+    proc = psmpi_cmd("report", study, "--map", "nope", "-o", target, cwd=tmp_path)
+    assert proc.returncode == 2 and "no map 'nope'" in proc.stderr
+
+
+def test_report_of_a_map_with_no_rows_is_still_a_picture(tmp_path):
+    (tmp_path / "empty.py").write_text(
+        "import psmpi\npsmpi.map(lambda p: {}, [], backend='serial', out='empty.h5', verbose=0)\n")
+    subprocess.run([sys.executable, "empty.py"], cwd=tmp_path, check=True, timeout=TIMEOUT, env=env())
+    proc = psmpi_cmd("report", "empty.h5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    png_size((tmp_path / "empty-report.png").read_bytes())
+
+
+def test_import_psmpi_does_not_import_matplotlib():
+    code = ("import sys, psmpi, psmpi.cli; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=TIMEOUT, env=env())
+
+
+def test_missing_matplotlib_names_the_extra_to_install(study):
+    code = ("import sys; sys.modules['matplotlib'] = None; from psmpi.cli import main; "
+            f"sys.exit(main(['report', {str(study)!r}, '-o', 'x.png']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=study.parent, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env())
+    assert proc.returncode == 2
+    assert "pip install 'psmpi[report]'" in proc.stderr
+
+
+# ---------------------------------------------------------------------- pieces
+def test_time_axis_cuts_long_idle_gaps_and_keeps_order():
+    starts = np.array([0.0, 1.0, 2.0, 1000.0, 1001.0])
+    ends = starts + 0.5
+    axis = report.TimeAxis(starts + 5e8, ends + 5e8)
+    plotted = axis(np.sort(np.concatenate([starts, ends])) + 5e8)
+    assert np.all(np.diff(plotted) >= 0)
+    assert plotted[-1] < 10  # the 997 idle seconds are gone
+    assert len(axis.gaps) == 1 and axis.gaps[0][1] == pytest.approx(997.5)
+    assert 2.5 <= axis.gaps[0][0] <= plotted[-1]
+    short = report.TimeAxis(np.array([0.0, 30.0]), np.array([1.0, 31.0]))
+    assert not short.gaps and short(31.0) == 31.0
+
+
+def frame(hosts, ranks, pids, starts, runtime=1.0):
+    n = len(starts)
+    return pd.DataFrame({"_t_start": np.asarray(starts, float), "_runtime": np.full(n, runtime),
+                         "_host": hosts, "_rank": ranks, "_pid": pids})
+
+
+def test_lanes_are_ranks_under_mpi_and_reused_by_processes_one_after_the_other():
+    mpi = report.events({"m": (frame(["h"] * 3, [2, 1, 2], [10, 11, 10], [0, 0, 1]), frame([], [], [], []))})
+    lane, labels, processes = report.lanes(mpi)
+    assert labels == ["rank 1", "rank 2"] and lane.tolist() == [1, 0, 1] and processes == 2
+    # pid 7 ran after pid 5 died: one lane; pid 6 ran alongside: its own lane.
+    pool = report.events({"m": (frame(["h"] * 4, [0] * 4, [5, 6, 7, 7], [0, 0.5, 2, 3]), frame([], [], [], []))})
+    lane, labels, processes = report.lanes(pool)
+    assert lane.tolist() == [0, 1, 0, 0] and labels == ["worker 1", "worker 2"] and processes == 3
+    apart = report.events({"m": (frame(["a", "b"], [0, 0], [5, 5], [0, 0]), frame([], [], [], []))})
+    assert report.lanes(apart)[1] == ["a pid 5", "b pid 5"]
+    # A pset that crashed its process is stored without one (pid -1): a lane of its own.
+    crashed = frame(["h"], [-1], [-1], [0.5]).assign(_kind="crashed")
+    lane, labels, _ = report.lanes(report.events({"m": (frame(["h"], [0], [5], [0]), crashed)}))
+    assert lane.tolist() == [0, 1] and labels == ["pid 5", "process unknown"]
