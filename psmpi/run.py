@@ -26,8 +26,9 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn
 import numpy as np
 import pandas as pd
 
-from . import config, params, task
+from . import config, params, task, workflow
 from .attempts import AttemptLog, Suspects
+from .bookkeeping import RunStamp
 from .backends import Backend
 from .errors import PsetError, StoreError
 from .grouping import Grouper
@@ -61,8 +62,10 @@ BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_t_start
 class RowWriter:
     """Buffers rows and commits them in batches, remembering where each pset's row went."""
 
-    def __init__(self, results: Table, failures: Table, settings: config.Settings):
+    def __init__(self, results: Table, failures: Table, settings: config.Settings,
+                 stamp: RunStamp):
         self.tables = {"results": results, "failures": failures}
+        self.stamp = stamp
         self.buffers: dict[str, list[dict]] = {"results": [], "failures": []}
         self.books: dict[str, list[tuple]] = {"results": [], "failures": []}
         self.stored_rows = {"results": array.array("q"), "failures": array.array("q")}
@@ -97,6 +100,7 @@ class RowWriter:
         for kind, rows in self.buffers.items():
             if rows:
                 columns = dict(zip(BOOK_COLUMNS, map(np.array, zip(*self.books[kind]))))
+                columns.update(self.stamp.columns(columns["_pset_index"]))
                 try:
                     stored = self.tables[kind].append(rows, columns)
                 except StoreError:
@@ -125,7 +129,8 @@ class MapRun:
         self.settings = settings
         self.backend = backend
         self.name = name
-        self.task = task.Task(worker, name, backend.name, settings.user_kwargs)
+        self.task = task.Task(worker, name, backend.name, settings.user_kwargs,
+                              calc_dir=settings.calc_dir)
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
@@ -156,7 +161,7 @@ class MapRun:
         """Remember what each group holds until its outcome comes back."""
         for group in groups:
             if self.log is not None:
-                self.log.sent(index for index, _ in group)
+                self.log.sent([index for index, _ in group])
             self.inflight.update(group)
             yield group
 
@@ -209,11 +214,17 @@ class MapRun:
     def execute(self, store: Store) -> MapResults:
         started = time.monotonic()
         results_table = store.table(self.name, "results")
-        writer = RowWriter(results_table, store.table(self.name, "failures"), self.settings)
+        failures_table = store.table(self.name, "failures")
+        writer = RowWriter(results_table, failures_table, self.settings,
+                           self.stamp(results_table, failures_table))
         committed_before = results_table.n_rows
-        resume = ResumeIndex(results_table.read_column("_pset_hash")) if committed_before else None
+        # repeat=True: every pset is computed again, as a new row with new ids.
+        resume = None if not committed_before or self.settings.repeat else \
+            ResumeIndex(results_table.read_column("_pset_hash"))
         self.progress.total = self.estimated_total(committed_before)
         self.reporter.start(self.progress, store.path)
+        if self.length is not None and store.path is not None:
+            store.note_planned(self.name, self.length)
         if store.path is not None:
             self.log = AttemptLog(store.path, self.name)
             self.suspects = Suspects(self.log.load(), self.settings.max_attempts)
@@ -241,6 +252,15 @@ class MapRun:
         self.reporter.finish(self.progress, store.path or "memory", results.stats,
                              self.stop.name if self.stop.requested else "")
         return results
+
+    def stamp(self, *tables: Table) -> RunStamp:
+        """This run's ids: the next run_seq and pset_seq after those stored in ``tables``."""
+        last_run, last_pset = -1, -1
+        for table in tables:
+            if table.n_rows and "_run_seq" in table.columns:
+                last_run = max(last_run, int(table.read_column("_run_seq").max()))
+                last_pset = max(last_pset, int(table.read_column("_pset_seq").max()))
+        return RunStamp(self.task.run_id, last_run + 1, last_pset + 1, self.settings.calc_dir)
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
                 grouper: Grouper | None) -> bool:
@@ -345,16 +365,20 @@ def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
 def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,
             name: str) -> MapResults:
     """Run one map to the end, or drain and exit with EXIT_INCOMPLETE on a stop signal."""
+    path, worker = workflow.prepare(settings, out_path(settings.out), worker)
     with StopRequest() as stop:
         run = MapRun(worker, psets, settings, backend, name, stop)
         try:
-            with Store.open(out_path(settings.out), fsync_interval=settings.fsync_interval) as store:
+            with Store.open(path, fsync_interval=settings.fsync_interval) as store:
                 results = run.execute(store)
         except BaseException as exc:
             run.reporter.abort(exc)  # into the run log, and the progress bar taken down
             raise
     if stop.requested:
         exit_incomplete(run, results)
+    progress = results.progress
+    workflow.record_in_git(settings, path, name, run.task.run_id,
+                           f"{progress.finished} finished, {progress.failures} failed")
     return results
 
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import pickle
 import socket
 import time
 import traceback
+import types
 from typing import Any, Callable, NamedTuple
 
 import cloudpickle
 
-from . import params
+from . import bookkeeping, params, timers, utils
 from .errors import ConfigError
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
@@ -31,6 +33,10 @@ UNSTORABLE = "unstorable"    # the result has a value the HDF5 store cannot hold
 CRASHED = "crashed"          # the process running the pset died
 
 HOST = socket.gethostname()
+
+# time.process_time() is a system call (~1 us): measured for the first pset of a group and
+# after any pset that took at least this long, so trivial psets do not pay for it.
+CPU_TIMING_MIN_SECONDS = 1e-3
 
 
 class GroupOutcome(NamedTuple):
@@ -49,6 +55,15 @@ class GroupOutcome(NamedTuple):
     rank: int
     host: str
     pid: int
+    # Statistics (psmpi.perf). Defaults keep outcomes that backends build (crashed groups) valid.
+    # position -> process_time seconds of the call, for the calls measured (sparse: trivial
+    # psets are not, see CPU_TIMING_MIN_SECONDS, and their NaNs would cost bytes)
+    cpu_times: dict[int, float] | None = None
+    # position -> {psmpi.timer section: (wall, cpu) seconds}, for psets that timed sections
+    timers: dict[int, dict[str, tuple[float, float]]] | None = None
+    group_seconds: float = math.nan     # wall seconds of the whole group, psmpi's work included
+    wait_seconds: float = math.nan      # since this process's previous group of the same map
+    peak_rss: int = 0                   # this process's peak resident set size, bytes
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
@@ -81,15 +96,22 @@ class Task:
     """The user's worker function plus everything needed to call it, picklable by value."""
 
     def __init__(self, worker: Callable, map_name: str, backend: str,
-                 user_kwargs: dict | None = None):
+                 user_kwargs: dict | None = None, run_id: str | None = None,
+                 calc_dir: str = "calc"):
         self.mode = call_mode(worker)
         # cloudpickle ships functions by value, so lambdas, closures and functions defined
         # in __main__ after init() reach the workers.
         self.blob = cloudpickle.dumps(worker)
+        code = getattr(worker, "__code__", None)
+        self.filename = code.co_filename if code is not None else None
         self.digest = hashlib.blake2b(self.blob, digest_size=16).hexdigest()
         self.map_name = map_name
         self.backend = backend
         self.user_kwargs = dict(user_kwargs or {})
+        self.run_id = run_id or bookkeeping.new_run_id()
+        self.calc_dir = calc_dir
+        # Tells a worker process that two groups belong to the same map (wait_seconds).
+        self.token = os.urandom(8)
 
     def function(self) -> Callable:
         fn = _FUNCTIONS.get(self.digest)
@@ -97,38 +119,61 @@ class Task:
             if len(_FUNCTIONS) > 64:  # a greedy loop of many maps must not grow this forever
                 _FUNCTIONS.clear()
             fn = _FUNCTIONS[self.digest] = cloudpickle.loads(self.blob)
+            if self.filename:
+                restore_filename(fn, self.filename)
         return fn
 
     def __call__(self, group: list[tuple[int, dict]], rank: int = 0) -> GroupOutcome:
         fn = self.function()
-        outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid())
+        started = time.perf_counter()
+        outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid(), {}, {})
+        runtimes = outcome.runtimes
         for index, pset in group:
-            self.run_one(fn, index, pset, rank, outcome)
-        return outcome
+            measure_cpu = not runtimes or runtimes[-1] >= CPU_TIMING_MIN_SECONDS
+            self.run_one(fn, index, pset, rank, outcome, measure_cpu)
+        ended = time.perf_counter()
+        wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
+        return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
+                                peak_rss=utils.peak_rss())
 
     def run_one(self, fn: Callable, index: int, pset: dict, rank: int,
-                outcome: GroupOutcome) -> None:
+                outcome: GroupOutcome, measure_cpu: bool = True) -> None:
         """Call the worker on one pset and append what became of it to ``outcome``."""
         outcome.indexes.append(index)
         outcome.digests.append(params.pset_hash(pset))
         outcome.t_starts.append(time.time())
+        timers.begin_pset()
+        c0 = time.process_time() if measure_cpu else 0.0
         t0 = time.perf_counter()
         payload, error = None, None
+        bookkeeping.enter(self, index, outcome.digests[-1], rank, HOST)
         try:
             if self.mode == 1:
                 result = fn(dict(pset))
             else:
-                system_kwargs = {"pset_index": index, "map_name": self.map_name,
-                                 "backend": self.backend, "rank": rank, "host": HOST}
-                result = fn(dict(pset), system_kwargs, self.user_kwargs)
+                result = fn(dict(pset), self.system_kwargs(index, rank), self.user_kwargs)
         except Exception as exc:  # user code: its failure is data, not a crash of psmpi
             error = (EXCEPTION, describe(exc), traceback.format_exc())
+        bookkeeping.leave()
         outcome.runtimes.append(time.perf_counter() - t0)
+        position = len(outcome.indexes) - 1
+        if measure_cpu:
+            outcome.cpu_times[position] = time.process_time() - c0
+        sections = timers.end_pset()
+        if sections:
+            outcome.timers[position] = sections
         if error is None:
             payload, error = self.pickled(result, pset)
         outcome.payloads.append(payload)
         if error is not None:
             outcome.errors[len(outcome.indexes) - 1] = error
+
+    def system_kwargs(self, index: int, rank: int) -> dict:
+        """paramsurvey's second argument: where and as what this pset runs."""
+        the_context = bookkeeping.context()
+        return {"pset_index": index, "map_name": self.map_name, "backend": self.backend,
+                "rank": rank, "host": HOST, "run_id": self.run_id,
+                "pset_id": the_context.pset_id, "calc_dir": the_context.calc_dir}
 
     @staticmethod
     def pickled(result: Any, pset: dict) -> tuple[bytes | None, tuple | None]:
@@ -141,6 +186,43 @@ class Task:
         except Exception as exc:
             return None, (UNPICKLABLE, "result cannot be pickled: " + describe(exc),
                           traceback.format_exc())
+
+
+# cloudpickle names the file of every function it ships by value "<dynamic-code>", so
+# tracebacks of a worker defined in the study script would not say where it fails.
+DYNAMIC_CODE = "<dynamic-code>"
+
+
+def restore_filename(fn: Callable, filename: str) -> None:
+    """Give ``fn`` and the functions it shipped with (its globals) their file name back."""
+    functions = [fn] + [v for v in getattr(fn, "__globals__", {}).values()
+                        if isinstance(v, types.FunctionType)]
+    for function in functions:
+        if function.__code__.co_filename == DYNAMIC_CODE:
+            function.__code__ = _code_with_filename(function.__code__, filename)
+
+
+def _code_with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_code_with_filename(c, filename) if isinstance(c, types.CodeType) else c
+                   for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+class _GroupClock:
+    """When this process finished its last group, and of which map."""
+
+    def __init__(self):
+        self.token: bytes | None = None
+        self.ended = 0.0
+
+    def since_previous(self, token: bytes, started: float, ended: float) -> float:
+        """Seconds between the previous group of the same map and this one (NaN: first)."""
+        gap = started - self.ended if token == self.token else math.nan
+        self.token, self.ended = token, ended
+        return gap
+
+
+_GROUP_CLOCK = _GroupClock()
 
 
 def describe(exc: BaseException) -> str:

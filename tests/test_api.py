@@ -122,3 +122,11 @@ def test_non_mpi_backend_under_mpiexec_is_refused(monkeypatch):
 def test_context_outside_a_worker_says_where_it_works():
     with pytest.raises(RuntimeError, match="only available inside a worker function"):
         psmpi.context()
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_worker_tracebacks_name_the_file_and_line_of_the_worker(backend):
+    fail = lambda pset: 1 / pset["a"]  # noqa: E731  (shipped by value, like a script's)
+    res = psmpi.map(fail, [{"a": 0}], backend=backend, out=None, verbose=0, logfile=False)
+    text = res.missing.df["_traceback"].iloc[0]
+    assert f'File "{__file__}"' in text and "1 / pset[\"a\"]" in text, text

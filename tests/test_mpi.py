@@ -37,6 +37,7 @@ _LEAKY_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "PSMPI
 def clean_env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_PREFIXES)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, HERE, env.get("PYTHONPATH")]))
+    env["PSMPI_LOGFILE"] = "0"  # these runs start in the repository: no hidden logs there
     env.update(extra or {})
     return env
 

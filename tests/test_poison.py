@@ -32,7 +32,8 @@ def launch(backend: str, out: str, calls: str, max_attempts: int) -> subprocess.
     command = [sys.executable, SCRIPT, out, "mpi" if ranks else backend]
     if ranks:
         command = [MPIEXEC, "-n", str(ranks), *command]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
+                          cwd=os.path.dirname(out))
 
 
 @pytest.mark.timeout(600)
