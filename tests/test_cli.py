@@ -125,22 +125,23 @@ def test_status_counts_per_map(study):
     assert list(maps) == ["square", "divide"]
     assert (maps["square"]["done"], maps["square"]["failed"]) == (5, 0)
     assert (maps["divide"]["done"], maps["divide"]["failed"], maps["divide"]["crashed"]) == (3, 1, 0)
-    assert maps["divide"]["total"] is None and maps["divide"]["remaining"] is None
+    # map() records the length of its pset list: total and remaining are known
+    assert (maps["divide"]["total"], maps["divide"]["remaining"]) == (4, 0)
     assert whole["writer"] is None
     proc = psmpi_cmd("status", study, cwd=study.parent, entry_point=True)
     assert proc.returncode == 0
     line = next(line for line in proc.stdout.splitlines() if line.startswith("divide"))
-    assert line.split()[:6] == ["divide", "?", "3", "1", "0", "?"]
+    assert line.split()[:6] == ["divide", "4", "3", "1", "0", "0"]
     assert "no survey is writing it" in proc.stdout
 
 
-def test_status_uses_a_recorded_total(study):
-    # What a run that records the length of its pset list leaves in the file.
+def test_status_uses_the_recorded_total_and_says_when_there_is_none(study):
     with h5py.File(study, "a") as f:
-        f["divide"].attrs["n_psets"] = 10
+        f["divide"].attrs["n_psets"] = 10  # as if the last run had 10 psets
+        del f["square"].attrs["n_psets"]   # as if its psets came from a generator
     maps, _ = status_json(study, study.parent)
     assert (maps["divide"]["total"], maps["divide"]["remaining"]) == (10, 6)
-    assert maps["square"]["total"] is None
+    assert maps["square"]["total"] is None and maps["square"]["remaining"] is None
 
 
 def test_a_failure_fixed_by_a_rerun_is_no_longer_counted(study):
