@@ -1,7 +1,8 @@
 """Poison psets: a durable record of which psets were running when a run died.
 
 A pset that kills the process running it (segfault, ``os._exit``, the out-of-memory killer)
-takes a whole MPI job down, and the serial backend's only process with it. Without a record,
+takes a whole MPI job down, and the serial backend's only process with it. (Backends whose
+runs survive such a death, like multiprocessing, need none of this.) Without a record,
 the next run would compute that pset again and die again, forever. So the driver appends one
 line per group to ``<results file>.attempts`` *before* handing the group out, and one when
 it comes back::

@@ -225,7 +225,7 @@ class MapRun:
         self.reporter.start(self.progress, store.path)
         if self.length is not None and store.path is not None:
             store.note_planned(self.name, self.length)
-        if store.path is not None:
+        if store.path is not None and not self.backend.survives_crashes:
             self.log = AttemptLog(store.path, self.name)
             self.suspects = Suspects(self.log.load(), self.settings.max_attempts)
         todo = self.suspects.sort(self.todo(resume, writer))

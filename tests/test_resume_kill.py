@@ -21,7 +21,7 @@ import pytest
 import psmpi
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "kill_study.py"
-N_PSETS = 400
+N_PSETS = 10000
 KILLS = 20
 MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
 
@@ -74,6 +74,15 @@ def kill(proc, backend, token, how):
     assert not left, f"processes left running after a {how} kill: {left}"
 
 
+def wait_for_calls(calls, proc, timeout=30.0):
+    """Wait until this run's workers have computed some psets (or the run has ended)."""
+    before = calls.stat().st_size
+    deadline = time.monotonic() + timeout
+    while calls.stat().st_size - before < 200 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the study computed nothing for 30 s"
+        time.sleep(0.02)
+
+
 def committed(path):
     if not path.exists():
         return None
@@ -107,15 +116,24 @@ def test_killed_study_resumes_without_loss_or_recompute(tmp_path, backend):
     path, calls, token = tmp_path / "kill.h5", tmp_path / "calls", uuid.uuid4().hex
     calls.write_text("")
     committed_before = {}  # run number -> pset indexes committed before that run started
+    kills = 0
     for run in range(KILLS):
         df = committed(path)
         committed_before[run] = set() if df is None else set(df["a"])
         proc = start(path, backend, run, calls, token)
-        time.sleep(rng.uniform(0.3, 1.5))  # start-up is ~0.6 s: some kills land in it
+        if run % 4 == 3:  # kill mid-survey however slow the start-up: rows must get committed
+            wait_for_calls(calls, proc)
+            time.sleep(rng.uniform(0.0, 0.1))
+        else:
+            time.sleep(rng.uniform(0.3, 1.5))  # start-up is ~0.6 s: some kills land in it
+        if proc.poll() == 0:
+            break  # the survey completed before the kill: the final run below has nothing to do
         kill(proc, backend, token, ["job", "rank0", "worker"][run % 3])
+        kills += 1
         df = committed(path)
         if df is not None:
             check_exact(df)
+    assert kills == KILLS, f"the survey completed after {kills} kills: make it longer"
     final = KILLS
     df = committed(path)
     committed_before[final] = set() if df is None else set(df["a"])

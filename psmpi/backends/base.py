@@ -21,6 +21,9 @@ class Backend(abc.ABC):
     """Run tasks on workers. Subclasses implement :meth:`run`."""
 
     name: ClassVar[str]
+    # True if a pset that kills its worker process fails alone and the run goes on; else
+    # (serial, MPI) the run dies with it and psmpi counts deaths across runs (attempts.py).
+    survives_crashes: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any], ncores: int | None = None,
                  max_tasks_per_child: int | None = None):

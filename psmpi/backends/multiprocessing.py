@@ -50,6 +50,7 @@ def resolve_ncores(ncores: int | None) -> int:
 
 class MultiprocessingBackend(Backend):
     name = "multiprocessing"
+    survives_crashes = True  # a dead worker process fails its psets; the pool goes on
 
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)

@@ -10,7 +10,7 @@ import time
 
 import psmpi
 
-N_PSETS = 400
+N_PSETS = 10000
 
 
 def worker(pset, system_kwargs, user_kwargs):
