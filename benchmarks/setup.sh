@@ -34,3 +34,10 @@ done
 echo "setup.sh: $venv has:" >&2
 "$venv/bin/python" -m pip list 2>/dev/null \
     | grep -i -E '^(psmpi|paramsurvey|psweep|schwimmbad|tables|h5py|pandas|numpy|mpi4py|mpich|cloudpickle) ' >&2
+# The ray benchmarks (ray_throughput.py, ray_balance.py): ray, and paramsurvey's ray extra.
+if ! "$venv/bin/python" -m pip install ray 'paramsurvey[ray]' >> "$log" 2>&1; then
+    echo "setup.sh: could not install ray and paramsurvey[ray], so the ray benchmarks skip " \
+         "them; pip said:" >&2
+    grep -E "ERROR|error:" "$log" | tail -n 5 >&2
+fi
+"$venv/bin/python" -m pip list 2>/dev/null | grep -i -E '^ray ' >&2

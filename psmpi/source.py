@@ -21,6 +21,27 @@ from .errors import PsetError
 MAX_PROBLEM_LINES = 50
 
 _KIND = {bool: "bool", int: "number", float: "number", str: "str"}
+
+# Per-pset options of the ray backend ride in a pset under this key, as in paramsurvey:
+# {"a": 1, "ray": {"num_gpus": 1}}. They are not parameters: from here on such a pset is a
+# ResourcedPset without the key (not hashed, stored or given to the worker) that keeps them
+# in .resources. Other backends ignore them.
+RESOURCES_KEY = "ray"
+
+
+class ResourcedPset(dict):
+    """The parameters of a pset that carried per-pset ray options, kept in ``resources``."""
+
+    resources: dict
+
+
+def split_resources(pset: Any) -> Any:
+    """A pset with a ``"ray": {...}`` entry as a ResourcedPset without it; others unchanged."""
+    if type(pset) is not dict or type(pset.get(RESOURCES_KEY)) is not dict:
+        return pset
+    split = ResourcedPset((k, v) for k, v in pset.items() if k != RESOURCES_KEY)
+    split.resources = pset[RESOURCES_KEY]
+    return split
 _NUMPY_KIND = {"b": "bool", "i": "number", "u": "number", "f": "number", "U": "str"}
 
 
@@ -43,9 +64,16 @@ class PsetChecker:
         # Key and type layouts already known to be consistent: most psets of a survey share
         # one, and checking it once instead of per pset keeps big surveys fast.
         self.known_layouts: set[tuple] = set()
+        self.resources_seen = False  # some pset carried per-pset ray options
 
     def check(self, index: int, pset: Any) -> bool:
+        if type(pset) is dict and RESOURCES_KEY in pset:
+            pset = split_resources(pset)
         problems = params.pset_problems(pset)
+        if type(pset) is ResourcedPset:
+            from .backends.ray import resource_problems  # without importing ray
+            self.resources_seen = True
+            problems = problems + resource_problems(pset.resources)
         if not problems:
             problems = self.kind_problems(index, pset)
         for problem in problems:
@@ -126,6 +154,8 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
         checker.check(index, pset)
         total += 1
     checker.raise_if_any(total)
+    if checker.resources_seen:
+        return ((i, split_resources(pset)) for i, pset in enumerate(iterable)), total
     return enumerate(iterable), total
 
 
@@ -138,7 +168,8 @@ def _grid_is_valid(axes: dict | None) -> bool:
     if axes is None:
         return False
     checker = PsetChecker()
-    return all(checker.check(0, {key: value}) for key, values in axes.items() for value in values)
+    valid = all(checker.check(0, {key: value}) for key, values in axes.items() for value in values)
+    return valid and not checker.resources_seen
 
 
 def _checked_while_reading(iterable: Iterable) -> Iterator[tuple[int, dict]]:
@@ -146,7 +177,7 @@ def _checked_while_reading(iterable: Iterable) -> Iterator[tuple[int, dict]]:
     for index, pset in enumerate(iterable):
         if not checker.check(index, pset):
             checker.raise_if_any(None)
-        yield index, pset
+        yield index, split_resources(pset) if RESOURCES_KEY in pset else pset
 
 
 class ResumeIndex:

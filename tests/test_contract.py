@@ -4,7 +4,7 @@ import pytest
 
 import contract
 
-BACKENDS = ["serial", "multiprocessing"]
+BACKENDS = ["serial", "multiprocessing", "ray"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
