@@ -485,11 +485,42 @@ def pset_hash(pset: dict) -> str:
     """
     if not isinstance(pset, dict):
         raise PsetError(f"cannot hash a {type(pset).__name__}: a pset is a dict")
+    keys = tuple(pset)
+    plan = _HASH_PLANS.get(keys) or _hash_plan(keys)
+    values = list(pset.values())
+    parts = ["psmpi-pset-1;"]  # the bytes of _encode(sorted(pset.items())), built faster
+    append = parts.append
+    for i, prefix in plan:
+        v = values[i]
+        t = type(v)
+        if t is str:
+            append(f"{prefix}s{len(v)}:{v};")
+        elif t is int:
+            append(f"{prefix}i{v};")
+        elif t is float and v == v and not v.is_integer():
+            append(f"{prefix}f{v!r};")
+        else:
+            append(f"{prefix}{_slow_token(keys[i], v)};")
+    data = "".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# Psets of a survey share a few key orders: for each, which value comes at which place of
+# the sorted encoding and the encoded key before it. Saves sorting and formatting keys.
+_HASH_PLANS: dict[tuple, tuple[tuple[int, str], ...]] = {}
+
+
+def _hash_plan(keys: tuple) -> tuple[tuple[int, str], ...]:
     try:
-        # keys are unique, so sorting the items never compares values
-        return hashlib.blake2b(_encode(sorted(pset.items())), digest_size=16).hexdigest()
+        order = sorted(range(len(keys)), key=keys.__getitem__)
     except TypeError:
-        raise PsetError(f"cannot hash pset with keys {list(pset)!r}: keys must be str") from None
+        raise PsetError(f"cannot hash pset with keys {list(keys)!r}: keys must be str") from None
+    if not all(isinstance(k, str) for k in keys):
+        raise PsetError(f"cannot hash pset with keys {list(keys)!r}: keys must be str")
+    if len(_HASH_PLANS) > 1000:  # psets with ever new keys: do not grow without bound
+        _HASH_PLANS.clear()
+    plan = _HASH_PLANS[keys] = tuple((i, f"{len(keys[i])}:{keys[i]}=") for i in order)
+    return plan
 
 
 # types valid without further checks: numpy kinds b/i/u/f/U, except 8-byte unsigned
