@@ -366,7 +366,7 @@ def _without(a: Space, b: Space, keys: list) -> Space:
     """Psets of a whose values on keys equal those of no pset of b."""
     if not all(isinstance(k, str) for k in keys):
         raise PsetError(f"cannot compare psets with keys {keys!r}: keys must be str")
-    keys = sorted(keys)  # _encode wants sorted keys
+    keys = sorted(keys)
     pa, pb = (_getter([s._keys.index(k) for k in keys]) for s in (a, b))
     seen = {_digest(keys, pb(row)) for row in b._rows()}  # b materialised once, as digests
     return Space(a._keys, lambda: (row for row in a._rows() if _digest(keys, pa(row)) not in seen))
@@ -441,27 +441,8 @@ def _slow_token(key: Any, v: Any) -> str:
                     "use a scalar (int, float, bool, str, None)")
 
 
-def _encode(items: Iterable[tuple]) -> bytes:
-    """Canonical bytes of (key, value) pairs, which must come sorted by key."""
-    parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
-    append = parts.append
-    for k, v in items:
-        # exact-type tests first: the common case is one comparison; length prefixes keep
-        # the encoding unambiguous without escaping
-        t = type(v)
-        if t is str:
-            append(f"{len(k)}:{k}=s{len(v)}:{v};")
-        elif t is int:
-            append(f"{len(k)}:{k}=i{v};")
-        elif t is float and v == v and not v.is_integer():
-            append(f"{len(k)}:{k}=f{v!r};")
-        else:
-            append(f"{len(k)}:{k}={_slow_token(k, v)};")
-    return "".join(parts).encode("utf-8", "surrogatepass")
-
-
 def _digest(keys: list, values: Iterable) -> bytes:
-    return hashlib.blake2b(_encode(_zip(keys, values)), digest_size=16).digest()
+    return hashlib.blake2b(_encoded(tuple(keys), list(values)), digest_size=16).digest()
 
 
 def pset_hash(pset: dict) -> str:
@@ -485,12 +466,18 @@ def pset_hash(pset: dict) -> str:
     """
     if not isinstance(pset, dict):
         raise PsetError(f"cannot hash a {type(pset).__name__}: a pset is a dict")
-    keys = tuple(pset)
+    return hashlib.blake2b(_encoded(tuple(pset), list(pset.values())),
+                           digest_size=16).hexdigest()
+
+
+def _encoded(keys: tuple, values: list) -> bytes:
+    """Canonical bytes of a pset: its (key, value) pairs sorted by key, length-prefixed."""
     plan = _HASH_PLANS.get(keys) or _hash_plan(keys)
-    values = list(pset.values())
-    parts = ["psmpi-pset-1;"]  # the bytes of _encode(sorted(pset.items())), built faster
+    parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
     append = parts.append
     for i, prefix in plan:
+        # exact-type tests first: the common case is one comparison; length prefixes keep
+        # the encoding unambiguous without escaping
         v = values[i]
         t = type(v)
         if t is str:
@@ -501,8 +488,7 @@ def pset_hash(pset: dict) -> str:
             append(f"{prefix}f{v!r};")
         else:
             append(f"{prefix}{_slow_token(keys[i], v)};")
-    data = "".join(parts).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return "".join(parts).encode("utf-8", "surrogatepass")
 
 
 # Psets of a survey share a few key orders: for each, which value comes at which place of
