@@ -3,7 +3,8 @@
 ``simulate=True`` runs the whole map against a copy of the results file, with a worker that
 is never called, so the user sees what a real run would add. ``backup=True`` copies the
 results file (and the calc dir) before a run extends it. ``git=True`` checks for a repository
-before computing anything, and commits the study script and the results file afterwards.
+before computing anything, and commits the results file and (when it lies in the same
+repository) the study script afterwards.
 """
 
 from __future__ import annotations
@@ -65,5 +66,8 @@ def record_in_git(settings: Any, path: str | None, map_name: str, run_id: str,
     """After a map with git=True: commit the script and the results file; the commit id."""
     if not settings.git or settings.simulate:
         return None
-    paths = [p for p in (study_script(), path) if p is not None]
+    root = history.git_repository(os.path.dirname(os.path.abspath(path or ".")))
+    script = study_script()
+    inside = script is not None and os.path.commonpath([root, script]) == root
+    paths = [p for p in (script if inside else None, path) if p is not None]
     return history.git_commit(paths, f"psmpi run {run_id}: map {map_name}: {summary}")
