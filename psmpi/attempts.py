@@ -5,7 +5,7 @@ takes a whole MPI job down, and the serial backend's only process with it. (Back
 runs survive such a death, like multiprocessing, need none of this.) Without a record,
 the next run would compute that pset again and die again, forever. So the driver appends one
 line per group to ``<results file>.attempts`` *before* handing the group out, and one when
-it comes back::
+it came back (written together with the next group's)::
 
     G <map> <pset indexes as ranges, e.g. 0-99,105>
     R <map> <the same ranges>
@@ -92,6 +92,7 @@ class AttemptLog:
         self.path = results_path + ".attempts"
         self.map_name = urllib.parse.quote(map_name, safe="")  # no spaces: they split fields
         self.handle = None
+        self.pending: list[str] = []  # "returned" lines not written yet
 
     def load(self) -> dict[int, Attempts]:
         """This map's attempt counts, with the groups of killed runs folded in."""
@@ -125,20 +126,22 @@ class AttemptLog:
 
     def sent(self, indexes: list[int]) -> None:
         """Record a group handed to a worker; on disk before the worker gets it."""
-        self.append("G", indexes)
+        if self.handle is None:
+            self.handle = open(self.path, "a", encoding="utf-8")
+        self.pending.append(f"G {self.map_name} {as_ranges(indexes)}\n")
+        # One write per group: groups that came back since the last send ride along. (Lost
+        # in a kill before the next send, they only make those psets look in flight.)
+        self.handle.write("".join(self.pending))
+        self.handle.flush()  # in the page cache: survives the process, not the node
+        self.pending.clear()
 
     def returned(self, indexes: list[int]) -> None:
         """Record a group back from its worker: whatever kills the run now, not these."""
-        self.append("R", indexes)
-
-    def append(self, kind: str, indexes: list[int]) -> None:
-        if self.handle is None:
-            self.handle = open(self.path, "a", encoding="utf-8")
-        self.handle.write(f"{kind} {self.map_name} {as_ranges(indexes)}\n")
-        self.handle.flush()  # in the page cache: survives the process, not the node
+        self.pending.append(f"R {self.map_name} {as_ranges(indexes)}\n")
 
     def save(self, counts: dict[int, Attempts]) -> None:
         """Replace this map's lines by ``counts``; keep other maps'; drop an empty file."""
+        self.pending.clear()
         if self.handle is not None:
             self.handle.close()
             self.handle = None
