@@ -254,12 +254,16 @@ class MapRun:
         return results
 
     def stamp(self, *tables: Table) -> RunStamp:
-        """This run's ids: the next run_seq and pset_seq after those stored in ``tables``."""
+        """This run's ids: the next run_seq and pset_seq after those stored in ``tables``.
+
+        Both only grow as rows are appended, so each table's last row holds its largest.
+        """
         last_run, last_pset = -1, -1
         for table in tables:
-            if table.n_rows and "_run_seq" in table.columns:
-                last_run = max(last_run, int(table.read_column("_run_seq").max()))
-                last_pset = max(last_pset, int(table.read_column("_pset_seq").max()))
+            n = table.n_rows
+            if n and "_run_seq" in table.columns:
+                last_run = max(last_run, int(table.read_slice("_run_seq", n - 1, n)[0][0]))
+                last_pset = max(last_pset, int(table.read_slice("_pset_seq", n - 1, n)[0][0]))
         return RunStamp(self.task.run_id, last_run + 1, last_pset + 1, self.settings.calc_dir)
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
@@ -287,7 +291,8 @@ class MapRun:
                        f"out-of-memory killer, or a job stopped while it ran), so it is "
                        f"skipped. Fix the cause, then run again with "
                        f"PSMPI_MAX_ATTEMPTS={count + 1} or delete {self.log.path}")
-            book = (index, params.pset_hash(pset), -1, "", -1, math.nan, math.nan)
+            digest = self.suspects.counts[index].digest  # hashed when it was held back
+            book = (index, digest, -1, "", -1, math.nan, math.nan)
             self.store_failure(pset, book, (task.CRASHED, message, ""), writer)
 
     def run_alone(self, writer: RowWriter) -> None:

@@ -166,7 +166,7 @@ class Task:
             payload, error = self.pickled(result, pset)
         outcome.payloads.append(payload)
         if error is not None:
-            outcome.errors[len(outcome.indexes) - 1] = error
+            outcome.errors[position] = error
 
     def system_kwargs(self, index: int, rank: int) -> dict:
         """paramsurvey's second argument: where and as what this pset runs."""
@@ -206,6 +206,15 @@ def _code_with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     consts = tuple(_code_with_filename(c, filename) if isinstance(c, types.CodeType) else c
                    for c in code.co_consts)
     return code.replace(co_filename=filename, co_consts=consts)
+
+
+def failed_outcome(group: list[tuple[int, dict]], kind: str, message: str,
+                   traceback_text: str = "") -> GroupOutcome:
+    """The outcome of a group that no worker returned: every pset failed with ``kind``."""
+    n = len(group)
+    return GroupOutcome([index for index, _ in group], [""] * n, [None] * n,
+                        {i: (kind, message, traceback_text) for i in range(n)},
+                        [time.time()] * n, [math.nan] * n, -1, HOST, -1)
 
 
 class _GroupClock:

@@ -13,14 +13,13 @@ import collections
 import multiprocessing
 import os
 import sys
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
 from ..errors import ConfigError
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, GroupOutcome, HOST, Task
+from ..task import CRASHED, GroupOutcome, Task, failed_outcome
 from .base import Backend, Group
 
 # How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
@@ -176,8 +175,4 @@ class MultiprocessingBackend(Backend):
 
 
 def crashed(group: Group) -> GroupOutcome:
-    now = time.time()
-    n = len(group)
-    return GroupOutcome([index for index, _ in group], [""] * n, [None] * n,
-                        {i: (CRASHED, CRASH_MESSAGE, "") for i in range(n)}, [now] * n,
-                        [float("nan")] * n, -1, HOST, -1)
+    return failed_outcome(group, CRASHED, CRASH_MESSAGE)

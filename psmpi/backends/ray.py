@@ -34,9 +34,9 @@ from typing import Any, Iterator
 
 from ..errors import BackendError, ConfigError
 from ..source import ResourcedPset
-from ..task import CRASHED, EXCEPTION, GroupOutcome, Task, describe
+from ..task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
 from .base import Backend, Group
-from .multiprocessing import CRASH_MESSAGE, crashed, resolve_ncores
+from .multiprocessing import CRASH_MESSAGE, resolve_ncores
 
 # While waiting, run() yields None this often so the driver reports progress and drains.
 HEARTBEAT_SECONDS = 0.2
@@ -250,13 +250,6 @@ def shortfall(options: dict, totals: dict) -> str | None:
     return None
 
 
-def failed(group: Group, kind: str, message: str, traceback_text: str = "") -> GroupOutcome:
-    """The outcome of a group whose task returned none: each pset failed with ``kind``."""
-    outcome = crashed(group)  # the shape of an outcome from no worker, shared with multiprocessing
-    outcome.errors.update({i: (kind, message, traceback_text) for i in range(len(group))})
-    return outcome
-
-
 class RayBackend(Backend):
     """Groups as ray tasks; see the module docstring."""
 
@@ -371,7 +364,7 @@ class RayBackend(Backend):
             return [self.ray.get(ref)]
         except exceptions.RayTaskError as exc:  # escaped Task: would fail again the same way
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-            return [failed(group, EXCEPTION, f"on the ray worker: {describe(cause)}",
+            return [failed_outcome(group, EXCEPTION, f"on the ray worker: {describe(cause)}",
                            getattr(exc, "traceback_str", "") or str(exc))]
         except exceptions.RayError as exc:  # the worker or its node died, after ray's retries
             runs = 1 + (options or self.task_options).get("max_retries", DEFAULT_MAX_RETRIES)
@@ -382,7 +375,7 @@ class RayBackend(Backend):
             how = (f"{runs_before + runs} times ({runs_before} in its group, {runs} alone)"
                    if runs_before else "once" if runs == 1 else f"{runs} times")
             reason = describe(exc).splitlines()[0]
-            return [failed(group, CRASHED, f"{CRASH_MESSAGE}: ray ran it {how} and a worker "
+            return [failed_outcome(group, CRASHED, f"{CRASH_MESSAGE}: ray ran it {how} and a worker "
                                            f"died every time ({reason})")]
 
     def cancel_pending(self) -> None:
