@@ -256,14 +256,14 @@ class MapRun:
     def stamp(self, *tables: Table) -> RunStamp:
         """This run's ids: the next run_seq and pset_seq after those stored in ``tables``.
 
-        Both only grow as rows are appended, so each table's last row holds its largest.
+        The largest of the whole columns, not of the last rows: ``psmpi merge`` may have
+        appended rows of another file with smaller numbers.
         """
         last_run, last_pset = -1, -1
         for table in tables:
-            n = table.n_rows
-            if n and "_run_seq" in table.columns:
-                last_run = max(last_run, int(table.read_slice("_run_seq", n - 1, n)[0][0]))
-                last_pset = max(last_pset, int(table.read_slice("_pset_seq", n - 1, n)[0][0]))
+            if table.n_rows and "_run_seq" in table.columns:
+                last_run = max(last_run, int(table.read_column("_run_seq").max()))
+                last_pset = max(last_pset, int(table.read_column("_pset_seq").max()))
         return RunStamp(self.task.run_id, last_run + 1, last_pset + 1, self.settings.calc_dir)
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
