@@ -166,8 +166,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "seconds between fsyncs of the results file (bounds loss on a node crash)"),
     Option("drain_seconds", 20.0, _check_positive_number, float,
            "on SIGTERM/SIGUSR1/SIGINT, wait this long for running groups before exiting"),
-    Option("commit_rows", 1000, _int_in(1, math.inf), _parse_int,
-           "commit buffered rows to the file once this many have arrived"),
+    Option("commit_rows", 10_000, _int_in(1, math.inf), _parse_int,
+           "commit buffered rows to the file once this many have arrived (or 64 MiB of "
+           "results that are not plain scalars)"),
     Option("commit_seconds", 1.0, _check_positive_number, float,
            "or once the oldest buffered row is this old"),
     Option("user_kwargs", None, _check_dict, None,

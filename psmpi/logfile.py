@@ -62,7 +62,7 @@ class RunLog:
             try:
                 # "x": O_EXCL, so a second run (same pid on another host sharing the
                 # directory, same second) gets a name of its own.
-                return cls(path, open(path, "x", encoding="utf-8"))
+                return cls(path, open(path, "x", encoding="utf-8", errors="backslashreplace"))
             except FileExistsError:
                 continue
         raise FileExistsError(f"{base}*.log: 100 logs of that name exist already")

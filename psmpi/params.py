@@ -549,7 +549,15 @@ def _value_problem(k: Any, v: Any) -> str | None:
             return None  # an int subclass (e.g. IntEnum) in range
         return (f"value of key {k!r} is {v}, outside the int64 range: results store ints "
                 "as int64; pass it as a float or str")
-    if isinstance(v, (float, str)):
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return (f"value of key {k!r} is a str that UTF-8 cannot encode (a lone surrogate, "
+                    f"as left by errors='surrogateescape'); pass "
+                    f"s.encode('utf-8', 'replace').decode() instead")
+        return None
+    if isinstance(v, float):
         return None  # subclasses of the accepted types
     return (f"value of key {k!r} has unsupported type {type(v).__name__}: use a scalar "
             "(int, float, bool, str, None); put arrays in results, not psets")
@@ -582,7 +590,8 @@ def pset_problems(pset: Any) -> list[str]:
             elif len(_GOOD_KEYS) < 10_000:  # bounded: psets with ever-new keys must not leak
                 _GOOD_KEYS.add(k)
         t = type(v)
-        if t not in _SCALAR_TYPES and not (t is int and _I64_MIN <= v <= _I64_MAX):
+        if t not in _SCALAR_TYPES and not (t is int and _I64_MIN <= v <= _I64_MAX) or (
+                t is str and not v.isascii()):
             msg = _value_problem(k, v)
             if msg:
                 problems.append(msg)

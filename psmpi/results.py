@@ -275,12 +275,13 @@ class PerfStats:
         lines = [f"{'worker':<12} {'host':<16} {'groups':>7} {'psets':>8} {'busy':>6} "
                  f"{'psmpi':>6} {'waiting':>8} {'idle':>6} {'peak RSS':>9}"]
         shown = self.usage if max_workers is None else self.usage.head(max_workers)
-        for r in shown.itertuples(index=False):
+        # records, not itertuples(): that builds a namedtuple class per call (ms)
+        for r in shown.to_dict("records"):
             share = [f"{x / wall:>6.1%}" if wall > 0 else "   n/a" for x in
-                     (r.busy, r.psmpi, r.waiting, r.idle)]
-            lines.append(f"{r.worker:<12} {str(r.host)[:16]:<16} {r.groups:>7} {r.psets:>8} "
-                         f"{share[0]} {share[1]} {share[2]:>8} {share[3]} "
-                         f"{format_bytes(r.peak_rss):>9}")
+                     (r["busy"], r["psmpi"], r["waiting"], r["idle"])]
+            lines.append(f"{r['worker']:<12} {str(r['host'])[:16]:<16} {r['groups']:>7} "
+                         f"{r['psets']:>8} {share[0]} {share[1]} {share[2]:>8} {share[3]} "
+                         f"{format_bytes(r['peak_rss']):>9}")
         hidden = len(self.usage) - len(shown)
         if hidden:
             lines.append(f"... {hidden} more workers (results.stats.usage has them all)")

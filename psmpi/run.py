@@ -21,7 +21,7 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable, Iterator, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,11 @@ def out_path(out: Any) -> str | None:
 BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_t_start", "_runtime")
 
 
+# Commit once the buffered results of rows that came pickled (those with arrays, say)
+# reach this size, however few rows: buffering must not hold gigabytes.
+COMMIT_BYTES = 64 * 2**20
+
+
 class RowWriter:
     """Buffers rows and commits them in batches, remembering where each pset's row went."""
 
@@ -68,6 +73,10 @@ class RowWriter:
         self.stamp = stamp
         self.buffers: dict[str, list[dict]] = {"results": [], "failures": []}
         self.books: dict[str, list[tuple]] = {"results": [], "failures": []}
+        # Groups that came as columns: (values, BOOK_COLUMNS values), both {key: list}
+        self.chunks: dict[str, list[tuple[dict, dict]]] = {"results": [], "failures": []}
+        self.n_buffered = 0
+        self.buffered_bytes = 0  # pickled size of the results buffered row by row
         self.stored_rows = {"results": array.array("q"), "failures": array.array("q")}
         self.stored_indexes = {"results": array.array("q"), "failures": array.array("q")}
         self.commit_rows = settings.commit_rows
@@ -81,17 +90,29 @@ class RowWriter:
         if problem is None:
             self.buffers[kind].append(row)
             self.books[kind].append(book)
-            if self.oldest is None:
-                self.oldest = time.monotonic()
+            self.buffered(1)
         return problem
+
+    def add_columns(self, kind: str, values: dict[str, Sequence], book: dict[str, Sequence]
+                    ) -> str | None:
+        """Buffer rows given as columns (``book``: BOOK_COLUMNS as lists); why not, if not."""
+        problem = self.tables[kind].admit_columns(values)
+        if problem is None:
+            self.chunks[kind].append((values, book))
+            self.buffered(len(book["_pset_index"]))
+        return problem
+
+    def buffered(self, n: int) -> None:
+        self.n_buffered += n
+        if self.oldest is None:
+            self.oldest = time.monotonic()
 
     def note_resumed(self, index: int, row: int) -> None:
         self.stored_rows["results"].append(row)
         self.stored_indexes["results"].append(index)
 
     def due(self) -> bool:
-        buffered = len(self.buffers["results"]) + len(self.buffers["failures"])
-        return buffered >= self.commit_rows or (
+        return self.n_buffered >= self.commit_rows or self.buffered_bytes >= COMMIT_BYTES or (
             self.oldest is not None and time.monotonic() - self.oldest >= self.commit_seconds)
 
     def commit(self) -> None:
@@ -99,18 +120,32 @@ class RowWriter:
             return  # the file refused a write: retrying would fail again and hide why
         for kind, rows in self.buffers.items():
             if rows:
-                columns = dict(zip(BOOK_COLUMNS, map(np.array, zip(*self.books[kind]))))
-                columns.update(self.stamp.columns(columns["_pset_index"]))
-                try:
-                    stored = self.tables[kind].append(rows, columns)
-                except StoreError:
-                    self.failed = True
-                    raise
-                self.stored_rows[kind].extend(stored)
-                self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
+                book = dict(zip(BOOK_COLUMNS, zip(*self.books[kind])))
+                self.append(kind, self.tables[kind].transpose(rows), book)
                 rows.clear()
                 self.books[kind].clear()
+            chunks = self.chunks[kind]
+            while chunks:  # one append per set of keys; nearly always just one
+                keys = tuple(chunks[0][0])
+                same = [chunk for chunk in chunks if tuple(chunk[0]) == keys]
+                values = {key: joined(chunk[0][key] for chunk in same) for key in keys}
+                book = {key: joined(chunk[1][key] for chunk in same) for key in BOOK_COLUMNS}
+                self.append(kind, values, book)
+                chunks[:] = [chunk for chunk in chunks if tuple(chunk[0]) != keys]
+        self.n_buffered = self.buffered_bytes = 0
         self.oldest = None
+
+    def append(self, kind: str, values: dict[str, Any], book: dict[str, Any]) -> None:
+        """Commit rows given as columns to table ``kind``, remembering where they went."""
+        columns = {key: np.array(book[key]) for key in BOOK_COLUMNS}
+        columns.update(self.stamp.columns(columns["_pset_index"]))
+        try:
+            stored = self.tables[kind].append_values(values, len(columns["_pset_index"]), columns)
+        except StoreError:
+            self.failed = True
+            raise
+        self.stored_rows[kind].extend(stored)
+        self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
 
     def read(self, kind: str, user_columns_only: bool = False) -> pd.DataFrame:
         """This map's rows of table ``kind``, in pset order."""
@@ -171,6 +206,12 @@ class MapRun:
         if self.log is not None:
             self.log.returned(outcome.indexes)
         self.perf.add(outcome)
+        rows = None
+        if outcome.columns is not None:
+            if self.record_columns(outcome, writer):
+                return
+            # a column the table cannot take as it is: row by row, to find which psets fail
+            rows = [dict(zip(outcome.columns, values)) for values in zip(*outcome.columns.values())]
         for i, index in enumerate(outcome.indexes):
             pset = self.inflight.pop(index)
             runtime = outcome.runtimes[i]
@@ -180,7 +221,12 @@ class MapRun:
                     runtime)
             error = errors.get(i)
             if error is None:
-                error = self.store_result(pset, outcome.payloads[i], book, writer)
+                if rows is None:
+                    payload = outcome.payloads[i]
+                    writer.buffered_bytes += len(payload)
+                    error = self.store_result(pset, payload, book, writer)
+                else:
+                    error = self.store_row(rows[i] if rows else dict(pset), book, writer)
                 if error is None:
                     self.progress.finished += 1
                     continue
@@ -194,13 +240,33 @@ class MapRun:
                     "unpickled here: " + task.describe(exc), traceback.format_exc())
         row = dict(pset)
         row.update(result)
+        return self.store_row(row, book, writer)
+
+    @staticmethod
+    def store_row(row: dict, book: tuple, writer: RowWriter):
         problem = writer.add("results", row, book)
         return None if problem is None else (task.UNSTORABLE, problem, "")
+
+    def record_columns(self, outcome: task.GroupOutcome, writer: RowWriter) -> bool:
+        """Store a group that came as columns in one piece; False if the table refuses it."""
+        indexes = outcome.indexes
+        n = len(indexes)
+        book = {"_pset_index": indexes, "_pset_hash": outcome.digests, "_rank": [outcome.rank] * n,
+                "_host": [outcome.host] * n, "_pid": [outcome.pid] * n,
+                "_t_start": outcome.t_starts, "_runtime": outcome.runtimes}
+        if writer.add_columns("results", outcome.columns, book) is not None:
+            return False
+        pop = self.inflight.pop
+        for index in indexes:
+            pop(index)
+        self.progress.finished += n
+        return True
 
     def store_failure(self, pset: dict, book: tuple, error: tuple, writer: RowWriter) -> None:
         kind, message, traceback_text = error
         row = dict(pset)
-        row.update({"_kind": kind, "_exception": message, "_traceback": traceback_text})
+        row.update({"_kind": kind, "_exception": task.encodable(message),
+                    "_traceback": task.encodable(traceback_text)})
         problem = writer.add("failures", row, book)
         index = book[0]
         if problem is not None:
@@ -344,6 +410,11 @@ class MapRun:
         stats = self.perf.stats(self.backend.name, self.backend.n_workers, wall)
         return MapResults(self.name, path, rows.reset_index(drop=True), missing,
                           self.progress, stats)
+
+
+def joined(lists: Iterable[list]) -> list:
+    """One list of the items of ``lists``, in order."""
+    return list(itertools.chain.from_iterable(lists))
 
 
 def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:

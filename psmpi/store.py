@@ -41,11 +41,12 @@ keeps a second writer away; HDF5's flock is not used (Lustre and NFS may lack it
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import h5py
 import numpy as np
@@ -73,11 +74,13 @@ _KINDS.update({t: "int" for t in (np.int8, np.int16, np.int32, np.int64,
 _KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
 _SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"), ((float, np.floating), "float"),
                (str, "str"), (np.ndarray, "array"))
-_PLAIN = frozenset(("bool", "float", "str"))
+_PLAIN_NOT_STR = frozenset(("bool", "float"))
+_SCALAR_KINDS = frozenset(("bool", "int", "float", "str"))
 _DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
            "str": np.dtype("S16")}
 
 
+@functools.cache
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -115,6 +118,15 @@ def _kind_of(ds: h5py.Dataset) -> str:
     if kind is None:
         raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which psmpi does not write")
     return kind
+
+
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (lone surrogates it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _str_width(nbytes: int) -> int:
@@ -230,7 +242,8 @@ class Table:
         layout = (*row, *map(type, row.values()))
         if layout in self._layouts:
             for v in row.values():
-                if type(v) is int and not _I64_MIN <= v <= _I64_MAX:
+                if type(v) is int and not _I64_MIN <= v <= _I64_MAX or (
+                        type(v) is str and not v.isascii()):
                     break
             else:
                 return None
@@ -240,7 +253,8 @@ class Table:
             kind = _KINDS.get(type(v))
             col = cols.get(key)
             if col is not None and kind == col.kind and (
-                    kind in _PLAIN or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
+                    kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii())
+                    or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
                 continue
             if kind == "null":
                 continue
@@ -257,6 +271,52 @@ class Table:
                 col.kind, col.dtype = kind, dtype
         if np.ndarray not in layout and len(self._layouts) < 1000:  # arrays: shape varies
             self._layouts.add(layout)
+        return None
+
+    def admit_columns(self, values: dict[str, Sequence]) -> str | None:
+        """:meth:`admit` for rows given as columns of scalars (``{key: values}``).
+
+        Checks a column's types once, and ints by their extremes, instead of every value.
+
+        Returns
+        -------
+        str or None
+            None if the rows can be appended with :meth:`append_values` (schema changes are
+            then pending); otherwise why not: a column mixes kinds or does not fit the
+            table. :meth:`admit` on each row then tells which rows fail and why.
+        """
+        changes = []
+        for key, column in values.items():
+            kinds = {_KINDS.get(t) for t in set(map(type, column))}
+            kinds.discard("null")
+            if not kinds:
+                continue  # only None: like an absent key, no column needed
+            kind = kinds.pop()
+            if kinds or kind not in _SCALAR_KINDS:
+                return f"column {key!r} holds values of several kinds or not scalars"
+            col = self._cols.get(key)
+            present = [v for v in column if v is not None] if None in column else column
+            if kind == "str" and not all(map(str.isascii, present)) and not all(
+                    map(_encodable, present)):
+                return f"column {key!r} holds a str that UTF-8 cannot encode"
+            if kind == "int":
+                probes = (min(present), max(present))  # only the extremes can overflow int64
+            elif col is not None and col.kind == kind:
+                continue
+            else:
+                probes = (present[0],)
+            for v in probes:
+                problem, change = self._check(key, v, kind, col)
+                if problem is not None:
+                    return problem
+                if change is not None:
+                    changes.append(change)
+        for key, kind, dtype, shape in changes:
+            col = self._cols.get(key)
+            if col is None:
+                self._cols[key] = _Column(key, kind, dtype, shape)
+            else:
+                col.kind, col.dtype = kind, dtype
         return None
 
     def _check(self, key: str, v: Any, kind: str | None, col: _Column | None
@@ -278,6 +338,10 @@ class Table:
                     f"bool, int, float, str, None or a numpy array (for a list, {_ARRAY_FIX})"), None
         elif kind == "int" and not _I64_MIN <= int(v) <= _I64_MAX:
             return f"result {key!r} is an int outside the int64 range; return it as a float or str", None
+        elif kind == "str" and not _encodable(v):
+            return (f"result {key!r} is a str that UTF-8 cannot encode (a lone surrogate, as "
+                    f"left by errors='surrogateescape'); return "
+                    f"s.encode('utf-8', 'replace').decode() instead"), None
         if col is None:
             problem = _check_name(key, "result key")
             if problem is not None:
@@ -316,19 +380,29 @@ class Table:
         range
             The row numbers the rows were committed as.
         """
+        if not rows:
+            return range(self._n, self._n)
+        return self.append_values(self.transpose(rows), len(rows), columns)
+
+    def append_values(self, values: dict[str, Any], k: int,
+                      columns: dict[str, np.ndarray] | None = None) -> range:
+        """:meth:`append` for ``k`` rows given as ``{key: sequence of k values}``.
+
+        The values must have been accepted by :meth:`admit_columns`, or be the
+        :meth:`transpose` of rows :meth:`admit` accepted.
+        """
         store = self._store
         if store is None or store._f is None:
             raise StoreError(f"{self} is read-only or its store is closed")
-        if not rows:
+        if not k:
             return range(self._n, self._n)
         columns = columns or {}
         for name, array in columns.items():
-            self._admit_array(name, array, len(rows))
-        values = self._transpose(rows)
+            self._admit_array(name, array, k)
         data = {name: self._given(col, columns[name]) if name in columns
-                else self._gather(col, values.get(name), len(rows))
+                else self._gather(col, values.get(name), k)
                 for name, col in self._cols.items()}
-        n0, n1 = self._n, self._n + len(rows)
+        n0, n1 = self._n, self._n + k
         store._ensure_space()
         try:
             self._prepare(data)
@@ -375,14 +449,19 @@ class Table:
         """A column given whole, as the dataset's dtype (UTF-8 bytes arrays as they are)."""
         if col.kind != "str":
             return np.asarray(array, dtype=col.dtype), None
-        if array.dtype.kind != "S":
+        if array.dtype.kind == "U":
+            try:  # numpy encodes ASCII in C; ids, hashes and host names are ASCII
+                array = array.astype("S")
+            except UnicodeEncodeError:
+                return Table._gather_str(col, array.tolist(), len(array))
+        elif array.dtype.kind != "S":
             return Table._gather_str(col, array.tolist(), len(array))
         if array.dtype.itemsize > col.dtype.itemsize:
             col.dtype = np.dtype(f"S{_str_width(array.dtype.itemsize)}")
         return array.astype(col.dtype, copy=False), None
 
-    def _transpose(self, rows: list[dict]) -> dict[str, Any]:
-        """``{key: values of the rows}``; keys outside the schema must only hold None."""
+    def transpose(self, rows: list[dict]) -> dict[str, Any]:
+        """``{key: values of the rows}`` of admitted rows; keys outside the schema hold only None."""
         first = tuple(rows[0])
         if all(tuple(r) == first for r in rows):  # the common case: every row has the same keys
             values = dict(zip(first, zip(*[r.values() for r in rows])))

@@ -1,0 +1,153 @@
+"""Groups that travel as columns: the worker's packing, the store's admission, equivalence
+with the row-by-row path, and the fallback when a column does not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import psmpi
+from psmpi import task
+from psmpi.store import Store
+
+
+def group_of(*psets: dict) -> list[tuple[int, dict]]:
+    return list(enumerate(psets))
+
+
+def test_a_group_of_plain_scalars_becomes_columns_in_order():
+    cols = task.as_columns(group_of({"a": 1, "b": "x"}, {"a": 2, "b": "y"}),
+                           [{"y": 1.5, "ok": True}, {"y": np.float64(2.5), "ok": None}])
+    assert list(cols) == ["a", "b", "y", "ok"]
+    assert cols == {"a": (1, 2), "b": ("x", "y"), "y": (1.5, 2.5), "ok": (True, None)}
+
+
+@pytest.mark.parametrize("psets, results", [
+    ([{"a": 1, "b": 2}, {"b": 2, "a": 1}], [{}, {}]),              # pset key order differs
+    ([{"a": 1}, {"a": 2}], [{"y": 1}, {"y": 1, "z": 2}]),          # result keys differ
+    ([{"a": 1}, {"a": 2}], [{"y": [1, 2]}, {"y": [3]}]),           # not a scalar
+    ([{"a": 1}, {"a": 2}], [{"y": np.zeros(3)}, {"y": np.ones(3)}]),  # arrays go row by row
+    ([{"a": 1}, {"a": 2}], [{"y": np.uint64(1)}, {"y": 2}]),       # needs the int64 range check
+    ([{"a": 1}, {"a": 2}], [{"y": 1}, {"y": type("F", (float,), {})(2.0)}]),  # a subclass
+])
+def test_other_groups_stay_rows(psets, results):
+    assert task.as_columns(group_of(*psets), results) is None
+
+
+def test_worker_sends_columns_unless_a_pset_failed():
+    def worker(pset):
+        if pset["a"] == 3:
+            raise ValueError("three")
+        return {"y": pset["a"] * 2}
+
+    t = task.Task(worker, "m", "serial")
+    fine = t(group_of({"a": 1}, {"a": 2}))
+    assert fine.columns == {"a": (1, 2), "y": (2, 4)} and fine.payloads == []
+    mixed = t(group_of({"a": 1}, {"a": 3}))
+    assert mixed.columns is None and mixed.payloads[0] is not None and mixed.payloads[1] is None
+    assert mixed.errors[1][0] == task.EXCEPTION
+
+
+def frames_of_both_paths(tmp_path, batches: list[list[dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Store the same rows once row by row and once as columns; read both back."""
+    frames = []
+    for how in ("rows", "columns"):
+        with Store.open(tmp_path / f"{how}.h5") as s:
+            t = s.table("m")
+            for rows in batches:
+                if how == "rows":
+                    for row in rows:
+                        assert t.admit(row) is None
+                    t.append(rows)
+                else:
+                    values = {k: tuple(r[k] for r in rows) for k in rows[0]}
+                    assert t.admit_columns(values) is None
+                    t.append_values(values, len(rows))
+            frames.append(t.read())
+    return frames[0], frames[1]
+
+
+def test_columns_store_exactly_what_rows_store(tmp_path):
+    batches = [
+        [{"n": 1, "x": 0.5, "s": "a", "ok": True, "none": None},
+         {"n": None, "x": float("nan"), "s": None, "ok": np.bool_(False), "none": None}],
+        [{"n": np.int32(-2), "x": 3, "s": "été ✓" * 20, "ok": None, "none": None}],  # widens s
+        [{"n": 2**62, "x": np.float32(1.5), "s": np.str_("z"), "ok": True, "none": 1.0}],  # new column
+        [{"n": 2.5, "x": 1.0, "s": "", "ok": False, "none": None}],    # n widens to float
+    ]
+    by_rows, by_columns = frames_of_both_paths(tmp_path, batches)
+    pd.testing.assert_frame_equal(by_rows, by_columns)
+    assert by_columns.dtypes["n"] == np.float64 and by_columns["none"].isna().sum() == 4
+
+
+@pytest.mark.parametrize("first, then", [
+    ({"v": "text"}, {"v": 1}),                  # another kind
+    ({"v": 1}, {"v": 2**63}),                   # int64 overflow, found by the extremes
+    ({"v": 1}, {"v": -(2**63) - 1}),
+    ({"v": "a"}, {"v": "\udc80"}),              # UTF-8 cannot encode it
+])
+def test_columns_the_table_cannot_take_are_refused_without_changing_it(tmp_store, first, then):
+    t = tmp_store.table("m")
+    assert t.admit_columns({k: (v,) for k, v in first.items()}) is None
+    t.append_values({k: (v,) for k, v in first.items()}, 1)
+    before = t.read()
+    assert t.admit_columns({"v": (then["v"], next(iter(first.values()))), "w": (1, 2)}) is not None
+    assert "w" not in t.columns  # nothing of a refused batch was taken into the schema
+    assert t.admit(then) is not None  # the row path says why, row by row
+    pd.testing.assert_frame_equal(t.read(), before)
+
+
+def test_mixed_kinds_in_one_column_are_refused(tmp_store):
+    assert "several kinds" in tmp_store.table("m").admit_columns({"v": (1, "one")})
+
+
+@pytest.fixture
+def tmp_store(tmp_path):
+    with Store.open(tmp_path / "study.h5") as s:
+        yield s
+
+
+def surprising_worker(pset):
+    """Results that change type and keys between psets, so some groups fall back to rows."""
+    i = pset["i"]
+    if i % 50 == 7:
+        return {"y": "text"}         # the int column refuses it: only this pset fails
+    if i % 10 == 3:
+        return {"y": i, "extra": float(i)}
+    return {"y": i}
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_a_group_the_table_refuses_is_stored_row_by_row(tmp_path, backend):
+    psets = [{"i": i} for i in range(200)]
+    r = psmpi.map(surprising_worker, psets, out=tmp_path / "s.h5", backend=backend, verbose=0,
+                  group_size=25, ncores=2)
+    bad = {i for i in range(200) if i % 50 == 7}
+    assert set(r.missing.to_df()["i"]) == bad
+    assert set(r.missing.to_df()["_kind"]) == {task.UNSTORABLE}
+    df = r.to_df()
+    assert sorted(df["i"]) == [i for i in range(200) if i not in bad]
+    assert (df["y"] == df["i"]).all()
+    extra = df.set_index("i")["extra"]
+    assert extra[extra.notna()].index.tolist() == [i for i in range(200) if i % 10 == 3 and i not in bad]
+    assert psmpi.read(tmp_path / "s.h5")["y"].dtype == np.int64
+
+
+def test_surrogates_are_refused_in_psets_and_results_and_escaped_in_messages(tmp_path):
+    with pytest.raises(psmpi.PsetError, match="UTF-8 cannot encode"):
+        psmpi.map(surprising_worker, [{"i": "\udc80"}], out=None, backend="serial")
+
+    def worker(pset):
+        if pset["i"] == 1:
+            return {"s": "\ud800"}
+        if pset["i"] == 2:
+            raise ValueError("bad \udc80")
+        return {"s": "ok"}
+
+    r = psmpi.map(worker, [{"i": i} for i in range(3)], out=tmp_path / "s.h5",
+                  backend="serial", verbose=0)
+    failed = r.missing.to_df().set_index("i")
+    assert failed.loc[1, "_kind"] == task.UNSTORABLE and "UTF-8" in failed.loc[1, "_exception"]
+    assert failed.loc[2, "_exception"] == "ValueError: bad \\udc80"
+    assert r.to_df()["s"].tolist() == ["ok"]
