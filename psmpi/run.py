@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import itertools
 import math
+import operator
 import os
 import pickle
 import sys
@@ -53,6 +54,8 @@ def out_path(out: Any) -> str | None:
         return default_out_path()
     return None if out is None else os.fspath(out)
 
+
+first = operator.itemgetter(0)  # the pset index of an (index, pset) pair
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.
@@ -196,7 +199,7 @@ class MapRun:
         """Remember what each group holds until its outcome comes back."""
         for group in groups:
             if self.log is not None:
-                self.log.sent([index for index, _ in group])
+                self.log.sent(list(map(first, group)))
             self.inflight.update(group)
             yield group
 

@@ -76,8 +76,11 @@ class GroupOutcome(NamedTuple):
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
+        total = math.fsum(self.runtimes)
+        if total == total:  # no NaN: the common case, without a Python loop
+            return total, len(self.runtimes)
         known = [t for t in self.runtimes if t == t]
-        return sum(known), len(known)
+        return math.fsum(known), len(known)
 
 
 def call_mode(worker: Callable) -> int:
