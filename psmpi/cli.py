@@ -39,7 +39,7 @@ import pandas as pd
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, release_lock, take_lock
-from .store import TABLE_KINDS, Store, Table, _map_names, _open_h5
+from .store import TABLE_KINDS, Store, Table, maps_in, open_h5
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Attribute of a map's group holding the number of psets the map was given (written by a
@@ -59,7 +59,7 @@ def _reading(path: str, read: Callable[[h5py.File], T]) -> T:
     """``read(file)`` on ``path`` opened read-only, retried if a writer was mid-flush."""
     for attempt in range(3):
         try:
-            with _open_h5(path, "r") as f:
+            with open_h5(path, "r") as f:
                 return read(f)
         except (StoreError, KeyError, CliError):
             raise
@@ -76,7 +76,7 @@ def _table(f: h5py.File, name: str, kind: str) -> Table | None:
 
 
 def _selected_maps(f: h5py.File, wanted: Sequence[str] | None) -> list[str]:
-    names = _map_names(f)
+    names = maps_in(f)
     for name in wanted or ():
         if name not in names:
             raise CliError(f"{f.filename} has no map {name!r}; its maps are {names}")
@@ -667,8 +667,8 @@ def copy_maps(sources: Sequence[str], target: str, skip: Sequence[str] = ()) -> 
     with Store.open(target) as store:
         for kind in TABLE_KINDS:
             for k, source in enumerate(unique):
-                with _open_h5(source, "r") as f:
-                    for name in _map_names(f):
+                with open_h5(source, "r") as f:
+                    for name in maps_in(f):
                         table = _table(f, name, kind)
                         if name in skip or table is None:
                             continue
@@ -683,7 +683,7 @@ def copy_maps(sources: Sequence[str], target: str, skip: Sequence[str] = ()) -> 
 
 
 def _check_psmpi_file(path: str) -> None:
-    with _open_h5(path, "r"):
+    with open_h5(path, "r"):
         pass
 
 

@@ -678,7 +678,7 @@ class Store:
         _check_free_space(path, MIN_FREE_BYTES)
         lock = take_lock(path)
         try:
-            f = _open_h5(path, "a")
+            f = open_h5(path, "a")
         except BaseException:
             release_lock(lock)
             raise
@@ -728,7 +728,7 @@ class Store:
 
     def map_names(self) -> list[str]:
         """Names of the maps in the file, in creation order."""
-        return _map_names(self._file())
+        return maps_in(self._file())
 
     def flush(self, fsync: bool = False) -> None:
         """Write HDF5's buffers to the OS; with ``fsync`` also to the disk."""
@@ -824,8 +824,9 @@ def _check_writable(path: str) -> None:
                          f"or choose another path")
 
 
-def _open_h5(path: str, mode: str) -> h5py.File:
-    """Open ``path`` (mode "a" creates it if missing, or "r") and check it is a psmpi file."""
+def open_h5(path: str, mode: str) -> h5py.File:
+    """Open ``path`` with h5py (mode "a" creates it if missing, or "r"), checking it is a
+    psmpi results file; StoreError with the fix if not. No lock: :meth:`Store.open` takes it."""
     if mode == "r" and not os.path.isfile(path):
         raise StoreError(f"{path} does not exist")
     if mode == "a" and not os.path.exists(path):  # created whole, then renamed: never half-made
@@ -847,14 +848,15 @@ def _open_h5(path: str, mode: str) -> h5py.File:
 
 
 # ---------------------------------------------------------------------- public readers
-def _map_names(f: h5py.File) -> list[str]:
+def maps_in(f: h5py.File) -> list[str]:
+    """Names of the maps in an open results file, in creation order."""
     return [name for name, obj in f.items() if isinstance(obj, h5py.Group)]
 
 
 def map_names(path: str | os.PathLike) -> list[str]:
     """Names of the maps in a results file (opened read-only, without the lock)."""
-    with _open_h5(os.fspath(path), "r") as f:
-        return _map_names(f)
+    with open_h5(os.fspath(path), "r") as f:
+        return maps_in(f)
 
 
 def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = False) -> pd.DataFrame:
@@ -892,8 +894,8 @@ def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = F
 def _read_once(path: str, name: str | None, kind: str) -> pd.DataFrame:
     import pandas as pd
 
-    with _open_h5(path, "r") as f:
-        names = _map_names(f)
+    with open_h5(path, "r") as f:
+        names = maps_in(f)
         if name is None and len(names) != 1:
             raise StoreError(f"{path} holds {len(names)} maps {names}; pass name= to choose one")
         name = names[0] if name is None else name
