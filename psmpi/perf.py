@@ -99,8 +99,10 @@ class PerfCollector:
     def stats(self, backend: str, workers: int, wall: float) -> PerfStats:
         timers = {name: Timings(np.array(walls), np.array(cpus))
                   for name, (walls, cpus) in self.sections.items()}
+        # Views, not copies (16 bytes per pset: 160 MB at 10 million psets); the collector
+        # takes no more outcomes once its map has ended.
         return PerfStats(backend, workers, wall, len(self.runtimes),
-                         np.frombuffer(self.runtimes, dtype=np.float64).copy(),
-                         np.frombuffer(self.cpu_times, dtype=np.float64).copy(),
+                         np.frombuffer(self.runtimes, dtype=np.float64),
+                         np.frombuffer(self.cpu_times, dtype=np.float64),
                          timers, self.usage(wall),
                          time.process_time() - self.driver_cpu_start, utils.peak_rss())

@@ -59,19 +59,27 @@ def seconds_text(x: float) -> str:
     return f"{x:.3g} s" if abs(x) < 1000 else f"{x:.0f} s"
 
 
+def finite_of(values: np.ndarray) -> np.ndarray:
+    """The finite ``values``: the array itself when all are (no copy of a big survey's)."""
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]
+
+
 def percentiles_of(values: np.ndarray) -> dict[str, float]:
     """p50, p90, p99 and max of the finite ``values`` (empty dict if there are none)."""
-    finite = values[np.isfinite(values)]
+    finite = finite_of(values)
     if not len(finite):
         return {}
+    # percentile() sorts a copy unless it may reorder its input: ours if finite_of() made one
     return dict(zip(("p50", "p90", "p99", "max"),
-                    np.percentile(finite, [50, 90, 99, 100]).tolist()))
+                    np.percentile(finite, [50, 90, 99, 100],
+                                  overwrite_input=finite is not values).tolist()))
 
 
 def histogram_of(values: np.ndarray, bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Counts and bin edges of the finite ``values``: logarithmic bins when they span more
     than a factor of 20 (durations usually do), else linear."""
-    finite = values[np.isfinite(values)]
+    finite = finite_of(values)
     if not len(finite):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     low, high = float(finite.min()), float(finite.max())
@@ -314,7 +322,7 @@ def _timing_rows(title: str, rows: list[tuple[str, np.ndarray]]) -> str:
     lines = [f"{heading:<{width}} {'count':>7} {'total':>9} {'mean':>9} "
              f"{'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}"]
     for label, values in rows:
-        finite = values[np.isfinite(values)]
+        finite = finite_of(values)
         pct = percentiles_of(finite)
         mean = float(finite.mean()) if len(finite) else math.nan
         cells = [float(finite.sum()), mean] + [pct.get(k, math.nan) for k in

@@ -834,8 +834,12 @@ def open_h5(path: str, mode: str) -> h5py.File:
         with h5py.File(tmp, "w", locking=False, track_order=True) as f:
             f.attrs["psmpi_format"] = FORMAT
         os.replace(tmp, path)
+    # The writer has no raw-data chunk cache: it writes each chunk once, and with HDF5 2.0's
+    # default 1 MiB cache the writer's memory grew by the size of everything written
+    # (measured: 80 MiB more per 77 MiB of data, freed neither by flush nor by close).
+    cache = {"rdcc_nbytes": 0} if mode == "a" else {}
     try:
-        f = h5py.File(path, mode, locking=False)
+        f = h5py.File(path, mode, locking=False, **cache)
     except OSError as exc:
         raise StoreError(f"{path} is not an HDF5 file (or is damaged) and cannot be opened: {exc}; "
                          f"psmpi writes its results as HDF5, so choose another path") from None

@@ -506,3 +506,13 @@ def test_strings_are_fixed_width_utf8_and_widen_without_loss(tmp_path):
     back = store.read(path, name="m")["s"].tolist()
     assert back[0:2] == ["ab", "ünïcødé ✓"] and back[3:] == ["x" * 1000, ""]
     assert back[2] is None or back[2] != back[2]  # null
+
+
+def test_the_writer_has_no_chunk_cache_and_readers_keep_theirs(tmp_path):
+    # HDF5 2.0's default 1 MiB chunk cache made a writer's memory grow by everything it
+    # wrote (benchmarks/mpi_memory.py: 1041 MiB at 10 million psets, 608 MiB without it)
+    with Store.open(tmp_path / "s.h5") as s:
+        put(s.table("m"), [{"a": 1}])
+        assert s._file().id.get_access_plist().get_cache()[2] == 0
+    with store.open_h5(str(tmp_path / "s.h5"), "r") as f:
+        assert f.id.get_access_plist().get_cache()[2] > 0
