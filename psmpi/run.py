@@ -36,7 +36,7 @@ from .grouping import Grouper
 from .perf import PerfCollector
 from .progress import Reporter
 from .results import MapProgress, MapResults, Missing
-from .source import ResumeIndex, checked_psets
+from .source import ResumeIndex, batches, checked_psets
 from .stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from .store import Store, Table
 
@@ -56,6 +56,9 @@ def out_path(out: Any) -> str | None:
 
 
 first = operator.itemgetter(0)  # the pset index of an (index, pset) pair
+
+# Psets hashed and looked up at once when resuming: one numpy query per batch.
+RESUME_BATCH = 4096
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.
@@ -185,15 +188,16 @@ class MapRun:
         return itertools.islice(stream, self.settings.limit or None)
 
     def skip_committed(self, resume: ResumeIndex, writer: RowWriter):
-        for index, pset in self.stream:
-            row = resume.take(params.pset_hash(pset))
-            if row is None:
-                yield index, pset
-            else:
-                writer.note_resumed(index, row)
-                self.suspects.committed(index)
-                self.progress.resumed += 1
-                self.progress.finished += 1
+        for batch in batches(self.stream, RESUME_BATCH):
+            rows = resume.take([params.pset_hash(pset) for _, pset in batch])
+            for (index, pset), row in zip(batch, rows.tolist()):
+                if row < 0:
+                    yield index, pset
+                else:
+                    writer.note_resumed(index, row)
+                    self.suspects.committed(index)
+                    self.progress.resumed += 1
+                    self.progress.finished += 1
 
     def handed_out(self, groups: Iterable[list]) -> Iterator[list]:
         """Remember what each group holds until its outcome comes back."""
@@ -289,7 +293,7 @@ class MapRun:
         committed_before = results_table.n_rows
         # repeat=True: every pset is computed again, as a new row with new ids.
         resume = None if not committed_before or self.settings.repeat else \
-            ResumeIndex(results_table.read_column("_pset_hash"))
+            ResumeIndex(results_table.read_column("_pset_hash", decode=False))
         self.progress.total = self.estimated_total(committed_before)
         self.reporter.start(self.progress, store.path)
         if self.length is not None and store.path is not None:

@@ -9,13 +9,15 @@ map where it stands; what was computed before it is committed and kept.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from . import params
 from .errors import PsetError
+
+T = TypeVar("T")
 
 # How many distinct problems one error message lists in full.
 MAX_PROBLEM_LINES = 50
@@ -184,20 +186,60 @@ class ResumeIndex:
     """Committed rows by pset hash, so a re-run skips what is done.
 
     Identical psets are separate psets: each stored row is matched to one pset at most
-    (matching with multiplicity).
+    (matching with multiplicity), the earliest row first. Held as numpy arrays, about 44
+    bytes per stored row (a dict of Python strings took 160), and queried a batch at a time.
+
+    >>> index = ResumeIndex(np.array([b"b" * 32, b"a" * 32, b"b" * 32], dtype="S32"))
+    >>> index.take(["b" * 32, "c" * 32, "b" * 32, "b" * 32]).tolist()
+    [0, -1, 2, -1]
     """
 
-    def __init__(self, hashes: Iterable[str]):
-        self.rows: dict[str, list[int]] = {}
-        for row, digest in enumerate(hashes):
-            self.rows.setdefault(digest, []).append(row)
-        for rows in self.rows.values():
-            rows.reverse()  # pop() then hands out the earliest row first
+    def __init__(self, hashes: np.ndarray):
+        hashes = np.asarray(hashes, dtype="S32")
+        self.order = np.argsort(hashes, kind="stable")  # stable: equal hashes keep row order
+        self.sorted = hashes[self.order]
+        self.taken = np.zeros(len(hashes), dtype=np.int32)  # per first row of a hash: matched
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.sorted)
 
-    def take(self, digest: str) -> int | None:
-        """The row of one not-yet-matched committed result with this hash, or None."""
-        rows = self.rows.get(digest)
-        return rows.pop() if rows else None
+    def take(self, digests: list[str]) -> np.ndarray:
+        """For each digest in turn, an unmatched committed row with that hash, or -1."""
+        n = len(self.sorted)
+        queries = np.array(digests, dtype="S32")
+        rows = np.full(len(queries), -1, dtype=np.int64)
+        if not n or not len(queries):
+            return rows
+        first = np.searchsorted(self.sorted, queries)  # leftmost row of each hash
+        hit = np.flatnonzero(self.sorted[np.minimum(first, n - 1)] == queries)
+        if len(np.unique(first[hit])) == len(hit):  # no hash asked twice: all at once
+            at = first[hit] + self.taken[first[hit]]
+            ok = (at < n) & (self.sorted[np.minimum(at, n - 1)] == queries[hit])
+            rows[hit[ok]] = self.order[at[ok]]
+            self.taken[first[hit[ok]]] += 1
+            return rows
+        for j in hit.tolist():  # identical psets in the batch: one by one, in order
+            at = first[j] + self.taken[first[j]]
+            if at < n and self.sorted[at] == queries[j]:
+                rows[j] = self.order[at]
+                self.taken[first[j]] += 1
+        return rows
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size``; an error of ``items`` comes after the items before it."""
+    items = iter(items)
+    while True:
+        batch: list = []
+        try:
+            for item in items:
+                batch.append(item)
+                if len(batch) == size:
+                    break
+        except Exception:
+            if batch:
+                yield batch
+            raise
+        if not batch:
+            return
+        yield batch

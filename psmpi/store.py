@@ -558,9 +558,15 @@ class Table:
         flush()
 
     # ------------------------------------------------------------------ reading
-    def read_column(self, name: str) -> np.ndarray:
-        """The committed values of column ``name``, raw: nulls hold fill values, str as str."""
-        return self._raw(self._column(name), 0, self._n)
+    def read_column(self, name: str, decode: bool = True) -> np.ndarray:
+        """The committed values of column ``name``, raw: nulls hold fill values, str as str
+        (``decode=False``: as the UTF-8 bytes array stored, a tenth of the memory)."""
+        col = self._column(name)
+        if not decode and col.kind == "str":
+            if col.ds.dtype.kind == "S":
+                return col.ds[:self._n]
+            return np.char.encode(col.ds.asstr()[:self._n].astype(str), "utf-8")
+        return self._raw(col, 0, self._n)
 
     def read_slice(self, name: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Committed rows [lo, hi) of column ``name``, raw, and its null mask (None: no nulls)."""
