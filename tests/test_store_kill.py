@@ -56,6 +56,8 @@ class Expected:
         """Compare every committed value of ``path`` with store_writer.row; the row count."""
         df = store.read(path, store_writer.MAP)
         n = len(df)
+        if not n:  # killed before the first commit made the columns: nothing to compare
+            return 0
         i = np.arange(n)
         assert df["i"].dtype == np.int64 and np.array_equal(df["i"].to_numpy(), i)
         assert np.array_equal(df["x"].to_numpy(), i * 0.25 + 1.0 / (i + 1))
