@@ -79,17 +79,21 @@ def mpi_command(nprocs: int, script: str, args: list[str], futures: bool = False
     return [mpiexec(), "-n", str(nprocs)] + python + [os.path.abspath(script)] + list(args)
 
 
-def run_result(command: list[str], timeout: float, env: dict | None = None) -> dict:
-    """Run ``command`` in a fresh temporary directory; its last RESULT line, parsed.
+def run_result(command: list[str], timeout: float, env: dict | None = None,
+               cwd: str | None = None) -> dict:
+    """Run ``command`` in ``cwd`` (default: a fresh temporary directory); its last RESULT
+    line, parsed.
 
     On failure or timeout: {"error": "..."}. The command runs in its own session, and on a
     timeout that whole process group (mpiexec and its ranks) is killed.
     """
+    import contextlib
     import json
     import signal
     import subprocess
     import tempfile
-    with tempfile.TemporaryDirectory(prefix="psmpi-bench-") as tmp:
+    place = contextlib.nullcontext(cwd) if cwd else tempfile.TemporaryDirectory(prefix="psmpi-bench-")
+    with place as tmp:
         proc = subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True,
                                 env=None if env is None else {**os.environ, **env})

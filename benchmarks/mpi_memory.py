@@ -11,6 +11,8 @@ every few seconds during the map, to show how it grows with the psets done.
     python benchmarks/mpi_memory.py                # 10,000,000 psets (several minutes)
     python benchmarks/mpi_memory.py --n 2000000    # a smaller run to extrapolate from
     python benchmarks/mpi_memory.py --quick        # 200,000 psets
+    python benchmarks/mpi_memory.py --resume       # also: each size run again on its file,
+                                                   # every pset resumed (a killed survey's rerun)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import resource
 import sys
+import tempfile
 import threading
 import time
 
@@ -67,7 +70,8 @@ def run_psmpi(n: int) -> dict:
     assert res.progress.finished == n and not len(res.missing.df), res.progress
     workers = {str(rank): common.peak_rss_mib(pid) for rank, pid in sorted(pids.items())
                if rank > 0}
-    return {"n": n, "seconds": seconds, "rank0_peak_mib": resource.getrusage(
+    return {"n": n, "resumed": res.progress.resumed, "seconds": seconds,
+            "rank0_peak_mib": resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rank0_before_mib": rss_before, "rank0_after_mib": rss_mib(),
             "workers_peak_mib": workers, "file_mib": os.path.getsize("memory.h5") / 2 ** 20,
@@ -79,12 +83,21 @@ def measure(n: int) -> dict:
                              timeout=7200)
 
 
+def measure_resume(n: int) -> dict:
+    """The same map run twice in one directory; the second run's figures (all resumed)."""
+    command = common.mpi_command(NPROCS, __file__, ["--one", str(n)])
+    with tempfile.TemporaryDirectory(prefix="psmpi-bench-") as tmp:
+        first = common.run_result(command, timeout=7200, cwd=tmp)
+        return first if "error" in first else common.run_result(command, timeout=7200, cwd=tmp)
+
+
 def report(results: list[dict]) -> None:
     from common import table
     rows = []
     for r in results:
         worst_worker = max(r["workers_peak_mib"].values())
-        rows.append([f"{r['n']:,}", f"{r['seconds']:.0f}", f"{r['n'] / r['seconds']:,.0f}",
+        label = f"{r['n']:,}" + (" (all resumed)" if r.get("resumed") else "")
+        rows.append([label, f"{r['seconds']:.0f}", f"{r['n'] / r['seconds']:,.0f}",
                      f"{r['rank0_before_mib']:.0f}", f"{r['rank0_peak_mib']:.0f}",
                      ", ".join(f"{v:.0f}" for v in r["workers_peak_mib"].values()),
                      f"{r['file_mib']:.0f}",
@@ -95,8 +108,9 @@ def report(results: list[dict]) -> None:
                  f"target rank 0 < {MASTER_LIMIT_MIB} / workers < {WORKER_LIMIT_MIB} MiB"],
                 rows))
     print()
-    if len(results) >= 2:
-        a, b = results[0], results[-1]
+    fresh = [r for r in results if not r.get("resumed")]
+    if len(fresh) >= 2:
+        a, b = fresh[0], fresh[-1]
         slope = (b["rank0_peak_mib"] - a["rank0_peak_mib"]) / (b["n"] - a["n"])
         at = lambda n: a["rank0_peak_mib"] + slope * (n - a["n"])  # noqa: E731
         print(f"- rank 0's peak grows by {slope * 2 ** 20:.0f} bytes per pset between "
@@ -108,7 +122,8 @@ def report(results: list[dict]) -> None:
         if r["samples"]:
             trace = ", ".join(f"{t:.0f} s: {m:.0f}" for t, m in r["samples"][::max(
                 1, len(r["samples"]) // 12)])
-            print(f"- rank 0 RSS (MiB) during the map of {r['n']:,} psets: {trace}")
+            what = "resuming" if r.get("resumed") else "during"
+            print(f"- rank 0 RSS (MiB) {what} the map of {r['n']:,} psets: {trace}")
     print()
 
 
@@ -117,6 +132,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200,000 psets")
     parser.add_argument("--n", type=int, action="append",
                         help="psets (repeatable; default 1,000,000 then 10,000,000)")
+    parser.add_argument("--resume", action="store_true",
+                        help="also run each size again on its own file: every pset resumed")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -141,6 +158,15 @@ def main() -> None:
         common.say(f"mpi_memory: {n:,} psets: {out['seconds']:.0f} s, rank 0 peak "
                    f"{out['rank0_peak_mib']:.0f} MiB, workers {out['workers_peak_mib']}")
         results.append(out)
+        if args.resume:
+            common.say(f"mpi_memory: {n:,} psets, written and then resumed ...")
+            out = measure_resume(n)
+            if "error" in out:
+                print(f"- resuming {n:,} psets failed: {out['error']}")
+                continue
+            common.say(f"mpi_memory: {n:,} psets resumed: {out['seconds']:.0f} s, rank 0 peak "
+                       f"{out['rank0_peak_mib']:.0f} MiB")
+            results.append(out)
     print()
     if results:
         report(results)
