@@ -149,23 +149,16 @@ def main() -> None:
           f"out= a new HDF5 file, psets = psmpi.params.product({{'a': range(n // 1000)}}, "
           f"{{'b': range(1000)}}), worker returns {{'y': a + b}}")
     results = []
+    runs = [("", measure)] + ([(", written and then resumed", measure_resume)] if args.resume else [])
     for n in sizes:
-        common.say(f"mpi_memory: {n:,} psets ...")
-        out = measure(n)
-        if "error" in out:
-            print(f"- {n:,} psets failed: {out['error']}")
-            continue
-        common.say(f"mpi_memory: {n:,} psets: {out['seconds']:.0f} s, rank 0 peak "
-                   f"{out['rank0_peak_mib']:.0f} MiB, workers {out['workers_peak_mib']}")
-        results.append(out)
-        if args.resume:
-            common.say(f"mpi_memory: {n:,} psets, written and then resumed ...")
-            out = measure_resume(n)
+        for what, run in runs:
+            common.say(f"mpi_memory: {n:,} psets{what} ...")
+            out = run(n)
             if "error" in out:
-                print(f"- resuming {n:,} psets failed: {out['error']}")
+                print(f"- {n:,} psets{what} failed: {out['error']}")
                 continue
-            common.say(f"mpi_memory: {n:,} psets resumed: {out['seconds']:.0f} s, rank 0 peak "
-                       f"{out['rank0_peak_mib']:.0f} MiB")
+            common.say(f"mpi_memory: {n:,} psets{what}: {out['seconds']:.0f} s, rank 0 peak "
+                       f"{out['rank0_peak_mib']:.0f} MiB, workers {out['workers_peak_mib']}")
             results.append(out)
     print()
     if results:
