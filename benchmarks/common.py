@@ -309,3 +309,18 @@ def instrument_master() -> dict:
     RowWriter.commit = cpu_of(commit, "cpu_commit")
     counts["instrumented"] = True
     return counts
+
+
+def round_options(parser, systems: dict, quick_help: str, reps: int = 5, quick_reps: int = 3) -> None:
+    """The options every side-by-side benchmark takes: --quick, --reps and --systems."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--reps", type=int,
+                        help=f"rounds (default {reps}, {quick_reps} with --quick)")
+    parser.add_argument("--systems", default=",".join(systems),
+                        help="comma-separated subset of " + ",".join(systems))
+
+
+def list_systems(systems: list[str], descriptions: dict) -> None:
+    """The report's closing list: each system measured and what exactly it ran."""
+    for system in systems:
+        print(f"- {system}: {descriptions[system]}")

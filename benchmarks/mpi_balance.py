@@ -205,16 +205,12 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
         print()
     print(f"Systems (`mpiexec -n {WORKERS + 1}`: rank 0 coordinates, {WORKERS} workers; each "
           f"run maps {WORKERS} zero-duration psets first to warm up):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds")
-    parser.add_argument("--reps", type=int, help="rounds (default 5, 3 with --quick)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
+    common.round_options(parser, SYSTEMS, "3 rounds")
     parser.add_argument("--one", metavar="SYSTEM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -151,17 +151,13 @@ def report(systems: list[str], seconds: float, results: dict, failed: dict) -> N
           f"each round: {WORKERS} between maps, {WORKERS - BUSY} during the long psets).")
     print()
     print(f"Systems (`mpiexec -n {NPROCS}`, phases of {seconds:g} s):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2-s phases, 1 round")
-    parser.add_argument("--reps", type=int, help="rounds (default 3, 1 with --quick)")
+    common.round_options(parser, SYSTEMS, "2-s phases, 1 round", reps=3, quick_reps=1)
     parser.add_argument("--seconds", type=float, help="phase length (default 5, 2 with --quick)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

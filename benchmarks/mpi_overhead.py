@@ -178,17 +178,13 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
     print()
     print(f"Systems (`mpiexec -n 2`; {n:,} psets or round trips timed after {WARMUP} "
           f"untimed ones):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="500 psets, 3 rounds")
-    parser.add_argument("--reps", type=int, help="rounds (default 5, 3 with --quick)")
+    common.round_options(parser, SYSTEMS, "500 psets, 3 rounds")
     parser.add_argument("--n", type=int, help="psets (default 2000, 500 with --quick)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -171,17 +171,13 @@ def report(systems: list[str], nprocs: int, results: dict, failed: dict) -> None
     print(f"Systems (`mpiexec -n {nprocs}`: rank 0 coordinates, {workers} workers, "
           f"{PER_WORKER * workers:,} psets of {SECONDS} s, ideal makespan "
           f"{PER_WORKER * SECONDS:.1f} s; each run maps {workers} zero-duration psets first):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="16 ranks, 1 round")
-    parser.add_argument("--reps", type=int, help="rounds (default 3, 1 with --quick)")
+    common.round_options(parser, SYSTEMS, "16 ranks, 1 round", reps=3, quick_reps=1)
     parser.add_argument("--nprocs", type=int, help="ranks (default 64, 16 with --quick)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

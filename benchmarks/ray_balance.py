@@ -176,16 +176,12 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
     print(f"Systems (local ray with num_cpus={WORKERS}, started before the timing; each run "
           f"first maps {WORKERS} psets of {WARMUP_SECONDS} s, one per task, so that "
           f"{WORKERS} workers are up):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds")
-    parser.add_argument("--reps", type=int, help="rounds (default 5, 3 with --quick)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
+    common.round_options(parser, SYSTEMS, "3 rounds")
     parser.add_argument("--one", metavar="SYSTEM", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

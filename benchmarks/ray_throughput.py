@@ -170,20 +170,16 @@ def report(systems: list[str], n: int, results: dict, failed: dict, workers: int
               f"{'met' if med >= TARGET else 'MISSED'} ({med:.1f}×)")
     print()
     print(f"Systems (local ray with {workers} CPUs, started before the timing):")
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2k psets, 3 rounds (smoke run)")
-    parser.add_argument("--reps", type=int, help="rounds (default 5, 3 with --quick)")
+    common.round_options(parser, SYSTEMS, "2k psets, 3 rounds (smoke run)")
     parser.add_argument("--psets", type=int,
                         help="psets per map (default 10000, 2000 with --quick)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPUs of the local ray (default: nproc)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

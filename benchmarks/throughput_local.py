@@ -20,6 +20,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
 WARMUP = 100
 POOL_CHUNKSIZES = (None, 100, 1000, 10000)  # None: Pool.map's own choice, len / (4 * workers)
 
@@ -147,7 +150,6 @@ def measure(system: str, n: int, workers: int) -> dict:
 
 def available(systems: list[str]) -> list[str]:
     """The systems whose packages import here; a skipped one is reported with its reason."""
-    import common
     return common.installed_systems(systems, PEER_MODULES)
 
 
@@ -215,18 +217,14 @@ def report(systems: list[str], sizes: list[int], data: dict, workers: int) -> No
             print(f"- target psmpi ≥ 3× paramsurvey at {n:,} psets: {verdict} ({med:.2f}×)")
     print()
     print("Systems (workers = %d):" % workers)
-    for system in systems:
-        print(f"- {system}: {SYSTEMS[system]}")
+    common.list_systems(systems, SYSTEMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2k psets, 3 rounds (smoke run)")
-    parser.add_argument("--reps", type=int, help="rounds (default 5, 3 with --quick)")
+    common.round_options(parser, SYSTEMS, "2k psets, 3 rounds (smoke run)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                         help="worker processes of every parallel system (default: nproc)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated subset of " + ",".join(SYSTEMS))
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -27,6 +27,17 @@ def no_run_logs_left_in_the_repository():
         except FileNotFoundError:
             pass
 
+
+@pytest.fixture
+def serial_session():
+    """Each test starts from a fresh serial session (psmpi.init) and closes it after."""
+    from psmpi import api
+    api.init(backend="serial", verbose=0)
+    yield
+    api._session.close_backend()
+    api._session.initialised = False
+
+
 # Scripts run as programs (by subprocess or mpiexec), never imported by pytest: importing
 # one would run its study.
 collect_ignore_glob = ["scripts/*", "mpi_scripts/*", "helpers/*", "run_contract.py"]

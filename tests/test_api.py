@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import psmpi
-from psmpi import api
 
 
 def square(pset):
@@ -19,12 +18,7 @@ def int_then_float(pset):
     return {"y": a if a < 5 else a + 0.5, **({"late": "new"} if a >= 8 else {})}
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    api.init(backend="serial", verbose=0)
-    yield
-    api._session.close_backend()
-    api._session.initialised = False
+pytestmark = pytest.mark.usefixtures("serial_session")
 
 
 def test_import_psmpi_imports_neither_mpi4py_nor_ray():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import psmpi
-from psmpi import api, task
+from psmpi import task
 from psmpi.backends.multiprocessing import crashed
 from psmpi.perf import PerfCollector
 from psmpi.results import PerfStats, Timings
@@ -39,12 +39,7 @@ def sleeper(pset):
     return {}
 
 
-@pytest.fixture(autouse=True)
-def fresh_session():
-    api.init(backend="serial", verbose=0)
-    yield
-    api._session.close_backend()
-    api._session.initialised = False
+pytestmark = pytest.mark.usefixtures("serial_session")
 
 
 @pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
