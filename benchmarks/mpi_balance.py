@@ -156,14 +156,16 @@ def measure(system: str) -> dict:
     return out
 
 
-def report(systems: list[str], results: dict, failed: dict) -> None:
+def print_efficiency(systems: list[str], results: dict, failed: dict,
+                     targets: dict[str, float]) -> None:
+    """The workload, then makespan and efficiency of the computed bounds and of each system."""
     from common import spread, table
     d = durations()
     lb = lower_bound()
     print(f"- durations: numpy.random.default_rng({SEED}).lognormal(mean=log({MEAN}) - "
           f"{SIGMA}**2/2, sigma={SIGMA}, size={N_PSETS}): sum {sum(d):.3f} s, mean "
-          f"{sum(d) / len(d):.4f} s, max {max(d):.3f} s; ideal makespan max(sum/8, max) = "
-          f"{lb:.3f} s")
+          f"{sum(d) / len(d):.4f} s, max {max(d):.3f} s; ideal makespan max(sum/{WORKERS}, max) "
+          f"= {lb:.3f} s")
     common.report_failures(failed, results)
     print()
     rows = []
@@ -175,7 +177,7 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
             continue
         makespan = spread([r["makespan"] for r in runs])
         eff = spread([r["efficiency"] for r in runs])
-        target = TARGETS.get(system)
+        target = targets.get(system)
         verdict = "" if target is None else \
             f"≥ {target}: {'met' if eff[0] >= target else 'MISSED'}"
         rows.append([system, f"{makespan[0]:.3f}", f"{makespan[1]:.3f} – {makespan[2]:.3f}",
@@ -183,6 +185,11 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
     print(table(["system", "makespan s, median", "makespan min – max", "efficiency median",
                  "efficiency min – max", "target"], rows))
     print()
+
+
+def report(systems: list[str], results: dict, failed: dict) -> None:
+    from common import spread, table
+    print_efficiency(systems, results, failed, TARGETS)
     rows = []
     for system in systems:
         runs = results[system]

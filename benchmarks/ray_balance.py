@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from mpi_balance import (MEAN, N_PSETS, SEED, SIGMA, WORKERS, bounds, durations,  # noqa: E402
-                         lower_bound, make_psets, nap)
+from mpi_balance import (N_PSETS, WORKERS, lower_bound, make_psets, nap,  # noqa: E402
+                         print_efficiency)
 
 WARMUP_SECONDS = 0.3  # one warm-up pset per worker, long enough that all 8 run at once
 TARGET = 0.9
@@ -132,28 +132,7 @@ def measure(system: str) -> dict:
 
 def report(systems: list[str], results: dict, failed: dict) -> None:
     from common import spread, table
-    d = durations()
-    lb = lower_bound()
-    print(f"- durations: numpy.random.default_rng({SEED}).lognormal(mean=log({MEAN}) - "
-          f"{SIGMA}**2/2, sigma={SIGMA}, size={N_PSETS}): sum {sum(d):.3f} s, max {max(d):.3f} s; "
-          f"ideal makespan max(sum/{WORKERS}, max) = {lb:.3f} s")
-    common.report_failures(failed, results)
-    print()
-    rows = [[name + " (computed)", f"{makespan:.3f}", "", f"{lb / makespan:.3f}", "", ""]
-            for name, makespan in bounds().items()]
-    for system in systems:
-        runs = results[system]
-        if not runs:
-            continue
-        makespan = spread([r["makespan"] for r in runs])
-        eff = spread([r["efficiency"] for r in runs])
-        verdict = f"≥ {TARGET}: {'met' if eff[0] >= TARGET else 'MISSED'}" \
-            if system == "psmpi" else ""
-        rows.append([system, f"{makespan[0]:.3f}", f"{makespan[1]:.3f} – {makespan[2]:.3f}",
-                     f"{eff[0]:.3f}", f"{eff[1]:.3f} – {eff[2]:.3f}", verdict])
-    print(table(["system", "makespan s, median", "makespan min – max", "efficiency median",
-                 "efficiency min – max", "target"], rows))
-    print()
+    print_efficiency(systems, results, failed, {"psmpi": TARGET})
     rows = []
     for system in systems:
         runs = results[system]
