@@ -33,6 +33,10 @@ def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "auto", "0") else int(text)
 
 
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none") else float(text)
+
+
 def _parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -195,6 +199,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "compute every pset again as a new repeat instead of resuming finished ones"),
     Option("calc_dir", "calc", _check_str, _parse_str,
            "directory of per-pset output directories calc/<pset_id>/"),
+    Option("timeout", None, _optional(_check_positive_number), _parse_optional_float,
+           "seconds a pset may run; multiprocessing and ray kill its worker and store it as "
+           "a timeout failure, MPI reports it (mpi={'abort_on_timeout': True} aborts)"),
 ] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
      for b in BACKEND_NAMES]}
 
@@ -229,6 +236,7 @@ class Settings:
     git: bool
     repeat: bool
     calc_dir: str
+    timeout: float | None
     serial: dict | None
     multiprocessing: dict | None
     mpi: dict | None

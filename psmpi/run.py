@@ -171,7 +171,7 @@ class MapRun:
         self.backend = backend
         self.name = name
         self.task = task.Task(worker, name, backend.name, settings.user_kwargs,
-                              calc_dir=settings.calc_dir)
+                              calc_dir=settings.calc_dir, timeout=settings.timeout)
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)

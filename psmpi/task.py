@@ -37,6 +37,7 @@ BAD_RESULT = "bad_result"    # returned something other than a dict or None, or 
 UNPICKLABLE = "unpicklable"  # the result could not be pickled or unpickled
 UNSTORABLE = "unstorable"    # the result has a value the HDF5 store cannot hold
 CRASHED = "crashed"          # the process running the pset died
+TIMEOUT = "timeout"          # the pset ran longer than timeout= and its worker was stopped
 
 HOST = socket.gethostname()
 
@@ -109,7 +110,7 @@ class Task:
 
     def __init__(self, worker: Callable, map_name: str, backend: str,
                  user_kwargs: dict | None = None, run_id: str | None = None,
-                 calc_dir: str = "calc"):
+                 calc_dir: str = "calc", timeout: float | None = None):
         self.mode = call_mode(worker)
         # cloudpickle ships functions by value, so lambdas, closures and functions defined
         # in __main__ after init() reach the workers.
@@ -122,6 +123,7 @@ class Task:
         self.user_kwargs = dict(user_kwargs or {})
         self.run_id = run_id or bookkeeping.new_run_id()
         self.calc_dir = calc_dir
+        self.timeout = timeout  # seconds per pset (timeout=); enforced by the backend
         # Tells a worker process that two groups belong to the same map (wait_seconds).
         self.token = os.urandom(8)
 

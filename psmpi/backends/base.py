@@ -10,11 +10,22 @@ those, so every backend gets durability for free.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, ClassVar, Iterator
 
 from ..task import GroupOutcome, Task
 
 Group = list[tuple[int, dict]]  # (pset index, pset) pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """Psets a worker is running now, and for how long (stalled-worker reports)."""
+
+    worker: str                 # who holds them: "rank 3", "process 4711", "ray task 1a2b…"
+    host: str
+    indexes: tuple[int, ...]    # pset indexes in the map, in the group's order
+    seconds: float              # since the worker started them (or, if unknown, was sent them)
 
 
 class Backend(abc.ABC):
@@ -50,6 +61,14 @@ class Backend(abc.ABC):
         a backend may yield None (at most every ~0.2 s) so the driver can report progress
         and keep deadlines. When ``groups`` runs out, the groups in flight are finished.
         """
+
+    def held(self) -> list[Held]:
+        """What each busy worker is running now and for how long.
+
+        Cheap (no messages, no waiting): the driver calls it about once a second to report
+        stalled workers. Backends that cannot tell return an empty list.
+        """
+        return []
 
     def close(self) -> None:
         """Release workers. The backend is not used after this."""
