@@ -39,6 +39,7 @@ import pandas as pd
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, release_lock, take_lock
+from .stalls import read_running, seconds_text
 from .store import TABLE_KINDS, Store, Table, maps_in, open_h5
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -162,6 +163,33 @@ def summarise_file(path: str, maps: Sequence[str] | None = None) -> list[MapSumm
     return _reading(path, lambda f: [summarise_map(f, n) for n in _selected_maps(f, maps)])
 
 
+def lock_owner(path: str) -> tuple[int, str] | None:
+    """(pid, host) of the process whose lock on ``path`` is live; None if none is.
+
+    A lock of a dead pid on this host is not live; on another host, liveness cannot be
+    checked, so any readable lock counts.
+    """
+    try:
+        with open(path + ".lock") as fh:
+            owner = json.loads(fh.read())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host == socket.gethostname() and not pid_alive(pid):
+        return None
+    return pid, host
+
+
+def running_now(path: str) -> dict | None:
+    """What the workers of the survey writing ``path`` hold now (``<path>.running``).
+
+    Only while the writer's lock is live, and only the file that writer wrote: one left by
+    a killed run is ignored.
+    """
+    owner = lock_owner(path)
+    return None if owner is None else read_running(path, *owner)
+
+
 def writer_of(path: str) -> str | None:
     """Who holds the lock of ``path``, in words; None if nobody."""
     lock = path + ".lock"
@@ -210,12 +238,15 @@ def _or_unknown(value: int | None) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     summaries = summarise_file(args.file, args.map)
     writer = writer_of(args.file)
+    running = running_now(args.file)
     if args.json:
-        print(json.dumps({"file": args.file, "writer": writer,
+        print(json.dumps({"file": args.file, "writer": writer, "running": running,
                           "maps": [s.as_dict() for s in summaries]}, indent=2))
         return EXIT_OK
     print(f"{args.file}: {len(summaries)} map{'s' * (len(summaries) != 1)}; "
           f"{writer or 'no survey is writing it'}")
+    if running is not None:
+        print(_running_text(running))
     if not summaries:
         return EXIT_OK
     rows = [(s.name, _or_unknown(s.total), s.done, s.failed, s.crashed, _or_unknown(s.remaining),
@@ -228,6 +259,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     if any(s.failed or s.crashed for s in summaries):
         print(f"failed psets: psmpi failures {args.file}")
     return EXIT_OK
+
+
+def _running_text(running: dict) -> str:
+    """What the workers hold now, longest first, from a ``.running`` report."""
+    holders = running["holders"]
+    stalled = f", {running['stalled']} stalled" if running.get("stalled") else ""
+    lines = [f"map {running['map']!r} running: {running['busy']} worker(s) busy{stalled} "
+             f"(as of {running['updated']}, {_ago(running.get('updated_unix'))})"]
+    if holders:
+        rows = [(h["worker"], h["host"], _short_indexes(h["indexes"]),
+                 seconds_text(h["seconds"]), _since(h["since"]), h["state"]) for h in holders]
+        lines.append(_text_table(("worker", "host", "psets", "held for", "since", "state"),
+                                 rows))
+        lines += [f"  {h['worker']}: {'; '.join(h['psets'])}" for h in holders
+                  if h["state"] != "fine" and h["psets"]]
+    if running["busy"] > len(holders):
+        lines.append(f"  (the {len(holders)} longest-held of {running['busy']} shown)")
+    return "\n".join(lines)
+
+
+def _since(text: str) -> str:
+    """An ISO time as the time of day if it is today, else date and time."""
+    try:
+        t = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    today = t.date() == datetime.datetime.now(t.tzinfo).date()
+    return t.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S")
+
+
+def _short_indexes(indexes: list[int]) -> str:
+    return ",".join(map(str, indexes[:3])) + (f" +{len(indexes) - 3}" if len(indexes) > 3 else "")
 
 
 # ---------------------------------------------------------------------- show
@@ -859,7 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Per map: psets done (committed results), failed and crashed (psets whose "
                 "latest attempt failed and that have no result), total and remaining (when "
                 "the file records the total), and when the last pset finished. Also says "
-                "whether a survey is writing the file now.")
+                "whether a survey is writing the file now and, while it runs, which worker "
+                "(rank or process, host) holds which psets for how long, marking stalled "
+                "ones and those past timeout=.")
     p.add_argument("file", metavar="FILE")
     _add_map_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

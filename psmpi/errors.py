@@ -7,6 +7,7 @@ Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
      ├── PsetError          psets that cannot be run; the message lists every offender
      ├── StoreError         the results file cannot be opened, locked or written
      ├── BackendError       a backend cannot start (not installed, wrong launch)
+     │    └── PsetTimeout   a pset ran past timeout= and the backend ends the run (MPI)
      └── InternalError      an invariant of psmpi itself failed: a bug, report it
 
 Failures of *user* code (a worker raising, returning a non-dict, returning a value that
@@ -38,3 +39,17 @@ class BackendError(PsmpiError, RuntimeError):
 
 class InternalError(PsmpiError, RuntimeError):
     """An invariant of psmpi itself failed. This is a bug in psmpi."""
+
+
+class PsetTimeout(BackendError):
+    """A pset ran past ``timeout=`` where the backend cannot stop it alone.
+
+    Raised by the MPI backend with ``mpi={"abort_on_timeout": True}``. The driver stores the
+    psets as ``timeout`` failures, commits what came back and exits with status 75 (run
+    again), and the job is aborted so that a requeue takes over. ``timed_out`` holds one
+    ``(rank, pid, Held)`` per worker past its timeout (pid -1 if unknown).
+    """
+
+    def __init__(self, message: str, timed_out: list):
+        super().__init__(message)
+        self.timed_out = timed_out

@@ -7,9 +7,13 @@ bar; in job logs (not a terminal) they stay plain lines. At the end, ``vstats`` 
 much of the statistics to print (0 nothing, 1 a line, 2 tables, 3 timed sections); with
 ``verbose=0`` nothing is printed at all.
 
+At every ``verbose >= 1``, a worker that stalls (holds its psets far longer than psets take,
+or past ``timeout=``) gets one warning line naming it, its host, the psets and for how long
+(:mod:`psmpi.stalls`), and one more when it gives them back.
+
 Whatever ``verbose`` is, the run log (:mod:`psmpi.logfile`) gets the map's settings, a
-progress line every 30 s, every failure with its pset and traceback, and the full
-statistics; a Carbon server (:mod:`psmpi.carbon`) gets the counts every 10 s.
+progress line every 30 s, every failure with its pset and traceback, every stalled-worker
+warning, and the full statistics; a Carbon server (:mod:`psmpi.carbon`) gets the counts every 10 s.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Reporter:
         self.carbon = carbon.sender_for(settings.carbon_server, settings.carbon_port)
         self.started = self.last = self.last_log = self.last_carbon = time.monotonic()
         self.last_counts: tuple[int, int, int] | None = None
+        self.stalled = 0  # workers judged stalled now (psmpi.stalls.Watch sets it)
 
     # -- output channels -------------------------------------------------------------------
 
@@ -138,6 +143,12 @@ class Reporter:
             self.note(self.line(progress))
         if self.carbon is not None and now - self.last_carbon >= CARBON_INTERVAL_SECONDS:
             self.push(progress)
+
+    def warn(self, text: str) -> None:
+        """A worker stalled, ran past timeout or came back: log, and terminal at verbose >= 1."""
+        self.note(text)
+        if self.verbose >= 1:
+            self.say(text)
 
     def failure(self, index: int, kind: str, message: str, traceback_text: str,
                 pset: dict | None = None, where: tuple | None = None) -> None:
@@ -191,8 +202,9 @@ class Reporter:
         rate = done / elapsed if elapsed > 0 else 0.0
         left = progress.total - progress.finished - progress.failures if progress.total else None
         eta = f", eta {duration_text(left / rate)}" if left and rate > 0 else ""
-        return (f"{progress.finished}/{progress.total} finished, {progress.active} active, "
-                f"{progress.failures} failed ({progress.exceptions} exceptions), "
+        stalled = f", {self.stalled} stalled" if self.stalled else ""
+        return (f"{progress.finished}/{progress.total} finished, {progress.active} active"
+                f"{stalled}, {progress.failures} failed ({progress.exceptions} exceptions), "
                 f"{rate:.1f} psets/s{eta}")
 
     def open_bar(self, progress: MapProgress) -> None:
@@ -208,7 +220,8 @@ class Reporter:
         bar = self.bar
         if progress.total and bar.total != progress.total:
             bar.total = progress.total
-        postfix = f"{progress.active} active, {progress.failures} failed"
+        stalled = f", {self.stalled} stalled" if self.stalled else ""
+        postfix = f"{progress.active} active{stalled}, {progress.failures} failed"
         if postfix != self.bar_postfix:
             self.bar_postfix = postfix
             bar.set_postfix_str(postfix, refresh=False)

@@ -31,12 +31,13 @@ from . import config, params, task, workflow
 from .attempts import AttemptLog, Suspects
 from .bookkeeping import RunStamp
 from .backends import Backend
-from .errors import PsetError, StoreError
+from .errors import PsetError, PsetTimeout, StoreError
 from .grouping import Grouper
 from .perf import PerfCollector
 from .progress import Reporter
 from .results import MapProgress, MapResults, Missing
 from .source import ResumeIndex, batches, checked_psets
+from .stalls import Watch
 from .stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from .store import Store, Table
 
@@ -181,6 +182,8 @@ class MapRun:
         self.perf = PerfCollector()
         self.log: AttemptLog | None = None  # groups handed out, for poison psets
         self.suspects = Suspects({}, settings.max_attempts)
+        self.watch: Watch | None = None  # stalled workers; set up once the store is open
+        self.timed_out: set[int] = set()  # psets stored as timeouts by a PsetTimeout
 
     def todo(self, resume: ResumeIndex | None, writer: RowWriter) -> Iterator[tuple[int, dict]]:
         """Psets still to compute: committed ones skipped, at most ``limit`` new ones."""
@@ -307,11 +310,18 @@ class MapRun:
         grouper = Grouper(todo, self.backend.n_workers,
                           self.estimated_todo(committed_before), self.settings.group_size)
         groups = self.handed_out(until_stopped(grouper, self.stop))
+        self.watch = Watch(self.backend, self.reporter, self.perf.runtimes, self.inflight,
+                           self.task.timeout, store.path, self.name)
         try:
-            if self.consume(self.backend.run(self.task, groups), writer, grouper):
-                self.skip_crashed(writer)
-                self.run_alone(writer)
+            try:
+                if self.consume(self.backend.run(self.task, groups), writer, grouper):
+                    self.skip_crashed(writer)
+                    self.run_alone(writer)
+            except PsetTimeout as exc:
+                self.store_timeouts(exc, writer)
+                raise
         finally:
+            self.watch.close()
             try:
                 writer.commit()  # whatever came back is kept, even when interrupted
             finally:
@@ -350,6 +360,7 @@ class MapRun:
             if writer.due():
                 writer.commit()
             self.progress.active = len(self.inflight)
+            self.watch.poll(time.monotonic())
             self.reporter.update(self.progress)
             if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
                 self.abandoned = self.progress.active
@@ -358,15 +369,61 @@ class MapRun:
         return True
 
     def skip_crashed(self, writer: RowWriter) -> None:
-        """Store psets that died with their process max_attempts times as crashed failures."""
+        """Store psets that died with their process max_attempts times as crashed failures.
+
+        A pset whose runs ended by running past ``timeout=`` (a ``timeout`` failure row of
+        the same pset is stored) is stored as a ``timeout`` failure instead.
+        """
+        timed_out = self.stored_timeouts(writer) if self.suspects.crashed else {}
         for index, pset, count in self.suspects.crashed:
-            message = (f"the process running this pset died {count} times (a crash, the "
-                       f"out-of-memory killer, or a job stopped while it ran), so it is "
-                       f"skipped. Fix the cause, then run again with "
-                       f"PSMPI_MAX_ATTEMPTS={count + 1} or delete {self.log.path}")
             digest = self.suspects.counts[index].digest  # hashed when it was held back
+            if timed_out.get(index) == digest:
+                kind = task.TIMEOUT
+                message = (f"this pset ran past timeout={self.task.timeout} s and the run "
+                           f"was aborted {count} times, so it is skipped. Raise timeout=, "
+                           f"or run again with PSMPI_MAX_ATTEMPTS={count + 1} or delete "
+                           f"{self.log.path}")
+            else:
+                kind = task.CRASHED
+                message = (f"the process running this pset died {count} times (a crash, the "
+                           f"out-of-memory killer, or a job stopped while it ran), so it is "
+                           f"skipped. Fix the cause, then run again with "
+                           f"PSMPI_MAX_ATTEMPTS={count + 1} or delete {self.log.path}")
             book = (index, digest, -1, "", -1, math.nan, math.nan)
-            self.store_failure(pset, book, (task.CRASHED, message, ""), writer)
+            self.store_failure(pset, book, (kind, message, ""), writer)
+
+    @staticmethod
+    def stored_timeouts(writer: RowWriter) -> dict[int, str]:
+        """pset index -> pset hash of the ``timeout`` failure rows stored by earlier runs."""
+        failures = writer.tables["failures"]
+        if not failures.n_rows or "_kind" not in failures.columns:
+            return {}
+        kinds = failures.read_column("_kind")
+        rows = np.flatnonzero(kinds == task.TIMEOUT)
+        indexes = failures.read_column("_pset_index")[rows]
+        digests = failures.read_column("_pset_hash")[rows]
+        return {int(i): d.decode() if isinstance(d, bytes) else str(d)
+                for i, d in zip(indexes, digests)}
+
+    def store_timeouts(self, exc: PsetTimeout, writer: RowWriter) -> None:
+        """Store the psets of a run ended by a timeout as ``timeout`` failures.
+
+        They stay in flight for :meth:`save_attempts`: each such run is one attempt, so a
+        pset that times out on every run is skipped after ``max_attempts`` (skip_crashed).
+        """
+        for rank, pid, held in exc.timed_out:
+            message = (f"ran past timeout={self.task.timeout} s per pset on rank {rank} "
+                       f"(host {held.host}, pid {pid}): held for {held.seconds:.1f} s with "
+                       f"{len(held.indexes)} pset(s); the run was ended "
+                       f"(mpi abort_on_timeout) and counts as an attempt")
+            t_start = time.time() - held.seconds
+            for index in held.indexes:
+                pset = self.inflight.get(index)
+                if pset is None or index in self.timed_out:
+                    continue
+                self.timed_out.add(index)
+                book = (index, params.pset_hash(pset), rank, held.host, pid, t_start, math.nan)
+                self.store_failure(pset, book, (task.TIMEOUT, message, ""), writer)
 
     def run_alone(self, writer: RowWriter) -> None:
         """Run the psets that were running at two deaths one at a time, each committed.
@@ -387,7 +444,8 @@ class MapRun:
             return
         counts = self.suspects.counts
         if counts:
-            crashed = {index for index, _, _ in self.suspects.crashed}
+            # stored as failures and yet not done: a timeout counts as an attempt
+            crashed = {index for index, _, _ in self.suspects.crashed} | self.timed_out
             for kind in ("results", "failures"):
                 for index in np.frombuffer(writer.stored_indexes[kind], dtype=np.int64).tolist():
                     if index not in crashed:
@@ -454,6 +512,9 @@ def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Ba
         try:
             with Store.open(path, fsync_interval=settings.fsync_interval) as store:
                 results = run.execute(store)
+        except PsetTimeout as exc:
+            run.reporter.abort(exc)
+            exit_timed_out(run, exc, path)
         except BaseException as exc:
             run.reporter.abort(exc)  # into the run log, and the progress bar taken down
             raise
@@ -463,6 +524,21 @@ def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Ba
     workflow.record_in_git(settings, path, name, run.task.run_id,
                            f"{progress.finished} finished, {progress.failures} failed")
     return results
+
+
+def exit_timed_out(run: MapRun, exc: PsetTimeout, path: str | None) -> NoReturn:
+    """A pset ran past timeout= and the backend cannot stop it: end the run, to be rerun.
+
+    What came back is committed and the timed-out psets are stored as ``timeout`` failures
+    (run.execute did both). The backend is abandoned, so under MPI the job is aborted at
+    exit with EXIT_INCOMPLETE: the worker stuck in the pset cannot be stopped otherwise.
+    """
+    run.backend.abandon()
+    print(f"psmpi [{run.name}]: {exc}. {run.progress.finished} psets done and committed to "
+          f"{path or 'memory'}; run the same command again to compute the rest (a pset "
+          f"that keeps timing out is skipped after max_attempts={run.settings.max_attempts} "
+          f"runs). Exit status {EXIT_INCOMPLETE}.", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INCOMPLETE)
 
 
 def exit_incomplete(run: MapRun, results: MapResults) -> NoReturn:

@@ -202,14 +202,10 @@ class _FakeComm:
 
 
 def _fake_master(workers: int):
-    import collections
-
     from psmpi.backends.mpi import Master
     master = Master.__new__(Master)  # skip MPI: only the bookkeeping is under test
-    size = workers + 1
-    master.comm, master.n_workers, master.run_id = _FakeComm(), workers, 0
-    master.inflight, master.last_digest, master.sends = [0] * size, [None] * size, []
-    master.idle, master.single = collections.deque(range(1, size)), collections.deque()
+    master.setup(workers + 1)
+    master.comm = _FakeComm()
     return master
 
 

@@ -10,17 +10,27 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
 
     rank 0: Master                                        rank r > 0: Worker
     ──────────────                                        ──────────────────
+    any time: note r's host and pid                  ◀─── (HELLO, -, (host, pid)) at start
     run(task, groups): a worker slot is free?
       group = next(groups)   (pulled only now)
       ─── (GROUP, run_id, (digest, blob|None, group)) ──▶ blob: load the Task, keep it
           blob only if r has not got this digest yet       outcome = task(group, r)
+          ledger: r holds it since now (or, if r is
+          busy, since r's previous group comes back)
       poll: improbe(ANY_SOURCE), spin 0.2 ms,        ◀─── (DONE, run_id, outcome)
             then sleep 0.1 → 20 ms
       receive all that arrived, refill the freed           poll for the next message
       workers, then yield the outcomes (the driver
       writes HDF5 while the workers compute); None
       every 0.2 s while nothing arrives; outcomes
-      of a run the driver abandoned are dropped
+      of a run the driver abandoned are dropped;
+      every second with timeout= and
+      abort_on_timeout: a group held longer than
+      timeout × its size raises PsetTimeout (the
+      driver commits, exits 75, the job aborts)
+    held(): from the ledger, the group each rank runs
+      and for how long (no message: a SIGSTOPped
+      rank shows up as holding its group ever longer)
     at exit (atexit):
       ─── (STOP, -, -) to every worker ────────────────▶ stop serving
       drain until every BYE has arrived              ◀─── (BYE, -, -)
@@ -50,14 +60,15 @@ from typing import Any, Iterator, NoReturn
 
 import cloudpickle
 
-from ..errors import BackendError, ConfigError, InternalError
+from ..errors import BackendError, ConfigError, InternalError, PsetTimeout
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
 from ..task import HOST, GroupOutcome, Task
-from .base import Backend, Group
+from .base import Backend, Group, Held
 
 # One tag for every message, far below the 32767 that every MPI guarantees.
 TAG = 27
-GROUP, DONE, STOP, BYE = "group", "done", "stop", "bye"  # message kinds, item 0 of each
+# message kinds, item 0 of each
+GROUP, DONE, STOP, BYE, HELLO = "group", "done", "stop", "bye", "hello"
 
 # Each wait first polls without sleeping for this long: while groups flow, the next message
 # is usually this close (at group_size=1 a sleep of even 0.1 ms per message, on master and
@@ -93,12 +104,17 @@ EXIT_GRACE_SECONDS = 10.0
 # Pause between printing why the job aborts and aborting it: the launcher forwards output
 # asynchronously and tears everything down on Abort (without it, 2 of 10 messages were lost).
 ABORT_GRACE_SECONDS = 0.5
+# With abort_on_timeout, how often rank 0 looks for groups held past their timeout.
+TIMEOUT_CHECK_SECONDS = 1.0
 # Test hook: "worker-internal:<rank>" makes that rank fail inside psmpi's own service loop.
 FAULT_ENV = "PSMPI_TEST_FAULT"
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "in_flight": 2,  # groups per worker: 1, 2, or None (2 only while groups are short)
     "poll_max": POLL_MAX,
+    # a pset past timeout=: False reports it (the driver warns); True ends the run with
+    # the pset stored as a timeout failure and aborts the job, so a requeue takes over
+    "abort_on_timeout": False,
 }
 
 
@@ -117,6 +133,9 @@ def checked_options(options: dict[str, Any]) -> dict[str, Any]:
             or not 0 < poll_max <= 0.2:
         raise ConfigError(f"mpi={{'poll_max': ...}} must be seconds in (0, 0.2] "
                           f"(got {poll_max!r})")
+    if not isinstance(settings["abort_on_timeout"], bool):
+        raise ConfigError(f"mpi={{'abort_on_timeout': ...}} must be True or False "
+                          f"(got {settings['abort_on_timeout']!r})")
     return settings
 
 
@@ -217,6 +236,10 @@ class MPIBackend(Backend):
             return
         yield from self.master.run(task, groups, self.settings)
 
+    def held(self) -> list[Held]:
+        # In a single process the driver waits inside the pset: nothing to tell.
+        return [] if self.master is None else self.master.held()
+
     def close(self) -> None:
         # Worker ranks cannot be restarted, and psmpi.api replaces its backend whenever a
         # map's settings differ from the previous one's; so closing releases this instance
@@ -282,7 +305,14 @@ class Master:
         self.MPI, self.world = MPI, MPI.COMM_WORLD
         self.comm = pkl5.Intracomm(self.world)
         self.status = MPI.Status()
-        size = self.world.Get_size()
+        self.setup(self.world.Get_size())
+        self.stopped = self.abandoned = False
+        install_excepthook(self.world)
+        # Registered after mpi4py was imported, so it runs before mpi4py finalizes MPI.
+        atexit.register(self.shutdown)
+
+    def setup(self, size: int) -> None:
+        """The bookkeeping of ``size - 1`` workers, all idle (no MPI calls)."""
         self.n_workers = size - 1
         self.inflight = [0] * size            # groups sent to each rank and not yet back
         self.idle = collections.deque(range(1, size))  # ranks with nothing to do
@@ -290,10 +320,11 @@ class Master:
         self.last_digest: list[bytes | None] = [None] * size  # the task each rank holds
         self.sends: list = []                 # pending isends: their buffers must live on
         self.run_id = 0
-        self.stopped = self.abandoned = False
-        install_excepthook(self.world)
-        # Registered after mpi4py was imported, so it runs before mpi4py finalizes MPI.
-        atexit.register(self.shutdown)
+        # The ledger: per rank, [run id, group, monotonic time it started or None if queued]
+        # of each group sent and not back, oldest first. The head is the one running.
+        self.holding: list[collections.deque[list]] = [collections.deque() for _ in range(size)]
+        self.hosts: list[str] = ["unknown host"] * size  # from each worker's HELLO
+        self.pids: list[int] = [-1] * size
 
     def run(self, task: Task, groups: Iterator[Group], settings: dict
             ) -> Iterator[GroupOutcome | None]:
@@ -302,10 +333,20 @@ class Master:
         # Workers still busy with a group of an abandoned run may take a second group.
         self.single = collections.deque(r for r, n in enumerate(self.inflight) if n == 1)
         backoff, last_yield = Backoff(), time.monotonic()
+        watch_timeout = task.timeout is not None and settings["abort_on_timeout"]
+        next_timeout_check = last_yield + TIMEOUT_CHECK_SECONDS
         while True:
             self.drain(job)
             self.refill(job, settings)  # before yielding: the driver stores while workers compute
-            if job.arrived or time.monotonic() - last_yield >= HEARTBEAT_SECONDS:
+            now = time.monotonic()
+            if watch_timeout and now >= next_timeout_check:
+                next_timeout_check = now + TIMEOUT_CHECK_SECONDS
+                timed_out = self.past_timeout(task.timeout, now)
+                if timed_out:
+                    while job.arrived:  # what came back is committed before the abort
+                        yield job.arrived.popleft()
+                    raise self.timeout_error(task.timeout, timed_out)
+            if job.arrived or now - last_yield >= HEARTBEAT_SECONDS:
                 if job.arrived:
                     backoff.reset()
                 yield job.arrived.popleft() if job.arrived else None
@@ -332,6 +373,9 @@ class Master:
             if kind == BYE:
                 byes += 1
                 continue
+            if kind == HELLO:
+                self.hosts[source], self.pids[source] = payload
+                continue
             if kind != DONE:
                 raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
             self.free_slot(source)
@@ -343,6 +387,10 @@ class Master:
         # Entries of ``single`` whose rank no longer has exactly one group are skipped later.
         self.inflight[rank] -= 1
         (self.idle if self.inflight[rank] == 0 else self.single).append(rank)
+        holding = self.holding[rank]
+        holding.popleft()
+        if holding:  # the queued group starts as soon as the previous one's result is sent
+            holding[0][2] = time.monotonic()
 
     def refill(self, job: Job, settings: dict) -> None:
         """Give idle workers a group, then (if worthwhile) busy ones their next one."""
@@ -371,9 +419,49 @@ class Master:
         self.last_digest[rank] = job.digest
         self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group)),
                                           rank, TAG))
+        holding = self.holding[rank]
+        holding.append([job.run_id, group, None if holding else time.monotonic()])
         self.inflight[rank] += 1
         job.outstanding += 1
         return True
+
+    def held(self) -> list[Held]:
+        """The group each rank runs for the current run, and for how long (the ledger)."""
+        now = time.monotonic()
+        return [self.holder(rank, entry, now) for rank, entry in self.running()]
+
+    def running(self) -> Iterator[tuple[int, list]]:
+        """(rank, ledger entry) of each rank running a group of the current run."""
+        for rank, holding in enumerate(self.holding):
+            if holding and holding[0][0] == self.run_id:
+                yield rank, holding[0]
+
+    def holder(self, rank: int, entry: list, now: float) -> Held:
+        _, group, started = entry
+        return Held(f"rank {rank}", self.hosts[rank], tuple(index for index, _ in group),
+                    now - started)
+
+    def past_timeout(self, timeout: float, now: float) -> list[tuple[int, int, Held]]:
+        """(rank, pid, Held) of each rank holding its group longer than timeout × its size.
+
+        For a group of one pset that is the pset's timeout; for a larger one, some pset of
+        it certainly ran past it (which one cannot be seen from here).
+        """
+        return [(rank, self.pids[rank], self.holder(rank, entry, now))
+                for rank, entry in self.running()
+                if now - entry[2] > timeout * len(entry[1])]
+
+    def timeout_error(self, timeout: float, timed_out: list[tuple[int, int, Held]]
+                      ) -> PsetTimeout:
+        where = "; ".join(
+            f"pset{'s' * (len(h.indexes) != 1)} {', '.join(map(str, h.indexes))} on rank "
+            f"{rank} (host {h.host}, pid {pid}), held for {h.seconds:.1f} s"
+            for rank, pid, h in timed_out)
+        return PsetTimeout(f"past timeout={timeout:g} s per pset: {where}. "
+                           f"mpi={{'abort_on_timeout': True}}: what came back is committed, "
+                           f"the pset is stored as a timeout failure, and the job is aborted "
+                           f"with status {EXIT_INCOMPLETE} so that a requeue takes over",
+                           timed_out)
 
     def reap_sends(self) -> None:
         """Forget sends that completed (called while idle, when testing them is free)."""
@@ -459,7 +547,10 @@ class Worker:
         # on SIGTERM, SIGUSR1 or Ctrl-C would kill the job before rank 0 drained and saved.
         ignore_stop_signals()
         try:
+            # Tells rank 0 where this rank runs, for reports of stalled workers.
+            hello = self.comm.isend((HELLO, None, (HOST, os.getpid())), 0, TAG)
             self.serve()
+            wait(hello, self.poll_max)
             wait(self.comm.isend((BYE, None, None), 0, TAG), self.poll_max)
         except SystemExit:  # Task turns Exceptions into data; sys.exit() gets through
             abort(self.world, "the worker function called sys.exit()")
