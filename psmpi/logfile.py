@@ -7,7 +7,8 @@ the file is created with O_EXCL, so runs sharing a directory never write into ea
 log. It holds: start and end time, host, command line, working directory, Python and
 package versions, the backend and its ranks or processes, relevant environment variables,
 and for every map its settings, progress every 30 s, every failed pset with its traceback,
-and the final statistics.
+every stalled worker and pset past ``timeout=`` (:mod:`psmpi.stalls`, through
+``Reporter.warn``), and the final statistics.
 
 Writing the log never stops a survey: if it cannot be written, one warning says why and the
 run goes on without it.

@@ -121,6 +121,9 @@ class Watch:
         self.name = name
         self.floor = stall_floor()
         self.running_path = None if path is None else path + RUNNING_SUFFIX
+        if self.running_path is not None:
+            # Only the lock holder (this process, now) writes it: one found is a killed run's.
+            remove(self.running_path)
         self.started = time.monotonic()
         self.next_check = self.started + CHECK_SECONDS
         self.last_write = self.started  # so a map shorter than WRITE_SECONDS writes nothing

@@ -117,8 +117,9 @@ def test_stalled_then_past_timeout_gives_two_lines(tmp_path, monkeypatch):
 
 
 def test_running_file_is_written_atomically_and_removed(tmp_path, monkeypatch):
-    w, backend, _ = watch(tmp_path, monkeypatch)
     running = tmp_path / "s.h5.running"
+    running.write_text("{}")  # left by a killed run: the new map (holding the lock) drops it
+    w, backend, _ = watch(tmp_path, monkeypatch)
     backend.holding = [Held("rank 1", "h", (8,), 1.0)]
     w.check(w.started + 1)
     assert not running.exists()  # nothing stalled, and not yet WRITE_SECONDS: no file

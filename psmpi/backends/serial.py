@@ -2,6 +2,12 @@
 
 It is the debugging backend (a breakpoint in the worker just works) and the reference
 every other backend is tested against.
+
+Stalled workers and ``timeout=``: nothing. The driver runs each pset itself, in its own
+thread, so while a pset runs nobody is left to ask what is held (``held()`` stays the base
+class's empty list: it could only ever be asked between psets, when nothing is held), and
+nothing can stop a pset from outside without killing the driver. A pset that hangs hangs
+the run, unreported; the multiprocessing backend reports and stops it.
 """
 
 from __future__ import annotations
