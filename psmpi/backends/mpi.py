@@ -43,6 +43,12 @@ sleep that grows while idle. Messages go through ``mpi4py.util.pkl5`` so results
 2 GiB travel. An exception inside psmpi on a worker rank prints its traceback stamped with
 rank and host and aborts the job; so does an uncaught exception in the script on rank 0
 (``sys.excepthook``), so a psmpi job never hangs an allocation, even under plain ``python``.
+
+A rank that stops or hangs inside a pset cannot be told apart from a slow one, nor stopped
+alone (MPI cannot kill one rank of a job): ``held()`` lets the driver report it
+(:mod:`psmpi.stalls`), and ``timeout=`` is reported, or with ``abort_on_timeout`` ends the
+whole job so that a requeue takes over (the pset counts as an attempt, see
+:mod:`psmpi.attempts`).
 """
 
 from __future__ import annotations
