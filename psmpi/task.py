@@ -41,6 +41,12 @@ TIMEOUT = "timeout"          # the pset ran longer than timeout= and its worker 
 
 HOST = socket.gethostname()
 
+# Where this worker process publishes which pset it runs and since when: a row
+# [pid, pset index, time.time() at its start, 0.0 while idle] of shared memory that the
+# driver reads to report stalled workers and to enforce timeout= (multiprocessing sets it;
+# None elsewhere).
+BEACON: np.ndarray | None = None
+
 # time.process_time() is a system call (~1 us): measured for the first pset of a group and
 # after any pset that took at least this long, so trivial psets do not pay for it.
 CPU_TIMING_MIN_SECONDS = 1e-3
@@ -142,6 +148,8 @@ class Task:
         started = time.perf_counter()
         outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid(), {}, {})
         results = self.run_group(fn, group, rank, outcome)
+        if BEACON is not None:
+            BEACON[2] = 0.0  # idle
         columns = None if outcome.errors else as_columns(group, results)
         if columns is None:
             self.pickle_results(results, outcome)
@@ -162,14 +170,19 @@ class Task:
         errors, cpu_times, sections = outcome.errors, outcome.cpu_times, outcome.timers
         pset_hash, wall_clock, clock, cpu_clock = (params.pset_hash, time.time,
                                                    time.perf_counter, time.process_time)
-        one_arg = self.mode == 1
+        one_arg, beacon = self.mode == 1, BEACON
         results: list[dict | None] = []
         runtime = math.inf  # the first pset's CPU time is measured
         for position, (index, pset) in enumerate(group):
             indexes.append(index)
             digest = pset_hash(pset)
             digests.append(digest)
-            t_starts.append(wall_clock())
+            t_start = wall_clock()
+            t_starts.append(t_start)
+            if beacon is not None:  # start last: a reader never pairs a new pset with an old start
+                beacon[2] = 0.0
+                beacon[1] = index
+                beacon[2] = t_start
             # process_time() is a system call: skipped after a trivial pset
             measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
             timers.begin_pset()

@@ -10,17 +10,24 @@ worker alone is recorded as crashed. The survey goes on.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterator
 
+import numpy as np
+
+from .. import task as task_module
 from ..errors import ConfigError
+from ..lock import pid_alive
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, GroupOutcome, Task, failed_outcome
-from .base import Backend, Group
+from ..task import CRASHED, TIMEOUT, GroupOutcome, Task, failed_outcome
+from .base import Backend, Group, Held
 
 # How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
 POLL_SECONDS = 0.2
@@ -29,6 +36,42 @@ IN_FLIGHT_PER_WORKER = 2
 
 CRASH_MESSAGE = ("the worker process died while running this pset "
                  "(killed by a signal, os._exit(), a segfault or out of memory)")
+
+
+class Beacons:
+    """Shared memory where each worker process says which pset it runs and since when.
+
+    One row per worker process, ``[pid, pset index, start]`` (start 0 while idle): the worker writes its row
+    before each pset (``task.BEACON``, two stores, no lock, no message), the driver reads all
+    rows about five times a second. That is how the driver knows who holds which pset for
+    how long (a ProcessPoolExecutor does not say), even for a stopped or hung worker.
+    """
+
+    def __init__(self, context, n_slots: int):
+        self.raw = context.RawArray("d", 3 * n_slots)
+        self.lock = context.Lock()
+        self.rows = np.frombuffer(self.raw, dtype=np.float64).reshape(n_slots, 3)
+
+    def running(self) -> list[tuple[int, int, float]]:
+        """``(pid, pset index, start)`` of every live worker process that runs a pset now."""
+        first, second = self.rows.tolist(), self.rows.tolist()
+        # A row that changed between the two copies was being written: it is skipped until
+        # the next read, never read torn.
+        return [(int(pid), int(index), start) for (pid, index, start), again in zip(first, second)
+                if start > 0 and again[2] == start and pid_alive(int(pid))]
+
+
+def start_worker(raw, lock) -> None:
+    """Initializer of each worker process: claim a beacon row, then ignore stop signals."""
+    ignore_stop_signals()
+    rows = np.frombuffer(raw, dtype=np.float64).reshape(-1, 3)
+    with lock:
+        for row in rows:
+            pid = int(row[0])
+            if pid == 0 or not pid_alive(pid):  # free, or left by a process that ended
+                row[:] = (os.getpid(), -1, 0.0)
+                task_module.BEACON = row
+                return
 
 
 def available_cores() -> int:
@@ -60,6 +103,11 @@ class MultiprocessingBackend(Backend):
         self.workers = resolve_ncores(ncores)
         self.context = multiprocessing.get_context(self.start_method())
         self.executor: ProcessPoolExecutor | None = None
+        # Rows for more processes than run at once: replaced and recycled workers take the
+        # rows of ended ones.
+        self.beacons = Beacons(self.context, 2 * self.workers + 4)
+        self.timed_out: dict[int, float] = {}  # pset index -> seconds it ran when killed
+        self.next_check = 0.0
 
     def start_method(self) -> str:
         method = self.options.get("start_method")
@@ -80,8 +128,9 @@ class MultiprocessingBackend(Backend):
             kwargs = {}
             if self.max_tasks_per_child:
                 kwargs["max_tasks_per_child"] = self.max_tasks_per_child
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=self.context,
-                                                initializer=ignore_stop_signals, **kwargs)
+            self.executor = ProcessPoolExecutor(
+                self.workers, mp_context=self.context, initializer=start_worker,
+                initargs=(self.beacons.raw, self.beacons.lock), **kwargs)
         return self.executor
 
     def discard_pool(self, kill: bool = False) -> None:
@@ -115,6 +164,7 @@ class MultiprocessingBackend(Backend):
                         return
                     continue
                 done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                self.enforce_timeout(task)
                 if not done:
                     yield None  # heartbeat: lets the driver report progress and keep deadlines
                 for future in done:
@@ -124,7 +174,10 @@ class MultiprocessingBackend(Backend):
                     try:
                         yield future.result()
                     except BrokenProcessPool:
-                        yield from self.handle_crash(group, pending, suspects)
+                        if self.timed_out:
+                            yield from self.after_timeout(task, group, pending, held)
+                        else:
+                            yield from self.handle_crash(group, pending, suspects)
         finally:
             for future in pending:
                 future.cancel()
@@ -167,11 +220,58 @@ class MultiprocessingBackend(Backend):
         else:
             suspects.appendleft(group)
 
+    def held(self) -> list[Held]:
+        now = time.time()
+        return [Held(f"process {pid}", task_module.HOST, (index,), now - start)
+                for pid, index, start in self.beacons.running()]
+
+    def enforce_timeout(self, task: Task) -> None:
+        """Kill the worker process of every pset that has run longer than ``task.timeout``.
+
+        SIGKILL, because a pset past its time may be stuck where no signal handler runs (C
+        code, a hung read) or stopped (SIGSTOP). The pool then breaks and
+        :meth:`after_timeout` sorts out what was in flight.
+        """
+        now = time.monotonic()
+        if task.timeout is None or now < self.next_check:
+            return
+        self.next_check = now + POLL_SECONDS
+        wall = time.time()
+        for pid, index, start in self.beacons.running():
+            if wall - start > task.timeout and index not in self.timed_out:
+                self.timed_out[index] = wall - start
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def after_timeout(self, task: Task, group: Group, pending: dict, held: collections.deque
+                      ) -> Iterator[GroupOutcome]:
+        """The pool broke because psmpi killed workers whose pset ran past its timeout.
+
+        The culprits are known, so nobody is a suspect: each pset that timed out becomes a
+        ``timeout`` failure, and everything else that was in flight is handed out again
+        (psets a killed worker had finished were lost with it and run once more).
+        """
+        broken = [group] + [pending.pop(future) for future in list(pending)]
+        self.discard_pool(kill=True)
+        timed_out, self.timed_out = self.timed_out, {}
+        for members in broken:
+            again = [item for item in members if item[0] not in timed_out]
+            for item in members:
+                if item[0] in timed_out:
+                    yield failed_outcome([item], TIMEOUT, timeout_message(task.timeout, timed_out[item[0]]))
+            if again:
+                held.appendleft(again)
+
     def close(self) -> None:
         self.discard_pool()
 
     def abandon(self) -> None:
         self.discard_pool(kill=True)
+
+
+def timeout_message(limit: float, seconds: float) -> str:
+    return (f"the pset ran longer than timeout={limit:g} s; its worker process was killed "
+            f"after {seconds:.1f} s")
 
 
 def crashed(group: Group) -> GroupOutcome:
