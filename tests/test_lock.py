@@ -11,6 +11,7 @@ and every map that reported success must have all its rows in the file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -19,11 +20,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
 import pytest
 
 import psmpi
+import psmpi.cli
 from psmpi import lock as lockmod
 from psmpi.errors import StoreError
 from psmpi.store import Store
@@ -190,3 +192,143 @@ def test_maps_started_together_against_a_stale_lock_lose_nothing(tmp_path, crowd
             if "error" in r:
                 assert holder_named(r["error"], racers.pids), f"trial {trial}: {r['error']}"
         assert not os.path.exists(f"{path}.lock")
+
+
+# ------------------------------------------------------------------ the lock's parts
+PROBE = textwrap.dedent("""
+    import errno, fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("granted")
+    except OSError as exc:
+        print("refused" if exc.errno in (errno.EACCES, errno.EAGAIN) else exc)
+""")
+
+
+def record_lock_from_outside(lock) -> str:
+    """Whether another process could take the record lock of ``lock`` now."""
+    return subprocess.run([sys.executable, "-c", PROBE, str(lock)], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=True).stdout.strip()
+
+
+HOLDER = textwrap.dedent("""
+    import os, sys, time
+    from psmpi.lock import take_lock
+    take_lock(sys.argv[1])
+    if len(sys.argv) > 2 and os.fork() == 0:  # a forked worker outliving its master
+        time.sleep(120)
+        os._exit(0)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def start_holder(path, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), *extra], env=env(),
+                            text=True, stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=TIMEOUT)
+
+
+def test_a_live_holder_is_not_reclaimed_even_if_its_lock_names_a_dead_pid(tmp_path, monkeypatch):
+    path = tmp_path / "held.h5"
+    holder = start_holder(path)
+    try:
+        write_stale_lock(path, dead_pid())  # rewritten in place: the holder keeps its record lock
+        monkeypatch.setattr(lockmod, "PATIENCE", 1.0)
+        with pytest.raises(StoreError, match="a live process holds it although pid"):
+            lockmod.take_lock(str(path))
+        assert os.path.exists(f"{path}.lock")
+    finally:
+        stop(holder)
+
+
+def test_a_forked_worker_does_not_keep_a_dead_masters_lock(tmp_path):
+    path = tmp_path / "forked.h5"
+    holder = start_holder(path, "fork")
+    os.kill(holder.pid, signal.SIGKILL)  # the master dies; its forked child sleeps on
+    holder.wait(timeout=TIMEOUT)
+    try:
+        with pytest.warns(UserWarning, match=f"dead pid {holder.pid}"):
+            lock = lockmod.take_lock(str(path))
+        assert lockmod.read_owner(lock)["pid"] == os.getpid()
+        lockmod.release_lock(lock)
+    finally:
+        stop(holder)
+
+
+def test_a_second_store_of_the_same_file_in_one_process_keeps_the_first_lock(tmp_path):
+    path = tmp_path / "one.h5"
+    (tmp_path / "alias").symlink_to(tmp_path)
+    with Store.open(path):
+        for other in (tmp_path / "alias" / "one.h5", os.path.relpath(path)):
+            with pytest.raises(StoreError, match=f"being written by pid {os.getpid()}"):
+                Store.open(other)
+        assert f"pid {os.getpid()}" in psmpi.cli.writer_of(str(path))
+        assert record_lock_from_outside(f"{path}.lock") == "refused"
+    assert not os.path.exists(f"{path}.lock")
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    path = tmp_path / "swapped.h5"
+    lock = lockmod.take_lock(str(path))
+    os.unlink(lock)  # removed by hand, and another process took the file since
+    with open(lock, "w") as fh:
+        json.dump({"host": "node-2", "pid": 7, "slurm_job_id": None, "started": "now"}, fh)
+    lockmod.release_lock(lock)
+    assert json.loads(open(lock).read())["host"] == "node-2"
+
+
+def test_a_lock_seen_before_its_content_is_not_called_unreadable(tmp_path):
+    path = tmp_path / "young.h5"
+    open(f"{path}.lock", "w").close()  # created, its writer about to write the JSON
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        timer = threading.Timer(0.3, write_stale_lock, (path, holder.pid))
+        timer.start()
+        with pytest.raises(StoreError, match=f"being written by pid {holder.pid} on host"):
+            lockmod.take_lock(str(path))
+        timer.join()
+    finally:
+        holder.kill()
+        holder.wait(timeout=TIMEOUT)
+
+
+def refuse(errno_: int):
+    def fail(*args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_))
+    return fail
+
+
+@pytest.mark.parametrize("missing", ["record locks", "hard links"])
+def test_file_systems_without_record_locks_or_hard_links(tmp_path, monkeypatch, missing):
+    if missing == "record locks":
+        monkeypatch.setattr(lockmod.fcntl, "lockf", refuse(errno.ENOLCK))
+    else:
+        monkeypatch.setattr(lockmod.os, "link", refuse(errno.EPERM))
+    path = tmp_path / "plain.h5"
+    write_stale_lock(path, dead_pid())
+    with pytest.warns(UserWarning, match="reclaiming"):
+        lock = lockmod.take_lock(str(path))
+    with open(lock) as fh:
+        assert json.load(fh)["pid"] == os.getpid()
+    with pytest.raises(StoreError, match=f"being written by pid {os.getpid()}"):
+        lockmod.take_lock(str(path))
+    lockmod.release_lock(lock)
+    assert os.listdir(tmp_path) == []
+
+
+def test_clean_finds_the_temporary_lock_of_a_dead_process(tmp_path):
+    path = tmp_path / "s.h5"
+    leftover = tmp_path / f"s.h5.lock-{dead_pid()}-0123abcd.tmp"
+    leftover.write_text("{}")
+    mine = tmp_path / f"s.h5.lock-{os.getpid()}-0123abcd.tmp"
+    mine.write_text("{}")
+    assert psmpi.cli._leftovers(str(path)) == [str(leftover)]
