@@ -55,6 +55,7 @@ _REFUSED = {errno.EACCES, errno.EAGAIN}
 _NO_RECORD_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 GRANTED, REFUSED, UNSUPPORTED = "granted", "refused", "unsupported"
+_datasync = getattr(os, "fdatasync", os.fsync)  # the content matters, not its times
 
 
 @dataclasses.dataclass
@@ -274,7 +275,7 @@ def _write_all(fd: int, info: dict) -> None:
     data = json.dumps(info).encode()
     if os.write(fd, data) != len(data):
         raise OSError(errno.ENOSPC, "short write")
-    os.fsync(fd)  # other NFS clients read it without our closing it
+    _datasync(fd)  # other NFS clients read it without our closing it
 
 
 def _unlink_quietly(name: str) -> None:
