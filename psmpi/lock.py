@@ -305,7 +305,11 @@ def _reclaim(path: str, lock: str, host: str) -> str:
     except FileNotFoundError:
         return ""
     try:
-        state = _record_lock(fd, exclusive=writable)
+        try:
+            state = _record_lock(fd, exclusive=writable)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {lock}: {exc.strerror}; if no psmpi process is "
+                             f"writing {path}, delete {lock}") from None
         if _fd_ident(fd) != _ident(lock):
             return ""  # replaced or removed since we opened it: start over
         try:
