@@ -262,7 +262,10 @@ def _create_in_place(lock: str, info: dict) -> _Held | None:
     except OSError as exc:
         raise _cannot_create(lock, exc) from None
     try:
-        _record_lock(fd)
+        for _ in range(100):  # a reclaimer may be looking at the empty file for a moment
+            if _record_lock(fd) != REFUSED:
+                break
+            time.sleep(0.01)
         _write_all(fd, info)
     except OSError as exc:
         os.close(fd)

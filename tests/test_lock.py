@@ -37,6 +37,10 @@ TAKER = textwrap.dedent("""
     import json, os, sys, time
     from psmpi.errors import StoreError
     from psmpi.lock import release_lock, take_lock
+    if len(sys.argv) > 1:  # a file system without hard links
+        def link(*args):
+            raise PermissionError(1, "Operation not permitted")
+        os.link = link
     print("ready", flush=True)
     for line in sys.stdin:
         path, hold = line.split()
@@ -102,8 +106,8 @@ def write_stale_lock(path, pid: int) -> None:
 class Crowd:
     """``n`` Python processes running ``script``, each doing one attempt per line it reads."""
 
-    def __init__(self, script: str, n: int, cwd, log):
-        self.procs = [subprocess.Popen([sys.executable, "-c", script], cwd=cwd, env=env(),
+    def __init__(self, script: str, n: int, cwd, log, *args: str):
+        self.procs = [subprocess.Popen([sys.executable, "-c", script, *args], cwd=cwd, env=env(),
                                        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=log)
                       for _ in range(n)]
@@ -130,8 +134,8 @@ def crowd(tmp_path):
     made = []
     log = open(tmp_path / "stderr.log", "w")
 
-    def start(script: str, n: int) -> Crowd:
-        made.append(Crowd(script, n, tmp_path, log))
+    def start(script: str, n: int, *args: str) -> Crowd:
+        made.append(Crowd(script, n, tmp_path, log, *args))
         return made[-1]
 
     yield start
@@ -153,8 +157,9 @@ def assert_one_writer_at_a_time(reports: list[dict]) -> None:
         assert start >= end, f"two processes held the lock at once: {held}"
 
 
-def test_many_processes_against_a_stale_lock_take_it_one_at_a_time(tmp_path, crowd):
-    racers = crowd(TAKER, 8)
+@pytest.mark.parametrize("links", ["hard links", "no hard links"])
+def test_many_processes_against_a_stale_lock_take_it_one_at_a_time(tmp_path, crowd, links):
+    racers = crowd(TAKER, 8, *(["nolink"] if links == "no hard links" else []))
     dead = dead_pid()
     for trial in range(25):
         path = tmp_path / f"t{trial}.h5"
