@@ -38,7 +38,7 @@ import pandas as pd
 
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
-from .lock import pid_alive, release_lock, take_lock
+from .lock import pid_alive, read_owner, release_lock, take_lock
 from .stalls import read_running, seconds_text
 from .store import TABLE_KINDS, Store, Table, maps_in, open_h5
 
@@ -170,8 +170,7 @@ def lock_owner(path: str) -> tuple[int, str] | None:
     checked, so any readable lock counts.
     """
     try:
-        with open(path + ".lock") as fh:
-            owner = json.loads(fh.read())
+        owner = read_owner(path + ".lock")  # never reopens a lock this process holds
         pid, host = int(owner["pid"]), str(owner["host"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -194,8 +193,7 @@ def writer_of(path: str) -> str | None:
     """Who holds the lock of ``path``, in words; None if nobody."""
     lock = path + ".lock"
     try:
-        with open(lock) as fh:
-            owner = json.loads(fh.read())
+        owner = read_owner(lock)  # never opens a lock this process holds: that would drop it
         pid, host = int(owner["pid"]), str(owner["host"])
     except FileNotFoundError:
         return None
@@ -788,8 +786,9 @@ def _leftovers(path: str) -> list[str]:
     """Temporary files of psmpi processes that died while creating or merging ``path``."""
     found = []
     for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
-        match = re.fullmatch(r"(?:merge-)?(\d+)\.tmp", tmp[len(path) + 1:])
-        if match and not pid_alive(int(match.group(1))):
+        # merge-<pid>.tmp, <pid>.tmp, lock-<pid>-<hex>.tmp (a lock in the making)
+        match = re.fullmatch(r"(?:merge-)?(\d+)\.tmp|lock-(\d+)-[0-9a-f]+\.tmp", tmp[len(path) + 1:])
+        if match and not pid_alive(int(match.group(1) or match.group(2))):
             found.append(tmp)
             found += [tmp + ".lock"] if os.path.exists(tmp + ".lock") else []
     return found
