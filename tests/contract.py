@@ -8,6 +8,7 @@ under ``mpiexec -n K`` (code after init() runs on rank 0 only).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -211,6 +212,56 @@ def check_keep_results_false(backend, tmp):
     assert psmpi.read(res.path, name="nokeep")["y"].tolist() == [2]
 
 
+
+
+class Model:
+    """A worker as a method, a classmethod, a staticmethod or the instance itself."""
+
+    scale = 10
+
+    def __init__(self, offset):
+        self.offset = offset
+
+    def run(self, pset):
+        if pset["a"] < 0:
+            raise ValueError("negative a")
+        return {"y": pset["a"] + self.offset}
+
+    def __call__(self, pset):
+        return {"y": pset["a"] * 2 + self.offset}
+
+    @classmethod
+    def scaled(cls, pset):
+        return {"y": pset["a"] * cls.scale}
+
+    @staticmethod
+    def negated(pset):
+        return {"y": -pset["a"]}
+
+
+def add_to_a(pset, amount):
+    return {"y": pset["a"] + amount}
+
+
+def check_callable_workers(backend, tmp):
+    """Every kind of callable works as a worker, on every backend."""
+    psets = [{"a": 1}, {"a": 2}]
+    workers = {"bound": (Model(100).run, [101, 102]), "instance": (Model(5), [7, 9]),
+               "classmethod": (Model.scaled, [10, 20]), "staticmethod": (Model.negated, [-1, -2]),
+               "staticmethod-object": (Model.__dict__["negated"], [-1, -2]),
+               "partial": (functools.partial(add_to_a, amount=3), [4, 5]),
+               "partial-of-bound": (functools.partial(Model(7).run), [8, 9])}
+    for name, (worker, expected) in workers.items():
+        res = run(backend, tmp, psets, worker=worker, name=name)
+        assert res.results["y"].tolist() == expected, (name, res.results, res.missing.df)
+    failed = run(backend, tmp, [{"a": -1}], worker=Model(0).run, name="bound-fails")
+    assert failed.missing.df["_exception"].tolist() == ["ValueError: negative a"]
+    assert 'raise ValueError("negative a")' in failed.missing.df["_traceback"].iloc[0]
+    # builtins: dict.clear returns None (a row of the pset alone); len returns no dict
+    cleared = run(backend, tmp, psets, worker=dict.clear, name="builtin")
+    assert cleared.results.to_dict("records") == psets
+    counted = run(backend, tmp, psets, worker=len, name="builtin-len")
+    assert counted.missing.df["_kind"].tolist() == ["bad_result"] * 2
 
 
 def int_result(pset):
