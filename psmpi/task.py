@@ -198,7 +198,7 @@ class Task:
                 if problem is None:
                     results.append(result or {})
                     continue
-                error = (BAD_RESULT, problem, "")
+                error = (*problem, "")
             errors[position] = error
             results.append(None)
         return results
@@ -365,23 +365,26 @@ def describe(exc: BaseException) -> str:
 _GOOD_RESULT_KEYS: set[tuple] = set()  # (result keys, pset keys) found fine before
 
 
-def result_problem(result: Any, pset: dict) -> str | None:
-    """Why ``result`` is not an acceptable return value for ``pset``, or None."""
+def result_problem(result: Any, pset: dict) -> tuple[str, str] | None:
+    """Why ``result`` is not an acceptable return value for ``pset``, as (failure kind,
+    message), or None."""
     if result is None:
         return None
     if not isinstance(result, dict):
-        return f"worker returned {type(result).__name__}; it must return a dict (or None)"
+        return BAD_RESULT, f"worker returned {type(result).__name__}; it must return a dict (or None)"
     keys = (tuple(result), tuple(pset))
     if keys in _GOOD_RESULT_KEYS:
         return None
     for key in keys[0]:  # the key rules of psets
         problems = params.key_problems(key, "result")
         if problems:
-            return "result " + problems[0]
+            # like a value UTF-8 cannot encode, a key it cannot encode is beyond the store
+            unstorable = isinstance(key, str) and not params.utf8_encodable(key)
+            return UNSTORABLE if unstorable else BAD_RESULT, "result " + problems[-1 if unstorable else 0]
     clash = result.keys() & pset.keys()
     if clash:
-        return (f"result key {sorted(clash)[0]!r} clashes with the pset parameter of the same "
-                f"name; rename the result")
+        return BAD_RESULT, (f"result key {sorted(clash)[0]!r} clashes with the pset parameter "
+                            f"of the same name; rename the result")
     if len(_GOOD_RESULT_KEYS) < 1000:
         _GOOD_RESULT_KEYS.add(keys)
     return None

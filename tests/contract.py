@@ -264,6 +264,37 @@ def check_callable_workers(backend, tmp):
     assert counted.missing.df["_kind"].tolist() == ["bad_result"] * 2
 
 
+def unencodable_strings(pset):
+    """Results whose key or value UTF-8 cannot encode (a lone surrogate), by pset["how"]."""
+    how = pset["how"]
+    if how == "key":
+        return {"y\udcff": 1}
+    if how == "value":
+        return {"s": "x\udcff"}
+    return {"y": 2, "s": "fine"}
+
+
+def check_unencodable_result_keys_fail_their_pset(backend, tmp):
+    """A lone surrogate in a result key or value fails its pset (unstorable), not the map."""
+    every_key = run(backend, tmp, [{"how": "key", "i": i} for i in range(6)],
+                    worker=unencodable_strings, name="keys")  # one layout: the column path
+    every_value = run(backend, tmp, [{"how": "value", "i": i} for i in range(6)],
+                      worker=unencodable_strings, name="values")
+    mixed = run(backend, tmp, [{"how": h, "i": i} for i, h in enumerate(["ok", "key", "value"] * 3)],
+                worker=unencodable_strings, name="mixed")
+    for res in (every_key, every_value):
+        assert len(res) == 0 and res.missing.df["_kind"].tolist() == ["unstorable"] * 6, res.missing.df
+    assert mixed.results["i"].tolist() == [0, 3, 6] and mixed.results["y"].tolist() == [2] * 3
+    assert mixed.missing.df["how"].tolist() == ["key", "value"] * 3
+    assert set(mixed.missing.df["_kind"]) == {"unstorable"}
+    message = every_key.missing.df["_exception"].iloc[0]
+    assert "'y\\udcff'" in message and "UTF-8 cannot encode" in message, message
+    assert "rename" in message, message
+    stored = psmpi.read(mixed.path, name="mixed", failures=True)
+    assert sorted(stored["_pset_index"]) == [1, 2, 4, 5, 7, 8]
+    assert sorted(psmpi.read(mixed.path, name="mixed")["i"]) == [0, 3, 6]
+
+
 def int_result(pset):
     return {"y": pset["a"] * 2}
 
