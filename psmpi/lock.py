@@ -51,8 +51,14 @@ def take_lock(path: str) -> str:
         except OSError as exc:
             raise StoreError(f"cannot create the lock file {lock}: {exc.strerror}; "
                              f"choose a writable directory") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(info))
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(info))
+        except OSError as exc:  # a full disk: an empty lock would lock the file for good
+            release_lock(lock)
+            raise StoreError(f"cannot write the lock file {lock} ({exc.strerror or exc}); free "
+                             f"disk space (or fix the file system) and run the same command "
+                             f"again: the rows committed to {path} are kept") from exc
         return lock
     raise StoreError(f"cannot take the lock {lock}: other processes keep creating it")
 
