@@ -185,3 +185,21 @@ def test_simulation_copy_on_a_full_disk_is_a_store_error_and_leaves_no_copy(moun
                   backend="serial", verbose=0, name="m", simulate=True)
     assert sorted(p.name for p in disk.iterdir()) == ["filler", "s.h5", "s.h5.attempts"]
     assert len(psmpi.read(path, name="m")) == 10
+
+
+def test_prep_batch_on_a_full_disk_writes_all_or_nothing(mount):
+    templates = pathlib.Path(__file__).parent / "golden" / "templates" / "templates"
+    disk = mount("2m")
+    calc = disk / "calc"
+    psets = psmpi.params.product({"a": list(range(100))}, {"x": 0.5}, {"name": "x y"})
+    (disk / "spacer").write_bytes(b"\0" * 40_000)  # room for a few directories, not all
+    fill(disk / "filler")
+    (disk / "spacer").unlink()
+    with pytest.raises(psmpi.StoreError, match=r"calc/\w{32} .*(?i:free disk space).*prep_batch again"):
+        psmpi.prep_batch(psets, templates, calc)
+    assert list(calc.iterdir()) == [], "what this call wrote is removed again"
+    (disk / "filler").unlink()
+    df = psmpi.prep_batch(psets, templates, calc)
+    assert df["_new"].all()
+    script = next(calc.glob("run_*.sh")).read_text()
+    assert all(f"(cd {digest} " in script for digest in df["_pset_hash"])
