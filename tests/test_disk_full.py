@@ -75,7 +75,7 @@ def test_disk_filling_mid_run_aborts_cleanly_and_resumes(mount):
 
 MPI_SCRIPT = pathlib.Path(__file__).parent / "scripts" / "full_disk_mpi_study.py"
 MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
-MPI_N = 20000  # 2 ms each on one worker rank: 40 s unless the disk fills first
+MPI_N = 4000  # 2 ms each on one worker rank: 8 s unless the disk fills first
 
 
 def fill(path):
