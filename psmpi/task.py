@@ -371,16 +371,18 @@ def result_problem(result: Any, pset: dict) -> tuple[str, str] | None:
     if result is None:
         return None
     if not isinstance(result, dict):
-        return BAD_RESULT, f"worker returned {type(result).__name__}; it must return a dict (or None)"
+        return BAD_RESULT, (f"worker returned {type(result).__name__}; it must return a dict "
+                            f"(or None)")
     keys = (tuple(result), tuple(pset))
     if keys in _GOOD_RESULT_KEYS:
         return None
     for key in keys[0]:  # the key rules of psets
         problems = params.key_problems(key, "result")
         if problems:
-            # like a value UTF-8 cannot encode, a key it cannot encode is beyond the store
-            unstorable = isinstance(key, str) and not params.utf8_encodable(key)
-            return UNSTORABLE if unstorable else BAD_RESULT, "result " + problems[-1 if unstorable else 0]
+            if isinstance(key, str) and not params.utf8_encodable(key):
+                # like a value UTF-8 cannot encode, such a key is beyond the store
+                return UNSTORABLE, "result " + problems[-1]
+            return BAD_RESULT, "result " + problems[0]
     clash = result.keys() & pset.keys()
     if clash:
         return BAD_RESULT, (f"result key {sorted(clash)[0]!r} clashes with the pset parameter "

@@ -280,10 +280,12 @@ def check_unencodable_result_keys_fail_their_pset(backend, tmp):
                     worker=unencodable_strings, name="keys")  # one layout: the column path
     every_value = run(backend, tmp, [{"how": "value", "i": i} for i in range(6)],
                       worker=unencodable_strings, name="values")
-    mixed = run(backend, tmp, [{"how": h, "i": i} for i, h in enumerate(["ok", "key", "value"] * 3)],
+    hows = ["ok", "key", "value"] * 3
+    mixed = run(backend, tmp, [{"how": h, "i": i} for i, h in enumerate(hows)],
                 worker=unencodable_strings, name="mixed")
     for res in (every_key, every_value):
-        assert len(res) == 0 and res.missing.df["_kind"].tolist() == ["unstorable"] * 6, res.missing.df
+        assert len(res) == 0, res.results
+        assert res.missing.df["_kind"].tolist() == ["unstorable"] * 6, res.missing.df
     assert mixed.results["i"].tolist() == [0, 3, 6] and mixed.results["y"].tolist() == [2] * 3
     assert mixed.missing.df["how"].tolist() == ["key", "value"] * 3
     assert set(mixed.missing.df["_kind"]) == {"unstorable"}

@@ -195,7 +195,8 @@ def test_prep_batch_on_a_full_disk_writes_all_or_nothing(mount):
     (disk / "spacer").write_bytes(b"\0" * 40_000)  # room for a few directories, not all
     fill(disk / "filler")
     (disk / "spacer").unlink()
-    with pytest.raises(psmpi.StoreError, match=r"calc/\w{32} .*(?i:free disk space).*prep_batch again"):
+    fix = r"calc/\w{32} .*(?i:free disk space).*prep_batch again"
+    with pytest.raises(psmpi.StoreError, match=fix):
         psmpi.prep_batch(psets, templates, calc)
     assert list(calc.iterdir()) == [], "what this call wrote is removed again"
     (disk / "filler").unlink()
