@@ -31,12 +31,14 @@ makes a changed list reset the count instead of blaming the wrong pset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import urllib.parse
 from typing import Iterable, Iterator
 
 from . import params
+from .errors import StoreError
 
 # psets with this many attempts run one at a time, after the rest of the map.
 ALONE_FROM = 2
@@ -89,6 +91,7 @@ class AttemptLog:
     """The ``.attempts`` file of one results file, seen from one map."""
 
     def __init__(self, results_path: str, map_name: str):
+        self.results_path = results_path
         self.path = results_path + ".attempts"
         self.map_name = urllib.parse.quote(map_name, safe="")  # no spaces: they split fields
         self.handle = None
@@ -125,15 +128,50 @@ class AttemptLog:
         return found
 
     def sent(self, indexes: list[int]) -> None:
-        """Record a group handed to a worker; on disk before the worker gets it."""
-        if self.handle is None:
-            self.handle = open(self.path, "a", encoding="utf-8")
+        """Record a group handed to a worker; on disk before the worker gets it.
+
+        Raises
+        ------
+        StoreError
+            The file cannot be written (a full disk): the group must not be handed out.
+        """
         self.pending.append(f"G {self.map_name} {as_ranges(indexes)}\n")
-        # One write per group: groups that came back since the last send ride along. (Lost
-        # in a kill before the next send, they only make those psets look in flight.)
-        self.handle.write("".join(self.pending))
-        self.handle.flush()  # in the page cache: survives the process, not the node
+        try:
+            if self.handle is None:
+                self.handle = self.open_for_appending()
+            # One write per group: groups that came back since the last send ride along.
+            # (Lost in a kill before the next send, they only make those psets look in flight.)
+            self.handle.write("".join(self.pending))
+            self.handle.flush()  # in the page cache: survives the process, not the node
+        except OSError as exc:
+            self.discard_handle()
+            raise self.write_error(self.path, exc) from exc
         self.pending.clear()
+
+    def open_for_appending(self):
+        """The file opened to append whole lines: a line torn by a kill or a full disk is
+        ended first, so that it does not swallow the next one."""
+        torn = _ends_mid_line(self.path)
+        handle = open(self.path, "a", encoding="utf-8")
+        if torn:
+            handle.write("\n")
+        return handle
+
+    def discard_handle(self) -> None:
+        """Close the append handle, dropping what it could not write."""
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:  # its buffer could not be flushed either: nothing more to do
+                pass
+
+    def write_error(self, path: str, exc: OSError) -> StoreError:
+        return StoreError(
+            f"cannot write {path} ({exc.strerror or exc}), psmpi's record of the psets running "
+            f"for {self.results_path}. Rows committed before are kept in {self.results_path}; "
+            f"free disk space (or fix the file system) and run the same command again to "
+            f"compute the rest")
 
     def returned(self, indexes: list[int]) -> None:
         """Record a group back from its worker: whatever kills the run now, not these."""
@@ -142,9 +180,7 @@ class AttemptLog:
     def save(self, counts: dict[int, Attempts]) -> None:
         """Replace this map's lines by ``counts``; keep other maps'; drop an empty file."""
         self.pending.clear()
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+        self.discard_handle()
         others = [" ".join([kind, name, *fields]) for kind, name, fields in self.read()
                   if name != self.map_name]
         mine = [f"A {self.map_name} {index} {a.count} {a.digest or '-'}"
@@ -154,11 +190,28 @@ class AttemptLog:
                 os.unlink(self.path)
             return
         temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in others + mine))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with open(temporary, "w", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in others + mine))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:  # the old file stays as it was: its counts are still right
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise self.write_error(temporary, exc) from exc
+
+
+def _ends_mid_line(path: str) -> bool:
+    """Whether the file ``path`` ends with a line missing its newline."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 class Suspects:

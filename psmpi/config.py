@@ -16,6 +16,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
+from . import params
 from .errors import ConfigError
 
 # Backends whose option dicts (``multiprocessing={...}``) are accepted by init() and map().
@@ -100,6 +101,10 @@ def _check_name(value: Any) -> str | None:
     if not isinstance(value, str) or not value or "/" in value or "\0" in value \
             or value in (".", "..") or len(value) > 255:
         return "must be a non-empty str of at most 255 characters without '/' or NUL"
+    if not params.utf8_encodable(value):
+        return ("is a str that UTF-8 cannot encode (a lone surrogate, as left by "
+                "errors='surrogateescape'); choose a name of plain characters, e.g. "
+                "name.encode('utf-8', 'replace').decode()")
     return None
 
 

@@ -5,7 +5,8 @@ Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
     PsmpiError
      ├── ConfigError        a keyword argument, init() setting or PSMPI_* variable is wrong
      ├── PsetError          psets that cannot be run; the message lists every offender
-     ├── StoreError         the results file cannot be opened, locked or written
+     ├── StoreError         the results file (or a file psmpi writes) cannot be opened,
+     │                      locked or written, e.g. on a full disk
      ├── BackendError       a backend cannot start (not installed, wrong launch)
      │    └── PsetTimeout   a pset ran past timeout= and the backend ends the run (MPI)
      └── InternalError      an invariant of psmpi itself failed: a bug, report it
@@ -30,7 +31,8 @@ class PsetError(PsmpiError, ValueError):
 
 
 class StoreError(PsmpiError, OSError):
-    """The HDF5 results file cannot be opened, locked or written."""
+    """The HDF5 results file, or a file psmpi writes beside it or for prep_batch, cannot be
+    opened, locked or written (a full disk, a lost mount)."""
 
 
 class BackendError(PsmpiError, RuntimeError):

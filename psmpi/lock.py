@@ -212,8 +212,12 @@ def _record_lock(fd: int, exclusive: bool = True) -> str:
 
 
 def _cannot_create(lock: str, exc: OSError) -> StoreError:
-    return StoreError(f"cannot create the lock file {lock}: {exc.strerror}; "
-                      f"choose a writable directory")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = (f"free disk space (or fix the file system) and run the same command again: "
+               f"the rows committed to {lock.removesuffix('.lock')} are kept")
+    else:
+        fix = "choose a writable directory"
+    return StoreError(f"cannot create the lock file {lock}: {exc.strerror or exc}; {fix}")
 
 
 def _create(lock: str, info: dict) -> _Held | None:

@@ -25,7 +25,7 @@ import numpy as np
 from psmpi.errors import PsetError
 
 __all__ = ["Space", "product", "zip", "concat", "subtract", "missing", "as_space",
-           "pset_hash", "pset_problems", "key_problems"]
+           "pset_hash", "pset_problems", "key_problems", "utf8_encodable"]
 
 _zip = builtins.zip  # this module defines its own zip(); internals need the builtin
 _NAN = float("nan")  # fill value of concat(); a plain float so it hashes like any NaN
@@ -540,7 +540,22 @@ def key_problems(k: Any, what: str = "parameter") -> list[str]:
                    "rename the " + what)
     if len(k) > 255:
         out.append(f"key {k[:20]!r}... has {len(k)} characters: at most 255; shorten it")
+    if not utf8_encodable(k):
+        out.append(f"key {k!r} is a str that UTF-8 cannot encode (a lone surrogate, as left by "
+                   f"errors='surrogateescape'), so HDF5 cannot store it; rename the {what}, "
+                   f"e.g. to key.encode('utf-8', 'replace').decode()")
     return out
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text``: not if it holds a lone surrogate."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _value_problem(k: Any, v: Any) -> str | None:

@@ -96,6 +96,9 @@ def _check_name(name: Any, what: str = "map name") -> str | None:
     if "/" in name or "\0" in name or name in (".", "..") or len(name) > 255:
         return (f"{what} {name!r} is not allowed: use at most 255 characters, "
                 f"without '/' or NUL, other than '.' and '..'")
+    if not name.isascii() and not _encodable(name):
+        return (f"{what} {name!r} is a str that UTF-8 cannot encode (a lone surrogate), so "
+                f"HDF5 cannot store it")
     return None
 
 

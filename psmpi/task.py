@@ -14,6 +14,7 @@ nothing else. Plain scalars always unpickle, so columns need no such isolation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import math
@@ -121,8 +122,8 @@ class Task:
         # cloudpickle ships functions by value, so lambdas, closures and functions defined
         # in __main__ after init() reach the workers.
         self.blob = cloudpickle.dumps(worker)
-        code = getattr(worker, "__code__", None)
-        self.filename = code.co_filename if code is not None else None
+        function = python_function(worker)
+        self.filename = function.__code__.co_filename if function is not None else None
         self.digest = hashlib.blake2b(self.blob, digest_size=16).hexdigest()
         self.map_name = map_name
         self.backend = backend
@@ -210,7 +211,7 @@ class Task:
                 if problem is None:
                     results.append(result or {})
                     continue
-                error = (BAD_RESULT, problem, "")
+                error = (*problem, "")
             errors[position] = error
             results.append(None)
         return results
@@ -270,13 +271,60 @@ def as_columns(group: list[tuple[int, dict]], results: list[dict]) -> dict[str, 
 DYNAMIC_CODE = "<dynamic-code>"
 
 
+def python_function(worker: Any) -> types.FunctionType | None:
+    """The plain Python function that calling ``worker`` runs, or None (a builtin).
+
+    Unwraps bound methods (classmethods too), staticmethod and classmethod objects,
+    ``functools.partial`` and instances of a class with a ``__call__`` method.
+    """
+    for _ in range(100):  # a partial of a partial of ...: bounded, never a loop
+        if isinstance(worker, types.FunctionType):
+            return worker
+        if isinstance(worker, (types.MethodType, staticmethod, classmethod)):
+            worker = worker.__func__
+        elif isinstance(worker, functools.partial):
+            worker = worker.func
+        elif not isinstance(worker, type) and isinstance(
+                getattr(type(worker), "__call__", None), types.FunctionType):
+            worker = type(worker).__call__
+        else:
+            return None
+    return None
+
+
 def restore_filename(fn: Callable, filename: str) -> None:
-    """Give ``fn`` and the functions it shipped with (its globals) their file name back."""
-    functions = [fn] + [v for v in getattr(fn, "__globals__", {}).values()
-                        if isinstance(v, types.FunctionType)]
+    """Give ``fn`` and the functions it shipped with their file name back.
+
+    ``fn`` is any callable a worker may be; only plain functions have a ``__code__`` to set:
+    the one inside ``fn`` (see :func:`python_function`), the functions among its globals
+    and, for a method or a callable object, the methods of its class. (cloudpickle
+    reuses a class it loaded before in the same process and sets every method again.)
+    """
+    function = python_function(fn)
+    if function is None:
+        return
+    functions = [function] + [v for v in function.__globals__.values()
+                              if isinstance(v, types.FunctionType)]
+    for cls in _classes_of(fn):
+        functions.extend(python_function(v) or v for v in vars(cls).values())
     for function in functions:
-        if function.__code__.co_filename == DYNAMIC_CODE:
+        if isinstance(function, types.FunctionType) and \
+                function.__code__.co_filename == DYNAMIC_CODE:
             function.__code__ = _code_with_filename(function.__code__, filename)
+
+
+def _classes_of(worker: Any) -> list[type]:
+    """The classes (without ``object``) whose methods a method or callable object may call."""
+    while isinstance(worker, functools.partial):
+        worker = worker.func
+    if isinstance(worker, types.MethodType):
+        owner = worker.__self__
+        cls = owner if isinstance(owner, type) else type(owner)
+    elif isinstance(worker, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return []
+    else:
+        cls = type(worker)
+    return [c for c in cls.__mro__ if c.__module__ != "builtins"]
 
 
 def _code_with_filename(code: types.CodeType, filename: str) -> types.CodeType:
@@ -330,23 +378,28 @@ def describe(exc: BaseException) -> str:
 _GOOD_RESULT_KEYS: set[tuple] = set()  # (result keys, pset keys) found fine before
 
 
-def result_problem(result: Any, pset: dict) -> str | None:
-    """Why ``result`` is not an acceptable return value for ``pset``, or None."""
+def result_problem(result: Any, pset: dict) -> tuple[str, str] | None:
+    """Why ``result`` is not an acceptable return value for ``pset``, as (failure kind,
+    message), or None."""
     if result is None:
         return None
     if not isinstance(result, dict):
-        return f"worker returned {type(result).__name__}; it must return a dict (or None)"
+        return BAD_RESULT, (f"worker returned {type(result).__name__}; it must return a dict "
+                            f"(or None)")
     keys = (tuple(result), tuple(pset))
     if keys in _GOOD_RESULT_KEYS:
         return None
     for key in keys[0]:  # the key rules of psets
         problems = params.key_problems(key, "result")
         if problems:
-            return "result " + problems[0]
+            if isinstance(key, str) and not params.utf8_encodable(key):
+                # like a value UTF-8 cannot encode, such a key is beyond the store
+                return UNSTORABLE, "result " + problems[-1]
+            return BAD_RESULT, "result " + problems[0]
     clash = result.keys() & pset.keys()
     if clash:
-        return (f"result key {sorted(clash)[0]!r} clashes with the pset parameter of the same "
-                f"name; rename the result")
+        return BAD_RESULT, (f"result key {sorted(clash)[0]!r} clashes with the pset parameter "
+                            f"of the same name; rename the result")
     if len(_GOOD_RESULT_KEYS) < 1000:
         _GOOD_RESULT_KEYS.add(keys)
     return None

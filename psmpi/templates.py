@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import params
-from .errors import ConfigError, PsetError
+from .errors import ConfigError, PsetError, StoreError
 
 # Placeholders psmpi fills in besides the pset's own keys.
 RESERVED = ("_pset_hash", "_pset_index")
@@ -186,12 +186,17 @@ def _write_pset_dir(calc: Path, digest: str, values: dict, files: list[_Template
     """Write one pset's directory under a temporary name, then rename: it exists whole or not."""
     tmp = calc / f".{digest}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process with this pid
-    for f in files:
-        f.write(tmp / f.rel, values)
-    for m in machines:
-        m.jobscript.write(tmp / m.jobscript.rel, dict(values, _machine=m.name))
-    tmp.mkdir(parents=True, exist_ok=True)  # no calc templates and no machines: still a dir
-    os.rename(tmp, calc / digest)
+    try:
+        for f in files:
+            f.write(tmp / f.rel, values)
+        for m in machines:
+            m.jobscript.write(tmp / m.jobscript.rel, dict(values, _machine=m.name))
+        tmp.mkdir(parents=True, exist_ok=True)  # no calc templates and no machines: still a dir
+        os.rename(tmp, calc / digest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        exc.filename = exc.filename or str(calc / digest)  # a failed write names no file
+        raise
 
 
 def _pset_note(index: int, pset: dict) -> str:
@@ -215,9 +220,14 @@ def _write_run_script(calc: Path, machine: _Machine, new: list[tuple[int, str, d
     lines += [f"(cd {digest} && {machine.subcmd} jobscript_{machine.name})  # "
               f"{_pset_note(i, p)}" for i, digest, p in new]
     tmp = script.with_name(f".{script.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.chmod(0o755)
-    os.replace(tmp, script)
+    try:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)
+        os.replace(tmp, script)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        exc.filename = exc.filename or str(script)
+        raise
     return script
 
 
@@ -272,15 +282,24 @@ def prep_batch(psets: Any, templates_dir: str | os.PathLike = "templates",
     hashes = _check_psets(plist, files, found)
     calc = Path(calc_dir)
     calc.mkdir(parents=True, exist_ok=True)
-    new = []
-    for i, (p, digest) in enumerate(zip(plist, hashes)):
-        if not (calc / digest).exists():
-            values = {k: str(_plain(v)) for k, v in p.items()}
-            values.update(_pset_hash=digest, _pset_index=str(i))
-            _write_pset_dir(calc, digest, values, files, found)
-            new.append((i, digest, p))
-    for machine in found:
-        _write_run_script(calc, machine, new)
+    new: list[tuple[int, str, dict]] = []
+    try:
+        for i, (p, digest) in enumerate(zip(plist, hashes)):
+            if not (calc / digest).exists():
+                values = {k: str(_plain(v)) for k, v in p.items()}
+                values.update(_pset_hash=digest, _pset_index=str(i))
+                _write_pset_dir(calc, digest, values, files, found)
+                new.append((i, digest, p))
+        for machine in found:
+            _write_run_script(calc, machine, new)
+    except OSError as exc:
+        # Directories without submit lines would be skipped by the next call: none stay.
+        for _, digest, _ in new:
+            shutil.rmtree(calc / digest, ignore_errors=True)
+        raise StoreError(f"prep_batch cannot write {exc.filename or calc} "
+                         f"({exc.strerror or exc}); the {len(new)} directories it wrote are "
+                         f"removed again. Free disk space (or fix the file system) and call "
+                         f"prep_batch again") from exc
     written = {digest for _, digest, _ in new}
     df = pd.DataFrame(plist, columns=space.keys)
     df["_pset_hash"] = hashes

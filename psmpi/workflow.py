@@ -9,12 +9,14 @@ repository) the study script afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 from typing import Any, Callable
 
 from . import history
+from .errors import StoreError
 
 SIMULATE_SUFFIX = ".simulate"
 
@@ -38,7 +40,15 @@ def simulation_path(path: str | None) -> str | None:
             os.unlink(leftover)
     for source, target in ((path, copy), (path + ".attempts", copy + ".attempts")):
         if os.path.exists(source):
-            shutil.copyfile(source, target)
+            try:
+                shutil.copyfile(source, target)
+            except OSError as exc:  # a full disk: no half copy to simulate on
+                for made in (copy, copy + ".attempts"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(made)
+                raise StoreError(f"cannot copy {source} to {target} for simulate=True "
+                                 f"({exc.strerror or exc}); free disk space (or fix the file "
+                                 f"system) and run again: {path} is untouched") from exc
     return copy
 
 

@@ -8,6 +8,7 @@ under ``mpiexec -n K`` (code after init() runs on rank 0 only).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -211,6 +212,89 @@ def check_keep_results_false(backend, tmp):
     assert psmpi.read(res.path, name="nokeep")["y"].tolist() == [2]
 
 
+
+
+class Model:
+    """A worker as a method, a classmethod, a staticmethod or the instance itself."""
+
+    scale = 10
+
+    def __init__(self, offset):
+        self.offset = offset
+
+    def run(self, pset):
+        if pset["a"] < 0:
+            raise ValueError("negative a")
+        return {"y": pset["a"] + self.offset}
+
+    def __call__(self, pset):
+        return {"y": pset["a"] * 2 + self.offset}
+
+    @classmethod
+    def scaled(cls, pset):
+        return {"y": pset["a"] * cls.scale}
+
+    @staticmethod
+    def negated(pset):
+        return {"y": -pset["a"]}
+
+
+def add_to_a(pset, amount):
+    return {"y": pset["a"] + amount}
+
+
+def check_callable_workers(backend, tmp):
+    """Every kind of callable works as a worker, on every backend."""
+    psets = [{"a": 1}, {"a": 2}]
+    workers = {"bound": (Model(100).run, [101, 102]), "instance": (Model(5), [7, 9]),
+               "classmethod": (Model.scaled, [10, 20]), "staticmethod": (Model.negated, [-1, -2]),
+               "staticmethod-object": (Model.__dict__["negated"], [-1, -2]),
+               "partial": (functools.partial(add_to_a, amount=3), [4, 5]),
+               "partial-of-bound": (functools.partial(Model(7).run), [8, 9])}
+    for name, (worker, expected) in workers.items():
+        res = run(backend, tmp, psets, worker=worker, name=name)
+        assert res.results["y"].tolist() == expected, (name, res.results, res.missing.df)
+    failed = run(backend, tmp, [{"a": -1}], worker=Model(0).run, name="bound-fails")
+    assert failed.missing.df["_exception"].tolist() == ["ValueError: negative a"]
+    assert 'raise ValueError("negative a")' in failed.missing.df["_traceback"].iloc[0]
+    # builtins: dict.clear returns None (a row of the pset alone); len returns no dict
+    cleared = run(backend, tmp, psets, worker=dict.clear, name="builtin")
+    assert cleared.results.to_dict("records") == psets
+    counted = run(backend, tmp, psets, worker=len, name="builtin-len")
+    assert counted.missing.df["_kind"].tolist() == ["bad_result"] * 2
+
+
+def unencodable_strings(pset):
+    """Results whose key or value UTF-8 cannot encode (a lone surrogate), by pset["how"]."""
+    how = pset["how"]
+    if how == "key":
+        return {"y\udcff": 1}
+    if how == "value":
+        return {"s": "x\udcff"}
+    return {"y": 2, "s": "fine"}
+
+
+def check_unencodable_result_keys_fail_their_pset(backend, tmp):
+    """A lone surrogate in a result key or value fails its pset (unstorable), not the map."""
+    every_key = run(backend, tmp, [{"how": "key", "i": i} for i in range(6)],
+                    worker=unencodable_strings, name="keys")  # one layout: the column path
+    every_value = run(backend, tmp, [{"how": "value", "i": i} for i in range(6)],
+                      worker=unencodable_strings, name="values")
+    hows = ["ok", "key", "value"] * 3
+    mixed = run(backend, tmp, [{"how": h, "i": i} for i, h in enumerate(hows)],
+                worker=unencodable_strings, name="mixed")
+    for res in (every_key, every_value):
+        assert len(res) == 0, res.results
+        assert res.missing.df["_kind"].tolist() == ["unstorable"] * 6, res.missing.df
+    assert mixed.results["i"].tolist() == [0, 3, 6] and mixed.results["y"].tolist() == [2] * 3
+    assert mixed.missing.df["how"].tolist() == ["key", "value"] * 3
+    assert set(mixed.missing.df["_kind"]) == {"unstorable"}
+    message = every_key.missing.df["_exception"].iloc[0]
+    assert "'y\\udcff'" in message and "UTF-8 cannot encode" in message, message
+    assert "rename" in message, message
+    stored = psmpi.read(mixed.path, name="mixed", failures=True)
+    assert sorted(stored["_pset_index"]) == [1, 2, 4, 5, 7, 8]
+    assert sorted(psmpi.read(mixed.path, name="mixed")["i"]) == [0, 3, 6]
 
 
 def int_result(pset):

@@ -1,5 +1,6 @@
 """init()/map() behaviour outside the per-backend contract."""
 
+import functools
 import subprocess
 import sys
 
@@ -124,3 +125,22 @@ def test_worker_tracebacks_name_the_file_and_line_of_the_worker(backend):
     res = psmpi.map(fail, [{"a": 0}], backend=backend, out=None, verbose=0, logfile=False)
     text = res.missing.df["_traceback"].iloc[0]
     assert f'File "{__file__}"' in text and "1 / pset[\"a\"]" in text, text
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_tracebacks_name_the_file_for_methods_partials_and_callable_objects(backend):
+    class Local:  # defined here, so shipped by value like a class of a study script
+        def run(self, pset):
+            return {"y": 1 / pset["a"]}
+
+        def __call__(self, pset):
+            return {"y": 1 / pset["a"]}
+
+    def divide(pset, by):
+        return {"y": by / pset["a"]}
+
+    for worker in (Local().run, Local(), functools.partial(divide, by=2)):
+        res = psmpi.map(worker, [{"a": 0}], backend=backend, out=None, verbose=0, logfile=False,
+                        name="local")
+        text = res.missing.df["_traceback"].iloc[0]
+        assert f'File "{__file__}"' in text and "/ pset[\"a\"]" in text, (worker, text)

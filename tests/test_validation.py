@@ -106,3 +106,40 @@ def test_big_grid_is_checked_by_axis(monkeypatch):
     assert total == 9_000_000
     assert len(calls) == 6000  # one check per axis value, not one per pset (9,000,000)
     assert next(stream) == (0, {"a": 0, "b": 0})
+
+
+@pytest.mark.parametrize("psets", [
+    [{"a": 1}, {"a\udcff": 2}],                               # a list
+    psmpi.params.product({"a": [1]}, {"b\udcff": [1, 2]}),  # a grid, checked axis by axis
+], ids=["list", "grid"])
+def test_pset_key_utf8_cannot_encode_is_refused_before_compute(tmp_path, calls, psets):
+    with pytest.raises(PsetError) as info:
+        run(psets, tmp_path)
+    text = str(info.value)
+    assert "UTF-8 cannot encode" in text and "\\udcff" in text and "rename" in text, text
+    assert "pset 1:" in text or "psets 0-1:" in text, text
+    text.encode("utf-8")  # the message itself can be printed and logged
+    assert calls.read_text() == ""
+
+
+def test_pset_key_utf8_cannot_encode_stops_a_generator_before_its_pset(tmp_path, calls):
+    def psets():
+        yield {"a": 1}
+        yield {"a\udcff": 2}
+
+    with pytest.raises(PsetError, match=r"pset 1: key 'a\\udcff' is a str that UTF-8 cannot"):
+        run(psets(), tmp_path)
+    assert psmpi.read(str(tmp_path / "v.h5"))["a"].tolist() == [1]
+
+
+@pytest.mark.parametrize("how", ["map", "init", "environment"])
+def test_map_name_utf8_cannot_encode_is_a_config_error(tmp_path, calls, monkeypatch,
+                                                      serial_session, how):
+    if how == "environment":
+        monkeypatch.setenv("PSMPI_NAME", "m\udcff")
+    with pytest.raises(ConfigError, match=r"name .*UTF-8 cannot encode") as info:
+        if how == "init":
+            psmpi.init(backend="serial", name="m\udcff")
+        run([{"a": 1}], tmp_path, **({"name": "m\udcff"} if how == "map" else {}))
+    str(info.value).encode("utf-8")
+    assert calls.read_text() == ""
