@@ -152,6 +152,10 @@ def monitor_actor(ray) -> tuple[str, Any]:
         name = f"monitor-{uuid.uuid4().hex}"
         handle = ray.remote(num_cpus=0, max_restarts=-1)(Monitor).options(
             name=name, namespace=MONITOR_NAMESPACE).remote()
+        # Its process starts now (~1 s, once per session, like ray's own start), not while
+        # the first groups announce themselves to it or a timed map runs.
+        with contextlib.suppress(Exception):  # if it cannot start, maps run unwatched
+            ray.get(handle.take.remote(), timeout=60)
         _Runtime.monitor = (job, name, handle)
     return _Runtime.monitor[1], _Runtime.monitor[2]
 
