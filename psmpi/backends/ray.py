@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import logging
 import math
 import os
@@ -90,6 +91,8 @@ SILENT_SECONDS = 5.0
 MONITOR_NAMESPACE = "psmpi"
 # Worker function digest -> (seconds, count) of its finished groups in this process.
 GROUP_SECONDS: dict[str, tuple[float, int]] = {}
+# Keys of tasks in the workers' reports: unique in this process, as its reports actor is.
+TASK_KEYS = itertools.count(1)
 
 
 class _Runtime:
@@ -431,12 +434,12 @@ class Track:
         self.since = min(self.since, since)
         self.host, self.pid, self.index, self.heard = host, pid, index, received
 
-    def holding(self, now: float) -> tuple[list[int], float]:
+    def holding(self, silent: bool) -> tuple[list[int], float]:
         """The psets it may be on and since when: one if it reports, else all it might be."""
         indexes = [index for index, _ in self.group]
         if self.index is None:
             return indexes, self.started
-        if now - self.heard > SILENT_SECONDS:  # it may have gone on since it last spoke
+        if silent:  # it may have gone on since it last spoke
             return indexes[indexes.index(self.index):], self.since
         return [self.index], self.since
 
@@ -467,12 +470,12 @@ class RayBackend(Backend):
         # ref -> the group, its task options (None: the defaults), runs before (see submit)
         self.pending: dict[Any, Track] = {}
         self.tracks: dict[int, Track] = {}  # the same, by the key the workers report
-        self.keys = 0
         # Groups to submit again: (group, options, runs before), the next one last.
         self.retry: list[tuple[Group, dict | None, int]] = []
         self.monitor_name, self.monitor = monitor_actor(self.ray)
         self.poll = None  # the monitor's answer to the driver's last question, until read
         self.polled = self.next_watch = 0.0
+        self.read = 0.0   # when the driver last read the reports
         self.timeout: float | None = None
         self.digest = ""  # of the map's worker function: keys GROUP_SECONDS
 
@@ -559,10 +562,10 @@ class RayBackend(Backend):
         submitter = self.submitter
         if options is not None:
             submitter = checked_submitter(self.ray, options, f"pset {group[0][0]}")
-        self.keys += 1
-        watch = (self.monitor_name, self.keys, announce or self.announce())
-        ref = submitter.remote(task_ref, group, watch)
-        self.pending[ref] = self.tracks[self.keys] = Track(ref, group, options, runs, self.keys)
+        key = next(TASK_KEYS)
+        ref = submitter.remote(task_ref, group, (self.monitor_name, key,
+                                                 announce or self.announce()))
+        self.pending[ref] = self.tracks[key] = Track(ref, group, options, runs, key)
 
     def announce(self) -> bool:
         """Whether a group should announce its start: when groups are long, or not known yet."""
@@ -630,7 +633,7 @@ class RayBackend(Backend):
                 reports = self.ray.get(self.poll)
             except self.ray.exceptions.RayError:  # the actor died; ray restarts it
                 reports = []
-            self.poll = None
+            self.poll, self.read = None, now
             for key, *report in reports:
                 track = self.tracks.get(key)
                 if track is not None:
@@ -646,6 +649,11 @@ class RayBackend(Backend):
                     with contextlib.suppress(Exception):  # finished meanwhile: collect sees it
                         self.ray.cancel(track.ref, force=True)
 
+    def silent(self, track: Track) -> bool:
+        """Whether ``track``'s worker missed reports (judged by the driver's reads: a driver
+        busy elsewhere for a while does not make every worker look silent)."""
+        return self.read - track.heard > SILENT_SECONDS
+
     def overdue(self, track: Track, now: float) -> tuple | None:
         """Why the driver must kill ``track``'s task now, or None.
 
@@ -655,19 +663,21 @@ class RayBackend(Backend):
         """
         if track.started is None or track.verdict is not None:
             return None
-        indexes, since = track.holding(now)
+        indexes, since = track.holding(self.silent(track))
         if len(indexes) == 1 and now - since > self.timeout:
             return (TIMEOUT, indexes[0], now - since)
-        if len(indexes) > 1 and now - track.heard > max(self.timeout, SILENT_SECONDS):
+        if len(indexes) > 1 and self.read - track.heard > max(self.timeout, SILENT_SECONDS):
             return ("stuck", now - track.heard)
         return None
 
     def held(self) -> list[Held]:
+        """The tasks whose workers reported them (see the module docstring): the pset each
+        is on, or all those it may be on, and for how long (the driver's reads lag ~0.5 s)."""
         now = time.monotonic()
         held = []
         for track in list(self.tracks.values()):
             if track.started is not None:
-                indexes, since = track.holding(now)
+                indexes, since = track.holding(self.silent(track))
                 held.append(Held(f"ray worker {track.pid}", track.host, tuple(indexes),
                                  now - since))
         return held
