@@ -119,3 +119,33 @@ def test_held_names_the_pset_of_a_stopped_worker_and_a_growing_time(tmp_path):
         (f"ray worker {pid}", socket.gethostname(), (3,))}
     assert seen[-1].seconds > seen[0].seconds + 2
     assert backend.held() == []  # nothing runs after the map
+
+
+def test_reports_read_late_never_make_a_pset_look_older():
+    from psmpi.backends.ray import Track
+    track = Track(None, [(7, {}), (8, {}), (9, {})], None, 0, 1)
+    track.hear(100.0, "node", 42, None, 0.0, 0.0)           # announced at 100
+    track.hear(103.0, "node", 42, 8, 1.0, 2.5)              # on pset 8 since 102, read at 103
+    track.hear(105.0, "node", 42, 8, 2.0, 4.5)              # the same, read late: 102 is kept
+    assert (track.started, track.index, track.since) == (100.0, 8, 102.0)
+    assert track.holding(silent=False) == ([8], 102.0)
+    # Silent, it may have gone on to pset 9 since it last spoke.
+    assert track.holding(silent=True) == ([8, 9], 102.0)
+    track.hear(106.0, "node", 42, 9, 0.5, 5.5)              # pset 9 since 105.5
+    assert track.holding(silent=False) == ([9], 105.5)
+    track.hear(110.0, "other", 43, 7, 0.5, 0.5)              # ray ran it again elsewhere
+    assert (track.host, track.pid, track.started, track.holding(False)) == (
+        "other", 43, 109.5, ([7], 109.5))
+
+
+def test_if_its_reports_actor_cannot_start_maps_run_unwatched_with_a_warning(
+        tmp_path, monkeypatch):
+    from psmpi.backends import ray as psmpi_ray
+    monkeypatch.setattr(psmpi_ray._Runtime, "monitor", None)
+    monkeypatch.setattr(psmpi_ray, "Monitor", None)  # ray.remote(None) raises
+    with pytest.warns(UserWarning, match="timeout= is not enforced"):
+        backend = RayBackend({})
+    outcomes = list(backend.run(Task(lambda p: {"y": p["a"]}, "unwatched", "ray"),
+                                ([(a, {"a": a})] for a in range(4))))
+    assert sorted(i for o in outcomes if o is not None for i in o.indexes) == [0, 1, 2, 3]
+    assert backend.held() == []

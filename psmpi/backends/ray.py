@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from typing import Any, Iterator
 
 from .. import bookkeeping
@@ -148,19 +149,26 @@ class Monitor:
         return reports
 
 
-def monitor_actor(ray) -> tuple[str, Any]:
-    """(name, handle) of this driver's reports actor, started once per ray session."""
+def monitor_actor(ray) -> tuple[str, Any] | None:
+    """(name, handle) of this driver's reports actor, started once per ray session; None
+    (with a warning) if ray cannot start it: then nothing is watched."""
     job = ray.get_runtime_context().get_job_id()
     if _Runtime.monitor is None or _Runtime.monitor[0] != job:
         name = f"monitor-{uuid.uuid4().hex}"
-        handle = ray.remote(num_cpus=0, max_restarts=-1)(Monitor).options(
-            name=name, namespace=MONITOR_NAMESPACE).remote()
-        # Its process starts now (~1 s, once per session, like ray's own start), not while
-        # the first groups announce themselves to it or a timed map runs.
-        with contextlib.suppress(Exception):  # if it cannot start, maps run unwatched
+        try:
+            handle = ray.remote(num_cpus=0, max_restarts=-1)(Monitor).options(
+                name=name, namespace=MONITOR_NAMESPACE).remote()
+            # Its process starts now (~0.5 s, once per session, like ray's own start), not
+            # while the first groups announce themselves to it or a timed map runs.
             ray.get(handle.take.remote(), timeout=60)
+        except Exception as exc:
+            warnings.warn(f"psmpi: backend 'ray' could not start its reports actor "
+                          f"({describe(exc)}), so stalled ray workers are not reported and "
+                          f"timeout= is not enforced", stacklevel=2)
+            handle = None
         _Runtime.monitor = (job, name, handle)
-    return _Runtime.monitor[1], _Runtime.monitor[2]
+    name, handle = _Runtime.monitor[1:]
+    return (name, handle) if handle is not None else None
 
 
 class Watchdog:
@@ -472,7 +480,7 @@ class RayBackend(Backend):
         self.tracks: dict[int, Track] = {}  # the same, by the key the workers report
         # Groups to submit again: (group, options, runs before), the next one last.
         self.retry: list[tuple[Group, dict | None, int]] = []
-        self.monitor_name, self.monitor = monitor_actor(self.ray)
+        self.monitor = monitor_actor(self.ray)  # (name, handle), or None: nothing watched
         self.poll = None  # the monitor's answer to the driver's last question, until read
         self.polled = self.next_watch = 0.0
         self.read = 0.0   # when the driver last read the reports
@@ -563,8 +571,9 @@ class RayBackend(Backend):
         if options is not None:
             submitter = checked_submitter(self.ray, options, f"pset {group[0][0]}")
         key = next(TASK_KEYS)
-        ref = submitter.remote(task_ref, group, (self.monitor_name, key,
-                                                 announce or self.announce()))
+        watch = None if self.monitor is None else (self.monitor[0], key,
+                                                   announce or self.announce())
+        ref = submitter.remote(task_ref, group, watch)
         self.pending[ref] = self.tracks[key] = Track(ref, group, options, runs, key)
 
     def announce(self) -> bool:
@@ -625,7 +634,7 @@ class RayBackend(Backend):
 
     def watch(self, now: float) -> None:
         """Read the workers' reports, and kill the tasks that ran past the timeout."""
-        if now < self.next_watch:
+        if now < self.next_watch or self.monitor is None:
             return
         self.next_watch = now + WATCH_TICK
         if self.poll is not None and self.ray.wait([self.poll], timeout=0)[0]:
@@ -640,7 +649,7 @@ class RayBackend(Backend):
                     track.hear(now, *report)
         if self.poll is None and now - self.polled >= POLL_SECONDS and self.pending and \
                 now - next(iter(self.pending.values())).sent >= POLL_SECONDS:
-            self.poll, self.polled = self.monitor.take.remote(), now
+            self.poll, self.polled = self.monitor[1].take.remote(), now
         if self.timeout:
             for track in list(self.tracks.values()):
                 verdict = self.overdue(track, now)
