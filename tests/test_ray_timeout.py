@@ -149,3 +149,25 @@ def test_if_its_reports_actor_cannot_start_maps_run_unwatched_with_a_warning(
                                 ([(a, {"a": a})] for a in range(4))))
     assert sorted(i for o in outcomes if o is not None for i in o.indexes) == [0, 1, 2, 3]
     assert backend.held() == []
+
+
+def die_once_after_a_while(pset):
+    time.sleep(pset["sleep"])
+    marker = pathlib.Path(pset["marker"])
+    if pset["sleep"] and not marker.exists():
+        marker.write_text("died")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"y": pset["a"]}
+
+
+@pytest.mark.timeout(120)
+def test_the_rerun_of_a_dead_worker_is_timed_from_its_own_start(tmp_path):
+    marker = str(tmp_path / "m")
+    # Quick groups first: the next group does not announce itself, nor does ray's rerun.
+    run(tmp_path, die_once_after_a_while, [{"a": a, "sleep": 0, "marker": marker}
+                                           for a in range(4)], name="quick")
+    # The first run reports pset 0 and dies; both runs together take longer than the
+    # timeout, each alone does not.
+    res = run(tmp_path, die_once_after_a_while, [{"a": 0, "sleep": 2.2, "marker": marker}],
+              timeout=3, name="dies")
+    assert res.results["y"].tolist() == [0] and len(res.missing) == 0

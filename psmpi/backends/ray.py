@@ -25,8 +25,8 @@ report per group would cost as much as the group, so workers speak up only when 
 matters. A watchdog thread in each ray worker reports a group that has run
 ``REPORT_AFTER`` seconds, with the pset it is on, again each time the pset changes and
 every ``REPORT_EVERY`` seconds; groups expected to take at least ``ANNOUNCE_MIN_SECONDS``
-(and the first groups of a map) also announce their start, so a worker stopped at once is
-seen too. Reports go to a small actor the driver reads every ``POLL_SECONDS``. From them
+(and those of a worker function not timed yet, and reruns) also announce their start, so a
+worker stopped at once is seen too. Reports go to a small actor the driver reads every ``POLL_SECONDS``. From them
 :meth:`RayBackend.held` lists who holds what, and with ``timeout=`` the driver kills
 (``ray.cancel(force=True)``) a task whose pset has run longer: that pset becomes a
 ``timeout`` failure and the group's other psets run again. A worker silent for
@@ -452,6 +452,20 @@ class Track:
         return [self.index], self.since
 
 
+def gone(track: Track) -> bool:
+    """Whether a task's reported worker is known to be dead (only on this host can we look:
+    elsewhere its pset's time counts from the dead worker's report until the rerun's)."""
+    if track.host != HOST:
+        return False
+    try:
+        os.kill(track.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        pass
+    return False
+
+
 class RayBackend(Backend):
     """Groups as ray tasks; see the module docstring."""
 
@@ -650,8 +664,10 @@ class RayBackend(Backend):
         if self.poll is None and now - self.polled >= POLL_SECONDS and self.pending and \
                 now - next(iter(self.pending.values())).sent >= POLL_SECONDS:
             self.poll, self.polled = self.monitor[1].take.remote(), now
-        if self.timeout:
-            for track in list(self.tracks.values()):
+        for track in list(self.tracks.values()):
+            if track.started is not None and gone(track):
+                track.started = None  # ray runs it again elsewhere: its worker will report
+            elif self.timeout:
                 verdict = self.overdue(track, now)
                 if verdict is not None:
                     track.verdict = verdict
