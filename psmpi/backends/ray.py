@@ -19,23 +19,43 @@ single psets, each with the same retries, and a pset whose worker still dies is 
 ``crashed``. An exception that escapes Task on the worker (say, the worker function cannot
 be unpickled on a node that lacks one of its modules) fails the group's psets with kind
 ``exception``, without retries: running them again would fail again.
+
+Watching. Ray cannot tell the driver when a task starts or which pset it is on, and a
+report per group would cost as much as the group, so workers speak up only when it
+matters. A watchdog thread in each ray worker reports a group that has run
+``REPORT_AFTER`` seconds, with the pset it is on, again each time the pset changes and
+every ``REPORT_EVERY`` seconds; groups expected to take at least ``ANNOUNCE_MIN_SECONDS``
+(and those of a worker function not timed yet, and reruns) also announce their start, so a
+worker stopped at once is seen too. Reports go to a small actor the driver reads every ``POLL_SECONDS``. From them
+:meth:`RayBackend.held` lists who holds what, and with ``timeout=`` the driver kills
+(``ray.cancel(force=True)``) a task whose pset has run longer: that pset becomes a
+``timeout`` failure and the group's other psets run again. A worker silent for
+``SILENT_SECONDS`` (stopped, or a C call holding the GIL) is timed by what it last said: a
+group that may be on any of several psets is killed after ``timeout`` seconds of silence
+and its psets run again one per task, where the stuck one is caught for certain.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import logging
 import math
 import os
 import sys
+import threading
 import time
+import uuid
+import warnings
 from typing import Any, Iterator
 
+from .. import bookkeeping
 from ..errors import BackendError, ConfigError
 from ..source import ResourcedPset
-from ..task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
-from .base import Backend, Group
+from ..task import (CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe,
+                    failed_outcome)
+from .base import Backend, Group, Held
 from .multiprocessing import CRASH_MESSAGE, resolve_ncores
 
 # While waiting, run() yields None this often so the driver reports progress and drains.
@@ -57,6 +77,24 @@ FIXED_TASK_OPTIONS = ("num_returns",)
 # What a task asks for, and the cluster resource that has to hold it.
 DEMANDS = (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory"))
 
+# Watching (see the module docstring). The watchdog thread of a ray worker looks this often.
+WATCH_TICK = 0.25
+# A group running this long (at most half the timeout) is reported, with its pset ...
+REPORT_AFTER = 1.0
+# ... and again this often while it runs, so the driver can tell a silent worker.
+REPORT_EVERY = 1.0
+# Groups expected to run this long announce their start: a round trip of ~1 ms is <= 0.2 %.
+ANNOUNCE_MIN_SECONDS = 0.5
+# How often the driver reads the reports, while some task may have something to say.
+POLL_SECONDS = 0.5
+# No report for this long from a reported group: its worker is stopped or holds the GIL.
+SILENT_SECONDS = 5.0
+MONITOR_NAMESPACE = "psmpi"
+# Worker function digest -> (seconds, count) of its finished groups in this process.
+GROUP_SECONDS: dict[str, tuple[float, int]] = {}
+# Keys of tasks in the workers' reports: unique in this process, as its reports actor is.
+TASK_KEYS = itertools.count(1)
+
 
 class _Runtime:
     """This process's ray, as far as psmpi is concerned."""
@@ -64,6 +102,7 @@ class _Runtime:
     connected_with: dict | None = None  # the connect options psmpi started ray with
     local = False                       # psmpi started a local ray: its size is fixed
     remotes: dict = {}                  # max_calls -> run_group as a ray remote function
+    monitor: tuple | None = None        # (ray job id, actor name, handle) of the reports actor
 
 
 def available_ray() -> bool:
@@ -82,9 +121,132 @@ def import_ray():
     return ray
 
 
-def run_group(task: Task, group: Group) -> GroupOutcome:
-    """What one ray task does: one group through the worker function."""
-    return task(group)
+def run_group(task: Task, group: Group, watch: tuple | None = None) -> GroupOutcome:
+    """What one ray task does: one group through the worker function.
+
+    ``watch``: (reports actor name, task key, announce) for this process's watchdog.
+    """
+    if watch is None:
+        return task(group)
+    _WATCHDOG.begin(watch, task, group)
+    try:
+        return task(group)
+    finally:
+        _WATCHDOG.current = None
+
+
+class Monitor:
+    """The ray actor that holds the workers' reports until the driver takes them."""
+
+    def __init__(self):
+        self.reports: list[tuple] = []
+
+    def report(self, *report) -> None:
+        self.reports.append(report)
+
+    def take(self) -> list[tuple]:
+        reports, self.reports = self.reports, []
+        return reports
+
+
+def monitor_actor(ray) -> tuple[str, Any] | None:
+    """(name, handle) of this driver's reports actor, started once per ray session; None
+    (with a warning) if ray cannot start it: then nothing is watched."""
+    job = ray.get_runtime_context().get_job_id()
+    if _Runtime.monitor is None or _Runtime.monitor[0] != job:
+        name = f"monitor-{uuid.uuid4().hex}"
+        try:
+            handle = ray.remote(num_cpus=0, max_restarts=-1)(Monitor).options(
+                name=name, namespace=MONITOR_NAMESPACE).remote()
+            # Its process starts now (~0.5 s, once per session, like ray's own start), not
+            # while the first groups announce themselves to it or a timed map runs.
+            ray.get(handle.take.remote(), timeout=60)
+        except Exception as exc:
+            warnings.warn(f"psmpi: backend 'ray' could not start its reports actor "
+                          f"({describe(exc)}), so stalled ray workers are not reported and "
+                          f"timeout= is not enforced", stacklevel=2)
+            handle = None
+        _Runtime.monitor = (job, name, handle)
+    name, handle = _Runtime.monitor[1:]
+    return (name, handle) if handle is not None else None
+
+
+class Watchdog:
+    """In a ray worker process: reports the group it runs once that takes a while.
+
+    The task sets :attr:`current` (two stores a group); a thread started on the first
+    group reads it and the pset being computed (psmpi.bookkeeping) every ``WATCH_TICK``.
+    A report is (key, host, pid, pset index or None, seconds on that pset, seconds on the
+    group), fire and forget.
+    """
+
+    def __init__(self):
+        # (actor name, key, report after seconds, monotonic start, first pset index)
+        self.current: tuple | None = None
+        self.thread: threading.Thread | None = None
+        self.actors: dict[str, Any] = {}
+
+    def begin(self, watch: tuple, task: Task, group: Group) -> None:
+        name, key, announce = watch
+        after = REPORT_AFTER if not task.timeout else min(REPORT_AFTER, task.timeout / 2)
+        start = time.monotonic()
+        if announce:
+            actor = self.actor(name)
+            if actor is not None:
+                with contextlib.suppress(Exception):  # the driver is gone: nobody to tell
+                    import ray
+                    ray.get(actor.report.remote(key, HOST, os.getpid(), None, 0.0, 0.0),
+                            timeout=5)
+        self.current = (name, key, after, start, group[0][0])
+        if self.thread is None:
+            self.thread = threading.Thread(target=self.loop, name="psmpi-watchdog",
+                                           daemon=True)
+            self.thread.start()
+
+    def actor(self, name: str):
+        """The reports actor, looked up by name once per process (None: not there)."""
+        actor = self.actors.get(name)
+        if actor is None:
+            try:
+                import ray
+                actor = self.actors[name] = ray.get_actor(name, namespace=MONITOR_NAMESPACE)
+            except Exception:  # not registered yet, or gone with its driver: try later
+                return None
+        return actor
+
+    def loop(self) -> None:
+        group = pset = None   # the group (current tuple) and pset (bookkeeping entry) seen
+        pset_start = sent = 0.0
+        said = None           # (group, pset index) last reported
+        while True:
+            time.sleep(WATCH_TICK)
+            current = self.current
+            if current is None:
+                continue
+            now = time.monotonic()
+            name, key, after, start, first = current
+            entry = bookkeeping._pending  # (task, index, ...) of the pset computed now
+            if current is not group:
+                group, pset = current, None
+            if entry is not pset:
+                pset = entry
+                # A later pset was first seen now, so started at most a tick ago: timed
+                # from now, it is never killed early.
+                pset_start = start if entry is not None and entry[1] == first else now
+            index = pset[1] if pset is not None else None  # None: psmpi's own work
+            if now - start < after or (said == (key, index) and now - sent < REPORT_EVERY):
+                continue
+            actor = self.actor(name)
+            if actor is None:
+                continue
+            with contextlib.suppress(Exception):
+                actor.report.remote(key, HOST, os.getpid(), index,
+                                    now - pset_start if index is not None else 0.0,
+                                    now - start)
+                said, sent = (key, index), now
+
+
+_WATCHDOG = Watchdog()
 
 
 def _is_number(value: Any) -> bool:
@@ -250,6 +412,60 @@ def shortfall(options: dict, totals: dict) -> str | None:
     return None
 
 
+class Track:
+    """What the driver knows of one task in flight: its group and the workers' reports."""
+
+    __slots__ = ("ref", "group", "options", "runs", "key", "sent", "started", "host", "pid",
+                 "index", "since", "heard", "verdict")
+
+    def __init__(self, ref, group: Group, options: dict | None, runs: int, key: int):
+        self.ref, self.group, self.options, self.runs, self.key = ref, group, options, runs, key
+        self.sent = time.monotonic()
+        self.started: float | None = None  # when the group started (driver's clock), once told
+        self.host, self.pid = "", 0
+        self.index: int | None = None      # the pset it is on; None: unknown or psmpi's work
+        self.since = 0.0                   # when that pset started
+        self.heard = 0.0                   # when its last report came
+        self.verdict: tuple | None = None  # why the driver killed it (see RayBackend.overdue)
+
+    def hear(self, received: float, host: str, pid: int, index: int | None,
+             pset_seconds: float, group_seconds: float) -> None:
+        """A report read at ``received``. Times are kept as the earliest each report allows:
+        a report read late makes a pset look younger, never older, so none is killed early."""
+        started = received - group_seconds
+        if self.started is None or pid != self.pid:  # first report, or ray's rerun elsewhere
+            self.started, self.index = started, None
+        self.started = min(self.started, started)
+        since = received - pset_seconds
+        if index is None or index != self.index:
+            self.since = since
+        self.since = min(self.since, since)
+        self.host, self.pid, self.index, self.heard = host, pid, index, received
+
+    def holding(self, silent: bool) -> tuple[list[int], float]:
+        """The psets it may be on and since when: one if it reports, else all it might be."""
+        indexes = [index for index, _ in self.group]
+        if self.index is None:
+            return indexes, self.started
+        if silent:  # it may have gone on since it last spoke
+            return indexes[indexes.index(self.index):], self.since
+        return [self.index], self.since
+
+
+def gone(track: Track) -> bool:
+    """Whether a task's reported worker is known to be dead (only on this host can we look:
+    elsewhere its pset's time counts from the dead worker's report until the rerun's)."""
+    if track.host != HOST:
+        return False
+    try:
+        os.kill(track.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        pass
+    return False
+
+
 class RayBackend(Backend):
     """Groups as ray tasks; see the module docstring."""
 
@@ -273,9 +489,17 @@ class RayBackend(Backend):
                                   f"ray={{'init': {{'num_gpus': ...}}}})")
         self.slots = task_slots(self.totals, self.task_cpus)
         self.checked = time.monotonic()
-        # ref -> (group, its task options or None for the defaults, runs before: see submit)
-        self.pending: dict[Any, tuple[Group, dict | None, int]] = {}
-        self.retry: list[tuple[Group, dict | None, int]] = []  # single psets of failed groups
+        # ref -> the group, its task options (None: the defaults), runs before (see submit)
+        self.pending: dict[Any, Track] = {}
+        self.tracks: dict[int, Track] = {}  # the same, by the key the workers report
+        # Groups to submit again: (group, options, runs before), the next one last.
+        self.retry: list[tuple[Group, dict | None, int]] = []
+        self.monitor = monitor_actor(self.ray)  # (name, handle), or None: nothing watched
+        self.poll = None  # the monitor's answer to the driver's last question, until read
+        self.polled = self.next_watch = 0.0
+        self.read = 0.0   # when the driver last read the reports
+        self.timeout: float | None = None
+        self.digest = ""  # of the map's worker function: keys GROUP_SECONDS
 
     @classmethod
     def available(cls) -> bool:
@@ -288,6 +512,7 @@ class RayBackend(Backend):
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
         ray = self.ray
         task_ref = ray.put(task)  # shipped once per map; each task refers to it
+        self.timeout, self.digest = task.timeout, task.digest
         groups = iter(groups)
         exhausted = False
         try:
@@ -297,6 +522,7 @@ class RayBackend(Backend):
                     return  # refill submits whatever exists, so nothing is left
                 refs = list(self.pending)
                 ready, _ = ray.wait(refs, num_returns=1, timeout=HEARTBEAT_SECONDS)
+                self.watch(time.monotonic())
                 if not ready:
                     yield None  # heartbeat: the driver reports progress and keeps deadlines
                     continue
@@ -313,8 +539,8 @@ class RayBackend(Backend):
         """Submit tasks until the cluster's queue is full; True once groups ran out."""
         self.refresh_capacity()
         while len(self.pending) < IN_FLIGHT_PER_SLOT * self.slots:
-            if self.retry:
-                self.submit(task_ref, *self.retry.pop())
+            if self.retry:  # rare (a crash or a kill), and then worth a watch from the start
+                self.submit(task_ref, *self.retry.pop(), announce=True)
                 continue
             if exhausted:
                 break
@@ -349,24 +575,43 @@ class RayBackend(Backend):
                                   f"change its 'ray' options or start the local ray bigger")
         return options
 
-    def submit(self, task_ref, group: Group, options: dict | None, runs: int) -> None:
-        """Hand ``group`` to ray; ``runs``: how often it ran before as part of a bigger group."""
+    def submit(self, task_ref, group: Group, options: dict | None, runs: int,
+               announce: bool = False) -> None:
+        """Hand ``group`` to ray; ``runs``: how often it ran before as part of a bigger group.
+
+        ``announce``: the group reports its start even if groups are short (see announce()).
+        """
         submitter = self.submitter
         if options is not None:
             submitter = checked_submitter(self.ray, options, f"pset {group[0][0]}")
-        self.pending[submitter.remote(task_ref, group)] = (group, options, runs)
+        key = next(TASK_KEYS)
+        watch = None if self.monitor is None else (self.monitor[0], key,
+                                                   announce or self.announce())
+        ref = submitter.remote(task_ref, group, watch)
+        self.pending[ref] = self.tracks[key] = Track(ref, group, options, runs, key)
+
+    def announce(self) -> bool:
+        """Whether a group should announce its start: when groups are long, or not known yet."""
+        total, count = GROUP_SECONDS.get(self.digest, (0.0, 0))
+        return count == 0 or total >= ANNOUNCE_MIN_SECONDS * count
 
     def collect(self, ref) -> list[GroupOutcome]:
         """The outcome of a finished task; after a dead worker, its psets' next step."""
-        group, options, runs_before = self.pending.pop(ref)
+        track = self.pending.pop(ref)
+        del self.tracks[track.key]
+        group, options, runs_before = track.group, track.options, track.runs
         exceptions = self.ray.exceptions
         try:
-            return [self.ray.get(ref)]
+            outcome = self.ray.get(ref)
+            self.learn(outcome)
+            return [outcome]
         except exceptions.RayTaskError as exc:  # escaped Task: would fail again the same way
             cause = exc.cause if isinstance(exc.cause, BaseException) else exc
             return [failed_outcome(group, EXCEPTION, f"on the ray worker: {describe(cause)}",
                            getattr(exc, "traceback_str", "") or str(exc))]
         except exceptions.RayError as exc:  # the worker or its node died, after ray's retries
+            if track.verdict is not None:  # or the driver killed it
+                return self.killed(track)
             runs = 1 + (options or self.task_options).get("max_retries", DEFAULT_MAX_RETRIES)
             if len(group) > 1:
                 # Alone, each pset either succeeds or is found guilty; the others are spared.
@@ -378,6 +623,90 @@ class RayBackend(Backend):
             return [failed_outcome(group, CRASHED, f"{CRASH_MESSAGE}: ray ran it {how} and a worker "
                                            f"died every time ({reason})")]
 
+    def learn(self, outcome: GroupOutcome) -> None:
+        """Add a group's duration to its map's worker function's record (see announce)."""
+        if outcome.group_seconds == outcome.group_seconds:  # not NaN
+            total, count = GROUP_SECONDS.get(self.digest, (0.0, 0))
+            if count == 0 and len(GROUP_SECONDS) > 256:  # a long loop of maps: keep it small
+                GROUP_SECONDS.clear()
+            GROUP_SECONDS[self.digest] = (total + outcome.group_seconds, count + 1)
+
+    def killed(self, track: Track) -> list[GroupOutcome]:
+        """After the driver killed a task: a timed-out pset fails, the others run again."""
+        if track.verdict[0] != TIMEOUT:  # stuck on one of several psets: each alone
+            self.retry.extend(([item], track.options, track.runs)
+                              for item in reversed(track.group))
+            return []
+        _, index, seconds = track.verdict
+        rest = [item for item in track.group if item[0] != index]
+        if rest:
+            self.retry.append((rest, track.options, track.runs))
+        guilty = [item for item in track.group if item[0] == index]
+        return [failed_outcome(guilty, TIMEOUT, f"ran longer than timeout={self.timeout:g} s: "
+                               f"ray worker {track.pid} on {track.host} was killed after "
+                               f"{seconds:.1f} s; raise timeout= if the pset needs longer")]
+
+    def watch(self, now: float) -> None:
+        """Read the workers' reports, and kill the tasks that ran past the timeout."""
+        if now < self.next_watch or self.monitor is None:
+            return
+        self.next_watch = now + WATCH_TICK
+        if self.poll is not None and self.ray.wait([self.poll], timeout=0)[0]:
+            try:
+                reports = self.ray.get(self.poll)
+            except self.ray.exceptions.RayError:  # the actor died; ray restarts it
+                reports = []
+            self.poll, self.read = None, now
+            for key, *report in reports:
+                track = self.tracks.get(key)
+                if track is not None:
+                    track.hear(now, *report)
+        if self.poll is None and now - self.polled >= POLL_SECONDS and self.pending and \
+                now - next(iter(self.pending.values())).sent >= POLL_SECONDS:
+            self.poll, self.polled = self.monitor[1].take.remote(), now
+        for track in list(self.tracks.values()):
+            if track.started is not None and gone(track):
+                track.started = None  # ray runs it again elsewhere: its worker will report
+            elif self.timeout:
+                verdict = self.overdue(track, now)
+                if verdict is not None:
+                    track.verdict = verdict
+                    with contextlib.suppress(Exception):  # finished meanwhile: collect sees it
+                        self.ray.cancel(track.ref, force=True)
+
+    def silent(self, track: Track) -> bool:
+        """Whether ``track``'s worker missed reports (judged by the driver's reads: a driver
+        busy elsewhere for a while does not make every worker look silent)."""
+        return self.read - track.heard > SILENT_SECONDS
+
+    def overdue(self, track: Track, now: float) -> tuple | None:
+        """Why the driver must kill ``track``'s task now, or None.
+
+        (TIMEOUT, index, seconds): pset ``index`` ran past the timeout. ("stuck", seconds):
+        a silent worker may be on any of several psets and has said nothing for longer than
+        the timeout, so its psets run again one per task, where the stuck one is caught.
+        """
+        if track.started is None or track.verdict is not None:
+            return None
+        indexes, since = track.holding(self.silent(track))
+        if len(indexes) == 1 and now - since > self.timeout:
+            return (TIMEOUT, indexes[0], now - since)
+        if len(indexes) > 1 and self.read - track.heard > max(self.timeout, SILENT_SECONDS):
+            return ("stuck", now - track.heard)
+        return None
+
+    def held(self) -> list[Held]:
+        """The tasks whose workers reported them (see the module docstring): the pset each
+        is on, or all those it may be on, and for how long (the driver's reads lag ~0.5 s)."""
+        now = time.monotonic()
+        held = []
+        for track in list(self.tracks.values()):
+            if track.started is not None:
+                indexes, since = track.holding(self.silent(track))
+                held.append(Held(f"ray worker {track.pid}", track.host, tuple(indexes),
+                                 now - since))
+        return held
+
     def cancel_pending(self) -> None:
         """Stop the tasks in flight (their workers are killed) and forget them."""
         for ref in self.pending:
@@ -386,6 +715,7 @@ class RayBackend(Backend):
             except Exception:  # already finished, or ray is shutting down: nothing to stop
                 pass
         self.pending.clear()
+        self.tracks.clear()
         self.retry.clear()
 
     def close(self) -> None:
