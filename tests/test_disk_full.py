@@ -14,6 +14,9 @@ import pytest
 
 import psmpi
 
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "full_disk_study.py"
 N = 30000  # rows of 1 kB: about 30 MB
 

@@ -20,6 +20,9 @@ import pytest
 
 import psmpi
 
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "kill_study.py"
 N_PSETS = 10000
 KILLS = 20

@@ -26,6 +26,9 @@ HELPER = os.path.join(HERE, "helpers", "store_writer.py")
 sys.path.insert(0, os.path.join(HERE, "helpers"))
 import store_writer  # noqa: E402
 
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 KILLS = 32
 BLOCK = store_writer.BLOCK
 
