@@ -140,7 +140,8 @@ class MultiprocessingBackend(Backend):
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         pending: dict[Future, Group] = {}
         suspects: collections.deque[Group] = collections.deque()
-        held: collections.deque[Group] = collections.deque()  # refused by a broken pool
+        # run before new groups: refused by a broken pool, or split after a sys.exit()
+        held: collections.deque[Group] = collections.deque()
         groups = iter(groups)
         exhausted = False
         try:
