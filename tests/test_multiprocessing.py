@@ -181,8 +181,14 @@ def test_an_error_on_the_driver_leaves_no_group_running(tmp_path, monkeypatch):
 
 
 def test_max_tasks_per_child_recycles_processes(tmp_path):
-    res = psmpi.map(pid_worker, [{"a": a} for a in range(8)], backend="multiprocessing",
-                    ncores=1, group_size=1, max_tasks_per_child=2, out=None, verbose=0)
+    psets = [{"a": a} for a in range(8)]
+    kwargs = dict(backend="multiprocessing", ncores=1, group_size=1, max_tasks_per_child=2,
+                  out=None, verbose=0)
+    if sys.version_info < (3, 11):  # ProcessPoolExecutor cannot before 3.11: say so first
+        with pytest.raises(psmpi.ConfigError, match="Python >= 3.11"):
+            psmpi.map(pid_worker, psets, **kwargs)
+        return
+    res = psmpi.map(pid_worker, psets, **kwargs)
     assert len(set(res.results["pid"])) >= 4
 
 

@@ -142,7 +142,7 @@ def test_sigkill_at_random_instants_keeps_an_exact_committed_prefix(tmp_path):
     elapsed = time.monotonic() - started
     print(f"\nseed {seed}: {kills} kills ({resumed} after open, {reclaimed} locks reclaimed, "
           f"{mid_run} with new committed rows), final {target} rows exact, {elapsed:.1f} s")
-    assert kills >= 30 and resumed >= 16 and reclaimed >= 12
+    assert kills == KILLS and resumed >= KILLS // 2 and reclaimed >= KILLS * 3 // 8
 
 
 def test_read_while_another_process_writes(tmp_path):

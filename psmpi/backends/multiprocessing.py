@@ -91,6 +91,11 @@ class MultiprocessingBackend(Backend):
         if unknown:
             raise ConfigError(f"multiprocessing={{...}} got unknown option(s) {sorted(unknown)}; "
                               f"known: ['start_method']")
+        if max_tasks_per_child and sys.version_info < (3, 11):
+            raise ConfigError(f"max_tasks_per_child={max_tasks_per_child} needs Python >= 3.11 "
+                              f"on the multiprocessing backend (ProcessPoolExecutor has it "
+                              f"since 3.11); this is Python {sys.version.split()[0]}. Use a "
+                              f"newer Python, backend='ray', or leave max_tasks_per_child unset")
         self.workers = resolve_ncores(ncores)
         self.context = multiprocessing.get_context(self.start_method())
         self.executor: ProcessPoolExecutor | None = None
