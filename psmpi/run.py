@@ -352,21 +352,29 @@ class MapRun:
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
                 grouper: Grouper | None) -> bool:
         """Record outcomes as they come; False if the drain period ran out first."""
-        for outcome in outcomes:
-            if outcome is not None:  # None: a heartbeat while workers compute
-                if grouper is not None:
-                    grouper.observe(outcome)
-                self.record(outcome, writer)
-            if writer.due():
-                writer.commit()
-            self.progress.active = len(self.inflight)
-            self.watch.poll(time.monotonic())
-            self.reporter.update(self.progress)
-            if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
-                self.abandoned = self.progress.active
-                self.backend.abandon()
-                return False
-        return True
+        try:
+            for outcome in outcomes:
+                if outcome is not None:  # None: a heartbeat while workers compute
+                    if grouper is not None:
+                        grouper.observe(outcome)
+                    self.record(outcome, writer)
+                if writer.due():
+                    writer.commit()
+                self.progress.active = len(self.inflight)
+                self.watch.poll(time.monotonic())
+                self.reporter.update(self.progress)
+                if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
+                    self.abandoned = self.progress.active
+                    self.backend.abandon()
+                    return False
+            return True
+        finally:
+            # Left early (a second signal or an error here): the backend drops the groups in
+            # flight now, not once the generator is collected, after Python's exit waited
+            # for them.
+            close = getattr(outcomes, "close", None)
+            if close is not None:
+                close()
 
     def skip_crashed(self, writer: RowWriter) -> None:
         """Store psets that died with their process max_attempts times as crashed failures.

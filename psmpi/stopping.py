@@ -4,8 +4,10 @@ Slurm sends ``--signal=B:USR1@N`` before the time limit, then SIGTERM, then SIGK
 presses Ctrl-C. On the first SIGTERM, SIGUSR1 or SIGINT psmpi stops handing out psets,
 waits up to ``drain_seconds`` for the groups in flight, commits and fsyncs what came back,
 closes the file and exits with :data:`EXIT_INCOMPLETE`, so a job script can requeue itself
-and the next run resumes. A second signal stops at once (KeyboardInterrupt), still keeping
-every committed row.
+and the next run resumes. A second signal stops at once: KeyboardInterrupt is raised where
+the driver is, the run loop closes the backend's generator, so the groups in flight are
+dropped (multiprocessing SIGKILLs its workers) instead of being waited for, and every
+committed row is kept.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def until_stopped(items: Iterable[T], stop: StopRequest) -> Iterator[T]:
 
 
 def ignore_stop_signals() -> None:
-    """For worker processes: let the driver decide when to stop; finish the group at hand."""
+    """For worker processes: let the driver decide when to stop; finish the group at hand.
+
+    SIGTERM too: Slurm sends it to every process of the job, and a Ctrl-C reaches the whole
+    process group, yet the driver must be able to drain its workers. Whoever abandons
+    workers (psmpi.backends.multiprocessing) must therefore SIGKILL them, never terminate
+    and join them.
+    """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -167,6 +167,7 @@ CRASHING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.crash
 def test_a_pset_that_kills_its_process_counts_as_crashed(tmp_path):
     run_study(tmp_path, "crash.h5", CRASHING)
     maps, _ = status_json("crash.h5", tmp_path)

@@ -18,6 +18,9 @@ import psmpi
 from psmpi.attempts import AttemptLog, Attempts
 from psmpi.lock import take_lock
 
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "full_disk_study.py"
 N = 30000  # rows of 1 kB: about 30 MB
 

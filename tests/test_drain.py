@@ -12,6 +12,9 @@ import pytest
 import psmpi
 from psmpi.stopping import EXIT_INCOMPLETE
 
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "drain_study.py"
 
 
@@ -85,3 +88,62 @@ def test_second_signal_stops_at_once(tmp_path):
     proc.communicate(timeout=30)
     assert proc.returncode != 0 and time.monotonic() - sent < 5
     assert psmpi.read(path, name="drain") is not None  # the file still opens
+
+
+def lines(path: pathlib.Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped by its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("signum,to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["ctrl-c", "sigterm"])
+def test_second_signal_stops_multiprocessing_at_once_keeping_committed_rows(tmp_path, signum,
+                                                                            to_group):
+    """Ctrl-C twice (or SIGTERM twice) with long psets running and queued: exit in seconds.
+
+    The pool used to finish every running and queued group first (20 s each here), then drop
+    what they computed.
+    """
+    path, calls, starts = tmp_path / "d.h5", tmp_path / "calls", tmp_path / "starts"
+    proc = start(path, "multiprocessing", 0.01, calls, PSMPI_LIMIT="10")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    proc = start(path, "multiprocessing", 20.0, calls, DRAIN_STARTS=str(starts))
+    deadline = time.monotonic() + 60
+    while len(lines(starts)) < 2:  # both workers compute; two more groups wait in the queue
+        assert time.monotonic() < deadline and proc.poll() is None, "the survey did not start"
+        time.sleep(0.05)
+    send = os.killpg if to_group else os.kill
+    send(proc.pid, signum)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    send(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode not in (0, EXIT_INCOMPLETE), err
+    assert elapsed < 5, f"the second {signal.Signals(signum).name} took {elapsed:.1f} s"
+    assert "KeyboardInterrupt" in err and "second stop signal" in err, err
+    workers = [int(pid) for pid in lines(starts)]
+    deadline = time.monotonic() + 5
+    while not all(map(gone, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(gone, workers)), "worker processes outlived the driver"
+    stored = psmpi.read(path, name="drain")
+    assert sorted(stored["a"]) == list(range(10)), "the committed rows changed"
+    # the same command resumes: the 30 psets left, none of the 10 again
+    proc = start(path, "multiprocessing", 0.01, calls)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "complete 40" in out
+    stored = psmpi.read(path, name="drain")
+    assert sorted(stored["a"]) == list(range(40))
+    assert sorted(map(int, lines(calls))) == list(range(40)), "a pset was computed twice"

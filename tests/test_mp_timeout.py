@@ -1,12 +1,17 @@
 """Multiprocessing: who holds which pset for how long, and timeout= killing a worker."""
 
+
 import os
 import signal
 import time
 
+import pytest
+
 import psmpi
 from psmpi.backends.multiprocessing import MultiprocessingBackend
 from psmpi.task import Task
+
+pytestmark = pytest.mark.crash  # kills worker processes: runs on every Python in CI
 
 
 def slow_on_3(pset):

@@ -115,6 +115,7 @@ def test_study_auto_selected_and_code_after_init_on_rank0_only(tmp_path):
     assert (tmp_path / "ranks.txt").read_text().split() == ["0"]
 
 
+@pytest.mark.crash
 def test_uncaught_exception_on_rank0_aborts_the_job(tmp_path):
     """Workers are busy with 60-s psets; the job must still end at once, file intact."""
     out_file = str(tmp_path / "study.h5")
@@ -125,6 +126,7 @@ def test_uncaught_exception_on_rank0_aborts_the_job(tmp_path):
     assert read_rows(out_file, "first") == 20
 
 
+@pytest.mark.crash
 def test_internal_error_on_a_worker_aborts_the_job(tmp_path):
     code, out, err, wall = launch(4, os.path.join(SCRIPTS, "worker_fault.py"),
                                   tmp_path / "study.h5",
@@ -135,6 +137,7 @@ def test_internal_error_on_a_worker_aborts_the_job(tmp_path):
     assert wall < 20, f"took {wall:.1f} s"
 
 
+@pytest.mark.crash
 def test_sys_exit_in_a_worker_function_aborts_the_job(tmp_path):
     code, out, err, wall = launch(4, os.path.join(SCRIPTS, "worker_fault.py"),
                                   tmp_path / "study.h5", "sys-exit")
@@ -148,6 +151,7 @@ def test_sys_exit_in_a_worker_function_aborts_the_job(tmp_path):
     (signal.SIGUSR1, 1.0, False),
     (signal.SIGINT, 30.0, True),    # they outlast the 1-s drain: abandoned, job aborted
 ], ids=["SIGTERM-drained", "SIGUSR1-drained", "SIGINT-abandoned"])
+@pytest.mark.crash
 def test_signal_to_mpiexec_drains_and_exits_75(tmp_path, signum, nap, abandoned):
     out_file = str(tmp_path / "study.h5")
     drain_seconds = 1.0 if abandoned else 20.0

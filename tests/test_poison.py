@@ -18,6 +18,9 @@ import pytest
 import psmpi
 from psmpi.attempts import AttemptLog, as_ranges, from_ranges
 
+# Crash handling of every backend: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "scripts", "poison_study.py")
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -25,9 +28,11 @@ N_PSETS, POISON = 40, 7
 
 
 def launch(backend: str, out: str, calls: str, max_attempts: int) -> subprocess.CompletedProcess:
+    """One run; ``backend`` may end in ``+sys-exit``: the poison pset calls sys.exit(3)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "OMPI_", "PSMPI_"))}
-    env.update(POISON_CALLS=calls, PSMPI_MAX_ATTEMPTS=str(max_attempts))
+    backend, _, how = backend.partition("+")
+    env.update(POISON_CALLS=calls, PSMPI_MAX_ATTEMPTS=str(max_attempts), POISON_HOW=how)
     ranks = {"mpiexec-n2": 2, "mpiexec-n4": 4}.get(backend)
     command = [sys.executable, SCRIPT, out, "mpi" if ranks else backend]
     if ranks:
@@ -39,7 +44,9 @@ def launch(backend: str, out: str, calls: str, max_attempts: int) -> subprocess.
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend, max_attempts", [
     ("serial", 1), ("serial", 3), ("multiprocessing", 3),
-    ("mpiexec-n2", 2), ("mpiexec-n2", 3), ("mpiexec-n4", 3)])
+    ("mpiexec-n2", 2), ("mpiexec-n2", 3), ("mpiexec-n4", 3),
+    # sys.exit() in the worker function is the death of its process, as a segfault is
+    ("serial+sys-exit", 3), ("multiprocessing+sys-exit", 3), ("mpiexec-n2+sys-exit", 3)])
 def test_requeue_loop_ends_and_only_the_poison_pset_is_skipped(tmp_path, backend, max_attempts):
     if backend.startswith("mpiexec") and not os.path.exists(MPIEXEC):
         pytest.skip("needs the mpiexec of the mpich wheel")
@@ -49,7 +56,7 @@ def test_requeue_loop_ends_and_only_the_poison_pset_is_skipped(tmp_path, backend
         assert len(runs) <= max_attempts + 1, (
             f"run {len(runs)} still dies; the requeue loop does not end:\n{runs[-1].stderr[-3000:]}")
         runs.append(launch(backend, out, calls, max_attempts))
-    if backend == "multiprocessing":
+    if backend.startswith("multiprocessing"):
         assert len(runs) == 1, "multiprocessing must isolate the crash within one run"
     else:
         assert len(runs) == max_attempts + 1, [r.returncode for r in runs]
@@ -65,7 +72,13 @@ def test_requeue_loop_ends_and_only_the_poison_pset_is_skipped(tmp_path, backend
     assert set(failures["a"]) == {POISON}
     with open(calls) as f:
         computed = [int(line) for line in f.read().split()]
-    if backend != "multiprocessing":  # (the pool re-runs a crashed group's psets one by one)
+    if backend.startswith("multiprocessing+"):
+        assert "called sys.exit(3)" in failures["_exception"].iloc[0]
+    elif backend.startswith("serial+"):  # the worker ran in the script: it exits as asked
+        assert [r.returncode for r in runs[:-1]] == [3] * max_attempts
+    elif backend.endswith("+sys-exit"):
+        assert "called sys.exit()" in runs[0].stderr, runs[0].stderr
+    if not backend.startswith("multiprocessing"):  # (the pool re-runs a crashed group's psets)
         # The poison pset ran once per dying run, and never once it was skipped.
         assert computed.count(POISON) == max_attempts
         assert os.path.exists(out + ".attempts"), "the skipped pset's count must be kept"

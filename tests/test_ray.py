@@ -132,6 +132,7 @@ def die_on_3(pset):
     return {"y": pset["a"]}
 
 
+@pytest.mark.crash
 @pytest.mark.timeout(120)
 def test_a_pset_that_kills_its_worker_fails_alone(tmp_path):
     res = run(tmp_path, die_on_3, [{"a": a} for a in range(8)], group_size=4,
@@ -140,6 +141,23 @@ def test_a_pset_that_kills_its_worker_fails_alone(tmp_path):
     assert res.missing.df["a"].tolist() == [3]
     assert res.missing.df["_kind"].tolist() == ["crashed"]
     assert "ray ran it 4 times (2 in its group, 2 alone)" in res.missing.df["_exception"].iloc[0]
+
+
+def exit_on_3(pset):
+    if pset["a"] == 3:
+        sys.exit(4)
+    return {"y": pset["a"]}
+
+
+@pytest.mark.crash
+@pytest.mark.timeout(120)
+def test_sys_exit_in_the_worker_is_a_dead_worker_as_everywhere(tmp_path):
+    """sys.exit() ends the ray worker process: retried like any dead worker, then crashed."""
+    res = run(tmp_path, exit_on_3, [{"a": a} for a in range(6)], group_size=2,
+              ray={"max_retries": 0})
+    assert res.results["a"].tolist() == [0, 1, 2, 4, 5]
+    assert res.missing.df["a"].tolist() == [3]
+    assert res.missing.df["_kind"].tolist() == ["crashed"]
 
 
 def sleep_unless_marked(pset):
@@ -152,6 +170,7 @@ def sleep_unless_marked(pset):
     return {"y": pset["a"], "pid": os.getpid()}
 
 
+@pytest.mark.crash
 @pytest.mark.timeout(120)
 def test_a_worker_killed_mid_survey_is_retried_and_nothing_is_lost(tmp_path):
     marker = tmp_path / "victim"
@@ -314,6 +333,7 @@ def computed_by(calls, run):
     return [int(a) for r, a in map(str.split, calls.read_text().splitlines()) if r == str(run)]
 
 
+@pytest.mark.crash
 @pytest.mark.timeout(150)
 def test_a_stopped_or_killed_driver_leaves_a_file_the_next_run_completes(tmp_path):
     script, path, calls = tmp_path / "study.py", tmp_path / "study.h5", tmp_path / "calls"

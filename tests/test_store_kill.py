@@ -26,7 +26,11 @@ HELPER = os.path.join(HERE, "helpers", "store_writer.py")
 sys.path.insert(0, os.path.join(HERE, "helpers"))
 import store_writer  # noqa: E402
 
-KILLS = 32
+# Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
+pytestmark = pytest.mark.crash
+
+# PSMPI_TEST_KILLS: fewer kills, for CI's extra runs on other Python versions
+KILLS = int(os.environ.get("PSMPI_TEST_KILLS", 32))
 BLOCK = store_writer.BLOCK
 
 
@@ -131,14 +135,14 @@ def test_sigkill_at_random_instants_keeps_an_exact_committed_prefix(tmp_path):
     target = committed + 3 * BLOCK // 2 + 123
     proc = start_writer(path, target)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, f"seed {seed}: {err}"
     assert f"DONE {target}" in out
     assert not os.path.exists(path + ".lock")
     assert expected.check(path) == target
     elapsed = time.monotonic() - started
     print(f"\nseed {seed}: {kills} kills ({resumed} after open, {reclaimed} locks reclaimed, "
           f"{mid_run} with new committed rows), final {target} rows exact, {elapsed:.1f} s")
-    assert kills >= 30 and resumed >= 16 and reclaimed >= 12
+    assert kills == KILLS and resumed >= KILLS // 2 and reclaimed >= KILLS * 3 // 8
 
 
 def test_read_while_another_process_writes(tmp_path):

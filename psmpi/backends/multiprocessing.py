@@ -5,6 +5,16 @@ Built on ``concurrent.futures.ProcessPoolExecutor`` because it reports a dead wo
 dies, the groups that were in flight are re-run one at a time in a fresh pool; a group that
 kills its worker while alone is split into single psets, and a pset that still kills its
 worker alone is recorded as crashed. The survey goes on.
+
+A worker function that calls ``sys.exit()`` is treated like one that kills its process, but
+it is told apart: the pool reports it, so its group is split at once (the pool stays
+healthy) and the pset that calls it alone is recorded as crashed, naming the exit code.
+
+A pool is never left to join workers that will not stop. Workers ignore SIGTERM and SIGINT
+(a Ctrl-C in the terminal, or Slurm's SIGTERM to every process of the job, must let the
+driver drain them), so a pool whose results nobody will read (it broke, the drain ran out,
+the run was left by a second signal or an error) has its processes SIGKILLed before it is
+shut down. Python >= 3.12 otherwise terminates and joins them forever when a worker dies.
 """
 
 from __future__ import annotations
@@ -16,9 +26,10 @@ import os
 import signal
 import sys
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -26,7 +37,7 @@ from .. import task as task_module
 from ..errors import ConfigError
 from ..lock import pid_alive
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, TIMEOUT, GroupOutcome, Task, failed_outcome
+from ..task import CRASHED, EXCEPTION, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
 from .base import Backend, Group, Held
 
 # How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
@@ -36,6 +47,29 @@ IN_FLIGHT_PER_WORKER = 2
 
 CRASH_MESSAGE = ("the worker process died while running this pset "
                  "(killed by a signal, os._exit(), a segfault or out of memory)")
+# How long a discarded pool's manager thread may take to finish once its workers are dead.
+JOIN_SECONDS = 10.0
+
+
+class WorkerExit(NamedTuple):
+    """A pool process's answer when the worker function called ``sys.exit(code)``."""
+
+    code: object
+
+
+def run_group(task: Task, group: Group) -> GroupOutcome | WorkerExit:
+    """What a pool process runs: one group through the worker function.
+
+    Task makes every Exception data; what gets past it would otherwise be raised again on
+    the driver and end the survey (SystemExit with the worker's exit code).
+    """
+    try:
+        return task(group)
+    except SystemExit as exc:
+        return WorkerExit(exc.code)
+    except BaseException as exc:  # as on ray: the group fails, nothing is retried
+        return failed_outcome(group, EXCEPTION, f"on the worker process: {describe(exc)}",
+                              traceback.format_exc())
 
 
 class Beacons:
@@ -100,6 +134,11 @@ class MultiprocessingBackend(Backend):
         if unknown:
             raise ConfigError(f"multiprocessing={{...}} got unknown option(s) {sorted(unknown)}; "
                               f"known: ['start_method']")
+        if max_tasks_per_child and sys.version_info < (3, 11):
+            raise ConfigError(f"max_tasks_per_child={max_tasks_per_child} needs Python >= 3.11 "
+                              f"on the multiprocessing backend (ProcessPoolExecutor has it "
+                              f"since 3.11); this is Python {sys.version.split()[0]}. Use a "
+                              f"newer Python, backend='ray', or leave max_tasks_per_child unset")
         self.workers = resolve_ncores(ncores)
         self.context = multiprocessing.get_context(self.start_method())
         self.executor: ProcessPoolExecutor | None = None
@@ -134,20 +173,29 @@ class MultiprocessingBackend(Backend):
         return self.executor
 
     def discard_pool(self, kill: bool = False) -> None:
-        if self.executor is None:
+        """Shut the pool down; ``kill``: its workers' results are not wanted, SIGKILL them.
+
+        A broken pool is always killed: since Python 3.12 it terminates (SIGTERM, which our
+        workers ignore) and joins its remaining workers while holding the lock shutdown()
+        needs, and before, it waited for their groups, which are re-run anyway.
+        """
+        executor, self.executor = self.executor, None
+        if executor is None:
             return
-        if kill:
-            # Workers ignore SIGTERM (they finish their group while the driver drains), so
-            # abandoning busy ones takes SIGKILL. The executor has no public handle on them.
-            for process in list(getattr(self.executor, "_processes", {}).values()):
-                process.kill()
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self.executor = None
+        if kill or executor._broken:
+            kill_workers(executor)
+            manager = executor._executor_manager_thread
+            executor.shutdown(wait=False, cancel_futures=True)
+            if manager is not None:
+                manager.join(JOIN_SECONDS)  # dead workers: it ends at once; never wait forever
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)  # idle workers exit on their own
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         pending: dict[Future, Group] = {}
         suspects: collections.deque[Group] = collections.deque()
-        held: collections.deque[Group] = collections.deque()  # refused by a broken pool
+        # run before new groups: refused by a broken pool, or split after a sys.exit()
+        held: collections.deque[Group] = collections.deque()
         groups = iter(groups)
         exhausted = False
         try:
@@ -156,7 +204,7 @@ class MultiprocessingBackend(Backend):
                     # After a crash, run suspects alone: whichever kills its worker is guilty.
                     if not pending:
                         group = suspects.popleft()
-                        pending[self.pool().submit(task, group)] = group
+                        pending[self.pool().submit(run_group, task, group)] = group
                 else:
                     exhausted = self.refill(task, groups, pending, held, exhausted)
                 if not pending:
@@ -172,15 +220,22 @@ class MultiprocessingBackend(Backend):
                     if group is None:  # already moved to suspects by an earlier crash
                         continue
                     try:
-                        yield future.result()
+                        outcome = future.result()
                     except BrokenProcessPool:
                         if self.timed_out:
                             yield from self.after_timeout(task, group, pending, held)
                         else:
                             yield from self.handle_crash(group, pending, suspects)
+                        continue
+                    if isinstance(outcome, WorkerExit):
+                        yield from self.handle_exit(group, outcome.code, held)
+                    else:
+                        yield outcome
         finally:
-            for future in pending:
-                future.cancel()
+            if pending:
+                # Left early (a second stop signal, an error on the driver, the drain ran
+                # out): nobody will read these groups' results, so do not wait for them.
+                self.discard_pool(kill=True)
 
     def refill(self, task: Task, groups: Iterator[Group], pending: dict,
                held: collections.deque, exhausted: bool) -> bool:
@@ -195,7 +250,7 @@ class MultiprocessingBackend(Backend):
                 if group is None:
                     return True
             try:
-                pending[self.pool().submit(task, group)] = group
+                pending[self.pool().submit(run_group, task, group)] = group
             except BrokenProcessPool:
                 # A worker died and the pool knows before our futures say so. This group
                 # never ran: keep it for later; the futures in flight report the crash.
@@ -262,6 +317,19 @@ class MultiprocessingBackend(Backend):
             if again:
                 held.appendleft(again)
 
+    @staticmethod
+    def handle_exit(group: Group, code: object, held: collections.deque
+                    ) -> Iterator[GroupOutcome]:
+        """The worker function called sys.exit(): split the group; alone, the pset failed.
+
+        The pool is fine (the process reported it), so the psets of a larger group are
+        simply run again one by one, ahead of new groups.
+        """
+        if len(group) == 1:
+            yield failed_outcome(group, CRASHED, exit_message(code))
+        else:
+            held.extendleft([item] for item in reversed(group))
+
     def close(self) -> None:
         self.discard_pool()
 
@@ -276,3 +344,18 @@ def timeout_message(limit: float, seconds: float) -> str:
 
 def crashed(group: Group) -> GroupOutcome:
     return failed_outcome(group, CRASHED, CRASH_MESSAGE)
+
+
+def exit_message(code: object) -> str:
+    call = "sys.exit()" if code is None else f"sys.exit({code!r})"
+    return (f"the worker function called {call} on this pset, which ends the process running "
+            f"it; the pset is stored as crashed and the survey goes on")
+
+
+def kill_workers(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's processes (they ignore SIGTERM); it has no public handle on them."""
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError):  # already gone, or already closed by the pool
+            pass

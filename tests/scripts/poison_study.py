@@ -1,5 +1,8 @@
 """A study with a poison pset: pset 7 kills the process running it (SIGSEGV).
 
+With POISON_HOW=sys-exit the worker function calls sys.exit(3) instead, which psmpi treats
+as the death of the process running it, on every backend.
+
     python poison_study.py OUT BACKEND           # serial / multiprocessing
     mpiexec -n K python poison_study.py OUT mpi
 
@@ -22,6 +25,8 @@ def worker(pset, system_kwargs, user_kwargs):
     with open(os.environ["POISON_CALLS"], "a") as f:
         f.write(f"{system_kwargs['pset_index']}\n")
     if pset["a"] == POISON:
+        if os.environ.get("POISON_HOW") == "sys-exit":
+            sys.exit(3)
         os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(0.01)
     return {"y": pset["a"] * 2}
