@@ -1,6 +1,5 @@
 """Multiprocessing: who holds which pset for how long, and timeout= killing a worker."""
 
-
 import os
 import signal
 import time
