@@ -39,7 +39,7 @@ import pandas as pd
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, release_lock, take_lock
-from .store import TABLE_KINDS, Store, Table, check, maps_in, open_h5
+from .store import TABLE_KINDS, Store, Table, check, maps_in, open_h5, reading
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Attribute of a map's group holding the number of psets the map was given (written by a
@@ -56,18 +56,9 @@ class CliError(PsmpiError):
 
 # ---------------------------------------------------------------------- reading files
 def _reading(path: str, read: Callable[[h5py.File], T]) -> T:
-    """``read(file)`` on ``path`` opened read-only, retried if a writer was mid-flush."""
-    for attempt in range(3):
-        try:
-            with open_h5(path, "r") as f:
-                return read(f)
-        except (StoreError, KeyError, CliError):
-            raise
-        except (OSError, RuntimeError) as exc:
-            if attempt == 2:
-                raise CliError(f"cannot read {path} while it is being written: {exc}; retry") from exc
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
+    """``read(file)`` on ``path`` opened read-only, retried if a writer was mid-flush; a
+    damaged file is a StoreError naming what is damaged (:func:`psmpi.store.reading`)."""
+    return reading(path, read)
 
 
 def _table(f: h5py.File, name: str, kind: str) -> Table | None:

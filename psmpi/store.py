@@ -5,14 +5,27 @@ Layout of a results file (readable with plain h5py, nothing is pickled)::
     study.h5                   attrs: psmpi_format=1
       <map name>/              one group per map() name; attrs: created (ISO UTC), psmpi_version
         results/               a table of the rows that finished
-          n_committed          int64 scalar; only rows [0, n_committed) are valid
-          columns/<key>        one chunked, resizable dataset per column, in creation order:
-                               shape (N,) for scalars, (N, *shape) for arrays; attr ``kind``
-                               in {"bool", "int", "float", "str", "array"}
+          n_committed          int64 scalar; only rows [0, n_committed) are valid. Compact
+                               layout: the value lives in the (checksummed) object header
+          columns/<key>        one chunked (~8 KiB), resizable dataset per column, in creation
+                               order: shape (N,) for scalars, (N, *shape) for arrays; attr
+                               ``kind`` in {"bool", "int", "float", "str", "array"}
           nulls/<key>          optional bool mask, True where the row has no value; a mask
                                shorter than n_committed means False for the missing tail
           staging/<key>        transient: a column being widened to a wider dtype
         failures/              a table of the same kind for the psets that failed
+
+Integrity. Every chunked dataset has HDF5's Fletcher-32 filter, which HDF5 verifies on each
+read; the file is created with a version-2 superblock and its objects are written in the
+HDF5 1.10 formats (object headers v2, extensible-array chunk indexes), whose metadata HDF5
+checksums. So a flipped byte anywhere psmpi reads is an error, never a wrong value; the
+readers turn h5py's errors into a :class:`DamageError` (a StoreError) naming the file, table,
+column and rows, and :func:`check` surveys a whole file. Files of psmpi before checksums
+(no filters, a contiguous n_committed, version-0 superblock) read and resume as before; the
+datasets a writer adds to them are checksummed. Nothing outside the file is touched:
+:func:`open_h5` refuses a file with any link that is not a hard link (an external link, or a
+soft link that may lead to one), and :class:`Table` refuses a dataset with external storage or
+a virtual layout before reading it. psmpi writes none of these.
 
 Values of a row (a dict ``{str: value}``) and the column kinds they make: bool and
 numpy.bool_ -> "bool"; int and numpy integers within int64 -> "int" (int64); float and
@@ -232,8 +245,12 @@ def _fill(kind: str, dtype: np.dtype) -> Any:
 
 
 def _chunks(shape: tuple, dtype: np.dtype) -> tuple:
+    """Chunks of about 8 KiB. An append rewrites the last, partly filled chunk of every
+    column whole (read, checksum verified, checksum computed, written): with 64 KiB chunks
+    checksums made appends of 100 rows 30 % slower, with 8 KiB a few % (store_append.py);
+    reading is as fast."""
     row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * (16 if dtype.kind == "O" else dtype.itemsize))
-    return (max(1, min(4096, (1 << 16) // row_bytes)),) + shape
+    return (max(1, min(1024, (1 << 13) // row_bytes)),) + shape
 
 
 class _Column:

@@ -303,15 +303,19 @@ def test_psmpi_check_says_what_is_damaged_and_what_is_intact(tmp_path, capsys):
     assert cli.main(["check", str(path)]) == cli.EXIT_OK
     assert "no damage" in capsys.readouterr().out
     with h5py.File(path, "r") as f:
-        second = f["m/results/columns/b"].id.get_chunk_info(1).byte_offset  # rows 4096-8191
+        b = f["m/results/columns/b"]
+        step, last = b.chunks[0], b.id.get_num_chunks() - 1
+        assert last >= 2
+        second, end = b.id.get_chunk_info(1).byte_offset, b.id.get_chunk_info(last).byte_offset
     _flip(path, second + 16, bad)
+    _flip(bad, end, bad)
     report = store.check(bad)
     (t,) = report.tables
-    assert [(d.column, d.rows) for d in t.damaged] == [("b", (4096, 5000))]
-    assert t.intact == [(0, 4096)] and t.n_rows == 5000
+    assert [(d.column, d.rows) for d in t.damaged] == [("b", (step, 2 * step)), ("b", (last * step, 5000))]
+    assert t.intact == [(0, step), (2 * step, last * step)] and t.n_rows == 5000
     assert cli.main(["check", str(bad)]) == cli.EXIT_BAD
     out = capsys.readouterr().out
-    assert "column 'b'" in out and "4096" in out and "intact" in out
+    assert f"column 'b', rows {step}-{2 * step - 1}" in out and "intact" in out
 
 
 # ---------------------------------------------------------------- the earlier format
