@@ -557,6 +557,9 @@ class Table:
             store._f.flush()
             store._maybe_fsync()
             store._note_growth()
+        except DamageError:  # a chunk to widen or to complete failed its checksum
+            store._broken = True
+            raise
         except (OSError, RuntimeError) as exc:  # quota, I/O error, lost mount, damage
             store._broken = True
             self._raise_if_damaged(n0)
@@ -872,13 +875,21 @@ class Store:
             raise InternalError(f"table kind {kind!r} is not one of {TABLE_KINDS}")
         if (map_name, kind) not in self._tables:
             f = self._file()
-            group = f.get(map_name)
-            if group is None:
-                group = f.create_group(map_name)
-                group.attrs.update({"created": utc_now(), "psmpi_version": _version()})
-            elif not isinstance(group, h5py.Group):
-                raise StoreError(f"{self.path} has an object {map_name!r} that is not a psmpi map")
-            self._tables[map_name, kind] = Table(group.require_group(kind), self)
+            try:
+                group = f.get(map_name)
+                if group is None:
+                    group = f.create_group(map_name)
+                    group.attrs.update({"created": utc_now(), "psmpi_version": _version()})
+                elif not isinstance(group, h5py.Group):
+                    raise StoreError(f"{self.path} has an object {map_name!r} that is not a psmpi map")
+                table = group.require_group(kind)
+            except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                if isinstance(exc, PsmpiError):
+                    raise
+                raise DamageError(f"{self.path}: map {map_name!r} ({kind}) cannot be opened "
+                                  f"({_reason(exc)}): the file is damaged; "
+                                  f"{_CHECK_HINT.format(path=self.path)}") from exc
+            self._tables[map_name, kind] = Table(table, self)
         return self._tables[map_name, kind]
 
     def note_planned(self, map_name: str, n_psets: int) -> None:
@@ -1068,7 +1079,11 @@ def _check_links(f: h5py.File, path: str) -> None:
 # ---------------------------------------------------------------------- public readers
 def maps_in(f: h5py.File) -> list[str]:
     """Names of the maps in an open results file, in creation order."""
-    return [name for name, obj in f.items() if isinstance(obj, h5py.Group)]
+    try:
+        return [name for name, obj in f.items() if isinstance(obj, h5py.Group)]
+    except _H5_ERRORS as exc:
+        raise DamageError(f"{f.filename}: the list of maps cannot be read ({_reason(exc)}): the "
+                          f"file is damaged; {_CHECK_HINT.format(path=f.filename)}") from exc
 
 
 def map_names(path: str | os.PathLike) -> list[str]:
