@@ -61,6 +61,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import h5py
@@ -196,6 +197,14 @@ def _create_counter(group: h5py.Group) -> None:
     ds = h5py.h5d.create(group.id, b"n_committed", h5py.h5t.STD_I64LE,
                          h5py.h5s.create(h5py.h5s.SCALAR), dcpl=plist)
     ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(0, dtype=np.int64))
+
+
+def _filtered_chunk(rows: np.ndarray) -> bytes:
+    """``rows`` (one whole chunk) as HDF5 stores it with the Fletcher-32 filter."""
+    with h5py.File(f"psmpi-chunk-{uuid.uuid4().hex}.h5", "w", driver="core",
+                   backing_store=False) as f:
+        ds = f.create_dataset("c", data=rows, chunks=rows.shape, fletcher32=True)
+        return ds.id.read_direct_chunk((0,) * rows.ndim)[1]
 
 
 def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Dataset:
@@ -351,7 +360,40 @@ class Table:
         for ds in list(cols.values()) + list(g["nulls"].values()):
             if ds.shape[0] > self._n:
                 ds.resize(self._n, axis=0)
+            self._mend_torn_chunk(ds)
         self._store._f.flush()
+
+    def _mend_torn_chunk(self, ds: h5py.Dataset) -> None:
+        """Rewrite the last chunk of committed rows if a killed append tore it.
+
+        An append rewrites that chunk whole, in place, in one write. A writer killed during
+        that write (a signal lands between two pages) leaves the first pages new and the
+        last ones old: the committed rows are the same bytes in both, but the checksum, at
+        the chunk's end, is the old one. So the chunk is mended only if the committed rows
+        followed by fill values, which is what the chunk held before, give exactly that
+        checksum; real damage does not, and stays a DamageError for the readers.
+        """
+        n = min(self._n, ds.shape[0])
+        if not n or not ds.fletcher32:
+            return
+        lo = (n - 1) // ds.chunks[0] * ds.chunks[0]
+        try:
+            ds[lo:n]
+            return
+        except _H5_ERRORS:
+            pass
+        _, raw = ds.id.read_direct_chunk((lo,) + (0,) * (ds.ndim - 1))
+        before = np.full(ds.chunks, ds.fillvalue, dtype=ds.dtype)
+        before[:n - lo] = np.frombuffer(raw, dtype=ds.dtype, count=before.size).reshape(ds.chunks)[:n - lo]
+        if _filtered_chunk(before)[-4:] != raw[-4:]:
+            return
+        ds.resize(lo, axis=0)  # drops the chunk
+        ds.resize(n, axis=0)
+        ds[lo:n] = before[:n - lo]
+        what = "column" if ds.parent.name.endswith("/columns") else "the null mask of column"
+        warnings.warn(f"{self}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
+                      f"rewritten: a run killed while appending had left their chunk half "
+                      f"written (its committed rows intact)", stacklevel=2)
 
     @property
     def n_rows(self) -> int:

@@ -283,6 +283,39 @@ def store_check_says_damaged(path) -> bool:
         return True
 
 
+def test_a_chunk_torn_by_a_killed_writer_is_mended_by_the_next_writer(tmp_path):
+    # A kill between two pages of the in-place rewrite of a column's last chunk: the
+    # committed rows' bytes are the same in the old and the new chunk, the rest (rows past
+    # n_committed, the checksum) a mix. Here: the rows past n_committed changed.
+    path = tmp_path / "study.h5"
+    with Store.open(path) as s:
+        put(s.table("m"), [{"a": i, "s": f"s{i}", "o": None if i == 1 else i} for i in range(3)])
+    with h5py.File(path, "r") as f:
+        offsets = {name: f[f"m/results/{name}"].id.get_chunk_info(0).byte_offset
+                   for name in ("columns/a", "columns/s", "nulls/o")}
+    data = bytearray(open(path, "rb").read())
+    data[offsets["columns/a"] + 8 * 5] ^= 0xFF      # row 5 of a
+    data[offsets["columns/s"] + 16 * 3 + 2] ^= 0xFF  # row 3 of s
+    data[offsets["nulls/o"] + 7] ^= 0x01              # row 7 of o's mask
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(StoreError, match="column 'a', rows 0-2"):
+        store.read(path)
+    with pytest.warns(UserWarning, match="rows 0-2 of column 'a' were rewritten"):
+        with Store.open(path) as s:
+            put(s.table("m"), [{"a": 3, "s": "s3"}])
+    df = store.read(path)
+    assert df["a"].tolist() == [0, 1, 2, 3] and df["s"].tolist() == ["s0", "s1", "s2", "s3"]
+    assert np.isnan(df["o"][1]) and np.isnan(df["o"][3]) and df["o"][2] == 2
+    assert not store.check(path).damaged
+    data = bytearray(open(path, "rb").read())  # a flip in a committed row is not a torn write
+    with h5py.File(path, "r") as f:
+        data[f["m/results/columns/a"].id.get_chunk_info(0).byte_offset + 8] ^= 0x10  # row 1
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(StoreError, match="column 'a', rows 0-3"):
+        with Store.open(path) as s:
+            s.table("m").read()
+
+
 # ---------------------------------------------------------------- errors are PsmpiErrors
 def test_damage_reached_through_every_reader_is_a_psmpi_error(tmp_path, capsys):
     path, bad = tmp_path / "study.h5", tmp_path / "bad.h5"
