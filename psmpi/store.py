@@ -20,7 +20,9 @@ read; the file is created with a version-2 superblock and its objects are writte
 HDF5 1.10 formats (object headers v2, extensible-array chunk indexes), whose metadata HDF5
 checksums. So a flipped byte anywhere psmpi reads is an error, never a wrong value; the
 readers turn h5py's errors into a :class:`DamageError` (a StoreError) naming the file, table,
-column and rows, and :func:`check` surveys a whole file. Files of psmpi before checksums
+column and rows, and :func:`check` surveys a whole file. A chunk torn by a writer killed
+while rewriting it is told from damage by its checksum (:func:`_torn_chunk`): readers take
+its committed rows and the next writer rewrites it. Files of psmpi before checksums
 (no filters, a contiguous n_committed, version-0 superblock) read and resume as before; the
 datasets a writer adds to them are checksummed. Nothing outside the file is touched:
 :func:`open_h5` refuses a file with any link that is not a hard link (an external link, or a
@@ -199,6 +201,35 @@ def _create_counter(group: h5py.Group) -> None:
     ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(0, dtype=np.int64))
 
 
+def _torn_chunk(ds: h5py.Dataset, n: int) -> tuple[int, np.ndarray] | None:
+    """``(lo, rows lo..n-1)`` if the last chunk of the ``n`` committed rows was torn by an
+    interrupted rewrite and its checksum proves those rows intact; else None.
+
+    An append rewrites that chunk whole, in place, in one write. A writer killed during
+    that write (a signal lands between two pages) leaves the first pages new and the last
+    ones old: the committed rows are the same bytes in both, but the checksum, at the
+    chunk's end, is the old one. So the committed rows followed by fill values, which is
+    what the chunk held before, must give exactly that checksum; real damage does not.
+    """
+    n = min(n, ds.shape[0])
+    if not n or not ds.fletcher32:
+        return None
+    lo = (n - 1) // ds.chunks[0] * ds.chunks[0]
+    try:
+        ds[lo:n]
+        return None  # not torn
+    except _H5_ERRORS:
+        pass
+    try:
+        _, raw = ds.id.read_direct_chunk((lo,) + (0,) * (ds.ndim - 1))
+        before = np.full(ds.chunks, ds.fillvalue, dtype=ds.dtype)
+        stored = np.frombuffer(raw, dtype=ds.dtype, count=before.size).reshape(ds.chunks)
+        before[:n - lo] = stored[:n - lo]
+    except _H5_ERRORS:
+        return None
+    return (lo, before[:n - lo]) if _filtered_chunk(before)[-4:] == raw[-4:] else None
+
+
 def _filtered_chunk(rows: np.ndarray) -> bytes:
     """``rows`` (one whole chunk) as HDF5 stores it with the Fletcher-32 filter."""
     with h5py.File(f"psmpi-chunk-{uuid.uuid4().hex}.h5", "w", driver="core",
@@ -364,32 +395,16 @@ class Table:
         self._store._f.flush()
 
     def _mend_torn_chunk(self, ds: h5py.Dataset) -> None:
-        """Rewrite the last chunk of committed rows if a killed append tore it.
-
-        An append rewrites that chunk whole, in place, in one write. A writer killed during
-        that write (a signal lands between two pages) leaves the first pages new and the
-        last ones old: the committed rows are the same bytes in both, but the checksum, at
-        the chunk's end, is the old one. So the chunk is mended only if the committed rows
-        followed by fill values, which is what the chunk held before, give exactly that
-        checksum; real damage does not, and stays a DamageError for the readers.
-        """
-        n = min(self._n, ds.shape[0])
-        if not n or not ds.fletcher32:
+        """Writer only: rewrite the last chunk of committed rows if a killed append tore it
+        (see :func:`_torn_chunk`), so that it has a valid checksum again."""
+        torn = _torn_chunk(ds, self._n)
+        if torn is None:
             return
-        lo = (n - 1) // ds.chunks[0] * ds.chunks[0]
-        try:
-            ds[lo:n]
-            return
-        except _H5_ERRORS:
-            pass
-        _, raw = ds.id.read_direct_chunk((lo,) + (0,) * (ds.ndim - 1))
-        before = np.full(ds.chunks, ds.fillvalue, dtype=ds.dtype)
-        before[:n - lo] = np.frombuffer(raw, dtype=ds.dtype, count=before.size).reshape(ds.chunks)[:n - lo]
-        if _filtered_chunk(before)[-4:] != raw[-4:]:
-            return
+        lo, rows = torn
+        n = lo + len(rows)
         ds.resize(lo, axis=0)  # drops the chunk
         ds.resize(n, axis=0)
-        ds[lo:n] = before[:n - lo]
+        ds[lo:n] = rows
         what = "column" if ds.parent.name.endswith("/columns") else "the null mask of column"
         warnings.warn(f"{self}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
                       f"rewritten: a run killed while appending had left their chunk half "
@@ -788,6 +803,11 @@ class Table:
         try:
             return ds[lo:hi]
         except _H5_ERRORS:
+            torn = _torn_chunk(ds, self._n) if hi > lo else None
+            if torn is not None and lo <= torn[0] + len(torn[1]) and hi > torn[0]:
+                start = torn[0]  # rows before it read as usual, the rest from the torn chunk
+                head = self._slice(ds, lo, start, what) if lo < start else ds[0:0]
+                return np.concatenate([head, torn[1][max(lo, start) - start:hi - start]])
             with self._damage(what, _bad_ranges(ds, lo, hi) or [(lo, hi)]):
                 raise
 
