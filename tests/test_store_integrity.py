@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import h5py
 import numpy as np
@@ -134,7 +135,6 @@ def test_the_link_walk_is_cheap_on_a_file_of_many_maps(tmp_path):
     with Store.open(path) as s:
         for m in range(40):
             put(s.table(f"m{m}"), [{f"c{j}": j for j in range(20)}])
-    import time
     t0 = time.perf_counter()
     with store.open_h5(str(path), "r"):
         pass
@@ -218,7 +218,6 @@ def corpus_worker(pset):
 def test_byte_flips_give_the_right_values_or_a_store_error(tmp_path, serial_session):
     path = tmp_path / "study.h5"
     psets = [{"i": i} for i in range(24)]
-    os.environ["PSMPI_VERBOSE"] = "0"
     psmpi.map(corpus_worker, psets[:16], out=str(path), name="m", backend="serial")
     want = _expected(path)
     full = psmpi.map(corpus_worker, psets, out=str(tmp_path / "full.h5"), name="m", backend="serial")
@@ -250,7 +249,6 @@ def test_byte_flips_give_the_right_values_or_a_store_error(tmp_path, serial_sess
                 assert _same(res.results, full.results), at
                 assert res.missing.df["_pset_index"].tolist() == missing, at
         os.remove(bad)
-    print(outcomes)
     assert outcomes["StoreError"] > 20 and outcomes["same"] > 0, outcomes
 
 
