@@ -1264,7 +1264,8 @@ class CheckReport:
             if t.n_rows is None:
                 lines.append(f"map {t.map!r} ({t.table}): DAMAGED, nothing can be read")
             elif not t.damaged:
-                lines.append(f"map {t.map!r} ({t.table}): {t.n_rows} rows, {t.n_columns} columns, ok")
+                lines.append(f"map {t.map!r} ({t.table}): {t.n_rows} row{'s' * (t.n_rows != 1)}, "
+                             f"{t.n_columns} column{'s' * (t.n_columns != 1)}, ok")
             else:
                 kept = sum(hi - lo for lo, hi in t.intact)
                 lines.append(f"map {t.map!r} ({t.table}): DAMAGED; {kept} of {t.n_rows} rows intact "
