@@ -7,7 +7,7 @@ a survey is writing the file. Commands that write (``merge``, ``clean``) take th
 refuse a file that a running survey holds.
 
 Exit status: 0 done, nothing bad found; 1 done, and the answer is bad (``failures`` found
-failed psets, ``test`` found a failing map, ``clean`` was declined); 2 usage error, or the
+failed psets, ``test`` found a failing map, ``check`` found damage, ``clean`` was declined); 2 usage error, or the
 command could not do its job (a missing or non-psmpi file, an unknown map, a file being
 written by a survey, a missing optional dependency); 130 interrupted.
 """
@@ -40,7 +40,7 @@ from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, read_owner, release_lock, take_lock
 from .stalls import read_running, seconds_text
-from .store import TABLE_KINDS, Store, Table, maps_in, open_h5
+from .store import TABLE_KINDS, Store, Table, check, maps_in, open_h5, reading
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Attribute of a map's group holding the number of psets the map was given (written by a
@@ -57,18 +57,9 @@ class CliError(PsmpiError):
 
 # ---------------------------------------------------------------------- reading files
 def _reading(path: str, read: Callable[[h5py.File], T]) -> T:
-    """``read(file)`` on ``path`` opened read-only, retried if a writer was mid-flush."""
-    for attempt in range(3):
-        try:
-            with open_h5(path, "r") as f:
-                return read(f)
-        except (StoreError, KeyError, CliError):
-            raise
-        except (OSError, RuntimeError) as exc:
-            if attempt == 2:
-                raise CliError(f"cannot read {path} while it is being written: {exc}; retry") from exc
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
+    """``read(file)`` on ``path`` opened read-only, retried if a writer was mid-flush; a
+    damaged file is a StoreError naming what is damaged (:func:`psmpi.store.reading`)."""
+    return reading(path, read)
 
 
 def _table(f: h5py.File, name: str, kind: str) -> Table | None:
@@ -883,10 +874,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    report = check(args.file)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report) | {"damaged": report.damaged}, indent=1))
+    else:
+        print(report.text())
+    return EXIT_BAD if report.damaged else EXIT_OK
+
+
 # ---------------------------------------------------------------------- parser
 EPILOG = """\
 exit status: 0 done; 1 done and the answer is bad (failed psets in `failures`, a failing
-map in `test`, a declined prompt in `clean`); 2 usage error or the command could not do its
+map in `test`, damage found by `check`, a declined prompt in `clean`); 2 usage error or the command could not do its
 job (missing or non-psmpi file, unknown map, a file locked by a running survey, a missing
 optional dependency); 130 interrupted.
 
@@ -1010,6 +1011,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
     p.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed, remove nothing")
     p.set_defaults(run=cmd_clean)
+
+    p = command("check", "verify every checksum of a file: what is damaged, what is intact",
+                "Read every map, table, column and null mask of FILE chunk by chunk, "
+                "verifying the checksums psmpi writes, and print what is damaged (map, "
+                "column, row ranges) and which rows are intact in every column. Exit status "
+                "1 if anything is damaged, 0 if nothing, 2 if the file cannot be opened at all.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=cmd_check)
 
     p = command("merge", "combine the maps of several results files into one",
                 "Copy every map of IN... into OUT (added to what OUT already holds). A pset "
