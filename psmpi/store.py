@@ -1065,6 +1065,20 @@ def _check_writable(path: str) -> None:
                          f"or choose another path")
 
 
+def _create_empty(path: str) -> None:
+    """Make ``path`` an empty results file: written beside it, then renamed into place."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with h5py.File(tmp, "w", locking=False, track_order=True, libver=_CREATE_LIBVER) as f:
+            f.attrs["psmpi_format"] = FORMAT
+        os.replace(tmp, path)
+    except OSError as exc:  # a disk filled since the free-space check, a lost mount
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise StoreError(f"cannot create {path} ({exc}); free disk space (or fix the file "
+                         f"system) and run the same command again") from exc
+
+
 def open_h5(path: str, mode: str) -> h5py.File:
     """Open ``path`` with h5py (mode "a" creates it if missing or empty, or "r"), checking it
     is a psmpi results file that reaches nothing outside itself; StoreError with the fix if
@@ -1082,10 +1096,7 @@ def open_h5(path: str, mode: str) -> h5py.File:
     if mode == "a" and (not os.path.exists(path) or os.path.getsize(path) == 0):
         # Created whole, then renamed: never half-made. An empty file (`touch study.h5`)
         # holds nothing to lose, so it is replaced the same way.
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with h5py.File(tmp, "w", locking=False, track_order=True, libver=_CREATE_LIBVER) as f:
-            f.attrs["psmpi_format"] = FORMAT
-        os.replace(tmp, path)
+        _create_empty(path)
     # The writer has no raw-data chunk cache: it writes each chunk once, and with HDF5 2.0's
     # default 1 MiB cache the writer's memory grew by the size of everything written
     # (measured: 80 MiB more per 77 MiB of data, freed neither by flush nor by close).
