@@ -405,7 +405,7 @@ class Missing(pd.DataFrame):
         for i, index in enumerate(self["_pset_index"].tolist()):
             original = originals.get(index)
             if original is not None and _holds(rows[i], original):
-                rows[i] = _as_given(original)
+                rows[i] = dict(original)  # per-pset ray options stay out
         return rows
 
 
@@ -428,16 +428,6 @@ def _holds(row: dict, pset: dict) -> bool:
         except Exception:  # == raising or ambiguous: not shown as it was
             return False
     return True
-
-
-def _as_given(pset: dict) -> dict:
-    """A copy of a pset as the user gave it, per-pset ray options included."""
-    given = dict(pset)
-    resources = getattr(pset, "resources", None)
-    if resources is not None:
-        from .source import RESOURCES_KEY
-        given[RESOURCES_KEY] = resources
-    return given
 
 
 class MapResults:

@@ -95,3 +95,19 @@ def test_product_takes_a_map_results(tmp_path):
     assert len(psmpi.params.as_space(stage1)) == 2
     assert psmpi.params.concat(stage1, {"a": 3}).to_list()[-1] == {"a": 3, "y": math.nan} or \
         math.isnan(psmpi.params.concat(stage1, {"a": 3}).to_list()[-1]["y"])
+
+
+def test_a_plain_frame_of_missing_drops_the_bookkeeping_columns(tmp_path):
+    res = psmpi.map(fails_unless_fixed, [{"a": 1, "s": "x"}, {"a": 2, "s": None}], out=None)
+    again = psmpi.map(echo, res.missing.df, out=None)
+    assert again.results["seen"].tolist() == [repr([("a", 1), ("s", "x")]),
+                                              repr([("a", 2), ("s", None)])]
+
+
+def test_missing_pickles_and_keeps_per_pset_ray_options_out(tmp_path):
+    import pickle
+
+    res = psmpi.map(fails_unless_fixed, [{"a": 1, "ray": {"num_cpus": 1}}], out=None)
+    assert res.missing.to_psets() == [{"a": 1}]
+    back = pickle.loads(pickle.dumps(res.missing))
+    assert isinstance(back, psmpi.Missing) and back.to_psets() == [{"a": 1}]
