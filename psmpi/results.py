@@ -356,13 +356,15 @@ class Missing(pd.DataFrame):
 
     # The psets as map() was given them, by pset index: what the table cannot tell apart
     # (a key absent or None, None or NaN) they still hold. pandas carries them along.
-    _metadata = ["psets"]
+    # (``_``: a pset key never is, so no column hides it from getattr)
+    _metadata = ["_psets"]
+    _psets: dict[int, dict] | None = None
 
     def __init__(self, data: Any = None, *args: Any, psets: dict[int, dict] | None = None,
                  **kwargs: Any):
         super().__init__(data, *args, **kwargs)
         if psets is not None:
-            self.psets = psets
+            self._psets = psets
 
     @property
     def _constructor(self) -> type:
@@ -399,7 +401,7 @@ class Missing(pd.DataFrame):
         from .params import as_space
 
         rows = as_space(self.df).to_list()
-        originals = getattr(self, "psets", None)
+        originals = self._psets
         if not originals or "_pset_index" not in self.columns:
             return rows
         for i, index in enumerate(self["_pset_index"].tolist()):

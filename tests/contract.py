@@ -157,6 +157,29 @@ def check_returning_the_updated_pset(backend, tmp):
     assert sorted(stored["a"]) == [3, 5] and stored.columns.tolist().count("a") == 1
 
 
+def fails_unless_fixed(pset):
+    if not pset.get("fixed"):
+        raise ValueError("not fixed")
+    return {"seen": repr(sorted(pset.items()))}
+
+
+def seen_pset(pset):
+    return {"seen": repr(sorted(pset.items()))}
+
+
+def check_rerun_of_missing_is_exact(backend, tmp):
+    """map(worker, results.missing) reruns the failed psets as given: None, NaN, absent keys."""
+    psets = [{"a": 1, "b": None, "s": "x"}, {"a": 2, "s": None}, {"a": 3, "b": float("nan")},
+             {"a": 4, "b": 2.5, "s": "z", "fixed": True}]
+    first = run(backend, tmp, psets, worker=fails_unless_fixed, name="rerun")
+    assert isinstance(first.missing, pd.DataFrame) and len(first.missing) == 3
+    again = run(backend, tmp, first.missing, worker=seen_pset, name="rerun")
+    assert again.stats.computed == 3 and len(again.missing) == 0
+    assert again.results["seen"].tolist() == [repr(sorted(p.items())) for p in psets[:3]]
+    stored = psmpi.read(again.path, name="rerun")
+    assert sorted(stored["_pset_hash"]) == sorted(psmpi.params.pset_hash(p) for p in psets)
+
+
 def check_resume_computes_only_missing(backend, tmp):
     psets = [{"a": a, "b": 1} for a in range(20)]
     first = run(backend, tmp, psets[:12], name="resume")

@@ -111,3 +111,12 @@ def test_missing_pickles_and_keeps_per_pset_ray_options_out(tmp_path):
     assert res.missing.to_psets() == [{"a": 1}]
     back = pickle.loads(pickle.dumps(res.missing))
     assert isinstance(back, psmpi.Missing) and back.to_psets() == [{"a": 1}]
+
+
+def test_a_pset_key_named_like_an_attribute_and_concatenated_missing(tmp_path):
+    res = psmpi.map(fails_unless_fixed, [{"psets": 1, "df": "x"}, {"psets": 2, "df": None}],
+                    out=None)
+    assert res.missing.to_psets() == [{"psets": 1, "df": "x"}, {"psets": 2, "df": None}]
+    assert type(res.missing.df) is pd.DataFrame and res.missing["df"].tolist()[0] == "x"
+    both = pd.concat([res.missing, res.missing])
+    assert both.to_psets() == [{"psets": 1, "df": "x"}, {"psets": 2, "df": None}] * 2
