@@ -99,10 +99,13 @@ def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
     ----------
     worker : callable
         ``worker(pset) -> dict | None``, or paramsurvey's
-        ``worker(pset, system_kwargs, user_kwargs)``. Returned keys become columns.
+        ``worker(pset, system_kwargs, user_kwargs)``. Returned keys become columns; a
+        returned pset key must keep the pset's value (``return {**pset, "y": ...}``).
         An exception or a bad return value fails that pset only (see ``missing``).
-    psets : list of dict, generator, DataFrame or psmpi.params.Space
-        The parameter sets. Keys are str; values int, float, bool, str or None.
+    psets : list of dict, generator, DataFrame, psmpi.params.Space or Missing
+        The parameter sets. Keys are str; values int, float, bool, str or None. A
+        DataFrame's ``_`` columns are dropped; the ``missing`` of an earlier map gives
+        its psets exactly as they were given.
     **kwargs
         Any setting of ``init()`` for this map only, plus ``name`` (the map's group in
         the file; default: the worker's name) and ``user_kwargs``.

@@ -2,10 +2,13 @@
 
 Precedence, highest first::
 
-    PSMPI_<NAME> environment variable  >  map(<name>=...)  >  init(<name>=...)  >  default
+    PSMPI_<NAME> environment variable  >  PARAMSURVEY_<NAME>  >  map(<name>=...)
+        >  init(<name>=...)  >  default
 
 The environment wins so that a user can shrink or debug a run without editing the script,
-e.g. ``PSMPI_LIMIT=1 PSMPI_VERBOSE=3 python study.py``.
+e.g. ``PSMPI_LIMIT=1 PSMPI_VERBOSE=3 python study.py``. The settings paramsurvey reads from
+its environment (:data:`PARAMSURVEY_ALIASES`) also come from its ``PARAMSURVEY_<NAME>``
+variables, whose values mean the same in psmpi, so paramsurvey scripts and job files work.
 """
 
 from __future__ import annotations
@@ -135,6 +138,13 @@ def _check_callable(value: Any) -> str | None:
     return None if value is None or callable(value) else "must be a callable or None"
 
 
+# Settings paramsurvey documents as PARAMSURVEY_<NAME> variables. Their values mean the same
+# in psmpi (psmpi accepts more: backends serial and mpi, group_size=auto), so they are read
+# as they are.
+PARAMSURVEY_ALIASES = frozenset({"backend", "verbose", "vstats", "limit", "ncores",
+                                 "max_tasks_per_child", "group_size"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One setting: its default, how to parse its PSMPI_* variable, how to check it."""
@@ -148,6 +158,15 @@ class Option:
     @property
     def env_var(self) -> str | None:
         return None if self.parse_env is None else "PSMPI_" + self.name.upper()
+
+    @property
+    def env_vars(self) -> tuple[str, ...]:
+        """The environment variables of this setting, the one that wins first."""
+        if self.parse_env is None:
+            return ()
+        if self.name in PARAMSURVEY_ALIASES:
+            return self.env_var, "PARAMSURVEY_" + self.name.upper()
+        return (self.env_var,)
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in [
@@ -266,11 +285,12 @@ def check_kwargs(kwargs: Mapping[str, Any], where: str) -> None:
 
 
 def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings given as PSMPI_* environment variables, parsed and checked."""
+    """The settings given as PSMPI_* (or paramsurvey's PARAMSURVEY_*) environment variables,
+    parsed and checked."""
     values = {}
     for option in OPTIONS.values():
-        var = option.env_var
-        if var is None or var not in environ:
+        var = next((name for name in option.env_vars if name in environ), None)
+        if var is None:
             continue
         try:
             value = option.parse_env(environ[var])
@@ -287,7 +307,8 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def resolve(map_kwargs: Mapping[str, Any], init_kwargs: Mapping[str, Any],
             environ: Mapping[str, str] | None = None) -> Settings:
-    """Resolve every setting: environment > map() keyword > init() keyword > default."""
+    """Resolve every setting: environment (PSMPI_* > PARAMSURVEY_*) > map() keyword >
+    init() keyword > default."""
     environ = os.environ if environ is None else environ
     values = {name: option.default for name, option in OPTIONS.items()}
     values.update(init_kwargs)

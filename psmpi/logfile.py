@@ -32,8 +32,8 @@ PACKAGES = ("psmpi", "numpy", "pandas", "h5py", "cloudpickle", "tqdm", "mpi4py",
 
 # Environment variables worth knowing when reading a log: psmpi's settings, the batch
 # system, the MPI launcher and thread counts. Nothing else (environments hold secrets).
-ENV_PREFIXES = ("PSMPI_", "SLURM_", "PBS_", "LSB_", "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_",
-                "HYDRA_", "OMP_", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+ENV_PREFIXES = ("PSMPI_", "PARAMSURVEY_", "SLURM_", "PBS_", "LSB_", "PMI_SIZE", "PMI_RANK",
+                "OMPI_COMM_WORLD_", "HYDRA_", "OMP_", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "HDF5_", "VIRTUAL_ENV",
                 "CONDA_PREFIX", "PYTHONPATH")
 

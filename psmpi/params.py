@@ -183,6 +183,25 @@ def _plain(value: Any, na: Any) -> Any:
     return _NAN if value is na else value  # pd.NA of nullable columns: a missing value, NaN
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or (type(value) is float and value != value)
+
+
+def _missing_as_none(values: list) -> list:
+    """A column's values with its missing ones as None if the others are all str or all bool.
+
+    pandas shows a missing value of a str column as NaN (a float), which no str or bool
+    column of the results file can hold; None it can, and pandas calls it missing alike.
+    """
+    present = [v for v in values if not _is_missing(v)]
+    if len(present) == len(values) or not present:
+        return values
+    kind = type(present[0])
+    if kind not in (str, bool) or not all(type(v) is kind for v in present):
+        return values
+    return [None if _is_missing(v) else v for v in values]
+
+
 def _frame_space(df: Any) -> Space:
     # '_' columns are a previous stage's bookkeeping (_pset_hash, _time, ...): not parameters
     cols = [i for i, c in enumerate(df.columns) if not (isinstance(c, str) and c.startswith("_"))]
@@ -191,21 +210,25 @@ def _frame_space(df: Any) -> Space:
         col = df.iloc[:, i]
         values = col.tolist()  # plain Python scalars for numeric and string dtypes
         if col.dtype == object or col.hasnans:  # numpy scalars, or pd.NA of nullable dtypes
-            values = [_plain(v, na) for v in values]
+            values = _missing_as_none([_plain(v, na) for v in values])
         columns.append(values)
     rows = list(_zip(*columns)) if cols else [()] * len(df)
     return _from_rows([df.columns[i] for i in cols], rows)
 
 
 def as_space(obj: Any) -> Space:
-    """Turn a Space, dict of axes, list/tuple of pset dicts or DataFrame into a Space.
+    """Turn a Space, dict of axes, list/tuple of pset dicts, DataFrame or MapResults into a
+    Space.
 
     Parameters
     ----------
     obj
         A dict ``{key: sequence or scalar}`` is the product over its keys (a scalar, str
         included, is a one-value axis). A list of psets fills keys some psets lack with
-        NaN. DataFrame rows are psets; columns starting with ``_`` are dropped.
+        NaN. DataFrame rows are psets; columns starting with ``_`` are dropped, and a
+        missing value (NaN, None) in a column of str or of bool values is None. A
+        :class:`psmpi.MapResults` is its ``results`` DataFrame: one pset per result row,
+        with its pset and result columns (empty if the map ran with ``keep_results=False``).
 
     Raises
     ------
@@ -230,8 +253,12 @@ def as_space(obj: Any) -> Space:
     pd = sys.modules.get("pandas")  # no pandas imported means obj cannot be a DataFrame
     if pd is not None and isinstance(obj, pd.DataFrame):
         return _frame_space(obj)
+    results = sys.modules.get("psmpi.results")  # likewise for a MapResults
+    if results is not None and isinstance(obj, results.MapResults):
+        return _frame_space(obj.results)
     raise PsetError(f"cannot make a parameter space from {type(obj).__name__}: pass a Space, "
-                    "a dict of axes {key: values}, a list of pset dicts or a pandas DataFrame")
+                    "a dict of axes {key: values}, a list of pset dicts, a pandas DataFrame or "
+                    "a MapResults")
 
 
 def _disjoint_keys(op: str, key_lists: Iterable[list]) -> list:
@@ -266,7 +293,8 @@ def product(*factors: Any) -> Space:
     ----------
     *factors
         Anything :func:`as_space` accepts: a dict ``{key: sequence or scalar}``, a
-        Space, a list/tuple of pset dicts or a DataFrame (``_`` columns dropped).
+        Space, a list/tuple of pset dicts, a DataFrame (``_`` columns dropped) or the
+        MapResults of an earlier map (its result rows).
 
     Raises
     ------

@@ -184,6 +184,7 @@ class MapRun:
         self.suspects = Suspects({}, settings.max_attempts)
         self.watch: Watch | None = None  # stalled workers; set up once the store is open
         self.timed_out: set[int] = set()  # psets stored as timeouts by a PsetTimeout
+        self.failed_psets: dict[int, dict] = {}  # index -> pset as given, of failed psets
 
     def todo(self, resume: ResumeIndex | None, writer: RowWriter) -> Iterator[tuple[int, dict]]:
         """Psets still to compute: committed ones skipped, at most ``limit`` new ones."""
@@ -274,6 +275,7 @@ class MapRun:
 
     def store_failure(self, pset: dict, book: tuple, error: tuple, writer: RowWriter) -> None:
         kind, message, traceback_text = error
+        self.failed_psets[book[0]] = pset  # as given, for missing.to_psets()
         row = dict(pset)
         row.update({"_kind": kind, "_exception": task.encodable(message),
                     "_traceback": task.encodable(traceback_text)})
@@ -479,7 +481,7 @@ class MapRun:
             rows = writer.read("results", user_columns_only=True)
         else:
             rows = pd.DataFrame()
-        missing = Missing(writer.read("failures"))
+        missing = Missing(writer.read("failures"), psets=self.failed_psets)
         stats = self.perf.stats(self.backend.name, self.backend.n_workers, wall)
         return MapResults(self.name, path, rows.reset_index(drop=True), missing,
                           self.progress, stats)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import params
+from .results import Missing
 from .errors import PsetError
 
 T = TypeVar("T")
@@ -57,12 +58,25 @@ def value_kind(value: Any) -> str | None:
     return kind
 
 
+# Kinds whose column in the results file keeps a missing value as None (a null) but cannot
+# hold NaN, a float: NaN under such a key would fail its pset after computing it.
+NAN_FREE_KINDS = frozenset({"str", "bool"})
+
+
+def nan_problem(key: str, here: str, there: str) -> str:
+    """Why NaN and a str or bool cannot share a pset key, and the fix."""
+    return (f"key {key!r} {here} but {there}: the results file keeps a missing str or bool "
+            f"as None, not NaN; pass None (params.concat fills the keys a factor lacks with "
+            f"NaN: give that factor the key with the value None)")
+
+
 class PsetChecker:
     """Collects every problem of a pset stream, including keys whose type changes."""
 
     def __init__(self):
         self.problems: dict[str, list[int]] = collections.defaultdict(list)
         self.kinds: dict[str, tuple[str, int]] = {}  # key -> (kind, first pset index)
+        self.nans: dict[str, int] = {}  # key -> first pset index where it is NaN
         # Key and type layouts already known to be consistent: most psets of a survey share
         # one, and checking it once instead of per pset keeps big surveys fast.
         self.known_layouts: set[tuple] = set()
@@ -92,11 +106,21 @@ class PsetChecker:
             kind = value_kind(value)
             if kind is None:
                 complete = False
+                if value is not None:  # NaN
+                    seen = self.kinds.get(key)
+                    if seen is not None and seen[0] in NAN_FREE_KINDS:
+                        found.append(nan_problem(key, "is NaN here", f"holds a {seen[0]} in pset "
+                                                 f"{seen[1]}"))
+                    else:
+                        self.nans.setdefault(key, index)
                 continue
             seen = self.kinds.setdefault(key, (kind, index))
             if seen[0] != kind:
                 found.append(f"key {key!r} holds a {kind} here but a {seen[0]} in pset {seen[1]}:"
                              f" a column has one type; make the values of {key!r} consistent")
+            elif kind in NAN_FREE_KINDS and key in self.nans:
+                found.append(nan_problem(key, f"holds a {kind} here", f"is NaN in pset "
+                                         f"{self.nans[key]}"))
         if complete and not found:
             self.known_layouts.add(layout)
         return found
@@ -130,6 +154,8 @@ def compress(indexes: list[int]) -> str:
 
 def as_iterable(psets: Any) -> tuple[Iterable, bool]:
     """The psets as something to iterate, and whether it can be iterated twice."""
+    if isinstance(psets, Missing):  # results.missing: its psets exactly as they were given
+        return psets.to_psets(), True
     if isinstance(psets, (pd.DataFrame, params.Space)):
         return params.as_space(psets), True
     if isinstance(psets, (list, tuple)):

@@ -20,6 +20,7 @@ import inspect
 import math
 import os
 import pickle
+import reprlib
 import socket
 import time
 import traceback
@@ -34,7 +35,7 @@ from .errors import ConfigError
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
-BAD_RESULT = "bad_result"    # returned something other than a dict or None, or a clashing key
+BAD_RESULT = "bad_result"    # returned no dict or None, or changed a pset value
 UNPICKLABLE = "unpicklable"  # the result could not be pickled or unpickled
 UNSTORABLE = "unstorable"    # the result has a value the HDF5 store cannot hold
 CRASHED = "crashed"          # the process running the pset died
@@ -207,9 +208,9 @@ class Task:
             if timed:
                 sections[position] = timed
             if error is None:
-                problem = result_problem(result, pset)
+                result, problem = checked_result(result, pset)
                 if problem is None:
-                    results.append(result or {})
+                    results.append(result)
                     continue
                 error = (*problem, "")
             errors[position] = error
@@ -375,31 +376,108 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-_GOOD_RESULT_KEYS: set[tuple] = set()  # (result keys, pset keys) found fine before
+# (result keys, pset keys) found fine before -> the result keys that repeat a pset key
+_RESULT_LAYOUTS: dict[tuple, tuple] = {}
 
 
 def result_problem(result: Any, pset: dict) -> tuple[str, str] | None:
     """Why ``result`` is not an acceptable return value for ``pset``, as (failure kind,
     message), or None."""
+    return checked_result(result, pset)[1]
+
+
+def checked_result(result: Any, pset: dict) -> tuple[dict | None, tuple[str, str] | None]:
+    """The result to store for ``pset`` and None, or None and why it is not acceptable.
+
+    A result may repeat pset keys (psweep's ``return {**pset, "y": ...}``) with values
+    that are :func:`same_value` as the pset's: they are dropped, as the pset's columns hold
+    them. A repeated key with another value is a ``bad_result``.
+    """
     if result is None:
-        return None
+        return {}, None
     if not isinstance(result, dict):
-        return BAD_RESULT, (f"worker returned {type(result).__name__}; it must return a dict "
-                            f"(or None)")
+        return None, (BAD_RESULT, f"worker returned {type(result).__name__}; it must return a "
+                                  f"dict (or None)")
     keys = (tuple(result), tuple(pset))
-    if keys in _GOOD_RESULT_KEYS:
-        return None
-    for key in keys[0]:  # the key rules of psets
-        problems = params.key_problems(key, "result")
-        if problems:
-            if isinstance(key, str) and not params.utf8_encodable(key):
-                # like a value UTF-8 cannot encode, such a key is beyond the store
-                return UNSTORABLE, "result " + problems[-1]
-            return BAD_RESULT, "result " + problems[0]
-    clash = result.keys() & pset.keys()
-    if clash:
-        return BAD_RESULT, (f"result key {sorted(clash)[0]!r} clashes with the pset parameter "
-                            f"of the same name; rename the result")
-    if len(_GOOD_RESULT_KEYS) < 1000:
-        _GOOD_RESULT_KEYS.add(keys)
-    return None
+    repeated = _RESULT_LAYOUTS.get(keys)
+    if repeated is None:
+        for key in keys[0]:  # the key rules of psets
+            problems = params.key_problems(key, "result")
+            if problems:
+                if isinstance(key, str) and not params.utf8_encodable(key):
+                    # like a value UTF-8 cannot encode, such a key is beyond the store
+                    return None, (UNSTORABLE, "result " + problems[-1])
+                return None, (BAD_RESULT, "result " + problems[0])
+        repeated = tuple(key for key in keys[0] if key in pset)
+        if len(_RESULT_LAYOUTS) < 1000:
+            _RESULT_LAYOUTS[keys] = repeated
+    if not repeated:
+        return result, None
+    for key in repeated:
+        if not same_value(pset[key], result[key]):
+            return None, (BAD_RESULT, changed_key_message(key, pset[key], result[key]))
+    return {key: value for key, value in result.items() if key not in repeated}, None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def changed_key_message(key: str, given: Any, returned: Any) -> str:
+    """Why a result that changes the pset's value of ``key`` fails, with both values."""
+    return (f"result key {key!r} clashes with the pset parameter of the same name: the result "
+            f"has {_SHORT.repr(returned)} ({type(returned).__name__}), the pset "
+            f"{_SHORT.repr(given)} ({type(given).__name__}); a result may repeat a pset key "
+            f"(as in return {{**pset, 'y': ...}}) only with an equal value of the same type: "
+            f"return the pset's value unchanged or rename the result key")
+
+
+def value_family(value: Any) -> str | type:
+    """The type family :func:`same_value` compares: Python and numpy scalars of one kind
+    are one family (``1`` and ``numpy.int64(1)``), ``1`` and ``1.0`` or ``True`` are not."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):  # before int: bool subclasses int
+        return "bool"
+    for types_, family in _FAMILIES:
+        if isinstance(value, types_):
+            return family
+    return type(value)
+
+
+_FAMILIES = (((int, np.integer), "int"), ((float, np.floating), "float"),
+             ((complex, np.complexfloating), "complex"), ((str, np.str_), "str"),
+             ((bytes, np.bytes_), "bytes"), (np.ndarray, "array"), (list, "list"),
+             (tuple, "tuple"), (dict, "dict"))
+# dtype kinds of one family for arrays: signed and unsigned ints are both ints
+_ARRAY_KIND = {"u": "i"}
+
+
+def same_value(given: Any, returned: Any) -> bool:
+    """Whether ``returned`` is the value ``given``: the same type family and equal, NaN equal
+    to NaN, arrays of one dtype kind and shape with equal elements, containers item by item."""
+    if given is returned:
+        return True
+    family = value_family(given)
+    if family != value_family(returned):
+        return False
+    if family == "none":
+        return True
+    if family in ("float", "complex"):
+        return bool(given == returned) or (given != given and returned != returned)
+    if family == "array":
+        kinds = [_ARRAY_KIND.get(a.dtype.kind, a.dtype.kind) for a in (given, returned)]
+        if kinds[0] != kinds[1] or given.shape != returned.shape:
+            return False
+        if kinds[0] == "O":
+            return all(map(same_value, given.ravel().tolist(), returned.ravel().tolist()))
+        return bool(np.array_equal(given, returned, equal_nan=kinds[0] in "fc"))
+    if family in ("list", "tuple"):
+        return len(given) == len(returned) and all(map(same_value, given, returned))
+    if family == "dict":
+        return given.keys() == returned.keys() and all(
+            same_value(value, returned[key]) for key, value in given.items())
+    try:
+        return bool(given == returned)
+    except Exception:  # an object whose == raises or is ambiguous is not known equal
+        return False

@@ -129,6 +129,57 @@ def check_bad_results_fail_one_pset(backend, tmp):
     assert "clashes" in messages["clash"]
 
 
+def updated_pset(pset):
+    """psweep's pattern: the pset with the results added, some values as numpy scalars."""
+    out = {**pset, "a": np.int64(pset["a"]), "x": float(pset["x"]), "y": pset["a"] * 2}
+    if pset["a"] == 3:
+        out["v"] = np.arange(2) + pset["a"]  # an array: this group goes row by row
+    if pset["a"] == 4:
+        out["a"] = 40  # a changed pset value fails its pset
+    return out
+
+
+def check_returning_the_updated_pset(backend, tmp):
+    """A result repeating pset keys with equal values is stored once; a changed value fails."""
+    nan = float("nan")
+    columns = run(backend, tmp, [{"a": a, "x": nan} for a in (1, 2)], worker=updated_pset,
+                  name="updated-columns", group_size=2)
+    rows = run(backend, tmp, [{"a": a, "x": 0.5} for a in (3, 4, 5)], worker=updated_pset,
+               name="updated-rows", group_size=3)
+    assert list(columns.results.columns) == ["a", "x", "y"], columns.results
+    assert columns.results["y"].tolist() == [2, 4] and columns.results["x"].isna().all()
+    assert rows.results["a"].tolist() == [3, 5] and rows.results["y"].tolist() == [6, 10]
+    assert list(rows.results.columns) == ["a", "x", "y", "v"], rows.results
+    assert rows.missing.df["_kind"].tolist() == ["bad_result"]
+    message = rows.missing.df["_exception"].iloc[0]
+    assert "'a'" in message and "40" in message and "4 (int)" in message, message
+    stored = psmpi.read(rows.path, name="updated-rows")
+    assert sorted(stored["a"]) == [3, 5] and stored.columns.tolist().count("a") == 1
+
+
+def fails_unless_fixed(pset):
+    if not pset.get("fixed"):
+        raise ValueError("not fixed")
+    return {"seen": repr(sorted(pset.items()))}
+
+
+def seen_pset(pset):
+    return {"seen": repr(sorted(pset.items()))}
+
+
+def check_rerun_of_missing_is_exact(backend, tmp):
+    """map(worker, results.missing) reruns the failed psets as given: None, NaN, absent keys."""
+    psets = [{"a": 1, "b": None, "s": "x"}, {"a": 2, "s": None}, {"a": 3, "b": float("nan")},
+             {"a": 4, "b": 2.5, "s": "z", "fixed": True}]
+    first = run(backend, tmp, psets, worker=fails_unless_fixed, name="rerun")
+    assert isinstance(first.missing, pd.DataFrame) and len(first.missing) == 3
+    again = run(backend, tmp, first.missing, worker=seen_pset, name="rerun")
+    assert again.stats.computed == 3 and len(again.missing) == 0
+    assert again.results["seen"].tolist() == [repr(sorted(p.items())) for p in psets[:3]]
+    stored = psmpi.read(again.path, name="rerun")
+    assert sorted(stored["_pset_hash"]) == sorted(psmpi.params.pset_hash(p) for p in psets)
+
+
 def check_resume_computes_only_missing(backend, tmp):
     psets = [{"a": a, "b": 1} for a in range(20)]
     first = run(backend, tmp, psets[:12], name="resume")

@@ -70,3 +70,40 @@ def test_every_option_with_env_var_is_documented_in_readme():
     for option in config.OPTIONS.values():
         if option.env_var:
             assert option.env_var in readme, option.env_var
+
+
+@pytest.mark.parametrize("var,text,attr,value", [
+    ("PARAMSURVEY_BACKEND", "serial", "backend", "serial"),
+    ("PARAMSURVEY_VERBOSE", "3", "verbose", 3),
+    ("PARAMSURVEY_VSTATS", "2", "vstats", 2),
+    ("PARAMSURVEY_LIMIT", "10", "limit", 10),
+    ("PARAMSURVEY_NCORES", "-1", "ncores", -1),
+    ("PARAMSURVEY_MAX_TASKS_PER_CHILD", "3", "max_tasks_per_child", 3),
+    ("PARAMSURVEY_GROUP_SIZE", "5", "group_size", 5),
+])
+def test_paramsurvey_variables_are_aliases(var, text, attr, value):
+    """paramsurvey's documented variables work unchanged, over map() and init() keywords."""
+    assert getattr(config.resolve({attr: None if attr == "backend" else 1}, {},
+                                  environ={var: text}), attr) == value
+
+
+def test_psmpi_variables_win_over_paramsurvey_ones():
+    s = config.resolve({}, {}, environ={"PARAMSURVEY_LIMIT": "10", "PSMPI_LIMIT": "2",
+                                        "PARAMSURVEY_VERBOSE": "3"})
+    assert s.limit == 2 and s.verbose == 3
+
+
+def test_only_paramsurvey_settings_have_aliases():
+    """paramsurvey has no such variables: they are not read, so a typo is not a setting."""
+    s = config.resolve({}, {}, environ={"PARAMSURVEY_OUT": "none", "PARAMSURVEY_TIMEOUT": "1"})
+    assert s.out is config.AUTO and s.timeout is None
+    aliased = {name for name, option in config.OPTIONS.items() if len(option.env_vars) > 1}
+    assert aliased == {"backend", "verbose", "vstats", "limit", "ncores",
+                       "max_tasks_per_child", "group_size"}
+
+
+def test_a_bad_paramsurvey_variable_is_named():
+    with pytest.raises(ConfigError, match="PARAMSURVEY_VERBOSE"):
+        config.resolve({}, {}, environ={"PARAMSURVEY_VERBOSE": "loud"})
+    with pytest.raises(ConfigError, match="PARAMSURVEY_BACKEND"):
+        config.resolve({}, {}, environ={"PARAMSURVEY_BACKEND": "dask"})

@@ -2,6 +2,7 @@
 
 import os
 
+import pandas as pd
 import pytest
 
 import psmpi
@@ -143,3 +144,36 @@ def test_map_name_utf8_cannot_encode_is_a_config_error(tmp_path, calls, monkeypa
         run([{"a": 1}], tmp_path, **({"name": "m\udcff"} if how == "map" else {}))
     str(info.value).encode("utf-8")
     assert calls.read_text() == ""
+
+
+@pytest.mark.parametrize("psets, where", [
+    (psmpi.params.concat({"s": ["x"]}, {"t": [1]}), "pset 1: key 's'"),     # NaN fill after a str
+    (psmpi.params.concat({"t": [1]}, {"s": ["x", "y"]}), "psets 1-2: key 's'"),  # NaN first
+    ([{"s": True}, {"s": float("nan")}], "pset 1: key 's'"),
+    ([{"s": float("nan")}, {"s": False}], "pset 1: key 's'"),
+])
+def test_nan_under_a_str_or_bool_key_is_refused_before_compute(tmp_path, calls, psets, where):
+    """The file keeps a missing str or bool as None only: NaN there would fail after compute."""
+    with pytest.raises(PsetError) as err:
+        run(psets, tmp_path)
+    message = str(err.value)
+    assert where in message and "NaN" in message and "None" in message, message
+    assert calls.read_text() == ""
+
+
+def test_nan_under_a_str_key_stops_a_generator_before_its_pset(tmp_path, calls):
+    psets = iter([{"s": "x"}, {"s": "y"}, {"s": float("nan")}])
+    with pytest.raises(PsetError, match="key 's'"):
+        run(psets, tmp_path, group_size=1)
+    assert len(calls.read_text()) <= 2
+
+
+@pytest.mark.parametrize("psets", [
+    [{"s": "x"}, {"s": None}], [{"s": True}, {"s": None}],
+    pd.DataFrame({"s": ["x", None], "b": [True, None]}),
+    psmpi.params.concat({"s": ["x"]}, {"t": [1], "s": None}),
+])
+def test_none_under_a_str_or_bool_key_is_computed_and_stored(tmp_path, calls, psets):
+    res = run(psets, tmp_path)
+    assert len(res) == 2 and len(res.missing) == 0, res.missing.df
+    assert res.results["s"].iloc[1] is None or pd.isna(res.results["s"].iloc[1])
