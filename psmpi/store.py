@@ -1007,8 +1007,10 @@ class Table:
         Returns
         -------
         pandas.DataFrame
-            With a RangeIndex. Null ints become float NaN, null bools and arrays None,
-            null floats and str NaN; array columns hold one numpy array per row.
+            With a RangeIndex. Null ints become float NaN (None in an object column if an
+            int is beyond 2**53, which a float would round), null bools and arrays None,
+            null floats and str NaN; array columns hold one numpy array per row; general
+            columns an object column of the values as stored, nulls None.
         """
         import pandas as pd
 
@@ -1038,7 +1040,11 @@ class Table:
             return out
         if nulls is None:
             return values
-        if col.kind in ("int", "float"):
+        if col.kind == "int" and len(values) and not (
+                _values.exact_in_float(int(values.min())) and _values.exact_in_float(int(values.max()))):
+            values = values.astype(object)  # NaN would need a float: these ints would round
+            values[nulls] = None
+        elif col.kind in ("int", "float"):
             values = values.astype(np.float64)
             values[nulls] = np.nan
         else:
