@@ -272,7 +272,9 @@ def _kind_of(ds: h5py.Dataset) -> str:
         return "str"
     kind = {"b": "bool", "i": "int", "f": "float"}.get(ds.dtype.kind)
     if kind is None:
-        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which psmpi does not write")
+        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which this "
+                         f"psmpi does not know: the file was written by a newer psmpi (or "
+                         f"altered); upgrade psmpi to read it")
     return kind
 
 
@@ -340,7 +342,9 @@ class Table:
         # what fitted once fits again. Rows of a survey share a few layouts.
         self._layouts: set[tuple] = set()
         self._pickled: set[str] = set()  # keys warned about: one warning per key
-        self.unpickle = False  # read pickled values as their bytes (see :func:`read`)
+        # pickled values: False reads their bytes (see :func:`read`), True unpickles them,
+        # "keep" reads them as values.PickleBytes, which append() stores as the same pickle
+        self.unpickle: bool | str = False
         with self._damage("its row count (n_committed)"):
             self._n = self._committed(group)
         if store is not None:

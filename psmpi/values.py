@@ -57,6 +57,11 @@ class Unencodable(ValueError):
     """A value that has no encoding and cannot be pickled."""
 
 
+class PickleBytes(bytes):
+    """The bytes of a stored pickle, read with ``unpickle="keep"`` (psmpi merge): encoded
+    again as the same pickle, not as bytes, and never unpickled."""
+
+
 class Pickled:
     """Marks that an encoding fell back on pickle (see :func:`encode`)."""
 
@@ -115,6 +120,8 @@ def tree(v: Any, note: Pickled | None = None) -> Any:
         return {"__complex__": [v.real, v.imag]}
     if t is bytes:
         return {"__bytes__": _b64(v)}
+    if t is PickleBytes:
+        return {"__pickle__": _b64(v)}
     if t is np.ndarray:
         return _array(v, note)
     if isinstance(v, np.generic) and v.dtype.kind in "biufcmMSU":
@@ -147,7 +154,7 @@ def encode(v: Any, note: Pickled | None = None) -> bytes:
         raise Unencodable(f"the value cannot be encoded ({exc})") from exc
 
 
-def _ndarray(spec: dict, unpickle: bool) -> np.ndarray:
+def _ndarray(spec: dict, unpickle: bool | str) -> np.ndarray:
     shape = tuple(spec["shape"])
     if spec["dtype"] == "object":
         out = np.empty(len(spec["items"]), dtype=object)
@@ -158,7 +165,7 @@ def _ndarray(spec: dict, unpickle: bool) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(spec["dtype"])).reshape(shape).copy()
 
 
-def _tagged(tag: str, x: Any, unpickle: bool) -> Any:
+def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
     if tag == "__tuple__":
         return tuple(untree(i, unpickle) for i in x)
     if tag == "__dict__":
@@ -186,11 +193,14 @@ def _tagged(tag: str, x: Any, unpickle: bool) -> Any:
     if tag == "__ndarray__":
         return _ndarray(x, unpickle)
     data = base64.b64decode(x)  # __pickle__
-    return pickle.loads(data) if unpickle else data
+    if unpickle == "keep":
+        return PickleBytes(data)
+    return pickle.loads(data) if unpickle is True else data
 
 
-def untree(x: Any, unpickle: bool = False) -> Any:
-    """The value of a tree made by :func:`tree`; pickles as bytes unless ``unpickle``."""
+def untree(x: Any, unpickle: bool | str = False) -> Any:
+    """The value of a tree made by :func:`tree`; pickles as their bytes unless ``unpickle``
+    is True (then unpickled) or "keep" (then :class:`PickleBytes`)."""
     if type(x) is list:
         return [untree(i, unpickle) for i in x]
     if type(x) is dict:
@@ -202,7 +212,7 @@ def untree(x: Any, unpickle: bool = False) -> Any:
     return x
 
 
-def decode(data: bytes, unpickle: bool = False) -> Any:
+def decode(data: bytes, unpickle: bool | str = False) -> Any:
     """The value of :func:`encode`'s bytes; empty bytes (a null) are None."""
     if not data:
         return None

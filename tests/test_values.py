@@ -276,3 +276,21 @@ def test_rich_values_through_map(tmp_path, backend):
 def tmp_store(tmp_path):
     with Store.open(tmp_path / "study.h5") as s:
         yield s
+
+
+def test_merge_copies_general_values_and_pickles_as_they_are(tmp_path):
+    from psmpi.cli import copy_maps
+
+    def worker(pset):
+        return {"o": Opaque(pset["i"]), "v": [pset["i"], b"x"], "y": 2**70 if pset["i"] else 1.5}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for part in ("a", "b"):
+            psmpi.map(worker, [{"i": i} for i in ((0, 1) if part == "a" else (2, 3))],
+                      out=tmp_path / f"{part}.h5", backend="serial", verbose=0, name="m")
+    copy_maps([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")], str(tmp_path / "all.h5"))
+    df = psmpi.read(tmp_path / "all.h5", unpickle=True).sort_values("i")
+    assert df["o"].tolist() == [Opaque(i) for i in range(4)]
+    assert df["v"].tolist() == [[i, b"x"] for i in range(4)]
+    assert df["y"].tolist() == [1.5, 2**70, 2**70, 2**70]
