@@ -1,6 +1,7 @@
 """The crash-safe HDF5 results store.
 
-Layout of a results file (readable with plain h5py, nothing is pickled)::
+Layout of a results file (readable with plain h5py; only values with no other encoding
+are pickled, inside JSON, and never unpickled unless asked)::
 
     study.h5                   attrs: psmpi_format=1
       <map name>/              one group per map() name; attrs: created (ISO UTC), psmpi_version
@@ -9,10 +10,14 @@ Layout of a results file (readable with plain h5py, nothing is pickled)::
                                layout: the value lives in the (checksummed) object header
           columns/<key>        one chunked (~8 KiB), resizable dataset per column, in creation
                                order: shape (N,) for scalars, (N, *shape) for arrays; attr
-                               ``kind`` in {"bool", "int", "float", "str", "array"}
+                               ``kind`` in {"bool", "int", "float", "str", "array", "general"};
+                               a general column holds (offset, length) int64 pairs (a compound
+                               dtype) into its heap, length 0 for a null
+          heaps/<key>          uint8 bytes of a general column's values, one JSON document
+                               per row (psmpi.values), chunked (8 KiB), appended in order
           nulls/<key>          optional bool mask, True where the row has no value; a mask
                                shorter than n_committed means False for the missing tail
-          staging/<key>        transient: a column being widened to a wider dtype
+          staging/<key>        transient: a column being widened to a wider dtype or to general
         failures/              a table of the same kind for the psets that failed
 
 Integrity. Every chunked dataset has HDF5's Fletcher-32 filter, which HDF5 verifies on each
@@ -35,9 +40,21 @@ numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8 in fixe
 ``S<n>``, n a power of two, widened when a longer string comes; variable-length strings
 would live in HDF5's global heap, which a killed writer can leave unwritable); numpy arrays
 of bool/int/uint/float dtype and ndim >= 1 -> "array" (one fixed shape and dtype per
-column; 0-d arrays count as their scalar); None or an absent key -> null. An "int" column
-receiving a float becomes "float" and an array column widens to ``np.result_type``; any
-other mismatch, and any other type, is refused by :meth:`Table.admit` with a message.
+column; 0-d arrays count as their scalar); None or an absent key -> null. Everything else
+-> "general": containers, complex, bytes, datetimes, other numpy scalars, ints beyond int64,
+str longer than values.STR_MAX_BYTES (4 KiB: a fixed-width column of 64 KiB strings cannot
+be created, its fill value lives in the object header), arrays of other dtypes, and any
+value of a key whose rows disagree in kind or array shape. Each general value is one JSON
+document with typed extensions (:mod:`psmpi.values`), UTF-8 bytes appended to
+``heaps/<key>``; values with no encoding are pickled there (one warning per key) and read
+back as bytes unless ``unpickle=True``; only a value that cannot be pickled is refused by
+:meth:`Table.admit`. Widening never loses a committed value: "int" receiving a float
+becomes "float" if every stored and incoming int is exact in float64 (|v| <= 2**53, checked
+when appending, :meth:`Table._settle`), else "general"; an array column widens to
+``np.result_type``; other mismatches make the column general. A widening writes the new
+column (and heap) aside in staging/, flushes, then swaps it in; the next writer finishes
+or undoes an interrupted one (:meth:`Table._repair`) and drops a heap whose column is not
+general.
 
 Reading a column by hand::
 
@@ -45,9 +62,13 @@ Reading a column by hand::
         t = f["my_map/results"]
         n = int(t["n_committed"][()])
         y = t["columns/y"][:n]
+        # a general column: one JSON document per row, length 0 for a null
+        heap = t["heaps/g"]
+        g = [json.loads(heap[o:o + k].tobytes()) if k else None
+             for o, k in t["columns/g"][:n].tolist()]
 
 Every append is a two-phase commit: schema changes (new datasets, widening) are made
-and flushed first, then every column is resized and written, the file is flushed,
+and flushed first, then every heap and column is resized and written, the file is flushed,
 ``n_committed`` is written and the file is flushed again. A writer killed at any instant
 leaves a readable file whose committed prefix is exact; the next writer truncates the
 uncommitted tail. psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job)
