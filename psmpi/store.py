@@ -1032,8 +1032,8 @@ class Table:
         Returns
         -------
         pandas.DataFrame
-            With a RangeIndex. Null ints become float NaN (None in an object column if an
-            int is beyond 2**53, which a float would round), null bools and arrays None,
+            With a RangeIndex. Null ints become float NaN (None in an object column if a
+            float64 would round an int), null bools and arrays None,
             null floats and str NaN; array columns hold one numpy array per row; general
             columns an object column of the values as stored, nulls None.
         """
@@ -1065,8 +1065,7 @@ class Table:
             return out
         if nulls is None:
             return values
-        if col.kind == "int" and len(values) and not (
-                _values.exact_in_float(int(values.min())) and _values.exact_in_float(int(values.max()))):
+        if col.kind == "int" and not _exact_as_float(values):
             values = values.astype(object)  # NaN would need a float: these ints would round
             values[nulls] = None
         elif col.kind in ("int", "float"):
@@ -1234,6 +1233,14 @@ class Store:
 
 
 # ---------------------------------------------------------------------- files
+def _exact_as_float(ints: np.ndarray) -> bool:
+    """Whether every int64 of ``ints`` converts to float64 and back unchanged."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        back = ints.astype(np.float64).astype(np.int64)
+    return bool(np.array_equal(back, ints)) and bool((ints != _I64_MAX).all())
+
+
 def _plain(v: Any) -> Any:
     """A value read from a native column as the Python value a worker returns."""
     if isinstance(v, np.generic) and not isinstance(v, np.datetime64):
