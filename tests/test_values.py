@@ -294,3 +294,37 @@ def test_merge_copies_general_values_and_pickles_as_they_are(tmp_path):
     assert df["o"].tolist() == [Opaque(i) for i in range(4)]
     assert df["v"].tolist() == [[i, b"x"] for i in range(4)]
     assert df["y"].tolist() == [1.5, 2**70, 2**70, 2**70]
+
+
+def _stored_like(want, got) -> bool:
+    if isinstance(want, np.ndarray) and want.ndim == 0:
+        want = want[()]
+    if want is None or isinstance(want, float) and np.isnan(want):
+        return got is None or isinstance(got, float) and np.isnan(got)
+    return same(want, got) or _native_equal(want, got)
+
+
+@pytest.mark.parametrize("backend, examples", [("serial", 15), ("multiprocessing", 4)])
+def test_generated_values_through_map(tmp_path_factory, backend, examples):
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(_values, min_size=1, max_size=5))
+    def check(column):
+        column = [v for v in column if _no_lone_surrogates(v)]
+        if not column:
+            return
+
+        def worker(pset):
+            return {"v": column[pset["i"]]}
+
+        path = tmp_path_factory.mktemp("map") / "m.h5"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = psmpi.map(worker, [{"i": i} for i in range(len(column))], out=path,
+                          backend=backend, verbose=0, ncores=2)
+        assert len(r.missing) == 0
+        df = psmpi.read(path).sort_values("i")
+        got = df["v"].tolist() if "v" in df else [None] * len(column)
+        for want, back in zip(column, got):
+            assert _stored_like(want, back), (want, back)
+
+    check()
