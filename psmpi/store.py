@@ -120,7 +120,6 @@ _WRITE_LIBVER = ("v110", "latest")
 # header often a KeyError, a bad name or string a UnicodeDecodeError (a ValueError).
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 _CHECK_HINT = "run `psmpi check {path}` to see what is damaged and which rows are intact"
-_ARRAY_FIX = "convert it with np.asarray(...) to a bool, integer or float array"
 # type(value) -> kind: the fast path of admit(); other types go through _slow_kind.
 _KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
                            str: "str", np.str_: "str", type(None): "null", np.ndarray: "array"}
@@ -277,10 +276,6 @@ def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Datas
 def _slow_kind(v: Any) -> str | None:
     """The kind of a value whose exact type is not in _KINDS (subclasses, rarer numpy types)."""
     return next((kind for types, kind in _SLOW_KINDS if isinstance(v, types)), None)
-
-
-def _describe(kind: str, dtype: np.dtype | None = None, shape: tuple = ()) -> str:
-    return f"an array of dtype {dtype} and shape {shape}" if kind == "array" else kind
 
 
 def _kind_of(ds: h5py.Dataset) -> str:

@@ -8,6 +8,7 @@ NaN and infinities are written ``NaN``/``Infinity`` as Python's json does). Ever
 else is an object with one key naming its type:
 
 =====================  ==================================================================
+``{"__int__": hex}``        an int of more than 10,000 bits (``int(hex, 16)``)
 ``{"__tuple__": [..]}``     a tuple
 ``{"__dict__": {..}}``      a dict with str keys whose one key looks like a tag
 ``{"__items__": [[k, v]]}`` a dict with keys that are not all str (order kept)
@@ -36,13 +37,12 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import math
 import pickle
 from typing import Any
 
 import numpy as np
 
-TAGS = frozenset(("__tuple__", "__dict__", "__items__", "__complex__", "__bytes__",
+TAGS = frozenset(("__int__", "__tuple__", "__dict__", "__items__", "__complex__", "__bytes__",
                   "__datetime__", "__date__", "__timedelta__", "__timestamp__", "__numpy__",
                   "__ndarray__", "__pickle__"))
 # Longest str (in UTF-8 bytes) a fixed-width "str" column holds; longer ones make the
@@ -51,6 +51,8 @@ TAGS = frozenset(("__tuple__", "__dict__", "__items__", "__complex__", "__bytes_
 STR_MAX_BYTES = 4096
 # Largest int magnitude a float64 holds exactly (every int up to it).
 FLOAT_EXACT = 2**53
+# Ints longer than this are written in hex: Python's json refuses ints of over 4300 digits.
+_INT_BITS = 10_000
 
 
 class Unencodable(ValueError):
@@ -103,6 +105,8 @@ def _pandas_timestamp(v: Any) -> bool:
 def tree(v: Any, note: Pickled | None = None) -> Any:
     """``v`` as a tree of JSON types with the typed objects of the module docstring."""
     t = type(v)
+    if t is int and v.bit_length() > _INT_BITS:
+        return {"__int__": hex(v)}
     if v is None or t is bool or t is str or t is int:
         return v
     if t is float:
@@ -166,6 +170,8 @@ def _ndarray(spec: dict, unpickle: bool | str) -> np.ndarray:
 
 
 def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
+    if tag == "__int__":
+        return int(x, 16)
     if tag == "__tuple__":
         return tuple(untree(i, unpickle) for i in x)
     if tag == "__dict__":
@@ -222,7 +228,3 @@ def decode(data: bytes, unpickle: bool | str = False) -> Any:
 def exact_in_float(v: Any) -> bool:
     """Whether int ``v`` converts to float64 without loss (|v| <= 2**53)."""
     return -FLOAT_EXACT <= v <= FLOAT_EXACT
-
-
-def is_nan(v: Any) -> bool:
-    return type(v) is float and math.isnan(v)

@@ -244,6 +244,14 @@ def _native_equal(want, got) -> bool:
     return False
 
 
+@pytest.mark.parametrize("value", [3**20000, -(3**20000), {"__tuple__": 1}, {"__int__": "0x1"},
+                                   float("inf"), -0.0, np.float16(1.5), np.longdouble(1) / 3,
+                                   np.datetime64("2020-01-01T00:00:00.123456789"), np.str_("é")],
+                         ids=lambda v: type(v).__name__)
+def test_edge_values_round_trip(value):
+    assert same(values.decode(values.encode(value)), value)
+
+
 @settings(max_examples=80, deadline=None)
 @given(_values)
 def test_encoding_round_trips(value):
