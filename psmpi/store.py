@@ -524,8 +524,8 @@ class Table:
                     kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= _STR_MAX)
                     or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
                 continue
-            if col is not None and col.kind == "general" and kind is not None:
-                continue  # a native value: always encodable
+            if col is not None and col.kind == "general" and kind is not None and kind != "array":
+                continue  # a native scalar: always encodable
             if kind == "null":
                 continue
             problem, change = self._check(key, v, kind, col)
@@ -604,7 +604,9 @@ class Table:
             shape, dtype = v.shape, v.dtype.newbyteorder("=")
             if dtype.kind not in "biuf" or v.size == 0:
                 kind = "general"  # a ragged or exotic array: encoded whole, with dtype and shape
-        elif kind is None:
+            if dtype.kind == "O":
+                kind = None  # its elements may be anything: check they encode
+        if kind is None:
             try:
                 _values.encode(v)
             except _values.Unencodable as exc:
