@@ -681,7 +681,9 @@ class _Dedup:
 
 
 def _rows(table: Table, lo: int, hi: int) -> list[dict]:
-    """Committed rows [lo, hi) of ``table`` as dicts without their null values."""
+    """Committed rows [lo, hi) of ``table`` as dicts without their null values; pickled
+    values as :class:`~psmpi.values.PickleBytes`, stored again as the same pickles."""
+    table.unpickle = "keep"
     columns = [(name, *table.read_slice(name, lo, hi)) for name in table.columns]
     rows = []
     for i in range(hi - lo):

@@ -1,6 +1,7 @@
 """The crash-safe HDF5 results store.
 
-Layout of a results file (readable with plain h5py, nothing is pickled)::
+Layout of a results file (readable with plain h5py; only values with no other encoding
+are pickled, inside JSON, and never unpickled unless asked)::
 
     study.h5                   attrs: psmpi_format=1
       <map name>/              one group per map() name; attrs: created (ISO UTC), psmpi_version
@@ -9,10 +10,14 @@ Layout of a results file (readable with plain h5py, nothing is pickled)::
                                layout: the value lives in the (checksummed) object header
           columns/<key>        one chunked (~8 KiB), resizable dataset per column, in creation
                                order: shape (N,) for scalars, (N, *shape) for arrays; attr
-                               ``kind`` in {"bool", "int", "float", "str", "array"}
+                               ``kind`` in {"bool", "int", "float", "str", "array", "general"};
+                               a general column holds (offset, length) int64 pairs (a compound
+                               dtype) into its heap, length 0 for a null
+          heaps/<key>          uint8 bytes of a general column's values, one JSON document
+                               per row (psmpi.values), chunked (8 KiB), appended in order
           nulls/<key>          optional bool mask, True where the row has no value; a mask
                                shorter than n_committed means False for the missing tail
-          staging/<key>        transient: a column being widened to a wider dtype
+          staging/<key>        transient: a column being widened to a wider dtype or to general
         failures/              a table of the same kind for the psets that failed
 
 Integrity. Every chunked dataset has HDF5's Fletcher-32 filter, which HDF5 verifies on each
@@ -35,9 +40,21 @@ numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8 in fixe
 ``S<n>``, n a power of two, widened when a longer string comes; variable-length strings
 would live in HDF5's global heap, which a killed writer can leave unwritable); numpy arrays
 of bool/int/uint/float dtype and ndim >= 1 -> "array" (one fixed shape and dtype per
-column; 0-d arrays count as their scalar); None or an absent key -> null. An "int" column
-receiving a float becomes "float" and an array column widens to ``np.result_type``; any
-other mismatch, and any other type, is refused by :meth:`Table.admit` with a message.
+column; 0-d arrays count as their scalar); None or an absent key -> null. Everything else
+-> "general": containers, complex, bytes, datetimes, other numpy scalars, ints beyond int64,
+str longer than values.STR_MAX_BYTES (4 KiB: a fixed-width column of 64 KiB strings cannot
+be created, its fill value lives in the object header), arrays of other dtypes, and any
+value of a key whose rows disagree in kind or array shape. Each general value is one JSON
+document with typed extensions (:mod:`psmpi.values`), UTF-8 bytes appended to
+``heaps/<key>``; values with no encoding are pickled there (one warning per key) and read
+back as bytes unless ``unpickle=True``; only a value that cannot be pickled is refused by
+:meth:`Table.admit`. Widening never loses a committed value: "int" receiving a float
+becomes "float" if every stored and incoming int is exact in float64 (|v| <= 2**53, checked
+when appending, :meth:`Table._settle`), else "general"; an array column widens to
+``np.result_type``; other mismatches make the column general. A widening writes the new
+column (and heap) aside in staging/, flushes, then swaps it in; the next writer finishes
+or undoes an interrupted one (:meth:`Table._repair`) and drops a heap whose column is not
+general.
 
 Reading a column by hand::
 
@@ -45,9 +62,13 @@ Reading a column by hand::
         t = f["my_map/results"]
         n = int(t["n_committed"][()])
         y = t["columns/y"][:n]
+        # a general column: one JSON document per row, length 0 for a null
+        heap = t["heaps/g"]
+        g = [json.loads(heap[o:o + k].tobytes()) if k else None
+             for o, k in t["columns/g"][:n].tolist()]
 
 Every append is a two-phase commit: schema changes (new datasets, widening) are made
-and flushed first, then every column is resized and written, the file is flushed,
+and flushed first, then every heap and column is resized and written, the file is flushed,
 ``n_committed`` is written and the file is flushed again. A writer killed at any instant
 leaves a readable file whose committed prefix is exact; the next writer truncates the
 uncommitted tail. psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job)
@@ -71,6 +92,7 @@ import numpy as np
 
 from .errors import ConfigError, InternalError, PsmpiError, StoreError
 from .lock import release_lock, take_lock, utc_now
+from . import values as _values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,7 +120,6 @@ _WRITE_LIBVER = ("v110", "latest")
 # header often a KeyError, a bad name or string a UnicodeDecodeError (a ValueError).
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 _CHECK_HINT = "run `psmpi check {path}` to see what is damaged and which rows are intact"
-_ARRAY_FIX = "convert it with np.asarray(...) to a bool, integer or float array"
 # type(value) -> kind: the fast path of admit(); other types go through _slow_kind.
 _KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
                            str: "str", np.str_: "str", type(None): "null", np.ndarray: "array"}
@@ -108,10 +129,16 @@ _KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
 _SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"), ((float, np.floating), "float"),
                (str, "str"), (np.ndarray, "array"))
 _PLAIN_NOT_STR = frozenset(("bool", "float"))
+_STR_MAX = _values.STR_MAX_BYTES // 4  # chars that surely fit: UTF-8 takes at most 4 bytes a char
 _SCALAR_KINDS = frozenset(("bool", "int", "float", "str"))
+# A general column: one (offset, length) pair per row into its heap, heaps/<key>. A compound
+# dtype, so that a psmpi before the general kind refuses the column instead of misreading it.
+_POINTER = np.dtype([("offset", "<i8"), ("length", "<i8")])
+_HEAP_CHUNK = 8192
+_FLOATS = frozenset((float, type(None), np.float64, np.float32, np.float16))
 T = TypeVar("T")
 _DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
-           "str": np.dtype("S16")}
+           "str": np.dtype("S16"), "general": _POINTER}
 
 
 @functools.cache
@@ -251,19 +278,19 @@ def _slow_kind(v: Any) -> str | None:
     return next((kind for types, kind in _SLOW_KINDS if isinstance(v, types)), None)
 
 
-def _describe(kind: str, dtype: np.dtype | None = None, shape: tuple = ()) -> str:
-    return f"an array of dtype {dtype} and shape {shape}" if kind == "array" else kind
-
-
 def _kind_of(ds: h5py.Dataset) -> str:
     """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
+    if ds.dtype.names == _POINTER.names:
+        return "general"
     if ds.ndim > 1:
         return "array"
     if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype) is not None:
         return "str"
     kind = {"b": "bool", "i": "int", "f": "float"}.get(ds.dtype.kind)
     if kind is None:
-        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which psmpi does not write")
+        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which this "
+                         f"psmpi does not know: the file was written by a newer psmpi (or "
+                         f"altered); upgrade psmpi to read it")
     return kind
 
 
@@ -284,6 +311,8 @@ def _str_width(nbytes: int) -> int:
 def _fill(kind: str, dtype: np.dtype) -> Any:
     if kind == "str":
         return b""
+    if kind == "general":
+        return np.zeros((), _POINTER)[()]
     return np.nan if dtype.kind == "f" else dtype.type(0)
 
 
@@ -299,12 +328,17 @@ def _chunks(shape: tuple, dtype: np.dtype) -> tuple:
 class _Column:
     """What a table knows of one column; ``ds`` None while its creation is pending."""
 
-    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask")
+    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask", "heap", "heap_end", "pending")
 
     def __init__(self, name: str, kind: str, dtype: np.dtype, shape: tuple = (),
                  ds: h5py.Dataset | None = None, mask: h5py.Dataset | None = None):
         self.name, self.kind, self.dtype, self.shape = name, kind, dtype, shape
         self.ds, self.mask = ds, mask
+        # general columns: the heap dataset, the end of its committed bytes, and the bytes
+        # of the rows being appended
+        self.heap: h5py.Dataset | None = None
+        self.heap_end = 0
+        self.pending = b""
 
 
 class Table:
@@ -323,6 +357,10 @@ class Table:
         # needs only its Python ints range-checked: the schema only grows and widens, so
         # what fitted once fits again. Rows of a survey share a few layouts.
         self._layouts: set[tuple] = set()
+        self._pickled: set[str] = set()  # keys warned about: one warning per key
+        # pickled values: False reads their bytes (see :func:`read`), True unpickles them,
+        # "keep" reads them as values.PickleBytes, which append() stores as the same pickle
+        self.unpickle: bool | str = False
         with self._damage("its row count (n_committed)"):
             self._n = self._committed(group)
         if store is not None:
@@ -340,7 +378,28 @@ class Table:
                                       f"but {self._n} are committed; "
                                       f"{_CHECK_HINT.format(path=self._path)}")
                 kind = _kind_of(ds)
-                self._cols[name] = _Column(name, kind, ds.dtype, ds.shape[1:], ds, mask)
+                col = self._cols[name] = _Column(name, kind, ds.dtype, ds.shape[1:], ds, mask)
+                if kind == "general":
+                    self._open_heap(col)
+
+    def _open_heap(self, col: _Column) -> None:
+        heap = self._g.get("heaps", {}).get(col.name)
+        if heap is None:
+            raise DamageError(f"{self} is damaged: general column {col.name!r} has no heap "
+                              f"(heaps/{col.name}); {_CHECK_HINT.format(path=self._path)}")
+        _check_storage(heap)
+        col.heap, col.heap_end = heap, self._heap_end(col.ds)
+        if heap.shape[0] < col.heap_end:
+            raise DamageError(f"{self} is damaged: the heap of column {col.name!r} has "
+                              f"{heap.shape[0]} bytes but its rows need {col.heap_end}; "
+                              f"{_CHECK_HINT.format(path=self._path)}")
+
+    def _heap_end(self, pointers: h5py.Dataset) -> int:
+        """End of the heap bytes of the committed rows: offsets only grow, row by row."""
+        if not self._n:
+            return 0
+        last = self._slice(pointers, self._n - 1, self._n, f"column {pointers.name!r}")[0]
+        return int(last["offset"]) + int(last["length"])
 
     @staticmethod
     def _committed(group: h5py.Group) -> int:
@@ -395,12 +454,20 @@ class Table:
             if ds.shape[0] > self._n:
                 ds.resize(self._n, axis=0)
             self._mend_torn_chunk(ds)
+        for name in list(g.get("heaps", {})):
+            if name not in cols or _kind_of(cols[name]) != "general":
+                del g["heaps"][name]  # made by a widening to general that was undone
+                continue
+            heap, end = g["heaps"][name], self._heap_end(cols[name])
+            if heap.shape[0] > end:
+                heap.resize(end, axis=0)
+            self._mend_torn_chunk(heap, end)
         self._store._f.flush()
 
-    def _mend_torn_chunk(self, ds: h5py.Dataset) -> None:
-        """Writer only: rewrite the last chunk of committed rows if a killed append tore it
-        (see :func:`_torn_chunk`), so that it has a valid checksum again."""
-        torn = _torn_chunk(ds, self._n)
+    def _mend_torn_chunk(self, ds: h5py.Dataset, n: int | None = None) -> None:
+        """Writer only: rewrite the last chunk of the ``n`` committed rows (or heap bytes)
+        if a killed append tore it (see :func:`_torn_chunk`), so that its checksum is valid."""
+        torn = _torn_chunk(ds, self._n if n is None else n)
         if torn is None:
             return
         lo, rows = torn
@@ -408,7 +475,8 @@ class Table:
         ds.resize(lo, axis=0)  # drops the chunk
         ds.resize(n, axis=0)
         ds[lo:n] = rows
-        what = "column" if ds.parent.name.endswith("/columns") else "the null mask of column"
+        what = {"columns": "column", "heaps": "the heap of column"}.get(
+            ds.parent.name.rsplit("/", 1)[-1], "the null mask of column")
         warnings.warn(f"{self}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
                       f"rewritten: a run killed while appending had left their chunk half "
                       f"written (its committed rows intact)", stacklevel=2)
@@ -443,7 +511,7 @@ class Table:
         if layout in self._layouts:
             for v in row.values():
                 if type(v) is int and not _I64_MIN <= v <= _I64_MAX or (
-                        type(v) is str and not v.isascii()):
+                        type(v) is str and (not v.isascii() or len(v) > _STR_MAX)):
                     break
             else:
                 return None
@@ -453,9 +521,11 @@ class Table:
             kind = _KINDS.get(type(v))
             col = cols.get(key)
             if col is not None and kind == col.kind and (
-                    kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii())
+                    kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= _STR_MAX)
                     or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
                 continue
+            if col is not None and col.kind == "general" and kind is not None and kind != "array":
+                continue  # a native scalar: always encodable
             if kind == "null":
                 continue
             problem, change = self._check(key, v, kind, col)
@@ -468,8 +538,11 @@ class Table:
             if col is None:
                 cols[key] = _Column(key, kind, dtype, shape)
             else:
-                col.kind, col.dtype = kind, dtype
-        if np.ndarray not in layout and len(self._layouts) < 1000:  # arrays: shape varies
+                col.kind, col.dtype, col.shape = kind, dtype, shape
+        # arrays: their shape varies; other types: their contents vary (a list may hold
+        # anything), so only rows of native scalars skip the checks next time
+        if len(self._layouts) < 1000 and all(
+                t in _KINDS and t is not np.ndarray for t in layout[len(row):]):
             self._layouts.add(layout)
         return None
 
@@ -516,7 +589,7 @@ class Table:
             if col is None:
                 self._cols[key] = _Column(key, kind, dtype, shape)
             else:
-                col.kind, col.dtype = kind, dtype
+                col.kind, col.dtype, col.shape = kind, dtype, shape
         return None
 
     def _check(self, key: str, v: Any, kind: str | None, col: _Column | None
@@ -529,19 +602,27 @@ class Table:
                 self._zero_d.add(key)
                 return self._check(key, v[()], None, col)
             shape, dtype = v.shape, v.dtype.newbyteorder("=")
-            if dtype.kind not in "biuf":
-                return f"result {key!r} is an array of dtype {v.dtype}; {_ARRAY_FIX}", None
-            if v.size == 0:
-                return f"result {key!r} is an empty array of shape {v.shape}; psmpi cannot store empty arrays", None
-        elif kind is None:
-            return (f"result {key!r} is a {type(v).__name__}, which psmpi cannot store; return a "
-                    f"bool, int, float, str, None or a numpy array (for a list, {_ARRAY_FIX})"), None
+            if dtype.kind not in "biuf" or v.size == 0:
+                kind = "general"  # a ragged or exotic array: encoded whole, with dtype and shape
+            if dtype.kind == "O":
+                kind = None  # its elements may be anything: check they encode
+        if kind is None:
+            try:
+                _values.encode(v)
+            except _values.Unencodable as exc:
+                return (f"result {key!r} cannot be stored: {exc}; return values psmpi can "
+                        f"encode (see README, Values and the file format) or picklable ones"), None
+            kind = "general"
         elif kind == "int" and not _I64_MIN <= int(v) <= _I64_MAX:
-            return f"result {key!r} is an int outside the int64 range; return it as a float or str", None
+            kind = "general"  # kept exact
         elif kind == "str" and not _encodable(v):
             return (f"result {key!r} is a str that UTF-8 cannot encode (a lone surrogate, as "
                     f"left by errors='surrogateescape'); return "
                     f"s.encode('utf-8', 'replace').decode() instead"), None
+        elif kind == "str" and len(v.encode("utf-8")) > _values.STR_MAX_BYTES:
+            kind = "general"  # too long for a fixed-width column: see values.STR_MAX_BYTES
+        if kind == "general":
+            shape, dtype = (), _POINTER
         if col is None:
             problem = _check_name(key, "result key")
             if problem is not None:
@@ -552,7 +633,10 @@ class Table:
     @staticmethod
     def _compatible(key: str, col: _Column, kind: str, dtype: np.dtype, shape: tuple
                     ) -> tuple[str | None, tuple | None]:
-        if kind == col.kind and kind != "array" or (kind, col.kind) == ("int", "float"):
+        """No refusal: values of kinds a column cannot hold make it general. Whether an
+        int column widened to float stays exact is settled when appending (_settle)."""
+        if kind == col.kind and kind != "array" or (kind, col.kind) == ("int", "float") or (
+                col.kind == "general"):
             return None, None
         if (kind, col.kind) == ("float", "int"):
             return None, (key, "float", _DTYPES["float"], ())
@@ -560,8 +644,7 @@ class Table:
                 (dtype.kind == "b") == (col.dtype.kind == "b")):
             wide = np.result_type(col.dtype, dtype)
             return None, (None if wide == col.dtype else (key, kind, wide, shape))
-        return (f"result {key!r} is {_describe(kind, dtype, shape)} but column {key!r} holds "
-                f"{_describe(col.kind, col.dtype, col.shape)}; return the same type for every pset"), None
+        return None, (key, "general", _POINTER, ())
 
     def append(self, rows: list[dict], columns: dict[str, np.ndarray] | None = None) -> range:
         """Commit admitted ``rows``: apply pending schema changes, then a two-phase commit.
@@ -599,6 +682,7 @@ class Table:
         columns = columns or {}
         for name, array in columns.items():
             self._admit_array(name, array, k)
+        self._settle(values)
         data = {name: self._given(col, columns[name]) if name in columns
                 else self._gather(col, values.get(name), k)
                 for name, col in self._cols.items()}
@@ -608,6 +692,10 @@ class Table:
             self._prepare(data)
             for name, col in self._cols.items():
                 array, nulls = data[name]
+                if col.kind == "general":
+                    _write(col.heap, col.heap_end, np.frombuffer(col.pending, np.uint8))
+                    array = array.copy()
+                    array["offset"] += col.heap_end
                 _write(col.ds, n0, array)
                 if col.mask is not None:
                     _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
@@ -628,7 +716,30 @@ class Table:
                              f"space (or fix the file system) and run the same command again "
                              f"to compute the rest") from exc
         self._n = n1
+        for col in self._cols.values():
+            if col.kind == "general":
+                col.heap_end += len(col.pending)
+                col.pending = b""
         return range(n0, n1)
+
+    def _settle(self, values: dict[str, Any]) -> None:
+        """Make general the float columns that would lose an int (|v| > 2**53), stored or
+        coming, and the str columns that get a str too long for fixed width."""
+        for name, col in self._cols.items():
+            column = values.get(name)
+            if col.kind == "float":
+                if column is not None and not _FLOATS.issuperset(map(type, column)) and not all(
+                        _values.exact_in_float(v) for v in column
+                        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
+                    col.kind, col.dtype = "general", _POINTER
+                elif col.ds is not None and col.ds.dtype.kind in "iu" and self._n:
+                    stored = self._slice(col.ds, 0, self._n, f"column {name!r}")
+                    if not all(map(_values.exact_in_float, (int(stored.min()), int(stored.max())))):
+                        col.kind, col.dtype = "general", _POINTER
+            elif col.kind == "str" and column is not None and any(
+                    len(str(v).encode("utf-8")) > _values.STR_MAX_BYTES for v in column
+                    if isinstance(v, (str, np.ndarray)) and len(str(v)) > _STR_MAX):
+                col.kind, col.dtype = "general", _POINTER
 
     def _raise_if_damaged(self, n0: int) -> None:
         """After a failed append: a DamageError if a chunk it had to read fails its checksum
@@ -694,6 +805,8 @@ class Table:
             values = [v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in values]
         if kind == "str":
             return self._gather_str(col, values, k)
+        if kind == "general":
+            return self._gather_general(col, values, k)
         if kind == "array":
             nulls = np.fromiter((v is None for v in values), bool, k)
             has_nulls = bool(nulls.any())
@@ -709,6 +822,28 @@ class Table:
             return np.array(values, dtype=col.dtype), nulls
         except (ValueError, TypeError, OverflowError) as exc:
             raise InternalError(f"column {col.name!r} of {self} got values admit() did not check: {exc}") from exc
+
+    def _gather_general(self, col: _Column, values: Any, k: int
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(offset, length) pointers of the rows, offsets from the start of their bytes,
+        which wait in col.pending; the write adds where the heap ends then."""
+        note = _values.Pickled()
+        try:
+            encoded = [b"" if v is None else _values.encode(v, note) for v in values]
+        except _values.Unencodable as exc:
+            raise InternalError(f"column {col.name!r} of {self} got a value admit() did not check: {exc}") from exc
+        if note.used and col.name not in self._pickled:
+            self._pickled.add(col.name)
+            warnings.warn(f"{self}: values of {col.name!r} have no portable encoding and are "
+                          f"stored as pickles; psmpi.read returns their bytes (unpickle=True "
+                          f"unpickles them: only for files you trust)", stacklevel=4)
+        lengths = np.fromiter(map(len, encoded), np.int64, k)
+        pointers = np.empty(k, _POINTER)
+        pointers["length"] = lengths
+        pointers["offset"] = np.cumsum(lengths) - lengths
+        col.pending = b"".join(encoded)
+        nulls = lengths == 0
+        return pointers, (nulls if nulls.any() else None)
 
     @staticmethod
     def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -731,9 +866,15 @@ class Table:
         if new and self._n:
             flush()
         for col in new:
+            if col.kind == "general":
+                col.heap = self._create_heap(col.name)
             col.ds = self._create(self._g["columns"], col, self._n)
+            if col.kind == "general" and self._n:  # earlier rows: null, at offset 0
+                flush()
         for col in self._cols.values():
-            if col.ds.dtype != col.dtype:
+            if col.kind == "general" and col.ds.dtype != _POINTER:
+                self._widen_to_general(col)
+            elif col.ds.dtype != col.dtype:
                 self._widen(col)
         masks = [c for c in self._cols.values() if c.mask is None and data[c.name][1] is not None]
         for col in masks:
@@ -749,6 +890,39 @@ class Table:
         ds.attrs["kind"] = col.kind
         return ds
 
+    def _create_heap(self, name: str) -> h5py.Dataset:
+        heaps = self._g.require_group("heaps")
+        if name in heaps:
+            del heaps[name]  # left by a widening undone in this process
+        return heaps.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                    chunks=(_HEAP_CHUNK,), fillvalue=0, fletcher32=FLETCHER32)
+
+    def _widen_to_general(self, col: _Column) -> None:
+        """Encode a column's committed values into a new heap and a pointer column in
+        staging/, flush, then swap it in like :meth:`_widen`. Killed before the swap, the
+        next writer drops both (_repair); after it, the general column is whole."""
+        g, flush = self._g, self._store._f.flush
+        old = _Column(col.name, _kind_of(col.ds), col.ds.dtype, col.ds.shape[1:], col.ds, col.mask)
+        col.shape = ()
+        heap = self._create_heap(col.name)
+        staged = self._create(g.require_group("staging"), col, self._n)
+        end = 0
+        for lo in range(0, self._n, _COPY_ROWS):
+            hi = min(self._n, lo + _COPY_ROWS)
+            rows = list(self._raw(old, lo, hi))
+            nulls = self._nulls(old, lo, hi)
+            if nulls is not None:
+                rows = [None if null else v for v, null in zip(rows, nulls)]
+            heap_col = _Column(col.name, "general", _POINTER)
+            pointers, _ = self._gather_general(heap_col, [_plain(v) for v in rows], hi - lo)
+            _write(heap, end, np.frombuffer(heap_col.pending, np.uint8))
+            pointers["offset"] += end
+            staged[lo:hi] = pointers
+            end += len(heap_col.pending)
+        flush()
+        col.heap, col.heap_end = heap, end
+        self._swap_in(col)
+
     def _widen(self, col: _Column) -> None:
         """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order."""
         g, flush = self._g, self._store._f.flush
@@ -757,6 +931,11 @@ class Table:
             hi = min(self._n, lo + _COPY_ROWS)
             staged[lo:hi] = self._slice(col.ds, lo, hi, f"column {col.name!r}").astype(col.dtype)
         flush()
+        self._swap_in(col)
+
+    def _swap_in(self, col: _Column) -> None:
+        """Replace a column by its flushed copy in staging/, keeping the column order."""
+        g, flush = self._g, self._store._f.flush
         names = list(g["columns"])
         del g["columns"][col.name]
         g.move(f"staging/{col.name}", f"columns/{col.name}")
@@ -793,12 +972,27 @@ class Table:
 
     def _raw(self, col: _Column, lo: int, hi: int) -> np.ndarray:
         values = self._slice(col.ds, lo, hi, f"column {col.name!r}")
+        if col.kind == "general":
+            return self._decoded(col, values, lo, hi)
         if col.kind != "str":
             return values
         with self._damage(f"column {col.name!r} (text that is not UTF-8)", [(lo, hi)]):
             if col.ds.dtype.kind == "S":
                 return np.char.decode(values, "utf-8").astype(object)
             return np.array([v.decode("utf-8") for v in values], dtype=object)  # older writer
+
+    def _decoded(self, col: _Column, pointers: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """The values of a general column's rows [lo, hi) from their pointers into its heap."""
+        out = np.empty(len(pointers), dtype=object)
+        if not len(pointers):
+            return out
+        offsets, lengths = pointers["offset"], pointers["length"]
+        start, end = int(offsets.min()), int((offsets + lengths).max())
+        blob = self._slice(col.heap, start, end, f"the heap of column {col.name!r}").tobytes()
+        with self._damage(f"column {col.name!r} (a value that does not decode)", [(lo, hi)]):
+            for i, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+                out[i] = _values.decode(blob[offset - start:offset - start + length], self.unpickle)
+        return out
 
     def _slice(self, ds: h5py.Dataset, lo: int, hi: int, what: str) -> np.ndarray:
         """Rows [lo, hi) of ``ds`` as stored (str as bytes); a DamageError naming the rows of
@@ -835,8 +1029,10 @@ class Table:
         Returns
         -------
         pandas.DataFrame
-            With a RangeIndex. Null ints become float NaN, null bools and arrays None,
-            null floats and str NaN; array columns hold one numpy array per row.
+            With a RangeIndex. Null ints become float NaN (None in an object column if a
+            float64 would round an int), null bools and arrays None,
+            null floats and str NaN; array columns hold one numpy array per row; general
+            columns an object column of the values as stored, nulls None.
         """
         import pandas as pd
 
@@ -850,6 +1046,9 @@ class Table:
         names = self.columns if columns is None else list(columns)
         size = hi - lo if take is None else take.size
         data = {name: self._frame_column(self._column(name), lo, hi, take) for name in names}
+        for name in names:  # as they are: pandas would make datetimes a datetime64 column
+            if self._cols[name].kind == "general":
+                data[name] = pd.Series(data[name], dtype=object, index=pd.RangeIndex(size))
         return pd.DataFrame(data, index=pd.RangeIndex(size))
 
     def _frame_column(self, col: _Column, lo: int, hi: int, take: np.ndarray | None) -> np.ndarray:
@@ -863,7 +1062,10 @@ class Table:
             return out
         if nulls is None:
             return values
-        if col.kind in ("int", "float"):
+        if col.kind == "int" and not _exact_as_float(values):
+            values = values.astype(object)  # NaN would need a float: these ints would round
+            values[nulls] = None
+        elif col.kind in ("int", "float"):
             values = values.astype(np.float64)
             values[nulls] = np.nan
         else:
@@ -1028,6 +1230,21 @@ class Store:
 
 
 # ---------------------------------------------------------------------- files
+def _exact_as_float(ints: np.ndarray) -> bool:
+    """Whether every int64 of ``ints`` converts to float64 and back unchanged."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        back = ints.astype(np.float64).astype(np.int64)
+    return bool(np.array_equal(back, ints)) and bool((ints != _I64_MAX).all())
+
+
+def _plain(v: Any) -> Any:
+    """A value read from a native column as the Python value a worker returns."""
+    if isinstance(v, np.generic) and not isinstance(v, np.datetime64):
+        return v.item()
+    return v
+
+
 def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
     """Grow ``ds`` to ``n0 + len(array)`` rows and write ``array`` there (h5py's low-level API)."""
     ds.id.set_extent((n0 + array.shape[0],) + array.shape[1:])
@@ -1168,7 +1385,8 @@ def map_names(path: str | os.PathLike) -> list[str]:
         return maps_in(f)
 
 
-def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = False) -> pd.DataFrame:
+def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = False,
+         unpickle: bool = False) -> pd.DataFrame:
     """Read the committed rows of one map of a results file.
 
     Opens the file read-only without taking the lock, so it works while a run writes it.
@@ -1181,6 +1399,10 @@ def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = F
         The map; by default the only map in the file.
     failures : bool
         Read the failed psets instead of the results.
+    unpickle : bool
+        Unpickle the values stored as pickles (values with no portable encoding). By
+        default they are returned as the bytes of their pickle: unpickling a file from
+        elsewhere can run any code.
 
     Returns
     -------
@@ -1188,7 +1410,7 @@ def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = F
         See :meth:`Table.read`.
     """
     path, kind = os.fspath(path), "failures" if failures else "results"
-    return reading(path, lambda f: _read_table(f, path, name, kind))
+    return reading(path, lambda f: _read_table(f, path, name, kind, unpickle))
 
 
 def reading(path: str, read: Callable[[h5py.File], T]) -> T:
@@ -1214,7 +1436,8 @@ def reading(path: str, read: Callable[[h5py.File], T]) -> T:
     raise InternalError("unreachable")
 
 
-def _read_table(f: h5py.File, path: str, name: str | None, kind: str) -> pd.DataFrame:
+def _read_table(f: h5py.File, path: str, name: str | None, kind: str,
+                unpickle: bool = False) -> pd.DataFrame:
     import pandas as pd
 
     names = maps_in(f)
@@ -1225,7 +1448,9 @@ def _read_table(f: h5py.File, path: str, name: str | None, kind: str) -> pd.Data
         raise StoreError(f"{path} has no map {name!r}; its maps are {names}")
     if kind not in f[name]:
         return pd.DataFrame()
-    return Table(f[name][kind]).read()
+    table = Table(f[name][kind])
+    table.unpickle = unpickle
+    return table.read()
 
 
 # ---------------------------------------------------------------------- checking a file

@@ -37,7 +37,7 @@ from .errors import ConfigError
 EXCEPTION = "exception"      # the worker raised
 BAD_RESULT = "bad_result"    # returned no dict or None, or changed a pset value
 UNPICKLABLE = "unpicklable"  # the result could not be pickled or unpickled
-UNSTORABLE = "unstorable"    # the result has a value the HDF5 store cannot hold
+UNSTORABLE = "unstorable"    # a value the store cannot hold (unpicklable, a lone surrogate)
 CRASHED = "crashed"          # the process running the pset died
 TIMEOUT = "timeout"          # the pset ran longer than timeout= and its worker was stopped
 

@@ -8,6 +8,7 @@ under ``mpiexec -n K`` (code after init() runs on rank 0 only).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import os
@@ -42,7 +43,9 @@ def bad_returns(pset):
     if kind == "clash":
         return {"kind": "x"}
     if kind == "unstorable":
-        return {"y": [1, 2, 3]}
+        return {"y": "\ud800"}  # a lone surrogate: UTF-8 cannot encode it
+    if kind == "rich":
+        return {"y": [1, 2, 3]}  # stored: the column becomes general
     if kind == "unpicklable":
         return {"y": threading.Lock()}
     if kind == "unloadable":
@@ -118,9 +121,10 @@ def check_exceptions_become_missing(backend, tmp):
 
 
 def check_bad_results_fail_one_pset(backend, tmp):
-    kinds = ["ok", "list", "clash", "unstorable", "unpicklable", "unloadable", "none", "ok"]
+    kinds = ["ok", "list", "clash", "unstorable", "unpicklable", "unloadable", "rich", "none", "ok"]
     res = run(backend, tmp, [{"kind": k} for k in kinds], worker=bad_returns, name="bad")
-    assert res.results["kind"].tolist() == ["ok", "none", "ok"]
+    assert res.results["kind"].tolist() == ["ok", "rich", "none", "ok"]
+    assert res.results["y"].tolist()[:2] == [1.5, [1, 2, 3]]
     got = dict(zip(res.missing.df["kind"], res.missing.df["_kind"]))
     assert got == {"list": "bad_result", "clash": "bad_result", "unstorable": "unstorable",
                    "unpicklable": "unpicklable", "unloadable": "unpicklable"}, got
@@ -229,6 +233,55 @@ def check_types_round_trip(backend, tmp):
     back = psmpi.read(res.path, name="typed").sort_values("_pset_index")
     assert back["n"].tolist() == df["n"].tolist()
     assert back["s"].tolist() == df["s"].tolist()
+
+
+class Opaque:
+    """No portable encoding: stored as its pickle."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return isinstance(other, Opaque) and other.n == self.n
+
+
+def rich(pset):
+    i = pset["i"]
+    return {
+        "nested": {"a": [1, (2.5, None)], "b": {"c": "x" * i}},
+        "mixed": i if i % 2 else f"s{i}",            # int here, str there
+        "ragged": np.arange(i + 1, dtype=np.int16),   # shape changes from row to row
+        "z": complex(i, -i), "raw": bytes([i, 0, 255]),
+        "when": datetime.datetime(2024, 1, 1 + i, tzinfo=datetime.timezone.utc),
+        "big": 2**53 + i if i == 2 else 0.5,          # int beyond float64 exactness, float
+        "long": "é" * 3000 if i == 1 else "short",    # longer than a fixed-width str column
+        "np": np.float32(i) if i % 2 else np.uint64(2**64 - 1),
+        "opaque": Opaque(i),
+    }
+
+
+def check_rich_values_round_trip(backend, tmp):
+    import warnings
+
+    psets = [{"i": i} for i in range(4)]
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        res = run(backend, tmp, psets, worker=rich, name="rich")
+    assert len(res.missing) == 0
+    # psmpi never unpickles from a file unless asked: pickled values come back as bytes
+    opaque = psmpi.read(res.path, name="rich").sort_values("i")["opaque"]
+    assert res.results.sort_values("i")["opaque"].tolist() == opaque.tolist()
+    assert all(isinstance(v, bytes) for v in opaque)
+    for df in (res.results.drop(columns="opaque"), psmpi.read(res.path, name="rich", unpickle=True)):
+        df = df.sort_values("i").reset_index(drop=True)
+        for i, row in df.iterrows():
+            want = {k: v for k, v in rich({"i": i}).items() if k in df}
+            for key, value in want.items():
+                got = row[key]
+                if isinstance(value, np.ndarray):
+                    assert got.dtype == value.dtype and np.array_equal(got, value), (key, got)
+                else:
+                    assert type(got) is type(value) and got == value, (key, got, value)
 
 
 def check_generator_and_dataframe_psets(backend, tmp):
@@ -366,10 +419,12 @@ def check_changed_study_on_resume(backend, tmp):
     assert again.progress.stale == 3
     assert again.results["a"].tolist() == [0, 1, 2, 10, 11]
     assert len(psmpi.read(again.path, name="changed")) == 8  # nothing removed from the file
-    # a changed result type is not mixed into the column: those psets fail, saying why
+    # a changed result type makes the column general: every value kept as it came
     mixed = run(backend, tmp, [{"a": 20}], worker=str_result, name="changed")
-    assert len(mixed) == 0 and mixed.missing.df["_kind"].tolist() == ["unstorable"]
-    assert "holds int" in mixed.missing.df["_exception"].iloc[0]
+    assert len(mixed) == 1 and len(mixed.missing) == 0
+    back = psmpi.read(again.path, name="changed")
+    assert len(back) == 9 and back["y"].iloc[-1] == str_result({"a": 20})["y"]
+    assert all(type(y) is int for y in back["y"].iloc[:-1])
 
 
 def writes_to_calc_dir(pset, system_kwargs, user_kwargs):

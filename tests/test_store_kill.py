@@ -1,8 +1,8 @@
 """SIGKILL a writer at random instants: the committed prefix must stay exact and resumable.
 
 A helper process (tests/helpers/store_writer.py) appends rows whose values are functions
-of the row number, in batches of random size, with a new column and an int -> float
-widening every 20,000 rows. After every kill the file is read read-only and every committed
+of the row number, in batches of random size, with new columns, an int -> float and an
+int -> general widening every 20,000 rows, and a general column throughout. After every kill the file is read read-only and every committed
 value is compared with the function; the next writer reclaims the dead writer's lock and
 continues from ``n_committed``. Set PSMPI_KILL_SEED to replay a run.
 """
@@ -55,6 +55,7 @@ class Expected:
 
     def __init__(self):
         self.strings: list[str] = []
+        self.general: list = []
 
     def check(self, path: str) -> int:
         """Compare every committed value of ``path`` with store_writer.row; the row count."""
@@ -75,6 +76,8 @@ class Expected:
             assert a.dtype == np.int32
             assert np.array_equal(a[:, 0, 0], i) and np.array_equal(a[:, 0, 1], -i)
             assert np.array_equal(a[:, 1, 0], i % 5) and np.all(a[:, 1, 1] == 7)
+        self.general += [[k, "x"] if k % 3 else (k,) for k in range(len(self.general), n)]
+        assert df["r"].tolist() == self.general[:n]
         self.check_blocks(df, n)
         return n
 
@@ -89,6 +92,14 @@ class Expected:
             assert np.array_equal(df[name].to_numpy(dtype=float), expected, equal_nan=True), name
             if n > half:
                 assert df[name].dtype == np.float64
+        for name in [c for c in df.columns if c.startswith("g")]:
+            block = int(name[1:])
+            lo, half = block * BLOCK, block * BLOCK + BLOCK // 2
+            values = df[name].tolist()
+            assert all(v is None or v != v for v in values[:lo] + values[lo + BLOCK:]), name
+            k = range(lo, min(n, lo + BLOCK))
+            assert values[lo:lo + len(k)] == [j if j < half else [j] for j in k], name
+            assert all(type(v) is (int if j < half else list) for j, v in zip(k, values[lo:]) if n > half)
         missing = [b for b in range((n + BLOCK - 1) // BLOCK) if f"w{b}" not in df.columns]
         assert not missing, f"columns w{missing} of committed rows are missing"
 

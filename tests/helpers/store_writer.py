@@ -23,12 +23,15 @@ BLOCK = 20_000  # every block of rows brings a new column that is widened halfwa
 
 
 def row(i: int) -> dict:
-    """The row number ``i``: every kind of value, nulls, a new column and a widening per block."""
+    """The row number ``i``: every kind of value, nulls, general values, new columns and
+    widenings (int to float, int to general) per block."""
     block, offset = divmod(i, BLOCK)
     r = {"i": i, "x": i * 0.25 + 1.0 / (i + 1), "s": f"row-{i}-" + "é" * (i % 4),
          "b": i % 3 == 0, "opt": None if i % 7 == 0 else 2 * i,
          "a": np.array([[i, -i], [i % 5, 7]], dtype=np.int32)}
     r[f"w{block}"] = i if offset < BLOCK // 2 else i + 0.5
+    r[f"g{block}"] = i if offset < BLOCK // 2 else [i]  # an int column widened to general
+    r["r"] = [i, "x"] if i % 3 else (i,)  # general from the start
     return r
 
 

@@ -1,0 +1,351 @@
+"""Rich values in the store: the general column kind, exact widening, long str, pickles."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+import warnings
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import psmpi
+from psmpi import store, values
+from psmpi.store import Store
+
+LONG = "λ" * 40_000  # 80 KB of UTF-8: beyond HDF5's 64 KiB object header
+
+
+def put(table, rows):
+    for r in rows:
+        assert table.admit(r) is None, r
+    return table.append(rows)
+
+
+def same(a, b) -> bool:
+    """Equal values of the same types, arrays by dtype, shape and content, NaN equal to NaN."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape):
+            return False
+        if a.dtype.kind == "O":
+            return all(map(same, a.reshape(-1).tolist(), b.reshape(-1).tolist()))
+        return a.tobytes() == b.tobytes()
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.generic):
+        return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (float, np.floating)) and np.isnan(a):
+        return bool(np.isnan(b))
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    return a == b
+
+
+# ---------------------------------------------------------------- the two bugs
+def test_int_column_widened_by_a_float_keeps_big_ints_exact(tmp_path):
+    path = tmp_path / "w.h5"
+    with Store.open(path) as s:
+        put(s.table("m"), [{"y": 2**53 + 1}, {"y": 3}])
+    with Store.open(path) as s:  # across runs
+        put(s.table("m"), [{"y": 0.5}])
+    got = psmpi.read(path)["y"].tolist()
+    assert got == [2**53 + 1, 3, 0.5] and list(map(type, got)) == [int, int, float]
+
+
+def test_float_column_that_gets_a_big_int_keeps_it_exact(tmp_store):
+    t = tmp_store.table("m")
+    put(t, [{"y": 0.5}])
+    put(t, [{"y": -(2**53) - 3}, {"y": 2**53}])  # the second fits a float exactly
+    assert t.read()["y"].tolist() == [0.5, -(2**53) - 3, 2**53]
+
+
+def test_int_column_widened_by_a_float_stays_float_when_exact(tmp_store):
+    t = tmp_store.table("m")
+    put(t, [{"y": 2**53}, {"y": None}])
+    put(t, [{"y": 1.5}])
+    assert t.read_column("y").dtype == np.float64
+
+
+def test_long_str_results_exceptions_and_psets_are_stored_whole(tmp_path):
+    def worker(pset):
+        if pset["i"] == 1:
+            raise ValueError(LONG)
+        return {"s": LONG if pset["i"] == 2 else "short", "echo": len(pset["p"])}
+
+    psets = [{"i": i, "p": LONG if i == 3 else "p"} for i in range(4)]
+    for _ in range(2):  # and again on the same file: the rerun of the failed pset fails again
+        r = psmpi.map(worker, psets, out=tmp_path / "s.h5", backend="serial", verbose=0, name="long")
+        failed = r.missing.to_df()
+        assert failed["i"].tolist() == [1] and LONG in failed["_exception"].iloc[0]
+        df = r.to_df().sort_values("i")
+        assert df["s"].tolist() == ["short", LONG, "short"] and df["p"].tolist()[-1] == LONG
+    assert psmpi.read(tmp_path / "s.h5", name="long").sort_values("i")["s"].tolist() == ["short", LONG, "short"]
+
+
+# ---------------------------------------------------------------- pickles
+class Opaque:
+    def __init__(self, n):
+        self.n = n
+
+    def __eq__(self, other):
+        return type(other) is Opaque and other.n == self.n
+
+
+def test_values_without_encoding_are_pickled_with_one_warning_per_key(tmp_path):
+    path = tmp_path / "p.h5"
+    with Store.open(path) as s:
+        t = s.table("m")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in range(3):
+                put(t, [{"o": Opaque(i), "q": [Opaque(i)]}])
+        texts = [str(w.message) for w in caught]
+        assert len(texts) == 2 and "'o'" in texts[0] and "'q'" in texts[1]
+    raw = psmpi.read(path)
+    assert isinstance(raw["o"][0], bytes) and isinstance(raw["q"][0][0], bytes)
+    back = psmpi.read(path, unpickle=True)
+    assert back["o"].tolist() == [Opaque(i) for i in range(3)]
+    assert back["q"].tolist() == [[Opaque(i)] for i in range(3)]
+
+
+def test_only_an_unpicklable_value_fails_its_pset(tmp_path):
+    def worker(pset):
+        return {"y": (lambda: 0) if pset["i"] else [1, 2]}
+
+    r = psmpi.map(worker, [{"i": 0}, {"i": 1}], out=tmp_path / "u.h5", backend="serial", verbose=0)
+    assert r.to_df()["y"].tolist() == [[1, 2]]
+    assert r.missing.to_df()["_kind"].tolist() in (["unstorable"], ["unpicklable"])
+
+
+# ---------------------------------------------------------------- plain h5py
+def test_general_columns_read_with_plain_h5py(tmp_path):
+    path = tmp_path / "h.h5"
+    rows = [{"y": [1, {"a": 2.5}]}, {}, {"y": "text"}, {"y": 1 + 2j}]
+    with Store.open(path) as s:
+        put(s.table("m"), rows)
+    # the recipe of the README and the store docstring
+    with h5py.File(path, "r", locking=False) as f:
+        t = f["m/results"]
+        n = int(t["n_committed"][()])
+        pointers, heap = t["columns/y"][:n], t["heaps/y"]
+        nulls = t["nulls/y"][:n] if "y" in t["nulls"] else np.zeros(n, bool)
+        docs = [None if null else json.loads(heap[o:o + k].tobytes())
+                for (o, k), null in zip(pointers.tolist(), nulls)]
+        assert t["columns/y"].attrs["kind"] == "general" and t["heaps/y"].fletcher32
+    assert docs == [[1, {"a": 2.5}], None, "text", {"__complex__": [1.0, 2.0]}]
+
+
+# ---------------------------------------------------------------- interrupted widening
+def _widen_and_die(path, when):
+    def swap_in(self, col):
+        if when == "after delete":
+            del self._g["columns"][col.name]
+            self._store._f.flush()
+        os._exit(9)
+
+    store.Table._swap_in = swap_in
+    s = Store.open(path)
+    put(s.table("m"), [{"y": [1, 2]}])
+    os._exit(0)  # not reached
+
+
+@pytest.mark.parametrize("when", ["before delete", "after delete"])
+def test_a_kill_mid_widening_to_general_leaves_the_committed_rows_exact(tmp_path, when):
+    path = tmp_path / "k.h5"
+    with Store.open(path) as s:
+        put(s.table("m"), [{"x": i, "y": 2**53 + i if i % 2 else None} for i in range(2000)])
+    child = multiprocessing.get_context("fork").Process(target=_widen_and_die, args=(path, when))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    os.remove(f"{path}.lock") if os.path.exists(f"{path}.lock") else None
+    want = [2**53 + i if i % 2 else None for i in range(2000)]
+    df = psmpi.read(path)  # a reader sees the committed rows exact, mid-widening
+    assert len(df) == 2000 and [None if pd.isna(v) else v for v in df["y"]] == want
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Store.open(path) as s:  # the next writer finishes or undoes it, then appends
+            t = s.table("m")
+            put(t, [{"x": -1, "y": [1, 2]}])
+    df = psmpi.read(path)
+    assert df["y"].tolist()[:2000] == want and df["y"].iloc[2000] == [1, 2]
+    with h5py.File(path, "r") as f:
+        assert list(f["m/results/heaps"]) == ["y"] and len(f["m/results/staging"]) == 0
+
+
+# ---------------------------------------------------------------- round trips
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.complex_numbers(allow_nan=False), st.text(max_size=20), st.binary(max_size=20),
+    st.datetimes(timezones=st.sampled_from([None, datetime.timezone.utc,
+                                            datetime.timezone(datetime.timedelta(hours=-5))])),
+    st.dates(), st.timedeltas(),
+    hnp.from_dtype(np.dtype(np.int16)), hnp.from_dtype(np.dtype(np.float32)),
+    hnp.from_dtype(np.dtype(np.uint64)), hnp.from_dtype(np.dtype(np.complex64)),
+    hnp.from_dtype(np.dtype("datetime64[ns]")), hnp.from_dtype(np.dtype(bool)),
+    hnp.arrays(st.sampled_from([np.int8, np.float64, np.complex128, np.bool_, "U3"]),
+               hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=3)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
+
+
+def _no_lone_surrogates(v) -> bool:
+    try:
+        json.dumps(values.tree(v)).encode("utf-8")
+        return not isinstance(v, str) or v.encode("utf-8") is not None
+    except UnicodeEncodeError:
+        return False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_values, min_size=1, max_size=6))
+def test_any_values_round_trip_through_the_store(tmp_path_factory, column):
+    column = [v for v in column if _no_lone_surrogates(v)]
+    path = tmp_path_factory.mktemp("rt") / "rt.h5"
+    with Store.open(path) as s:
+        t = s.table("m")
+        for v in column:  # one append per row: widening between appends, too
+            put(t, [{"v": v, "i": 1}])
+    df = psmpi.read(path) if column else pd.DataFrame()
+    back = df["v"].tolist() if "v" in df else [None] * len(column)
+    for want, got in zip(column, back):
+        if want is None or (isinstance(want, float) and np.isnan(want) and not isinstance(got, str)
+                            and got is None):
+            continue  # None and a NaN of a float column read as null
+        if isinstance(want, np.ndarray) and want.ndim == 0:
+            want = want[()]  # a 0-d array is stored as its scalar
+        assert same(want, got) or _native_equal(want, got), (want, got)
+
+
+def _native_equal(want, got) -> bool:
+    """A value of a native column reads as the column's type (numpy ints as int64, ...)."""
+    if isinstance(want, (bool, np.bool_)):
+        return type(got) in (bool, np.bool_) and bool(want) == bool(got)
+    if isinstance(want, (int, np.integer)) and not isinstance(want, (bool, np.bool_)):
+        return isinstance(got, (int, np.integer, float, np.floating)) and got == want
+    if isinstance(want, (float, np.floating)):
+        return isinstance(got, (float, np.floating)) and (got == want or np.isnan(want) and np.isnan(got))
+    if isinstance(want, (str, np.str_)):
+        return got == want
+    if isinstance(want, np.ndarray):
+        return isinstance(got, np.ndarray) and got.shape == want.shape and np.array_equal(got, want)
+    return False
+
+
+@pytest.mark.parametrize("value", [3**20000, -(3**20000), {"__tuple__": 1}, {"__int__": "0x1"},
+                                   float("inf"), -0.0, np.float16(1.5), np.longdouble(1) / 3,
+                                   np.datetime64("2020-01-01T00:00:00.123456789"), np.str_("é")],
+                         ids=lambda v: type(v).__name__)
+def test_edge_values_round_trip(value):
+    assert same(values.decode(values.encode(value)), value)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_values)
+def test_encoding_round_trips(value):
+    if not _no_lone_surrogates(value):
+        return
+    assert same(values.decode(values.encode(value)), value)
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_rich_values_through_map(tmp_path, backend):
+    def worker(pset):
+        i = pset["i"]
+        return {"v": [i, (i, "x"), {"k": np.arange(i, dtype=np.uint8)}],
+                "t": pd.Timestamp("2024-03-01 12:00:00.000000001", tz="Europe/Paris") + pd.Timedelta(days=i),
+                "d": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(i),
+                "mixed": {"a": 1} if i % 2 else 2.5}
+
+    r = psmpi.map(worker, [{"i": i} for i in range(5)], out=tmp_path / "r.h5",
+                  backend=backend, verbose=0, ncores=2)
+    for df in (r.to_df(), psmpi.read(tmp_path / "r.h5")):
+        df = df.sort_values("i")
+        for i, row in zip(df["i"], df.to_dict("records")):
+            want = worker({"i": i})
+            for key in want:
+                assert same(row[key], want[key]), (key, row[key], want[key])
+            assert str(row["t"].tz) == "Europe/Paris"
+
+
+@pytest.fixture
+def tmp_store(tmp_path):
+    with Store.open(tmp_path / "study.h5") as s:
+        yield s
+
+
+def test_merge_copies_general_values_and_pickles_as_they_are(tmp_path):
+    from psmpi.cli import copy_maps
+
+    def worker(pset):
+        return {"o": Opaque(pset["i"]), "v": [pset["i"], b"x"], "y": 2**70 if pset["i"] else 1.5}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for part in ("a", "b"):
+            psmpi.map(worker, [{"i": i} for i in ((0, 1) if part == "a" else (2, 3))],
+                      out=tmp_path / f"{part}.h5", backend="serial", verbose=0, name="m")
+    copy_maps([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")], str(tmp_path / "all.h5"))
+    df = psmpi.read(tmp_path / "all.h5", unpickle=True).sort_values("i")
+    assert df["o"].tolist() == [Opaque(i) for i in range(4)]
+    assert df["v"].tolist() == [[i, b"x"] for i in range(4)]
+    assert df["y"].tolist() == [1.5, 2**70, 2**70, 2**70]
+
+
+def _stored_like(want, got) -> bool:
+    if isinstance(want, np.ndarray) and want.ndim == 0:
+        want = want[()]
+    if want is None or isinstance(want, float) and np.isnan(want):
+        return got is None or isinstance(got, float) and np.isnan(got)
+    return same(want, got) or _native_equal(want, got)
+
+
+@pytest.mark.parametrize("backend, examples", [("serial", 15), ("multiprocessing", 4)])
+def test_generated_values_through_map(tmp_path_factory, backend, examples):
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(_values, min_size=1, max_size=5))
+    def check(column):
+        column = [v for v in column if _no_lone_surrogates(v)]
+        if not column:
+            return
+
+        def worker(pset):
+            return {"v": column[pset["i"]]}
+
+        path = tmp_path_factory.mktemp("map") / "m.h5"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = psmpi.map(worker, [{"i": i} for i in range(len(column))], out=path,
+                          backend=backend, verbose=0, ncores=2)
+        assert len(r.missing) == 0
+        df = psmpi.read(path).sort_values("i")
+        got = df["v"].tolist() if "v" in df else [None] * len(column)
+        for want, back in zip(column, got):
+            assert _stored_like(want, back), (want, back)
+
+    check()
+
+
+def test_object_arrays_are_checked_element_by_element(tmp_store):
+    t = tmp_store.table("m")
+    good = np.array([1, "a", None], dtype=object)
+    put(t, [{"a": good}, {"a": np.zeros(2)}])
+    bad = np.array([lambda: 0, 1], dtype=object)
+    assert "cannot be pickled" in t.admit({"a": bad})
+    got = t.read()["a"].tolist()
+    assert same(got[0], good) and same(got[1], np.zeros(2))
