@@ -524,8 +524,10 @@ class Table:
                     kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= _STR_MAX)
                     or (kind == "int" and (type(v) is not int or _I64_MIN <= v <= _I64_MAX))):
                 continue
-            if col is not None and col.kind == "general" and kind is not None and kind != "array":
-                continue  # a native scalar: always encodable
+            if col is not None and col.kind == "general" and kind is not None and kind != "array" and (
+                    kind != "str" or v.isascii() or _encodable(v)):
+                continue  # a native scalar: always encodable (a str UTF-8 cannot encode is
+                # refused in every column alike, whatever kind earlier rows gave it)
             if kind == "null":
                 continue
             problem, change = self._check(key, v, kind, col)

@@ -349,3 +349,14 @@ def test_object_arrays_are_checked_element_by_element(tmp_store):
     assert "cannot be pickled" in t.admit({"a": bad})
     got = t.read()["a"].tolist()
     assert same(got[0], good) and same(got[1], np.zeros(2))
+
+
+def test_a_str_utf8_cannot_encode_is_refused_whatever_the_column_kind(tmp_path):
+    # The same value must fail its pset whether the column was made general by earlier rows
+    # or not: on multiprocessing the order of groups decides which came first.
+    with store.Store.open(str(tmp_path / "s.h5")) as s:
+        t = s.table("m")
+        assert t.admit({"y": [1, 2]}) is None
+        t.append([{"y": [1, 2]}])
+        assert "UTF-8 cannot encode" in t.admit({"y": "a\udcff"})
+        assert t.admit({"y": "é"}) is None
