@@ -165,8 +165,11 @@ def _ndarray(spec: dict, unpickle: bool | str) -> np.ndarray:
         for i, x in enumerate(spec["items"]):
             out[i] = untree(x, unpickle)
         return out.reshape(shape)
+    dtype = np.dtype(spec["dtype"])
+    if dtype.itemsize == 0:  # "<U0", "|S0": empty strings, which frombuffer refuses
+        return np.zeros(shape, dtype)
     data = base64.b64decode(spec["data"])
-    return np.frombuffer(data, dtype=np.dtype(spec["dtype"])).reshape(shape).copy()
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 
 def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
@@ -195,7 +198,10 @@ def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
         import pandas as pd
         return pd.Timestamp(x[0]).tz_convert(x[1]) if type(x) is list else pd.Timestamp(x)
     if tag == "__numpy__":
-        return np.frombuffer(base64.b64decode(x["data"]), dtype=np.dtype(x["dtype"]))[0]
+        dtype = np.dtype(x["dtype"])
+        if dtype.itemsize == 0:  # np.str_(""), np.bytes_(b""): frombuffer refuses them
+            return dtype.type()
+        return np.frombuffer(base64.b64decode(x["data"]), dtype=dtype)[0]
     if tag == "__ndarray__":
         return _ndarray(x, unpickle)
     data = base64.b64decode(x)  # __pickle__
