@@ -6,7 +6,8 @@ Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
      ├── ConfigError        a keyword argument, init() setting or PSMPI_* variable is wrong
      ├── PsetError          psets that cannot be run; the message lists every offender
      ├── StoreError         the results file (or a file psmpi writes) cannot be opened,
-     │                      locked or written, e.g. on a full disk
+     │    │                 locked or written, e.g. on a full disk
+     │    └── DamageError   part of the file fails its checksum or cannot be decoded
      ├── BackendError       a backend cannot start (not installed, wrong launch)
      │    └── PsetTimeout   a pset ran past timeout= and the backend ends the run (MPI)
      └── InternalError      an invariant of psmpi itself failed: a bug, report it
@@ -55,3 +56,11 @@ class PsetTimeout(BackendError):
     def __init__(self, message: str, timed_out: list):
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class DamageError(StoreError):
+    """Part of a results file fails its checksum or cannot be decoded: the file is damaged.
+
+    The message names the file, the table and, for raw data, the column and the rows;
+    :func:`psmpi.store.check` surveys the whole file.
+    """

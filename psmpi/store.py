@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import h5py
 import numpy as np
 
-from .errors import ConfigError, InternalError, PsmpiError, StoreError
+from .errors import ConfigError, DamageError, InternalError, PsmpiError, StoreError
 from .lock import release_lock, take_lock, utc_now
 from . import values as _values
 
@@ -161,14 +161,6 @@ def _check_name(name: Any, what: str = "map name") -> str | None:
         return (f"{what} {name!r} is a str that UTF-8 cannot encode (a lone surrogate), so "
                 f"HDF5 cannot store it")
     return None
-
-
-class DamageError(StoreError):
-    """Part of a results file fails its checksum or cannot be decoded: the file is damaged.
-
-    The message names the file, the table and, for raw data, the column and the rows;
-    :func:`check` surveys the whole file.
-    """
 
 
 class _NoColumn(KeyError):
