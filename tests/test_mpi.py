@@ -100,6 +100,17 @@ def test_contract_under_mpiexec(ranks):
         assert "single MPI process" in err  # in process, with a warning
 
 
+# The contract checks of every value kind psmpi stores (issue 13's "through mpiexec -n 3").
+VALUE_CHECKS = ["types_round_trip", "rich_values_round_trip", "unencodable_result_keys_fail_their_pset"]
+
+
+def test_every_value_kind_round_trips_under_mpiexec_n3():
+    code, out, err, _ = launch(3, os.path.join(HERE, "run_contract.py"), "mpi", *VALUE_CHECKS,
+                               timeout=90)
+    assert code == 0, f"{out}\n{err}"
+    assert "(3 rank(s)):" in out and f"{len(VALUE_CHECKS)} passed, 0 failed" in out, out
+
+
 def test_contract_with_plain_python_and_backend_mpi():
     """backend="mpi" without a launcher: one process, so in process with a warning."""
     code, out, err, _ = launch(None, os.path.join(HERE, "run_contract.py"), "mpi")

@@ -1,26 +1,40 @@
 """A study killed at random instants by tests/test_resume_kill.py.
 
 Every worker call appends "<run> <pset index>" to $KILL_CALLS, so the test can prove that
-a pset committed before a kill is never computed again.
+a pset committed before a kill is never computed again. The results hold values of every
+kind the store keeps (ragged arrays, nested containers, None beside numbers, a key whose
+type changes mid-survey), so kills also land while columns widen.
 """
 
 import os
 import sys
 import time
 
+import numpy as np
+
 import psmpi
 
 N_PSETS = 10000
+
+
+def expected(a: int) -> dict:
+    """The result of pset ``a``; tests/test_resume_kill.py checks every row against it."""
+    return {"y": a * 3 + 1, "label": f"a={a}",
+            "traj": np.arange(a % 37, dtype=np.float32) * a,           # ragged
+            "info": {"a": a, "tags": ["t"] * (a % 3), "pair": (a, str(a))},  # nested
+            "maybe": None if a % 7 == 0 else a / 2,                    # None beside floats
+            "mixed": a if a < N_PSETS // 2 else f"s{a}"}               # int, later str
 
 
 def worker(pset, system_kwargs, user_kwargs):
     time.sleep(pset["sleep"])
     with open(os.environ["KILL_CALLS"], "a") as f:
         f.write(f"{os.environ['KILL_RUN']} {system_kwargs['pset_index']}\n")
-    return {"y": pset["a"] * 3 + 1, "label": f"a={pset['a']}"}
+    return expected(pset["a"])
 
 
-psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)  # under mpiexec: rank 0 goes on
-psets = psmpi.params.product({"a": range(N_PSETS)}, {"sleep": 0.003})
-res = psmpi.map(worker, psets, out=sys.argv[1], name="kill", commit_seconds=0.05)
-assert len(res) == N_PSETS, len(res)
+if __name__ == "__main__":  # the test imports expected() from here
+    psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)  # under mpiexec: rank 0 goes on
+    psets = psmpi.params.product({"a": range(N_PSETS)}, {"sleep": 0.003})
+    res = psmpi.map(worker, psets, out=sys.argv[1], name="kill", commit_seconds=0.05)
+    assert len(res) == N_PSETS, len(res)
