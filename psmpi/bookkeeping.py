@@ -31,8 +31,8 @@ import pandas as pd
 # The columns this module adds to every stored row.
 COLUMNS = ("_run_id", "_run_seq", "_pset_id", "_pset_seq", "_calc_dir")
 
-# psmpi before 0.2 stored these bookkeeping columns under other names (same meaning and
-# type). A table that has them keeps writing them so (one name per column in a table);
+# An earlier psmpi (before psweep's names) stored these columns under other names (same
+# meaning and type). A table that has them keeps writing them so (one name per column in a table);
 # every reader renames them.
 LEGACY_NAMES = {"_t_start": "_time_utc", "_runtime": "_pset_runtime"}
 TIME_COLUMN = "_time_utc"  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
