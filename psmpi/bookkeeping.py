@@ -9,8 +9,9 @@ the run that computed it; ``repeat=True`` computes psets again under new ids (sa
 
 A pset id is a keyed mix of the pset's index under a random key the run draws (independent
 of its run id): known on the driver, vectorised over a batch, and on the worker, without
-sending ids back and forth. The lower 62 bits are a bijection of the index, so the ids of
-one run are distinct; the key makes them look like random (version 4) UUIDs.
+sending ids back and forth. Their lower 62 bits are a bijection of the index, so the ids of
+one run are distinct (for indexes below 2**62); the key makes them look like random
+(version 4) UUIDs.
 
 This module also owns the names of the bookkeeping columns that the store keeps per row:
 files written before psmpi took psweep's names hold ``_t_start`` and ``_runtime``, read
@@ -32,15 +33,16 @@ import pandas as pd
 COLUMNS = ("_run_id", "_run_seq", "_pset_id", "_pset_seq", "_calc_dir")
 
 # An earlier psmpi (before psweep's names) stored these columns under other names (same
-# meaning and type). A table that has them keeps writing them so (one name per column in a table);
-# every reader renames them.
+# meaning and type). A table that has them keeps writing them (so that each quantity has one
+# column per table); every reader renames them.
 LEGACY_NAMES = {"_t_start": "_time_utc", "_runtime": "_pset_runtime"}
 TIME_COLUMN = "_time_utc"  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
 
 _M64 = (1 << 64) - 1
 _M62 = (1 << 62) - 1
 _GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: odd, so i -> i * GAMMA is a bijection
-_MIX = ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, 0))  # splitmix64 finaliser
+_C1, _C2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MIX = ((30, _C1), (27, _C2), (31, 0))  # splitmix64's finaliser: x ^= x >> 30; x *= C1; ...
 _UUID_VERSION_4 = 0x4000          # in the upper half (the version nibble)
 _UUID_VARIANT = 0b10 << 62        # in the lower half (RFC 4122 variant)
 
@@ -56,11 +58,11 @@ def new_pset_key() -> tuple[int, int]:
 
 def _mix(x: int, mask: int) -> int:
     """splitmix64's finaliser modulo ``mask + 1`` (a power of two): a bijection there."""
-    for shift, multiplier in _MIX:
-        x ^= x >> shift
-        if multiplier:
-            x = (x * multiplier) & mask
-    return x
+    x ^= x >> 30  # the steps of _MIX, unrolled: a worker may ask for every pset's id
+    x = (x * _C1) & mask
+    x ^= x >> 27
+    x = (x * _C2) & mask
+    return x ^ x >> 31
 
 
 def pset_id(key: tuple[int, int], index: int) -> str:
@@ -69,10 +71,10 @@ def pset_id(key: tuple[int, int], index: int) -> str:
     The same as :meth:`RunStamp.columns` makes on the driver, one pset at a time.
     """
     step = index * _GAMMA
-    high = _mix((key[0] + step) & _M64, _M64)
-    low = _mix((key[1] + step) & _M62, _M62)
-    high = high & ~0xF000 | _UUID_VERSION_4  # 60 bits of the mix and the version
-    return str(uuid.UUID(int=high << 64 | _UUID_VARIANT | low))
+    high = _mix((key[0] + step) & _M64, _M64) & ~0xF000 | _UUID_VERSION_4  # 60 mixed bits
+    low = _mix((key[1] + step) & _M62, _M62) | _UUID_VARIANT
+    h = f"{high:016x}{low:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class RunStamp:
@@ -121,19 +123,20 @@ class RunStamp:
         return x
 
 
-# Which of 32 hex digits (32: a dash) each character of a canonical UUID string shows.
-_UUID_LAYOUT = np.array([32 if i in (8, 13, 18, 23) else i - sum(i > d for d in (8, 13, 18, 23))
-                         for i in range(36)])
+# Which of the 32 hex digits each character of a canonical UUID string shows (the dashes,
+# at _DASHES, are written over).
+_DASHES = (8, 13, 18, 23)
+_UUID_LAYOUT = np.array([i - sum(i > d for d in _DASHES) for i in range(36)])
 
 
 def uuid_strings(halves: np.ndarray) -> np.ndarray:
     """UUIDs given as rows of (upper, lower) 64-bit halves, as canonical strings (``S36``)."""
     k = len(halves)
-    digits = np.empty((k, 33), dtype=np.uint8)
-    digits[:, :32] = np.frombuffer(halves.astype(">u8").tobytes().hex().encode(), dtype=np.uint8
-                                   ).reshape(k, 32)
-    digits[:, 32] = ord("-")
-    return np.ascontiguousarray(digits[:, _UUID_LAYOUT]).view("S36").reshape(k)
+    digits = np.frombuffer(halves.astype(">u8").tobytes().hex().encode(), dtype=np.uint8)
+    out = np.ascontiguousarray(digits.reshape(k, 32)[:, _UUID_LAYOUT])
+    for column in _DASHES:
+        out[:, column] = ord("-")
+    return out.view("S36").reshape(k)
 
 
 # ---------------------------------------------------------------------- names on disk
