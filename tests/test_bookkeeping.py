@@ -66,9 +66,36 @@ def test_ids_of_a_run_are_distinct_and_of_two_runs_unrelated():
     # the lower 62 bits are a bijection of the index: distinct wherever the indexes differ
     # below 2**62, however far apart
     far = [i * (2**62 // 1000) + 7 for i in range(1000)]
-    assert len({i[-15:] for i in driver_ids(key, far)}) == 1000
+    lows = {int(i.replace("-", "")[16:], 16) & (2**62 - 1) for i in driver_ids(key, far)}
+    assert len(lows) == 1000
     other = driver_ids(bookkeeping.new_pset_key(), range(1000))
     assert not set(other) & set(ids[:1000])
+
+
+def undo_xorshift(y, shift):
+    x = y
+    for _ in range(62 // shift + 1):
+        x = y ^ (x >> shift)
+    return x
+
+
+def index_of(key, pset_id):
+    """The pset index (modulo 2**62) a pset id was made from: the lower half undone step by
+    step, which proves that it is a bijection of the index."""
+    m = 2**62
+    x = int(pset_id.replace("-", "")[16:], 16) & (m - 1)
+    x = undo_xorshift(x, 31)
+    x = x * pow(bookkeeping._C2, -1, m) % m
+    x = undo_xorshift(x, 27)
+    x = x * pow(bookkeeping._C1, -1, m) % m
+    x = undo_xorshift(x, 30)
+    return (x - key[1]) * pow(bookkeeping._GAMMA, -1, m) % m
+
+
+def test_the_index_can_be_recovered_from_the_id():
+    key = bookkeeping.new_pset_key()
+    indexes = EDGES + np.random.default_rng().integers(0, 2**63, 1000).tolist()
+    assert [index_of(key, i) for i in driver_ids(key, indexes)] == [i % 2**62 for i in indexes]
 
 
 def test_ids_are_not_derived_from_the_run_id():
