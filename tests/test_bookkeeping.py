@@ -243,6 +243,10 @@ def test_the_command_reads_an_old_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "_time_utc" in proc.stdout and "_pset_runtime" in proc.stdout and "4 of 4 rows" in proc.stdout
     assert "+00:00" in proc.stdout and "_t_start" not in proc.stdout
+    proc = psmpi_cmd("show", "-w", "_time_utc<2000-01-01T00:00+01:00", path, cwd=tmp_path)
+    assert proc.returncode == 0 and "0 of 4 rows" in proc.stdout, proc.stderr
+    proc = psmpi_cmd("show", "-w", "_time_utc>soon", path, cwd=tmp_path)
+    assert proc.returncode == 2 and "holds times" in proc.stderr
     proc = psmpi_cmd("failures", path, cwd=tmp_path)
     assert proc.returncode == 1 and "a == 3 fails" in proc.stdout and "started 20" in proc.stdout
     proc = psmpi_cmd("check", path, cwd=tmp_path)
