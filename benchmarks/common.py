@@ -237,7 +237,7 @@ def have(module: str) -> bool:
 
 
 def idle_breakdown(rows, nominal, workers: int, start: float, end: float) -> dict:
-    """Where the workers' time went, from the rows' _rank, _t_start and _runtime.
+    """Where the workers' time went, from the rows' _rank, _time_utc and _pset_runtime.
 
     Shares of workers x makespan: before a worker's first pset ("head"), between two psets
     on one worker ("gaps": the master's turnaround), after its last one ("tail"), and the
@@ -246,8 +246,10 @@ def idle_breakdown(rows, nominal, workers: int, start: float, end: float) -> dic
     """
     head = gaps = tail = overrun = 0.0
     gap_list = []
-    for _, one in rows.sort_values("_t_start").groupby("_rank"):
-        t, run = one["_t_start"].to_numpy(), one["_runtime"].to_numpy()
+    from psmpi.bookkeeping import posix_seconds
+
+    for _, one in rows.sort_values("_time_utc").groupby("_rank"):
+        t, run = posix_seconds(one["_time_utc"]).to_numpy(), one["_pset_runtime"].to_numpy()
         head += t[0] - start
         between = t[1:] - (t[:-1] + run[:-1])
         gaps += between.sum()

@@ -201,7 +201,7 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
                          f"{spread([r['gap_ms_median'] for r in runs])[0]:.2f}", cell("tail"),
                          cell("overrun")])
     if rows:
-        print("Where psmpi's workers lost time (from each row's _rank, _t_start, _runtime in the "
+        print("Where psmpi's workers lost time (from each row's _rank, _time_utc, _pset_runtime in the "
               "file; shares of 8 workers × makespan, medians over rounds): the groups the master "
               "sent for the 200 psets (counted by wrapping Master.send_next on rank 0), time "
               "before the workers' first "

@@ -101,7 +101,7 @@ def run_ray_tasks() -> dict:
     out = ray.get([remote.remote(p) for p in psets])
     makespan = time.perf_counter() - t0
     assert len(out) == N_PSETS
-    rows = pd.DataFrame(out, columns=["_rank", "_t_start", "_runtime"])
+    rows = pd.DataFrame(out, columns=["_rank", "_time_utc", "_pset_runtime"])
     rows["duration"] = [p["duration"] for p in psets]
     return {"makespan": makespan, "processes": int(rows["_rank"].nunique()),
             **common.idle_breakdown(rows, rows["duration"], WORKERS, wall0, wall0 + makespan)}
@@ -143,7 +143,7 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
                          f"{spread([r['gap_ms_median'] for r in runs])[0]:.2f}", cell("tail"),
                          cell("overrun")])
     if rows:
-        print(f"Where the workers lost time (psmpi: from each row's _pid, _t_start and _runtime "
+        print(f"Where the workers lost time (psmpi: from each row's _pid, _time_utc and _pset_runtime "
               f"in the file; ray-tasks: the same, returned by each task; shares of {WORKERS} "
               f"workers × makespan, medians over rounds): ray worker processes that ran psets, "
               f"time before a process's first pset, between two psets on one process (the "

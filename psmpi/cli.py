@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from . import bookkeeping
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, read_owner, release_lock, take_lock
@@ -123,11 +124,16 @@ class MapSummary:
         return {**dataclasses.asdict(self), "remaining": self.remaining}
 
 
+def _raw_column(table: Table, name: str) -> np.ndarray:
+    """Column ``name`` as stored, also in a table of an older psmpi that named it otherwise."""
+    return table.read_column(bookkeeping.stored_name(table.columns, name))
+
+
 def _time_span(table: Table | None) -> tuple[float | None, float | None]:
     if table is None or table.n_rows == 0:
         return None, None
-    start = table.read_column("_t_start")
-    end = start + np.nan_to_num(table.read_column("_runtime"))
+    start = _raw_column(table, "_time_utc")  # POSIX seconds
+    end = start + np.nan_to_num(_raw_column(table, "_pset_runtime"))
     if not np.isfinite(start).any():
         return None, None
     return float(np.nanmin(start)), float(np.nanmax(end))
@@ -300,6 +306,13 @@ def _typed(value: str, series: pd.Series, where: str) -> Any:
         if lowered not in ("true", "false", "1", "0"):
             raise CliError(f"--where {where!r}: column {series.name!r} holds booleans; use true or false")
         return lowered in ("true", "1")
+    if isinstance(series.dtype, pd.DatetimeTZDtype):  # _time_utc: a time without a zone is UTC
+        try:
+            stamp = pd.Timestamp(value)
+        except ValueError:
+            raise CliError(f"--where {where!r}: column {series.name!r} holds times, "
+                           f"{value!r} is not one (e.g. 2026-12-05T14:30)") from None
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
     if pd.api.types.is_numeric_dtype(series.dtype):
         try:
             return float(value)
@@ -332,7 +345,7 @@ def apply_where(df: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
 
 
 def _visible_columns(table: Table, kind: str, wanted: list[str] | None, every: bool) -> list[str]:
-    columns = table.columns
+    columns = [bookkeeping.current_name(c) for c in table.columns]
     if wanted:
         unknown = [c for c in wanted if c not in columns]
         if unknown:
@@ -354,8 +367,11 @@ def _read_frames(f: h5py.File, args: argparse.Namespace, kind: str) -> list[tupl
             continue
         visible = _visible_columns(table, kind, wanted, args.all)
         needed = [_parse_where(w)[0] for w in args.where] + list(args.sort or [])
-        extra = [c for c in needed if c in table.columns and c not in visible]
-        frames.append((name, table.read(columns=visible + extra), visible))
+        stored = bookkeeping.stored_names(table.columns)
+        present = {bookkeeping.current_name(c) for c in table.columns}
+        extra = [c for c in needed if c in present and c not in visible]
+        df = table.read(columns=[stored.get(c, c) for c in visible + extra])
+        frames.append((name, bookkeeping.readable(df), visible))
     return frames
 
 
@@ -397,7 +413,7 @@ def _read_failures(f: h5py.File, args: argparse.Namespace) -> list[tuple[str, pd
             rows = np.arange(failures.n_rows)
         else:
             rows = unresolved_failures(_table(f, name, "results"), failures)
-        out.append((name, failures.read(rows=rows)))
+        out.append((name, bookkeeping.readable(failures.read(rows=rows))))
     return out
 
 
@@ -416,9 +432,9 @@ def _describe_failure(row: pd.Series, short: bool) -> str:
     if short:
         return f"pset {index}  {kind}  {message}  {_pset_text(row)}"
     where = ""
-    if np.isfinite(row["_t_start"]):  # a skipped crashed pset did not run at all
+    if pd.notna(row["_time_utc"]):  # a skipped crashed pset did not run at all
         where = (f" on host {row['_host']}, rank {row['_rank']}, pid {row['_pid']}, "
-                 f"started {_clock(row['_t_start'])}")
+                 f"started {_clock(row['_time_utc'].timestamp())}")
     lines = [f"--- pset {index} ({kind}){where}", f"    pset: {_pset_text(row)}", f"    {message}"]
     tb = str(row["_traceback"] or "").rstrip()
     if tb:
@@ -467,7 +483,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     def read(f: h5py.File) -> tuple[str, pd.DataFrame]:
         name = _one_map(f, [args.map] if args.map else None)
         table = _table(f, name, kind)
-        return name, table.read() if table is not None else pd.DataFrame()
+        return name, bookkeeping.readable(table.read()) if table is not None else pd.DataFrame()
 
     name, df = _reading(args.file, read)
     if args.no_bookkeeping:
@@ -490,7 +506,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- report
 def _timing_frames(f: h5py.File, maps: Sequence[str] | None) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    columns = ["_t_start", "_runtime", "_host", "_rank", "_pid"]
+    """The columns the report draws from, per map and table; ``_time_utc`` in POSIX seconds."""
+    columns = ["_time_utc", "_pset_runtime", "_host", "_rank", "_pid"]
     out = {}
     for name in _selected_maps(f, maps):
         frames = []
@@ -499,7 +516,9 @@ def _timing_frames(f: h5py.File, maps: Sequence[str] | None) -> dict[str, tuple[
             if table is None or table.n_rows == 0:
                 frames.append(pd.DataFrame(columns=columns + ["_kind"]))
             else:
-                frames.append(table.read(columns=columns + (["_kind"] if kind == "failures" else [])))
+                wanted = columns + (["_kind"] if kind == "failures" else [])
+                stored = [bookkeeping.stored_name(table.columns, c) for c in wanted]
+                frames.append(bookkeeping.with_current_names(table.read(columns=stored)))
         out[name] = (frames[0], frames[1])
     return out
 
@@ -672,7 +691,7 @@ class _Dedup:
         for row in rows:
             h = row.get("_pset_hash")
             attempt = tuple(None if _is_null(v) else v for v in (
-                h, row.get("_pset_index"), row.get("_t_start"), row.get("_pid"), row.get("_host")))
+                h, row.get("_pset_index"), row.get("_time_utc"), row.get("_pid"), row.get("_host")))
             elsewhere = bool(self.result_sources.get(h, set()) - {source})
             owner = self.failure_source.setdefault(h, source)
             keep.append(not elsewhere and owner == source and attempt not in self.attempts)
@@ -681,10 +700,12 @@ class _Dedup:
 
 
 def _rows(table: Table, lo: int, hi: int) -> list[dict]:
-    """Committed rows [lo, hi) of ``table`` as dicts without their null values; pickled
-    values as :class:`~psmpi.values.PickleBytes`, stored again as the same pickles."""
+    """Committed rows [lo, hi) of ``table`` as dicts without their null values, under
+    today's column names (so a merge writes an older psmpi's files with them); pickled values
+    as :class:`~psmpi.values.PickleBytes`, stored again as the same pickles."""
     table.unpickle = "keep"
-    columns = [(name, *table.read_slice(name, lo, hi)) for name in table.columns]
+    columns = [(bookkeeping.current_name(name), *table.read_slice(name, lo, hi))
+               for name in table.columns]
     rows = []
     for i in range(hi - lo):
         rows.append({name: values[i] for name, values, nulls in columns
@@ -934,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("show", "print rows, filtered by column values",
                 "Print the committed rows of each map (pset and result columns; -a adds "
-                "the bookkeeping columns _rank, _host, _t_start, _runtime, ...).")
+                "the bookkeeping columns _rank, _host, _time_utc, _pset_runtime, ...).")
     p.add_argument("file", metavar="FILE")
     _add_map_option(p)
     p.add_argument("-w", "--where", action="append", default=[], metavar="COND",

@@ -1,6 +1,6 @@
 """Pictures of a survey (``psmpi report``): progress over time, which worker ran which pset
 when, and the distribution of pset runtimes, drawn from the bookkeeping columns every row
-carries (``_t_start``, ``_runtime``, ``_rank``, ``_host``, ``_pid``).
+carries (``_time_utc``, ``_pset_runtime``, ``_rank``, ``_host``, ``_pid``).
 
 matplotlib is imported only here, and only when a report is drawn, with its Agg backend and
 without pyplot (no global state, no display needed), so ``import psmpi`` stays light.
@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .bookkeeping import posix_seconds
 from .errors import PsmpiError
 
 FAILED_COLOUR = "#d62728"
@@ -54,7 +55,8 @@ def events(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame
                 "map": name, "map_order": order,
                 "status": "done" if status is None else np.where(
                     df["_kind"].astype(str) == "crashed", "crashed", "failed"),
-                "start": df["_t_start"].astype(float), "runtime": df["_runtime"].astype(float),
+                "start": posix_seconds(df["_time_utc"]),
+                "runtime": df["_pset_runtime"].astype(float),
                 "host": df["_host"].astype(str), "rank": df["_rank"].astype(np.int64),
                 "pid": df["_pid"].astype(np.int64)})
             parts.append(part)
@@ -438,8 +440,9 @@ def write_report(path: str, frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]
     path : str
         The results file (for titles).
     frames : dict
-        ``{map name: (results, failures)}``: DataFrames with the columns ``_t_start``,
-        ``_runtime``, ``_host``, ``_rank``, ``_pid`` (and ``_kind`` for failures).
+        ``{map name: (results, failures)}``: DataFrames with the columns ``_time_utc`` (POSIX
+        seconds, or datetimes as :func:`psmpi.read` gives them), ``_pset_runtime``, ``_host``,
+        ``_rank``, ``_pid`` (and ``_kind`` for failures).
     summaries : sequence of dict
         Per map: ``name``, ``total``, ``done``, ``failed``, ``crashed``, ``remaining``.
     png, html_path : str

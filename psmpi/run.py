@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, params, task, workflow
+from . import bookkeeping, config, params, task, workflow
 from .attempts import AttemptLog, Suspects
 from .bookkeeping import RunStamp
 from .backends import Backend
@@ -63,7 +63,8 @@ RESUME_BATCH = 4096
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.
-BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_t_start", "_runtime")
+BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_time_utc",
+                "_pset_runtime")
 
 
 # Commit once the buffered results of rows that came pickled (those with arrays, say)
@@ -146,8 +147,12 @@ class RowWriter:
         """Commit rows given as columns to table ``kind``, remembering where they went."""
         columns = {key: np.array(book[key]) for key in BOOK_COLUMNS}
         columns.update(self.stamp.columns(columns["_pset_index"]))
+        table = self.tables[kind]
+        # a table an older psmpi began keeps its names for the columns it renamed since
+        for name, stored_name in bookkeeping.stored_names(table.columns).items():
+            columns[stored_name] = columns.pop(name)
         try:
-            stored = self.tables[kind].append_values(values, len(columns["_pset_index"]), columns)
+            stored = table.append_values(values, len(columns["_pset_index"]), columns)
         except StoreError:
             self.failed = True
             raise
@@ -155,12 +160,13 @@ class RowWriter:
         self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
 
     def read(self, kind: str, user_columns_only: bool = False) -> pd.DataFrame:
-        """This map's rows of table ``kind``, in pset order."""
+        """This map's rows of table ``kind``, in pset order, as :func:`psmpi.read` gives them."""
         indexes = np.frombuffer(self.stored_indexes[kind], dtype=np.int64)
         rows = np.frombuffer(self.stored_rows[kind], dtype=np.int64)
         table = self.tables[kind]
         columns = [c for c in table.columns if not c.startswith("_")] if user_columns_only else None
-        return table.read(rows=rows[np.argsort(indexes, kind="stable")], columns=columns)
+        return bookkeeping.readable(table.read(rows=rows[np.argsort(indexes, kind="stable")],
+                                               columns=columns))
 
 
 class MapRun:
@@ -264,7 +270,7 @@ class MapRun:
         n = len(indexes)
         book = {"_pset_index": indexes, "_pset_hash": outcome.digests, "_rank": [outcome.rank] * n,
                 "_host": [outcome.host] * n, "_pid": [outcome.pid] * n,
-                "_t_start": outcome.t_starts, "_runtime": outcome.runtimes}
+                "_time_utc": outcome.t_starts, "_pset_runtime": outcome.runtimes}
         if writer.add_columns("results", outcome.columns, book) is not None:
             return False
         pop = self.inflight.pop
@@ -349,7 +355,8 @@ class MapRun:
             if table.n_rows and "_run_seq" in table.columns:
                 last_run = max(last_run, int(table.read_column("_run_seq").max()))
                 last_pset = max(last_pset, int(table.read_column("_pset_seq").max()))
-        return RunStamp(self.task.run_id, last_run + 1, last_pset + 1, self.settings.calc_dir)
+        return RunStamp(self.task.run_id, self.task.pset_key, last_run + 1, last_pset + 1,
+                        self.settings.calc_dir)
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], writer: RowWriter,
                 grouper: Grouper | None) -> bool:

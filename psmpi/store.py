@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import h5py
 import numpy as np
 
+from .bookkeeping import readable
 from .errors import ConfigError, DamageError, InternalError, PsmpiError, StoreError
 from .lock import release_lock, take_lock, utc_now
 from . import values as _values
@@ -1453,10 +1454,11 @@ def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = F
     Returns
     -------
     pandas.DataFrame
-        See :meth:`Table.read`.
+        See :meth:`Table.read`; the bookkeeping columns as :func:`psmpi.bookkeeping.readable`
+        gives them (``_time_utc`` as UTC datetimes, an older psmpi's names mapped to today's).
     """
     path, kind = os.fspath(path), "failures" if failures else "results"
-    return reading(path, lambda f: _read_table(f, path, name, kind, unpickle))
+    return readable(reading(path, lambda f: _read_table(f, path, name, kind, unpickle)))
 
 
 def reading(path: str, read: Callable[[h5py.File], T]) -> T:

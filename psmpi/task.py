@@ -130,6 +130,8 @@ class Task:
         self.backend = backend
         self.user_kwargs = dict(user_kwargs or {})
         self.run_id = run_id or bookkeeping.new_run_id()
+        # The key of this run's pset ids: driver and workers derive them from it alike.
+        self.pset_key = bookkeeping.new_pset_key()
         self.calc_dir = calc_dir
         self.timeout = timeout  # seconds per pset (timeout=); enforced by the backend
         # Tells a worker process that two groups belong to the same map (wait_seconds).

@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import threading
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -112,6 +113,7 @@ def check_exceptions_become_missing(backend, tmp):
     assert missing["_exception"].iloc[0] == "ValueError: odd a=1"
     assert "raise ValueError" in missing["_traceback"].iloc[0]
     assert missing["_host"].iloc[0]
+    assert str(missing["_time_utc"].dtype) == "datetime64[ns, UTC]" and missing["_time_utc"].notna().all()
     assert res.progress.failures == 5 and res.progress.exceptions == 5
     assert res.missing.to_psets() == [{"a": a} for a in (1, 3, 5, 7, 9)]
     # re-running the missing psets with a fixed worker completes the map
@@ -436,14 +438,27 @@ def writes_to_calc_dir(pset, system_kwargs, user_kwargs):
             "seen_run": here.run_id, "seen_hash": here.pset_hash}
 
 
+def is_uuid4(text):
+    return str(uuid.UUID(text)) == text and uuid.UUID(text).version == 4
+
+
 def check_bookkeeping_columns(backend, tmp):
     calc = os.path.join(tmp, "calc")
     psets = [{"a": a} for a in range(6)]
+    began = pd.Timestamp.now(tz="UTC")
     first = run(backend, tmp, psets[:4], worker=writes_to_calc_dir, name="books", calc_dir=calc)
+    ended = pd.Timestamp.now(tz="UTC")
     stored = psmpi.read(first.path, name="books")
     assert len(set(stored["_run_id"])) == 1 and set(stored["_run_seq"]) == {0}
     assert sorted(stored["_pset_seq"]) == [0, 1, 2, 3]
     assert stored["_pset_id"].is_unique and (stored["_pset_id"] == stored["seen_id"]).all()
+    assert all(is_uuid4(i) for i in stored["_pset_id"])
+    assert not any(stored["_run_id"].iloc[0] in i.replace("-", "") for i in stored["_pset_id"])
+    # psweep's names: _time_utc a UTC datetime when read, _pset_runtime seconds
+    assert str(stored["_time_utc"].dtype) == "datetime64[ns, UTC]"
+    assert stored["_time_utc"].between(began, ended).all()
+    assert (stored["_pset_runtime"] >= 0).all() and stored["_pset_runtime"].dtype == float
+    assert not {"_t_start", "_runtime"} & set(stored.columns)
     assert (stored["kw_id"] == stored["seen_id"]).all()
     assert (stored["_run_id"] == stored["seen_run"]).all()
     assert (stored["_pset_hash"] == stored["seen_hash"]).all()

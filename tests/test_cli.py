@@ -241,7 +241,7 @@ def test_show_filters_and_selects_columns(study):
 
 def test_show_bookkeeping_and_failures_table(study):
     proc = psmpi_cmd("show", study, "-m", "square", "-a", "-n", "2", cwd=study.parent)
-    assert "_host" in proc.stdout and "_runtime" in proc.stdout and "first 2 shown" in proc.stdout
+    assert "_host" in proc.stdout and "_pset_runtime" in proc.stdout and "first 2 shown" in proc.stdout
     proc = psmpi_cmd("show", study, "-m", "divide", "--failures", cwd=study.parent)
     assert proc.returncode == 0 and "ZeroDivisionError: a is 2" in proc.stdout
 

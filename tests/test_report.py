@@ -131,7 +131,7 @@ def test_time_axis_cuts_long_idle_gaps_and_keeps_order():
 
 def frame(hosts, ranks, pids, starts, runtime=1.0):
     n = len(starts)
-    return pd.DataFrame({"_t_start": np.asarray(starts, float), "_runtime": np.full(n, runtime),
+    return pd.DataFrame({"_time_utc": np.asarray(starts, float), "_pset_runtime": np.full(n, runtime),
                          "_host": hosts, "_rank": ranks, "_pid": pids})
 
 
