@@ -77,7 +77,7 @@ def checked_options(declared: type[Options], backend: str, given: dict[str, Any]
     unknown or a value is not what its field must be."""
     fields = {field.name: field for field in dataclasses.fields(declared)
               if field.name != declared.PASSED_ON}
-    unknown = sorted(set(given) - set(fields))
+    unknown = sorted(set(given) - set(fields), key=repr)
     if unknown and declared.PASSED_ON is None:
         known = (f"the {backend} backend knows {', '.join(sorted(fields))}" if fields
                  else f"the {backend} backend takes no options")
