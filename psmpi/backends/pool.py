@@ -6,7 +6,10 @@ the driver's groups as results come back, yields None every ``HEARTBEAT_SECONDS`
 waits (the driver reports progress, commits and ends a drain on time), and runs the groups
 it was told to run again before new ones. The rules for a worker that died or ran past the
 timeout are here too: a group alone on a dead worker is split into single psets, a single
-pset is failed; psets past the timeout fail and the rest of their group runs again.
+pset is failed; a worker whose death breaks the whole pool (multiprocessing) makes every
+group in flight a suspect, run one at a time; psets past the timeout fail and the rest of
+their group runs again. Each backend decides which rule applies (ray retries a task
+itself first; only a broken ProcessPoolExecutor loses every group in flight).
 
 A backend supplies the primitives: :meth:`~PoolBackend.submit` (into ``self.pending``),
 :meth:`~PoolBackend.wait`, :meth:`~PoolBackend.collect` (the outcomes of a finished
