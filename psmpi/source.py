@@ -87,7 +87,7 @@ class PsetChecker:
             pset = split_resources(pset)
         problems = params.pset_problems(pset)
         if type(pset) is ResourcedPset:
-            from .backends.ray import resource_problems  # without importing ray
+            from .backends.resources import resource_problems  # without importing ray
             self.resources_seen = True
             problems = problems + resource_problems(pset.resources)
         if not problems:

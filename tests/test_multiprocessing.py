@@ -10,7 +10,8 @@ import pytest
 
 import psmpi
 from psmpi import api
-from psmpi.backends.multiprocessing import MultiprocessingBackend, available_cores, resolve_ncores
+from psmpi.backends.base import available_cores, resolve_ncores
+from psmpi.backends.multiprocessing import MultiprocessingBackend
 from psmpi.task import Task
 
 # Crash and kill handling: CI runs these on the oldest and the newest Python too.

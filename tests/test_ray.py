@@ -74,6 +74,8 @@ def test_bad_pset_resources_are_refused_before_anything_runs(tmp_path):
     ({"num_cpus": -1}, "cannot be negative"),
     ({"num_returns": 2}, "psmpi sets ['num_returns'] itself"),
     ({"max_retries": -1}, "must be an int >= 0"),
+    ({"max_retries": "3"}, "ray={'max_retries': ...} must be an int >= 0"),
+    ({"init": "x"}, "ray={'init': ...} must be a dict"),
     ({"num_cpus": 1, "num_cores": 1}, "num_cpus and num_cores are the same option"),
     ({"address": 6379}, "must be a non-empty str"),
     ({"init": {"address": "auto"}}, "without 'address'"),
@@ -197,7 +199,8 @@ def test_a_worker_killed_mid_survey_is_retried_and_nothing_is_lost(tmp_path):
 
 
 def test_tasks_in_flight_follow_the_cluster_size(monkeypatch):
-    from psmpi.backends.ray import IN_FLIGHT_PER_SLOT, RayBackend
+    from psmpi.backends.pool import IN_FLIGHT_PER_WORKER as IN_FLIGHT_PER_SLOT
+    from psmpi.backends.ray import RayBackend
     from psmpi.task import Task
 
     backend = RayBackend({})

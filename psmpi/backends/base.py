@@ -1,21 +1,112 @@
-"""The one interface every backend implements.
+"""The one interface every backend implements, and what the backends share.
 
 A backend runs a :class:`~psmpi.task.Task` on groups of psets and yields the
 :class:`~psmpi.task.GroupOutcome` of each group in completion order. It pulls groups from an
 iterator only when it has a worker to feed, so the driver (``psmpi.run``) can size groups from
 what it has measured so far. Backends never touch HDF5, hashing or resume: ``psmpi.run`` owns
 those, so every backend gets durability for free.
+
+Here too: :class:`Options`, the base of each backend's declared options (checked in one
+place, :func:`checked_options`), and the helpers more than one backend needs. Backends that
+hand groups to a pool of workers build on :class:`psmpi.backends.pool.PoolBackend`. No
+backend imports a sibling.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, Iterator
+import os
+import types
+import typing
+from typing import Any, Callable, ClassVar, Iterator
 
-from ..task import GroupOutcome, Task
+from ..errors import ConfigError
+from ..task import CRASHED, GroupOutcome, Task, failed_outcome
 
 Group = list[tuple[int, dict]]  # (pset index, pset) pairs
+
+CRASH_MESSAGE = ("the worker process died while running this pset "
+                 "(killed by a signal, os._exit(), a segfault or out of memory)")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects cpusets and Slurm's binding)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_ncores(ncores: int | None) -> int:
+    """ncores=None: all cores; negative: leave that many free; at least 1."""
+    total = available_cores()
+    if ncores is None:
+        return total
+    return max(1, total + ncores) if ncores < 0 else ncores
+
+
+def crashed(group: Group) -> GroupOutcome:
+    """``group``'s psets failed because the process running them died."""
+    return failed_outcome(group, CRASHED, CRASH_MESSAGE)
+
+
+def option(default: Any, must: str, valid: Callable[[Any], bool] | None = None) -> Any:
+    """A field of an :class:`Options` dataclass.
+
+    ``must``: what a value must be, as the error says it ("be True or False"); ``valid``:
+    a rule beyond the field's type, if any.
+    """
+    return dataclasses.field(default=default, metadata={"must": must, "valid": valid})
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A backend's options (``<backend>={...}``); each backend declares its own subclass.
+
+    Every field is made with :func:`option`. A backend that passes further keys on to a
+    library that checks them itself (ray's task options) names the dict field receiving
+    them in ``PASSED_ON``; for every other backend an unknown key is an error.
+    """
+
+    PASSED_ON: ClassVar[str | None] = None
+
+
+def checked_options(declared: type[Options], backend: str, given: dict[str, Any]) -> Options:
+    """``given`` (a user's ``<backend>={...}`` dict) as ``declared``; ConfigError if a key is
+    unknown or a value is not what its field must be."""
+    fields = {field.name: field for field in dataclasses.fields(declared)
+              if field.name != declared.PASSED_ON}
+    unknown = sorted(set(given) - set(fields), key=repr)
+    if unknown and declared.PASSED_ON is None:
+        known = (f"the {backend} backend knows {', '.join(sorted(fields))}" if fields
+                 else f"the {backend} backend takes no options")
+        raise ConfigError(f"{backend}={{...}} got unknown option(s) {unknown}; {known}")
+    hints = typing.get_type_hints(declared)
+    for key in sorted(set(given) & set(fields)):
+        value, metadata = given[key], fields[key].metadata
+        valid = metadata["valid"]
+        if not is_instance(value, hints[key]) or (valid is not None and not valid(value)):
+            raise ConfigError(f"{backend}={{{key!r}: ...}} must {metadata['must']} "
+                              f"(got {value!r})")
+    values = {key: given[key] for key in given if key in fields}
+    if declared.PASSED_ON is not None:
+        values[declared.PASSED_ON] = {key: given[key] for key in unknown}
+    return declared(**values)
+
+
+def is_instance(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the type ``hint`` of an option (bool is no number; an int is a
+    float)."""
+    if isinstance(hint, types.UnionType):
+        return any(is_instance(value, member) for member in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, typing.get_origin(hint) or hint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +123,15 @@ class Backend(abc.ABC):
     """Run tasks on workers. Subclasses implement :meth:`run`."""
 
     name: ClassVar[str]
+    # What ``<name>={...}`` may hold; the base class: nothing.
+    options_class: ClassVar[type[Options]] = Options
     # True if a pset that kills its worker process fails alone and the run goes on; else
     # (serial, MPI) the run dies with it and psmpi counts deaths across runs (attempts.py).
     survives_crashes: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any], ncores: int | None = None,
                  max_tasks_per_child: int | None = None):
-        self.options = options
+        self.options = checked_options(self.options_class, self.name, options)
         self.ncores = ncores
         self.max_tasks_per_child = max_tasks_per_child
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 import atexit
 import collections
 import ctypes
+import dataclasses
 import hashlib
 import os
 import sys
@@ -66,10 +67,11 @@ from typing import Any, Iterator, NoReturn
 
 import cloudpickle
 
-from ..errors import BackendError, ConfigError, InternalError, PsetTimeout
+from ..errors import BackendError, InternalError, PsetTimeout
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
 from ..task import HOST, GroupOutcome, Task
-from .base import Backend, Group, Held
+from . import base
+from .base import Backend, Group, Held, Options, option
 
 # One tag for every message, far below the 32767 that every MPI guarantees.
 TAG = 27
@@ -115,34 +117,24 @@ TIMEOUT_CHECK_SECONDS = 1.0
 # Test hook: "worker-internal:<rank>" makes that rank fail inside psmpi's own service loop.
 FAULT_ENV = "PSMPI_TEST_FAULT"
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "in_flight": 2,  # groups per worker: 1, 2, or None (2 only while groups are short)
-    "poll_max": POLL_MAX,
+@dataclasses.dataclass(frozen=True)
+class MPIOptions(Options):
+    """``mpi={...}``."""
+
+    # groups per worker: 1, 2, or None (2 only while groups are short)
+    in_flight: int | None = option(2, "be 1, 2 or None (adaptive)",
+                                   lambda value: value in (None, 1, 2))
+    poll_max: float = option(POLL_MAX, "be seconds in (0, 0.2]",
+                             lambda value: 0 < value <= 0.2)
     # a pset past timeout=: False reports it (the driver warns); True ends the run with
     # the pset stored as a timeout failure and aborts the job, so a requeue takes over
-    "abort_on_timeout": False,
-}
+    abort_on_timeout: bool = option(False, "be True or False")
 
 
 def checked_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The ``mpi={...}`` options with defaults filled in; ConfigError on a bad one."""
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ConfigError(f"mpi={{...}} got unknown option(s) {unknown}; "
-                          f"known: {sorted(DEFAULT_OPTIONS)}")
-    settings = {**DEFAULT_OPTIONS, **options}
-    in_flight, poll_max = settings["in_flight"], settings["poll_max"]
-    if in_flight not in (None, 1, 2) or isinstance(in_flight, bool):
-        raise ConfigError(f"mpi={{'in_flight': ...}} must be 1, 2 or None (adaptive) "
-                          f"(got {in_flight!r})")
-    if isinstance(poll_max, bool) or not isinstance(poll_max, (int, float)) \
-            or not 0 < poll_max <= 0.2:
-        raise ConfigError(f"mpi={{'poll_max': ...}} must be seconds in (0, 0.2] "
-                          f"(got {poll_max!r})")
-    if not isinstance(settings["abort_on_timeout"], bool):
-        raise ConfigError(f"mpi={{'abort_on_timeout': ...}} must be True or False "
-                          f"(got {settings['abort_on_timeout']!r})")
-    return settings
+    """The ``mpi={...}`` options with defaults filled in, as the dict the master and the
+    workers read; ConfigError on a bad one."""
+    return dataclasses.asdict(base.checked_options(MPIOptions, "mpi", options))
 
 
 def import_mpi():
@@ -206,10 +198,11 @@ class MPIBackend(Backend):
     """
 
     name = "mpi"
+    options_class = MPIOptions
 
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)
-        self.settings = checked_options(options)
+        self.settings = dataclasses.asdict(self.options)  # what the master and workers read
         MPI = import_mpi()
         world = MPI.COMM_WORLD
         self.master: Master | None = None

@@ -19,17 +19,18 @@ shut down. Python >= 3.12 otherwise terminates and joins them forever when a wor
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
 import sys
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,16 +38,13 @@ from .. import task as task_module
 from ..errors import ConfigError
 from ..lock import pid_alive
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, EXCEPTION, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
-from .base import Backend, Group, Held
+from ..task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
+from .base import Group, Held, Options, crashed, option, resolve_ncores
+from .pool import HEARTBEAT_SECONDS, PoolBackend
 
-# How long wait() may block: bounds how late a signal (Ctrl-C, SIGTERM) is acted on.
-POLL_SECONDS = 0.2
-# Groups in flight per worker: one running, one queued, so a worker never waits for us.
-IN_FLIGHT_PER_WORKER = 2
-
-CRASH_MESSAGE = ("the worker process died while running this pset "
-                 "(killed by a signal, os._exit(), a segfault or out of memory)")
+# How often psets are checked against their timeout.
+POLL_SECONDS = HEARTBEAT_SECONDS
+START_METHODS = tuple(multiprocessing.get_all_start_methods())
 # How long a discarded pool's manager thread may take to finish once its workers are dead.
 JOIN_SECONDS = 10.0
 
@@ -108,32 +106,22 @@ def start_worker(raw, lock) -> None:
                 return
 
 
-def available_cores() -> int:
-    """Cores this process may run on (respects cpusets and Slurm's binding)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+@dataclasses.dataclass(frozen=True)
+class MultiprocessingOptions(Options):
+    """``multiprocessing={...}``."""
+
+    start_method: str | None = option(
+        None, f"be one of {', '.join(START_METHODS)} or None (fork on Linux, else forkserver "
+              f"or spawn)", lambda value: value is None or value in START_METHODS)
 
 
-def resolve_ncores(ncores: int | None) -> int:
-    """ncores=None: all cores; negative: leave that many free; at least 1."""
-    total = available_cores()
-    if ncores is None:
-        return total
-    return max(1, total + ncores) if ncores < 0 else ncores
-
-
-class MultiprocessingBackend(Backend):
+class MultiprocessingBackend(PoolBackend):
     name = "multiprocessing"
+    options_class = MultiprocessingOptions
     survives_crashes = True  # a dead worker process fails its psets; the pool goes on
 
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)
-        unknown = set(options) - {"start_method"}
-        if unknown:
-            raise ConfigError(f"multiprocessing={{...}} got unknown option(s) {sorted(unknown)}; "
-                              f"known: ['start_method']")
         if max_tasks_per_child and sys.version_info < (3, 11):
             raise ConfigError(f"max_tasks_per_child={max_tasks_per_child} needs Python >= 3.11 "
                               f"on the multiprocessing backend (ProcessPoolExecutor has it "
@@ -147,9 +135,10 @@ class MultiprocessingBackend(Backend):
         self.beacons = Beacons(self.context, 2 * self.workers + 4)
         self.timed_out: dict[int, float] = {}  # pset index -> seconds it ran when killed
         self.next_check = 0.0
+        self.timeout: float | None = None  # of the map running
 
     def start_method(self) -> str:
-        method = self.options.get("start_method")
+        method = self.options.start_method
         if method:
             return method
         # fork needs no `if __name__ == "__main__"` guard in the user's script, but Python
@@ -191,144 +180,86 @@ class MultiprocessingBackend(Backend):
         else:
             executor.shutdown(wait=True, cancel_futures=True)  # idle workers exit on their own
 
-    def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
-        pending: dict[Future, Group] = {}
-        suspects: collections.deque[Group] = collections.deque()
-        # run before new groups: refused by a broken pool, or split after a sys.exit()
-        held: collections.deque[Group] = collections.deque()
-        groups = iter(groups)
-        exhausted = False
+    def start(self, task: Task) -> Task:
+        self.timeout = task.timeout
+        return task
+
+    def submit(self, task: Task, group: Group, again: bool) -> bool:
         try:
-            while True:
-                if suspects:
-                    # After a crash, run suspects alone: whichever kills its worker is guilty.
-                    if not pending:
-                        group = suspects.popleft()
-                        pending[self.pool().submit(run_group, task, group)] = group
-                else:
-                    exhausted = self.refill(task, groups, pending, held, exhausted)
-                if not pending:
-                    if exhausted and not suspects and not held:
-                        return
-                    continue
-                done, _ = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
-                self.enforce_timeout(task)
-                if not done:
-                    yield None  # heartbeat: lets the driver report progress and keep deadlines
-                for future in done:
-                    group = pending.pop(future, None)
-                    if group is None:  # already moved to suspects by an earlier crash
-                        continue
-                    try:
-                        outcome = future.result()
-                    except BrokenProcessPool:
-                        if self.timed_out:
-                            yield from self.after_timeout(task, group, pending, held)
-                        else:
-                            yield from self.handle_crash(group, pending, suspects)
-                        continue
-                    if isinstance(outcome, WorkerExit):
-                        yield from self.handle_exit(group, outcome.code, held)
-                    else:
-                        yield outcome
-        finally:
-            if pending:
-                # Left early (a second stop signal, an error on the driver, the drain ran
-                # out): nobody will read these groups' results, so do not wait for them.
-                self.discard_pool(kill=True)
+            self.pending[self.pool().submit(run_group, task, group)] = group
+        except BrokenProcessPool:
+            # A worker died and the pool knows before our futures say so. This group never
+            # ran: the skeleton keeps it for later; the futures in flight report the crash.
+            if not self.pending:
+                self.discard_pool()
+            return False
+        return True
 
-    def refill(self, task: Task, groups: Iterator[Group], pending: dict,
-               held: collections.deque, exhausted: bool) -> bool:
-        """Submit groups until every worker has its queue full; True once groups ran out."""
-        while len(pending) < IN_FLIGHT_PER_WORKER * self.workers:
-            if held:
-                group = held.popleft()
-            elif exhausted:
-                break
-            else:
-                group = next(groups, None)
-                if group is None:
-                    return True
-            try:
-                pending[self.pool().submit(run_group, task, group)] = group
-            except BrokenProcessPool:
-                # A worker died and the pool knows before our futures say so. This group
-                # never ran: keep it for later; the futures in flight report the crash.
-                held.appendleft(group)
-                if not pending:
-                    self.discard_pool()
-                break
-        return exhausted
+    def wait(self, seconds: float) -> list[Future]:
+        done, _ = wait_futures(self.pending, timeout=seconds, return_when=FIRST_COMPLETED)
+        return list(done)
 
-    def handle_crash(self, group: Group, pending: dict, suspects: collections.deque
-                     ) -> Iterator[GroupOutcome]:
-        """A worker died: rebuild the pool and decide who is guilty."""
-        ran_alone = not pending
-        # Every group in flight died with the pool; all of them become suspects.
-        for other in list(pending):
-            suspects.append(pending.pop(other))
-        self.discard_pool()
-        if ran_alone and len(group) == 1:
-            yield crashed(group)
-        elif ran_alone:
-            suspects.extendleft([[item] for item in reversed(group)])
-        else:
-            suspects.appendleft(group)
+    def watch(self) -> None:
+        self.enforce_timeout()
+
+    def collect(self, future: Future, group: Group) -> list[GroupOutcome]:
+        try:
+            outcome = future.result()
+        except BrokenProcessPool:
+            if self.timed_out:
+                return self.after_timeout(group)
+            outcomes = self.lost_with_pool(group, crashed)
+            self.discard_pool()
+            return outcomes
+        if isinstance(outcome, WorkerExit):
+            # The pool is fine (the process reported it), so the psets of a larger group
+            # are simply run again one by one, ahead of new groups.
+            return self.split(group, lambda alone: failed_outcome(alone, CRASHED,
+                                                                  exit_message(outcome.code)))
+        return [outcome]
+
+    def drop(self) -> None:
+        self.discard_pool(kill=True)
 
     def held(self) -> list[Held]:
         now = time.time()
         return [Held(f"process {pid}", task_module.HOST, (index,), now - start)
                 for pid, index, start in self.beacons.running()]
 
-    def enforce_timeout(self, task: Task) -> None:
-        """Kill the worker process of every pset that has run longer than ``task.timeout``.
+    def enforce_timeout(self) -> None:
+        """Kill the worker process of every pset that has run longer than the timeout.
 
         SIGKILL, because a pset past its time may be stuck where no signal handler runs (C
         code, a hung read) or stopped (SIGSTOP). The pool then breaks and
         :meth:`after_timeout` sorts out what was in flight.
         """
         now = time.monotonic()
-        if task.timeout is None or now < self.next_check:
+        if self.timeout is None or now < self.next_check:
             return
         self.next_check = now + POLL_SECONDS
         wall = time.time()
         for pid, index, start in self.beacons.running():
-            if wall - start > task.timeout and index not in self.timed_out:
+            if wall - start > self.timeout and index not in self.timed_out:
                 self.timed_out[index] = wall - start
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-    def after_timeout(self, task: Task, group: Group, pending: dict, held: collections.deque
-                      ) -> Iterator[GroupOutcome]:
+    def after_timeout(self, group: Group) -> list[GroupOutcome]:
         """The pool broke because psmpi killed workers whose pset ran past its timeout.
 
         The culprits are known, so nobody is a suspect: each pset that timed out becomes a
         ``timeout`` failure, and everything else that was in flight is handed out again
         (psets a killed worker had finished were lost with it and run once more).
         """
-        broken = [group] + [pending.pop(future) for future in list(pending)]
+        broken = [group] + list(self.pending.values())
+        self.pending.clear()
         self.discard_pool(kill=True)
         timed_out, self.timed_out = self.timed_out, {}
+        outcomes = []
         for members in broken:
-            again = [item for item in members if item[0] not in timed_out]
-            for item in members:
-                if item[0] in timed_out:
-                    yield failed_outcome([item], TIMEOUT, timeout_message(task.timeout, timed_out[item[0]]))
-            if again:
-                held.appendleft(again)
-
-    @staticmethod
-    def handle_exit(group: Group, code: object, held: collections.deque
-                    ) -> Iterator[GroupOutcome]:
-        """The worker function called sys.exit(): split the group; alone, the pset failed.
-
-        The pool is fine (the process reported it), so the psets of a larger group are
-        simply run again one by one, ahead of new groups.
-        """
-        if len(group) == 1:
-            yield failed_outcome(group, CRASHED, exit_message(code))
-        else:
-            held.extendleft([item] for item in reversed(group))
+            outcomes += self.fail_timed_out(
+                members, timed_out, lambda seconds: timeout_message(self.timeout, seconds))
+        return outcomes
 
     def close(self) -> None:
         self.discard_pool()
@@ -340,10 +271,6 @@ class MultiprocessingBackend(Backend):
 def timeout_message(limit: float, seconds: float) -> str:
     return (f"the pset ran longer than timeout={limit:g} s; its worker process was killed "
             f"after {seconds:.1f} s")
-
-
-def crashed(group: Group) -> GroupOutcome:
-    return failed_outcome(group, CRASHED, CRASH_MESSAGE)
 
 
 def exit_message(code: object) -> str:

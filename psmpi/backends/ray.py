@@ -8,7 +8,8 @@ user initialised is never shut down by psmpi.
 Each group from the driver becomes one ray task. A pset that carries per-pset options
 (``{"a": 1, "ray": {"num_gpus": 1}}``, split off by :mod:`psmpi.source` into a
 :class:`~psmpi.source.ResourcedPset`) becomes a task of its own with those options. The
-driver keeps ``IN_FLIGHT_PER_SLOT`` tasks per task slot of the cluster in flight: one
+driver keeps ``IN_FLIGHT_PER_WORKER`` tasks per task slot of the cluster in flight
+(:mod:`psmpi.backends.pool`, the skeleton shared with multiprocessing): one
 running, one waiting in ray's queue for whichever worker frees up first. The cluster's
 CPUs are read again every ``CAPACITY_SECONDS``, so a cluster that grows or shrinks stays full.
 
@@ -38,10 +39,10 @@ and its psets run again one per task, where the stuck one is caught for certain.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import logging
-import math
 import os
 import sys
 import threading
@@ -55,13 +56,9 @@ from ..errors import BackendError, ConfigError
 from ..source import ResourcedPset
 from ..task import (CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe,
                     failed_outcome)
-from .base import Backend, Group, Held
-from .multiprocessing import CRASH_MESSAGE, resolve_ncores
+from .base import CRASH_MESSAGE, Group, Held, Options, option, resolve_ncores
+from .pool import PoolBackend
 
-# While waiting, run() yields None this often so the driver reports progress and drains.
-HEARTBEAT_SECONDS = 0.2
-# Tasks in flight per slot: one running, one queued in ray, so no worker waits for the driver.
-IN_FLIGHT_PER_SLOT = 2
 # How often the cluster's size is read again (an RPC of ~0.5 ms).
 CAPACITY_SECONDS = 1.0
 # Runs of a task whose worker died, after the first (ray's own default).
@@ -70,8 +67,6 @@ INSTALL = "pip install 'psmpi[ray]'"
 
 # Keys of ray={...} that say how to reach ray; every other key is an option of each task.
 CONNECT_KEYS = ("address", "init")
-# Per-pset options, as in paramsurvey; num_cores is its alias of num_cpus.
-PSET_KEYS = ("name", "memory", "num_cpus", "num_cores", "num_gpus")
 # Options whose values psmpi relies on: a task returns one outcome.
 FIXED_TASK_OPTIONS = ("num_returns",)
 # What a task asks for, and the cluster resource that has to hold it.
@@ -249,38 +244,6 @@ class Watchdog:
 _WATCHDOG = Watchdog()
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def resource_problems(resources: dict) -> list[str]:
-    """Why a pset's ``"ray": {...}`` options are invalid, each with its fix; [] if fine.
-
-    Needs no ray: psets are checked before anything runs, on every backend.
-
-    >>> resource_problems({"num_gpus": 1, "memory": 2e9, "name": "big"})
-    []
-    >>> resource_problems({"num_gpu": 1})
-    ["per-pset ray option 'num_gpu' is unknown; use name, memory, num_cpus, num_cores, num_gpus"]
-    """
-    problems = []
-    for key, value in resources.items():
-        if key not in PSET_KEYS:
-            problems.append(f"per-pset ray option {key!r} is unknown; use {', '.join(PSET_KEYS)}")
-        elif key == "name":
-            if not isinstance(value, str) or not value:
-                problems.append("per-pset ray option 'name' must be a non-empty str "
-                                f"(got {value!r})")
-        elif key == "memory":
-            if not _is_number(value) or value <= 0:
-                problems.append(f"per-pset ray option 'memory' must be bytes > 0 (got {value!r})")
-        elif not _is_number(value) or value < 0:
-            problems.append(f"per-pset ray option {key!r} must be a number >= 0 (got {value!r})")
-    if "num_cpus" in resources and "num_cores" in resources:
-        problems.append("per-pset ray options num_cpus and num_cores are the same; give one")
-    return problems
-
-
 def pset_task_options(resources: dict) -> dict:
     """A pset's ``"ray": {...}`` as ray task options (num_cores renamed num_cpus)."""
     options = dict(resources)
@@ -289,19 +252,33 @@ def pset_task_options(resources: dict) -> dict:
     return options
 
 
-def split_options(options: dict, max_tasks_per_child: int | None) -> tuple[dict, dict]:
+@dataclasses.dataclass(frozen=True)
+class RayOptions(Options):
+    """``ray={...}``: how to reach ray, and the options of every task. Keys not declared
+    here are task options, passed on to ray's ``.options()``, which refuses unknown ones
+    (:func:`checked_submitter` names them before ray starts)."""
+
+    PASSED_ON = "tasks"
+
+    address: str | None = option(
+        None, "be a non-empty str such as 'auto', '10.0.0.1:6379' or 'ray://10.0.0.1:10001'",
+        lambda value: value is None or bool(value))
+    init: dict | None = option(  # noqa: RUF009 (a field with a default of None)
+        None, "be a dict of further ray.init() keyword arguments, without 'address' (give "
+              "that as ray={'address': ...})",
+        lambda value: value is None or "address" not in value)
+    # -1 (ray's "forever") would let a pset that kills its worker stall the map for good.
+    max_retries: int = option(DEFAULT_MAX_RETRIES, "be an int >= 0: how often a task whose "
+                                                   "worker died runs again",
+                              lambda value: value >= 0)
+    tasks: dict = dataclasses.field(default_factory=dict)
+
+
+def split_options(options: RayOptions, max_tasks_per_child: int | None) -> tuple[dict, dict]:
     """``ray={...}`` as (how to reach ray, the options of every task); ConfigError if bad."""
-    connect = {key: options[key] for key in CONNECT_KEYS if key in options}
-    address = connect.get("address")
-    if address is not None and (not isinstance(address, str) or not address):
-        raise ConfigError(f"ray={{'address': ...}} must be a non-empty str such as 'auto', "
-                          f"'10.0.0.1:6379' or 'ray://10.0.0.1:10001' (got {address!r})")
-    init = connect.get("init", {})
-    if not isinstance(init, dict) or "address" in init:
-        raise ConfigError(f"ray={{'init': ...}} must be a dict of further ray.init() keyword "
-                          f"arguments, without 'address' (give that as ray={{'address': ...}}) "
-                          f"(got {init!r})")
-    tasks = {key: value for key, value in options.items() if key not in CONNECT_KEYS}
+    connect = {key: getattr(options, key) for key in CONNECT_KEYS
+               if getattr(options, key) is not None}
+    tasks = dict(options.tasks)
     fixed = sorted(set(tasks) & set(FIXED_TASK_OPTIONS))
     if fixed:
         raise ConfigError(f"ray={{...}}: psmpi sets {fixed} itself; leave it out")
@@ -309,11 +286,7 @@ def split_options(options: dict, max_tasks_per_child: int | None) -> tuple[dict,
         if "num_cpus" in tasks:
             raise ConfigError("ray={...}: num_cpus and num_cores are the same option; give one")
         tasks["num_cpus"] = tasks.pop("num_cores")
-    retries = tasks.setdefault("max_retries", DEFAULT_MAX_RETRIES)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        # -1 (ray's "forever") would let a pset that kills its worker stall the map for good.
-        raise ConfigError(f"ray={{'max_retries': ...}} must be an int >= 0: how often a task "
-                          f"whose worker died runs again (got {retries!r})")
+    tasks["max_retries"] = options.max_retries
     if max_tasks_per_child:
         tasks.setdefault("max_calls", max_tasks_per_child)  # ray restarts the worker after N
     return connect, tasks
@@ -466,16 +439,17 @@ def gone(track: Track) -> bool:
     return False
 
 
-class RayBackend(Backend):
+class RayBackend(PoolBackend):
     """Groups as ray tasks; see the module docstring."""
 
     name = "ray"
+    options_class = RayOptions
     survives_crashes = True  # ray retries a dead worker's task, then splits the group
 
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)
         self.ray = import_ray()
-        connect_options, self.task_options = split_options(options, max_tasks_per_child)
+        connect_options, self.task_options = split_options(self.options, max_tasks_per_child)
         # Checked before ray starts: a typo fails in a fraction of a second.
         self.submitter = checked_submitter(self.ray, self.task_options, "ray={...}")
         connect(self.ray, connect_options, ncores)
@@ -489,11 +463,10 @@ class RayBackend(Backend):
                                   f"ray={{'init': {{'num_gpus': ...}}}})")
         self.slots = task_slots(self.totals, self.task_cpus)
         self.checked = time.monotonic()
-        # ref -> the group, its task options (None: the defaults), runs before (see submit)
-        self.pending: dict[Any, Track] = {}
+        # self.pending: ref -> Track (the group, its task options, its runs before)
         self.tracks: dict[int, Track] = {}  # the same, by the key the workers report
-        # Groups to submit again: (group, options, runs before), the next one last.
-        self.retry: list[tuple[Group, dict | None, int]] = []
+        # Pset index -> how often it ran in a bigger group before it was split off.
+        self.runs_before: dict[int, int] = {}
         self.monitor = monitor_actor(self.ray)  # (name, handle), or None: nothing watched
         self.poll = None  # the monitor's answer to the driver's last question, until read
         self.polled = self.next_watch = 0.0
@@ -509,46 +482,30 @@ class RayBackend(Backend):
     def n_workers(self) -> int:
         return self.slots
 
-    def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
-        ray = self.ray
-        task_ref = ray.put(task)  # shipped once per map; each task refers to it
+    def start(self, task: Task):
         self.timeout, self.digest = task.timeout, task.digest
-        groups = iter(groups)
-        exhausted = False
-        try:
-            while True:
-                exhausted = self.refill(task_ref, groups, exhausted)
-                if not self.pending:
-                    return  # refill submits whatever exists, so nothing is left
-                refs = list(self.pending)
-                ready, _ = ray.wait(refs, num_returns=1, timeout=HEARTBEAT_SECONDS)
-                self.watch(time.monotonic())
-                if not ready:
-                    yield None  # heartbeat: the driver reports progress and keeps deadlines
-                    continue
-                if len(refs) > 1:
-                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                outcomes = [outcome for ref in ready for outcome in self.collect(ref)]
-                # Workers get their next tasks before the driver stores these outcomes.
-                exhausted = self.refill(task_ref, groups, exhausted)
-                yield from outcomes
-        finally:
-            self.cancel_pending()
+        return self.ray.put(task)  # shipped once per map; each task refers to it
 
-    def refill(self, task_ref, groups: Iterator[Group], exhausted: bool) -> bool:
-        """Submit tasks until the cluster's queue is full; True once groups ran out."""
+    def capacity(self) -> int:
         self.refresh_capacity()
-        while len(self.pending) < IN_FLIGHT_PER_SLOT * self.slots:
-            if self.retry:  # rare (a crash or a kill), and then worth a watch from the start
-                self.submit(task_ref, *self.retry.pop(), announce=True)
-                continue
-            if exhausted:
-                break
-            group = next(groups, None)
-            if group is None:
-                return True
+        return self.slots
+
+    def submit(self, task_ref, group: Group, again: bool) -> bool:
+        if again:  # rare (a crash or a kill), and then worth a watch from the start
+            options = self.pset_options(group[0]) if type(group[0][1]) is ResourcedPset \
+                else None
+            self.submit_task(task_ref, group, options, self.runs_before.get(group[0][0], 0),
+                             announce=True)
+        else:
             self.submit_group(task_ref, group)
-        return exhausted
+        return True
+
+    def wait(self, seconds: float) -> list:
+        refs = list(self.pending)
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=seconds)
+        if ready and len(refs) > 1:
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        return ready
 
     def refresh_capacity(self) -> None:
         if time.monotonic() - self.checked >= CAPACITY_SECONDS:
@@ -559,11 +516,11 @@ class RayBackend(Backend):
         """One task for the psets without options; one each for psets with their own."""
         plain = [item for item in group if type(item[1]) is not ResourcedPset]
         if plain:
-            self.submit(task_ref, plain, None, 0)
+            self.submit_task(task_ref, plain, None, 0)
         if len(plain) < len(group):
             for item in group:
                 if type(item[1]) is ResourcedPset:
-                    self.submit(task_ref, [item], self.pset_options(item), 0)
+                    self.submit_task(task_ref, [item], self.pset_options(item), 0)
 
     def pset_options(self, item: tuple[int, ResourcedPset]) -> dict:
         index, pset = item
@@ -575,8 +532,8 @@ class RayBackend(Backend):
                                   f"change its 'ray' options or start the local ray bigger")
         return options
 
-    def submit(self, task_ref, group: Group, options: dict | None, runs: int,
-               announce: bool = False) -> None:
+    def submit_task(self, task_ref, group: Group, options: dict | None, runs: int,
+                    announce: bool = False) -> None:
         """Hand ``group`` to ray; ``runs``: how often it ran before as part of a bigger group.
 
         ``announce``: the group reports its start even if groups are short (see announce()).
@@ -595,9 +552,8 @@ class RayBackend(Backend):
         total, count = GROUP_SECONDS.get(self.digest, (0.0, 0))
         return count == 0 or total >= ANNOUNCE_MIN_SECONDS * count
 
-    def collect(self, ref) -> list[GroupOutcome]:
+    def collect(self, ref, track: Track) -> list[GroupOutcome]:
         """The outcome of a finished task; after a dead worker, its psets' next step."""
-        track = self.pending.pop(ref)
         del self.tracks[track.key]
         group, options, runs_before = track.group, track.options, track.runs
         exceptions = self.ray.exceptions
@@ -615,13 +571,13 @@ class RayBackend(Backend):
             runs = 1 + (options or self.task_options).get("max_retries", DEFAULT_MAX_RETRIES)
             if len(group) > 1:
                 # Alone, each pset either succeeds or is found guilty; the others are spared.
-                self.retry.extend(([item], options, runs) for item in reversed(group))
-                return []
+                self.runs_before.update((index, runs) for index, _ in group)
             how = (f"{runs_before + runs} times ({runs_before} in its group, {runs} alone)"
                    if runs_before else "once" if runs == 1 else f"{runs} times")
             reason = describe(exc).splitlines()[0]
-            return [failed_outcome(group, CRASHED, f"{CRASH_MESSAGE}: ray ran it {how} and a worker "
-                                           f"died every time ({reason})")]
+            return self.split(group, lambda alone: failed_outcome(
+                alone, CRASHED, f"{CRASH_MESSAGE}: ray ran it {how} and a worker died every "
+                                f"time ({reason})"))
 
     def learn(self, outcome: GroupOutcome) -> None:
         """Add a group's duration to its map's worker function's record (see announce)."""
@@ -634,20 +590,17 @@ class RayBackend(Backend):
     def killed(self, track: Track) -> list[GroupOutcome]:
         """After the driver killed a task: a timed-out pset fails, the others run again."""
         if track.verdict[0] != TIMEOUT:  # stuck on one of several psets: each alone
-            self.retry.extend(([item], track.options, track.runs)
-                              for item in reversed(track.group))
+            self.run_alone(track.group)
             return []
         _, index, seconds = track.verdict
-        rest = [item for item in track.group if item[0] != index]
-        if rest:
-            self.retry.append((rest, track.options, track.runs))
-        guilty = [item for item in track.group if item[0] == index]
-        return [failed_outcome(guilty, TIMEOUT, f"ran longer than timeout={self.timeout:g} s: "
-                               f"ray worker {track.pid} on {track.host} was killed after "
-                               f"{seconds:.1f} s; raise timeout= if the pset needs longer")]
+        return self.fail_timed_out(track.group, {index: seconds}, lambda seconds: (
+            f"ran longer than timeout={self.timeout:g} s: ray worker {track.pid} on "
+            f"{track.host} was killed after {seconds:.1f} s; raise timeout= if the pset "
+            f"needs longer"))
 
-    def watch(self, now: float) -> None:
+    def watch(self) -> None:
         """Read the workers' reports, and kill the tasks that ran past the timeout."""
+        now = time.monotonic()
         if now < self.next_watch or self.monitor is None:
             return
         self.next_watch = now + WATCH_TICK
@@ -714,9 +667,15 @@ class RayBackend(Backend):
                 self.ray.cancel(ref, force=True)
             except Exception:  # already finished, or ray is shutting down: nothing to stop
                 pass
-        self.pending.clear()
+        self.forget()
+
+    def drop(self) -> None:
+        self.cancel_pending()
+
+    def forget(self) -> None:
+        super().forget()
         self.tracks.clear()
-        self.retry.clear()
+        self.runs_before.clear()
 
     def close(self) -> None:
         # Ray stays up for later maps and backends; ray shuts it down at interpreter exit.

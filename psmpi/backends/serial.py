@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..task import GroupOutcome, Task
-from .base import Backend, Group
+from .base import Backend, Group, Options
 
 
 class SerialBackend(Backend):
     name = "serial"
+    options_class = Options  # none: serial={...} with any key is a ConfigError
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         for group in groups:
