@@ -364,6 +364,8 @@ def hash_token(v: Any) -> str:
     if isinstance(v, (bool, np.bool_)):  # before int: bool subclasses int but must differ
         return "T" if v else "F"
     if isinstance(v, (int, np.integer)):
+        if isinstance(v, np.timedelta64):  # a numpy integer too, but a duration
+            return _numpy_time_token(v)
         return "i" + int_text(int(v))
     if isinstance(v, (float, np.floating)):
         return _float_token(float(v))
@@ -451,6 +453,8 @@ def value_family(value: Any) -> str | type:
         return "none"
     if isinstance(value, (bool, np.bool_)):  # before int: bool subclasses int
         return "bool"
+    if isinstance(value, np.timedelta64):  # a numpy integer to isinstance, but a duration
+        return np.timedelta64
     for types_, family in _FAMILIES:
         if isinstance(value, types_):
             return family
@@ -489,6 +493,8 @@ def same_value(given: Any, returned: Any) -> bool:
     if family == "dict":
         return given.keys() == returned.keys() and all(
             same_value(value, returned[key]) for key, value in given.items())
+    if isinstance(given, (np.datetime64, np.timedelta64)) and np.isnat(given):
+        return bool(np.isnat(returned))  # NaT like NaN: equal to itself here
     try:
         return bool(given == returned)
     except Exception:  # an object whose == raises or is ambiguous is not known equal
