@@ -31,8 +31,8 @@ import cloudpickle
 import numpy as np
 
 from . import bookkeeping, params, timers, utils
-from .values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 from .errors import ConfigError
+from .values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised

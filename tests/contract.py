@@ -503,8 +503,8 @@ def same(a, b) -> bool:
         return len(a) == len(b) and all(map(same, a, b))
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, float) and a != a:
-        return b != b
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
     if isinstance(a, datetime.datetime):
         return a == b and str(a.tzinfo) == str(b.tzinfo)
     return bool(a == b)
