@@ -1,4 +1,5 @@
-"""Value kinds of the results store and the text encoding of the "general" kind.
+"""Value kinds of the results store and the text encoding of the "general" kind; at the
+end, in a section of its own, what a pset may hold and how its values hash.
 
 A column whose values have no common native kind (bool, int, float, str, fixed-shape
 array; see :mod:`psmpi.store`) is "general": each value is stored as the UTF-8 bytes of
@@ -359,6 +360,15 @@ def _float_token(v: float) -> str:
 
 def hash_token(v: Any) -> str:
     """The canonical text of one pset value; TypeError naming the type if it has none."""
+    t = type(v)  # exact types first: the common ones cost one comparison
+    if t is str:
+        return f"s{len(v)}:{v}"
+    if t is int and v.bit_length() <= _BIG_INT_BITS:
+        return f"i{v}"
+    if t is float:
+        return _float_token(v)
+    if t is list:
+        return f"L{len(v)}[{''.join([hash_token(x) + ';' for x in v])}]"
     if v is None:
         return "N"
     if isinstance(v, (bool, np.bool_)):  # before int: bool subclasses int but must differ
