@@ -505,6 +505,8 @@ def same(a, b) -> bool:
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
     if isinstance(a, datetime.datetime):
         return a == b and str(a.tzinfo) == str(b.tzinfo)
     return bool(a == b)

@@ -12,7 +12,7 @@ import zoneinfo
 import numpy as np
 import pandas as pd
 import pytest
-from contract import same
+from contract import same, type_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -267,3 +267,22 @@ def test_dataframes_with_list_cells_are_spaces_and_to_df_keeps_them():
     assert df["v"].tolist() == [[1, 2], [3]] and df["d"].tolist() == [{"k": (1,)}] * 2
     assert params.concat({"v": [[1]]}, {"w": [(2,)]}).to_list()[1]["v"] != []  # NaN fill
     assert math.isnan(params.concat({"v": [[1]]}, {"w": [(2,)]}).to_list()[1]["v"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_pset_values, min_size=1, max_size=5))
+def test_generated_psets_through_map_reach_the_worker_and_resume(tmp_path_factory, column):
+    psets = [{"i": i, "v": v} for i, v in enumerate(column) if _storable(v)]
+    path = tmp_path_factory.mktemp("map") / "m.h5"
+
+    def worker(pset):  # what the worker was given: its types and its hash
+        return {"types": type_tree(pset["v"]), "h": pset_hash(pset)}
+
+    first = psmpi.map(worker, psets, out=path, backend="serial", verbose=0, name="m")
+    assert len(first.missing) == 0 and len(first) == len(psets)
+    assert first.results["types"].tolist() == [type_tree(p["v"]) for p in psets]
+    assert first.results["h"].tolist() == [pset_hash(p) for p in psets]
+    stored = psmpi.read(path, name="m")
+    assert sorted(stored["_pset_hash"]) == sorted(pset_hash(p) for p in psets)
+    again = psmpi.map(worker, psets, out=path, backend="serial", verbose=0, name="m")
+    assert again.progress.resumed == len(psets) and again.stats.computed == 0
