@@ -1,7 +1,7 @@
 """Parameter spaces: build, combine, hash and check psets.
 
-A *pset* is a plain dict ``{name: scalar}``. A :class:`Space` is a lazy, re-iterable
-collection of psets built with :func:`product`, :func:`zip`, :func:`concat`,
+A *pset* is a plain dict ``{name: value}`` (which values: :func:`pset_problems`). A
+:class:`Space` is a lazy, re-iterable collection of psets built with :func:`product`, :func:`zip`, :func:`concat`,
 :func:`subtract` and :func:`missing` (operators ``*``, ``+``, ``-``). A Space stores a
 recipe, never the list of psets: a product of two 3000-value axes (9 million psets)
 costs a few kilobytes until iterated.
@@ -230,8 +230,9 @@ def as_space(obj: Any) -> Space:
     Parameters
     ----------
     obj
-        A dict ``{key: sequence or scalar}`` is the product over its keys (a scalar, str
-        included, is a one-value axis). A list of psets fills keys some psets lack with
+        A dict ``{key: sequence or value}`` is the product over its keys: a list, tuple,
+        range or 1-D array is an axis of its items (lists too: ``[[1, 2], [3]]`` is two
+        values); anything else, str and dict included, is a one-value axis. A list of psets fills keys some psets lack with
         NaN. DataFrame rows are psets; columns starting with ``_`` are dropped, and a
         missing value (NaN, None) in a column of str or of bool values is None. A
         :class:`psmpi.MapResults` is its ``results`` DataFrame: one pset per result row,
