@@ -1,10 +1,10 @@
 """Parameter spaces: build, combine, hash and check psets.
 
 A *pset* is a plain dict ``{name: value}`` (which values: :func:`pset_problems`). A
-:class:`Space` is a lazy, re-iterable collection of psets built with :func:`product`, :func:`zip`, :func:`concat`,
-:func:`subtract` and :func:`missing` (operators ``*``, ``+``, ``-``). A Space stores a
-recipe, never the list of psets: a product of two 3000-value axes (9 million psets)
-costs a few kilobytes until iterated.
+:class:`Space` is a lazy, re-iterable collection of psets built with :func:`product`,
+:func:`zip`, :func:`concat`, :func:`subtract` and :func:`missing` (operators ``*``, ``+``,
+``-``). A Space stores a recipe, never the list of psets: a product of two 3000-value
+axes (9 million psets) costs a few kilobytes until iterated.
 """
 
 from __future__ import annotations
@@ -232,9 +232,10 @@ def as_space(obj: Any) -> Space:
     obj
         A dict ``{key: sequence or value}`` is the product over its keys: a list, tuple,
         range or 1-D array is an axis of its items (lists too: ``[[1, 2], [3]]`` is two
-        values); anything else, str and dict included, is a one-value axis. A list of psets fills keys some psets lack with
-        NaN. DataFrame rows are psets; columns starting with ``_`` are dropped, and a
-        missing value (NaN, None) in a column of str or of bool values is None. A
+        values); anything else, str and dict included, is a one-value axis. A list of
+        psets fills keys some psets lack with NaN. DataFrame rows are psets; columns
+        starting with ``_`` are dropped, and a missing value (NaN, None) in a column of str
+        or of bool values is None. A
         :class:`psmpi.MapResults` is its ``results`` DataFrame: one pset per result row,
         with its pset and result columns (empty if the map ran with ``keep_results=False``).
 
