@@ -185,8 +185,8 @@ def _list_space(psets: list | tuple) -> Space:
 
 
 def _plain(value: Any, na: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, np.generic) and value.dtype.kind not in "mM":
+        return value.item()  # not datetime64/timedelta64: item() may make them a date or an int
     return _NAN if value is na else value  # pd.NA of nullable columns: a missing value, NaN
 
 

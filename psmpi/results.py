@@ -334,8 +334,11 @@ def _timing_rows(title: str, rows: list[tuple[str, np.ndarray]]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalar -> the equal Python scalar, so psets look like the ones the user built."""
-    return value.item() if isinstance(value, np.generic) else value
+    """numpy scalar -> the equal Python scalar, so psets look like the ones the user built
+    (not datetime64/timedelta64: item() may make them a date or an int)."""
+    if isinstance(value, np.generic) and value.dtype.kind not in "mM":
+        return value.item()
+    return value
 
 
 def _rows_as_dicts(df: pd.DataFrame) -> Iterator[dict]:

@@ -288,3 +288,12 @@ def test_generated_psets_through_map_reach_the_worker_and_resume(tmp_path_factor
     assert sorted(stored["_pset_hash"]) == sorted(pset_hash(p) for p in psets)
     again = psmpi.map(worker, psets, out=path, backend="serial", verbose=0, name="m")
     assert again.progress.resumed == len(psets) and again.stats.computed == 0
+
+
+def test_numpy_datetimes_in_dataframe_cells_stay_what_they_are():
+    cells = [np.datetime64("2024-01-02T03:04:05.000000001"), np.timedelta64(5, "s")]
+    frame = pd.DataFrame({"t": pd.Series([cells[0], None], dtype=object),
+                          "d": pd.Series([cells[1], cells[1]], dtype=object)})
+    pset = params.as_space(frame).to_list()[0]
+    assert pset_hash(pset) == pset_hash({"t": cells[0], "d": cells[1]})
+    assert type(pset["t"]) is np.datetime64 and type(pset["d"]) is np.timedelta64
