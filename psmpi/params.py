@@ -184,10 +184,11 @@ def _list_space(psets: list | tuple) -> Space:
     return _from_rows(keys, [tuple(map(p.get, keys, repeat(_NAN))) for p in psets])
 
 
-def _plain(value: Any, na: Any) -> Any:
+def _plain(value: Any, missing: tuple) -> Any:
     if isinstance(value, np.generic) and value.dtype.kind not in "mM":
         return value.item()  # not datetime64/timedelta64: item() may make them a date or an int
-    return _NAN if value is na else value  # pd.NA of nullable columns: a missing value, NaN
+    # pd.NA of nullable columns, pd.NaT of datetime columns: a missing value, NaN
+    return _NAN if value is missing[0] or value is missing[1] else value
 
 
 def _is_missing(value: Any) -> bool:
@@ -212,12 +213,13 @@ def _missing_as_none(values: list) -> list:
 def _frame_space(df: Any) -> Space:
     # '_' columns are a previous stage's bookkeeping (_pset_hash, _time, ...): not parameters
     cols = [i for i, c in enumerate(df.columns) if not (isinstance(c, str) and c.startswith("_"))]
-    columns, na = [], sys.modules["pandas"].NA
+    pd = sys.modules["pandas"]
+    columns, missing = [], (pd.NA, pd.NaT)
     for i in cols:
         col = df.iloc[:, i]
         values = col.tolist()  # plain Python scalars for numeric and string dtypes
         if col.dtype == object or col.hasnans:  # numpy scalars, or pd.NA of nullable dtypes
-            values = _missing_as_none([_plain(v, na) for v in values])
+            values = _missing_as_none([_plain(v, missing) for v in values])
         columns.append(values)
     rows = list(_zip(*columns)) if cols else [()] * len(df)
     return _from_rows([df.columns[i] for i in cols], rows)

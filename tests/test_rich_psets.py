@@ -297,3 +297,10 @@ def test_numpy_datetimes_in_dataframe_cells_stay_what_they_are():
     pset = params.as_space(frame).to_list()[0]
     assert pset_hash(pset) == pset_hash({"t": cells[0], "d": cells[1]})
     assert type(pset["t"]) is np.datetime64 and type(pset["d"]) is np.timedelta64
+
+
+def test_a_datetime_column_of_a_dataframe_gives_timestamps_and_nan_for_nat():
+    frame = pd.DataFrame({"t": pd.to_datetime(["2024-01-02", None]), "a": [1, 2]})
+    psets = params.as_space(frame).to_list()
+    assert psets[0]["t"] == pd.Timestamp("2024-01-02") and math.isnan(psets[1]["t"])
+    assert params.pset_problems(psets[0]) == [] and params.pset_problems(psets[1]) == []
