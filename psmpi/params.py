@@ -1,10 +1,10 @@
 """Parameter spaces: build, combine, hash and check psets.
 
-A *pset* is a plain dict ``{name: scalar}``. A :class:`Space` is a lazy, re-iterable
-collection of psets built with :func:`product`, :func:`zip`, :func:`concat`,
-:func:`subtract` and :func:`missing` (operators ``*``, ``+``, ``-``). A Space stores a
-recipe, never the list of psets: a product of two 3000-value axes (9 million psets)
-costs a few kilobytes until iterated.
+A *pset* is a plain dict ``{name: value}`` (which values: :func:`pset_problems`). A
+:class:`Space` is a lazy, re-iterable collection of psets built with :func:`product`,
+:func:`zip`, :func:`concat`, :func:`subtract` and :func:`missing` (operators ``*``, ``+``,
+``-``). A Space stores a recipe, never the list of psets: a product of two 3000-value
+axes (9 million psets) costs a few kilobytes until iterated.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from psmpi import values as _values
 from psmpi.errors import PsetError
 
 __all__ = ["Space", "product", "zip", "concat", "subtract", "missing", "as_space",
@@ -29,7 +30,6 @@ __all__ = ["Space", "product", "zip", "concat", "subtract", "missing", "as_space
 
 _zip = builtins.zip  # this module defines its own zip(); internals need the builtin
 _NAN = float("nan")  # fill value of concat(); a plain float so it hashes like any NaN
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 class Space:
     """A lazy, re-iterable parameter space: an ordered collection of psets.
@@ -151,13 +151,20 @@ def _getter(idx: list[int]) -> Callable[[tuple], tuple]:
 
 
 def _as_axis(key: Any, value: Any) -> list | None:
-    """The values of a sequence axis, or None if value is a scalar (to broadcast)."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") \
+    """The values of a sequence axis, or None if value is one value (to broadcast).
+
+    A list, tuple, range or 1-D array is an axis of its items, whatever they are: an axis
+    of lists is ``[[1, 2], [3]]``. A str, bytes, dict or anything not iterable is one value.
+    """
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__") \
             or getattr(value, "ndim", 1) == 0:
         return None
-    if isinstance(value, (dict, set, frozenset)) or getattr(value, "ndim", 1) != 1:
-        raise PsetError(f"values of key {key!r} must be a scalar or a 1-D sequence, "
-                        f"not {type(value).__name__}: pass a list")
+    if isinstance(value, (set, frozenset)) or getattr(value, "ndim", 1) != 1:
+        raise PsetError(f"values of key {key!r} must be one value or a 1-D sequence of "
+                        f"values, not {type(value).__name__}: pass a list (a list of arrays "
+                        f"for array values)")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "mM":
+        return list(value)  # tolist() would make datetime64[ns] plain ints
     # tolist() turns numpy/pandas values into plain Python scalars
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
@@ -177,10 +184,11 @@ def _list_space(psets: list | tuple) -> Space:
     return _from_rows(keys, [tuple(map(p.get, keys, repeat(_NAN))) for p in psets])
 
 
-def _plain(value: Any, na: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return _NAN if value is na else value  # pd.NA of nullable columns: a missing value, NaN
+def _plain(value: Any, missing: tuple) -> Any:
+    if isinstance(value, np.generic) and value.dtype.kind not in "mM":
+        return value.item()  # not datetime64/timedelta64: item() may make them a date or an int
+    # pd.NA of nullable columns, pd.NaT of datetime columns: a missing value, NaN
+    return _NAN if value is missing[0] or value is missing[1] else value
 
 
 def _is_missing(value: Any) -> bool:
@@ -205,12 +213,13 @@ def _missing_as_none(values: list) -> list:
 def _frame_space(df: Any) -> Space:
     # '_' columns are a previous stage's bookkeeping (_pset_hash, _time, ...): not parameters
     cols = [i for i, c in enumerate(df.columns) if not (isinstance(c, str) and c.startswith("_"))]
-    columns, na = [], sys.modules["pandas"].NA
+    pd = sys.modules["pandas"]
+    columns, missing = [], (pd.NA, pd.NaT)
     for i in cols:
         col = df.iloc[:, i]
         values = col.tolist()  # plain Python scalars for numeric and string dtypes
         if col.dtype == object or col.hasnans:  # numpy scalars, or pd.NA of nullable dtypes
-            values = _missing_as_none([_plain(v, na) for v in values])
+            values = _missing_as_none([_plain(v, missing) for v in values])
         columns.append(values)
     rows = list(_zip(*columns)) if cols else [()] * len(df)
     return _from_rows([df.columns[i] for i in cols], rows)
@@ -223,10 +232,12 @@ def as_space(obj: Any) -> Space:
     Parameters
     ----------
     obj
-        A dict ``{key: sequence or scalar}`` is the product over its keys (a scalar, str
-        included, is a one-value axis). A list of psets fills keys some psets lack with
-        NaN. DataFrame rows are psets; columns starting with ``_`` are dropped, and a
-        missing value (NaN, None) in a column of str or of bool values is None. A
+        A dict ``{key: sequence or value}`` is the product over its keys: a list, tuple,
+        range or 1-D array is an axis of its items (lists too: ``[[1, 2], [3]]`` is two
+        values); anything else, str and dict included, is a one-value axis. A list of
+        psets fills keys some psets lack with NaN. DataFrame rows are psets; columns
+        starting with ``_`` are dropped, and a missing value (NaN, None) in a column of str
+        or of bool values is None. A
         :class:`psmpi.MapResults` is its ``results`` DataFrame: one pset per result row,
         with its pset and result columns (empty if the map ran with ``keep_results=False``).
 
@@ -450,23 +461,15 @@ def missing(a: Any, b: Any) -> Space:
     return _without(a, b, a._keys)
 
 
-def _slow_token(key: Any, v: Any) -> str:
-    if v is None:
-        return "N"
-    if isinstance(v, (bool, np.bool_)):  # before int: bool subclasses int but must differ
-        return "T" if v else "F"
-    if isinstance(v, (int, np.integer)):
-        return f"i{int(v)}"
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if v.is_integer():
-            return f"i{int(v)}"  # 1.0 == 1 in Python, so they must hash alike
-        return "f" + repr(v) if v == v else "n"  # all NaNs alike; repr round-trips exactly
-    if isinstance(v, str):  # numpy.str_ and other str subclasses
-        v = str(v)
-        return f"s{len(v)}:{v}"
-    raise PsetError(f"cannot hash value of key {key!r}: unsupported type {type(v).__name__}; "
-                    "use a scalar (int, float, bool, str, None)")
+def _token(key: Any, v: Any) -> str:
+    try:
+        return _values.hash_token(v)
+    except TypeError as exc:
+        raise PsetError(f"cannot hash value of key {key!r}: {exc} has no canonical form; a "
+                        f"pset may hold {_values.PSET_KINDS_TEXT}") from None
+    except RecursionError:
+        raise PsetError(f"cannot hash value of key {key!r}: it is nested too deeply (or "
+                        f"contains itself)") from None
 
 
 def _digest(keys: list, values: Iterable) -> bytes:
@@ -476,14 +479,24 @@ def _digest(keys: list, values: Iterable) -> bytes:
 def pset_hash(pset: dict) -> str:
     """Stable 32-hex-character hash of a pset, equal for psets Python calls equal.
 
-    Independent of key order; ``1 == 1.0 == numpy.int64(1)``, all NaNs are equal,
-    ``True`` differs from ``1``. Stable across processes and Python versions.
+    Independent of key order, in the pset and in dicts it holds; ``1 == 1.0 ==
+    numpy.int64(1)``, all NaNs (and NaTs) are equal, ``True`` differs from ``1``. Rich
+    values: a list differs from a tuple and from an array with the same items (Python does
+    not call them equal either); arrays hash by shape and element values, each element like
+    the scalar it is, so ``numpy.array([1, 2])`` and ``numpy.array([1.0, 2.0])`` hash alike
+    whatever their dtypes (the store may widen an array column's dtype); aware datetimes
+    (and pandas.Timestamp) hash by their UTC instant, naive ones by their wall time, and the
+    two never alike; a numpy.datetime64 hashes as the naive datetime of its instant; a date
+    differs from a datetime. Built from a canonical text with length-prefixed tokens, never
+    from ``hash()``, pickle or a repr other than ``repr(float)``: stable across processes,
+    platforms and Python versions, and the hashes of scalar psets are those of every
+    earlier psmpi.
 
     Raises
     ------
     PsetError
-        For non-str keys or values that are not None, bool, int, float, str or the
-        numpy equivalents.
+        For non-str keys, or a value with no canonical form (an arbitrary object, a dict
+        with non-str keys).
 
     Examples
     --------
@@ -491,6 +504,10 @@ def pset_hash(pset: dict) -> str:
     '0bb4c62d5b3857f53867b8254f1790f6'
     >>> pset_hash({"b": "x", "a": 1.0}) == pset_hash({"a": 1, "b": "x"})
     True
+    >>> pset_hash({"o": {"x": 1, "y": [2]}}) == pset_hash({"o": {"y": [2], "x": 1.0}})
+    True
+    >>> pset_hash({"p": (1, 2)}) == pset_hash({"p": [1, 2]})
+    False
     """
     if not isinstance(pset, dict):
         raise PsetError(f"cannot hash a {type(pset).__name__}: a pset is a dict")
@@ -499,23 +516,29 @@ def pset_hash(pset: dict) -> str:
 
 
 def _encoded(keys: tuple, values: list) -> bytes:
-    """Canonical bytes of a pset: its (key, value) pairs sorted by key, length-prefixed."""
+    """Canonical bytes of a pset: its (key, value) pairs sorted by key, length-prefixed.
+
+    The value tokens are :func:`psmpi.values.hash_token`'s; the common ones are inlined.
+    """
     plan = _HASH_PLANS.get(keys) or _hash_plan(keys)
     parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
     append = parts.append
-    for i, prefix in plan:
-        # exact-type tests first: the common case is one comparison; length prefixes keep
-        # the encoding unambiguous without escaping
-        v = values[i]
-        t = type(v)
-        if t is str:
-            append(f"{prefix}s{len(v)}:{v};")
-        elif t is int:
-            append(f"{prefix}i{v};")
-        elif t is float and v == v and not v.is_integer():
-            append(f"{prefix}f{v!r};")
-        else:
-            append(f"{prefix}{_slow_token(keys[i], v)};")
+    try:
+        for i, prefix in plan:
+            # exact-type tests first: the common case is one comparison; length prefixes
+            # keep the encoding unambiguous without escaping
+            v = values[i]
+            t = type(v)
+            if t is str:
+                append(f"{prefix}s{len(v)}:{v};")
+            elif t is int:
+                append(f"{prefix}i{v};")
+            elif t is float and v == v and not v.is_integer():
+                append(f"{prefix}f{v!r};")
+            else:
+                append(f"{prefix}{_token(keys[i], v)};")
+    except ValueError:  # an int beyond Python's str() digit limit: the slow path has no limit
+        parts[1:] = [f"{prefix}{_token(keys[i], values[i])};" for i, prefix in plan]
     return "".join(parts).encode("utf-8", "surrogatepass")
 
 
@@ -537,11 +560,7 @@ def _hash_plan(keys: tuple) -> tuple[tuple[int, str], ...]:
     return plan
 
 
-# types valid without further checks: numpy kinds b/i/u/f/U, except 8-byte unsigned
-# ints, which need the int64 range check (Python int is checked inline for the same reason)
-_SCALAR_TYPES = frozenset({str, float, bool, type(None)} | {
-    t for t in np.sctypeDict.values()
-    if np.dtype(t).kind in "biufU" and np.dtype(t).str[1:] not in ("u8",)})
+_PSET_SCALAR_TYPES = _values.PSET_SCALAR_TYPES
 _GOOD_KEYS: set[str] = set()  # keys already checked: the common path is one set lookup
 
 
@@ -575,43 +594,18 @@ def key_problems(k: Any, what: str = "parameter") -> list[str]:
     return out
 
 
-def utf8_encodable(text: str) -> bool:
-    """Whether UTF-8 can encode ``text``: not if it holds a lone surrogate."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _value_problem(k: Any, v: Any) -> str | None:
-    if isinstance(v, (int, np.unsignedinteger)) and not isinstance(v, bool):
-        if _I64_MIN <= int(v) <= _I64_MAX:
-            return None  # an int subclass (e.g. IntEnum) in range
-        return (f"value of key {k!r} is {v}, outside the int64 range: results store ints "
-                "as int64; pass it as a float or str")
-    if isinstance(v, str):
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            return (f"value of key {k!r} is a str that UTF-8 cannot encode (a lone surrogate, "
-                    f"as left by errors='surrogateescape'); pass "
-                    f"s.encode('utf-8', 'replace').decode() instead")
-        return None
-    if isinstance(v, float):
-        return None  # subclasses of the accepted types
-    return (f"value of key {k!r} has unsupported type {type(v).__name__}: use a scalar "
-            "(int, float, bool, str, None); put arrays in results, not psets")
+utf8_encodable = _values.utf8_encodable
 
 
 def pset_problems(pset: Any) -> list[str]:
     """Every problem of one pset, as messages saying how to fix it; [] if fine.
 
     Keys must be non-empty str, not ``.``/``..``, without ``/`` or NUL, not starting
-    with ``_`` (psmpi's bookkeeping columns), at most 255 characters. Values must be
-    None, bool, int (in int64 range), float, str or numpy scalars of those kinds.
+    with ``_`` (psmpi's bookkeeping columns), at most 255 characters. Values may be what
+    the results file stores exactly and :func:`pset_hash` hashes: None, bool, int, float,
+    complex, str, bytes, numpy scalars and arrays, datetime, date, timedelta,
+    numpy.datetime64, pandas.Timestamp, and lists, tuples and dicts with str keys of these,
+    nested in any way (see :func:`psmpi.values.pset_value_problem`).
 
     Examples
     --------
@@ -619,7 +613,9 @@ def pset_problems(pset: Any) -> list[str]:
     []
     >>> pset_problems({"a/b": 1})
     ["key 'a/b' contains '/': HDF5 would read it as a path; rename the parameter"]
-    >>> len(pset_problems({"x": [1, 2], "_y": 1}))  # one problem each
+    >>> pset_problems({"x": [1, (2, 3.5)], "d": {"n": None}})
+    []
+    >>> len(pset_problems({"x": [object()], "_y": 1}))  # one problem each
     2
     """
     if not isinstance(pset, dict):
@@ -633,9 +629,8 @@ def pset_problems(pset: Any) -> list[str]:
             elif len(_GOOD_KEYS) < 10_000:  # bounded: psets with ever-new keys must not leak
                 _GOOD_KEYS.add(k)
         t = type(v)
-        if t not in _SCALAR_TYPES and not (t is int and _I64_MIN <= v <= _I64_MAX) or (
-                t is str and not v.isascii()):
-            msg = _value_problem(k, v)
+        if t not in _PSET_SCALAR_TYPES or (t is str and not v.isascii()):
+            msg = _values.pset_value_problem(k, v)
             if msg:
                 problems.append(msg)
     return problems

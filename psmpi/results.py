@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .utils import format_bytes
+from .values import hash_token
 
 
 @dataclasses.dataclass
@@ -333,8 +334,11 @@ def _timing_rows(title: str, rows: list[tuple[str, np.ndarray]]) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalar -> the equal Python scalar, so psets look like the ones the user built."""
-    return value.item() if isinstance(value, np.generic) else value
+    """numpy scalar -> the equal Python scalar, so psets look like the ones the user built
+    (not datetime64/timedelta64: item() may make them a date or an int)."""
+    if isinstance(value, np.generic) and value.dtype.kind not in "mM":
+        return value.item()
+    return value
 
 
 def _rows_as_dicts(df: pd.DataFrame) -> Iterator[dict]:
@@ -424,10 +428,12 @@ def _holds(row: dict, pset: dict) -> bool:
         given, shown = pset.get(key, _ABSENT), row.get(key, _ABSENT)
         if _is_na(given) and _is_na(shown):
             continue
-        try:
-            if given is _ABSENT or shown is _ABSENT or not given == shown:
+        if given is _ABSENT or shown is _ABSENT:
+            return False
+        try:  # as pset_hash compares: 1 == 1.0, arrays by shape and values, NaN inside alike
+            if hash_token(given) != hash_token(shown):
                 return False
-        except Exception:  # == raising or ambiguous: not shown as it was
+        except (TypeError, RecursionError):  # no canonical form: not shown as it was
             return False
     return True
 

@@ -23,8 +23,6 @@ T = TypeVar("T")
 # How many distinct problems one error message lists in full.
 MAX_PROBLEM_LINES = 50
 
-_KIND = {bool: "bool", int: "number", float: "number", str: "str"}
-
 # Per-pset options of the ray backend ride in a pset under this key, as in paramsurvey:
 # {"a": 1, "ray": {"num_gpus": 1}}. They are not parameters: from here on such a pset is a
 # ResourcedPset without the key (not hashed, stored or given to the worker) that keeps them
@@ -45,41 +43,18 @@ def split_resources(pset: Any) -> Any:
     split = ResourcedPset((k, v) for k, v in pset.items() if k != RESOURCES_KEY)
     split.resources = pset[RESOURCES_KEY]
     return split
-_NUMPY_KIND = {"b": "bool", "i": "number", "u": "number", "f": "number", "U": "str"}
-
-
-def value_kind(value: Any) -> str | None:
-    """bool, number or str: a column holds one of these; None and NaN fit any column."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    kind = _KIND.get(type(value))
-    if kind is None and isinstance(value, np.generic):
-        kind = _NUMPY_KIND.get(value.dtype.kind)
-    return kind
-
-
-# Kinds whose column in the results file keeps a missing value as None (a null) but cannot
-# hold NaN, a float: NaN under such a key would fail its pset after computing it.
-NAN_FREE_KINDS = frozenset({"str", "bool"})
-
-
-def nan_problem(key: str, here: str, there: str) -> str:
-    """Why NaN and a str or bool cannot share a pset key, and the fix."""
-    return (f"key {key!r} {here} but {there}: the results file keeps a missing str or bool "
-            f"as None, not NaN; pass None (params.concat fills the keys a factor lacks with "
-            f"NaN: give that factor the key with the value None)")
 
 
 class PsetChecker:
-    """Collects every problem of a pset stream, including keys whose type changes."""
+    """Collects every problem of a pset stream, pset by pset.
+
+    Values of one key may differ in type from pset to pset: the results file widens an int
+    column to float where that is exact and makes a column general where the values have
+    no common native kind (see :mod:`psmpi.store`), so every mix reads back as given.
+    """
 
     def __init__(self):
         self.problems: dict[str, list[int]] = collections.defaultdict(list)
-        self.kinds: dict[str, tuple[str, int]] = {}  # key -> (kind, first pset index)
-        self.nans: dict[str, int] = {}  # key -> first pset index where it is NaN
-        # Key and type layouts already known to be consistent: most psets of a survey share
-        # one, and checking it once instead of per pset keeps big surveys fast.
-        self.known_layouts: set[tuple] = set()
         self.resources_seen = False  # some pset carried per-pset ray options
 
     def check(self, index: int, pset: Any) -> bool:
@@ -90,40 +65,9 @@ class PsetChecker:
             from .backends.resources import resource_problems  # without importing ray
             self.resources_seen = True
             problems = problems + resource_problems(pset.resources)
-        if not problems:
-            problems = self.kind_problems(index, pset)
         for problem in problems:
             self.problems[problem].append(index)
         return not problems
-
-    def kind_problems(self, index: int, pset: dict) -> list[str]:
-        layout = (*pset, *map(type, pset.values()))
-        if layout in self.known_layouts:
-            return []
-        found = []
-        complete = True  # every value had a kind, so the layout alone decides next time
-        for key, value in pset.items():
-            kind = value_kind(value)
-            if kind is None:
-                complete = False
-                if value is not None:  # NaN
-                    seen = self.kinds.get(key)
-                    if seen is not None and seen[0] in NAN_FREE_KINDS:
-                        found.append(nan_problem(key, "is NaN here", f"holds a {seen[0]} in pset "
-                                                 f"{seen[1]}"))
-                    else:
-                        self.nans.setdefault(key, index)
-                continue
-            seen = self.kinds.setdefault(key, (kind, index))
-            if seen[0] != kind:
-                found.append(f"key {key!r} holds a {kind} here but a {seen[0]} in pset {seen[1]}:"
-                             f" a column has one type; make the values of {key!r} consistent")
-            elif kind in NAN_FREE_KINDS and key in self.nans:
-                found.append(nan_problem(key, f"holds a {kind} here", f"is NaN in pset "
-                                         f"{self.nans[key]}"))
-        if complete and not found:
-            self.known_layouts.add(layout)
-        return found
 
     def raise_if_any(self, total: int | None) -> None:
         if not self.problems:

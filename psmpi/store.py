@@ -268,6 +268,8 @@ def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Datas
 
 def _slow_kind(v: Any) -> str | None:
     """The kind of a value whose exact type is not in _KINDS (subclasses, rarer numpy types)."""
+    if isinstance(v, np.timedelta64):  # a numpy integer to isinstance, but a duration: general
+        return None
     return next((kind for types, kind in _SLOW_KINDS if isinstance(v, types)), None)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import bookkeeping, params, timers, utils
 from .errors import ConfigError
+from .values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
@@ -432,54 +433,3 @@ def changed_key_message(key: str, given: Any, returned: Any) -> str:
             f"{_SHORT.repr(given)} ({type(given).__name__}); a result may repeat a pset key "
             f"(as in return {{**pset, 'y': ...}}) only with an equal value of the same type: "
             f"return the pset's value unchanged or rename the result key")
-
-
-def value_family(value: Any) -> str | type:
-    """The type family :func:`same_value` compares: Python and numpy scalars of one kind
-    are one family (``1`` and ``numpy.int64(1)``), ``1`` and ``1.0`` or ``True`` are not."""
-    if value is None:
-        return "none"
-    if isinstance(value, (bool, np.bool_)):  # before int: bool subclasses int
-        return "bool"
-    for types_, family in _FAMILIES:
-        if isinstance(value, types_):
-            return family
-    return type(value)
-
-
-_FAMILIES = (((int, np.integer), "int"), ((float, np.floating), "float"),
-             ((complex, np.complexfloating), "complex"), ((str, np.str_), "str"),
-             ((bytes, np.bytes_), "bytes"), (np.ndarray, "array"), (list, "list"),
-             (tuple, "tuple"), (dict, "dict"))
-# dtype kinds of one family for arrays: signed and unsigned ints are both ints
-_ARRAY_KIND = {"u": "i"}
-
-
-def same_value(given: Any, returned: Any) -> bool:
-    """Whether ``returned`` is the value ``given``: the same type family and equal, NaN equal
-    to NaN, arrays of one dtype kind and shape with equal elements, containers item by item."""
-    if given is returned:
-        return True
-    family = value_family(given)
-    if family != value_family(returned):
-        return False
-    if family == "none":
-        return True
-    if family in ("float", "complex"):
-        return bool(given == returned) or (given != given and returned != returned)
-    if family == "array":
-        kinds = [_ARRAY_KIND.get(a.dtype.kind, a.dtype.kind) for a in (given, returned)]
-        if kinds[0] != kinds[1] or given.shape != returned.shape:
-            return False
-        if kinds[0] == "O":
-            return all(map(same_value, given.ravel().tolist(), returned.ravel().tolist()))
-        return bool(np.array_equal(given, returned, equal_nan=kinds[0] in "fc"))
-    if family in ("list", "tuple"):
-        return len(given) == len(returned) and all(map(same_value, given, returned))
-    if family == "dict":
-        return given.keys() == returned.keys() and all(
-            same_value(value, returned[key]) for key, value in given.items())
-    try:
-        return bool(given == returned)
-    except Exception:  # an object whose == raises or is ambiguous is not known equal
-        return False

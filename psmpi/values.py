@@ -1,4 +1,5 @@
-"""Value kinds of the results store and the text encoding of the "general" kind.
+"""Value kinds of the results store and the text encoding of the "general" kind; at the
+end, in a section of its own, what a pset may hold and how its values hash.
 
 A column whose values have no common native kind (bool, int, float, str, fixed-shape
 array; see :mod:`psmpi.store`) is "general": each value is stored as the UTF-8 bytes of
@@ -234,3 +235,277 @@ def decode(data: bytes, unpickle: bool | str = False) -> Any:
 def exact_in_float(v: Any) -> bool:
     """Whether int ``v`` converts to float64 without loss (|v| <= 2**53)."""
     return -FLOAT_EXACT <= v <= FLOAT_EXACT
+
+
+# ================================================================ pset values
+# What a pset may hold, how its values hash (psmpi.params.pset_hash) and when a value a
+# worker returns is the pset's own. Kept apart from the store's column kinds above.
+
+_NONE = type(None)
+# Exact types valid at the top of a pset without a further look (a str must also be
+# UTF-8-encodable, checked by the caller); every one is stored without a pickle.
+PSET_SCALAR_TYPES = frozenset({_NONE, bool, int, float, complex, str, bytes} | {
+    t for t in np.sctypeDict.values() if np.dtype(t).kind in "biufcSU"})
+# Exact types that may appear anywhere in a pset value, containers aside.
+_PSET_LEAF_TYPES = PSET_SCALAR_TYPES | {datetime.datetime, datetime.date, datetime.timedelta}
+# numpy dtype kinds psets may hold: as :func:`tree` encodes them without a pickle.
+_PSET_DTYPE_KINDS = "biufcmMSU"
+PSET_KINDS_TEXT = ("None, bool, int, float, complex, str, bytes, numpy scalars and arrays, "
+                   "datetime, date, timedelta, numpy.datetime64, pandas.Timestamp, and lists, "
+                   "tuples and dicts with str keys of these")
+
+
+def pset_value_problem(key: Any, v: Any) -> str | None:
+    """Why ``v`` cannot be the value of pset key ``key``, with the fix; None if it can.
+
+    The caller has let exact :data:`PSET_SCALAR_TYPES` through already. At the top level a
+    subclass of int, float or str (an IntEnum, say) is fine: its column keeps its value.
+    Inside a container every part must be of a type :func:`tree` encodes exactly, so that
+    the value reads back as given and hashes alike after the round trip.
+    """
+    if isinstance(v, str):
+        if not utf8_encodable(v):
+            return (f"value of key {key!r} is a str that UTF-8 cannot encode (a lone "
+                    f"surrogate, as left by errors='surrogateescape'); pass "
+                    f"s.encode('utf-8', 'replace').decode() instead")
+        return None
+    if isinstance(v, (int, float)) or isinstance(v, np.generic) and \
+            v.dtype.kind in _PSET_DTYPE_KINDS:
+        return None  # at the top, subclasses too: the store takes them by their base kind
+    try:
+        part = _unencodable_part(v)
+    except RecursionError:
+        part = "a value nested too deeply (or containing itself)"
+    if part is None:
+        return None
+    return (f"value of key {key!r} is or holds {part}, which psmpi cannot store exactly or "
+            f"hash; a pset may hold {PSET_KINDS_TEXT}: pass the parameters it is built from "
+            f"(or a str naming it) and build the object in the worker")
+
+
+def _unencodable_part(v: Any) -> str | None:
+    """A description of the first part of ``v`` with no exact encoding, or None."""
+    t = type(v)
+    if t in _PSET_LEAF_TYPES or _pandas_timestamp(v):
+        return None
+    if t is list or t is tuple:
+        return next(filter(None, map(_unencodable_part, v)), None)
+    if t is dict:
+        for k, x in v.items():
+            if type(k) is not str:
+                return f"a dict with a key of type {type(k).__name__} (pset dicts need str keys)"
+            part = _unencodable_part(x)
+            if part is not None:
+                return part
+        return None
+    if t is np.ndarray:
+        if v.dtype.kind == "O":
+            return next(filter(None, map(_unencodable_part, v.reshape(-1).tolist())), None)
+        if v.dtype.kind in _PSET_DTYPE_KINDS and v.dtype.names is None:
+            return None
+        return f"a numpy array of dtype {v.dtype}"
+    if isinstance(v, np.generic) and v.dtype.kind in _PSET_DTYPE_KINDS:
+        return None
+    name = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return f"a value of type {name}"
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text``: not if it holds a lone surrogate."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# ---- hash tokens. A pset's canonical text (psmpi.params._encoded) is its keys, sorted, each
+# as "<len>:<key>=" followed by the token of its value and ";". The scalar tokens are those of
+# psmpi 1 and must never change: stored _pset_hash columns are matched against them.
+#   None "N"   True "T"   False "F"   NaN (any) "n"   int, or integral float "i<decimal>"
+#   other float "f<repr>"   str "s<len>:<text>"
+# Tokens added for rich values start with a letter of their own and are self-delimiting
+# (counts and lengths up front), so no two unequal values share a text:
+#   complex "c<re>,<im>" (imaginary part 0: the token of the real part, as 1+0j == 1)
+#   bytes "b<len>:<hex>"   date "a<ISO date>"
+#   datetime (naive), numpy.datetime64 "w<ns since 1970-01-01>"; aware "z<ns since the epoch,
+#   UTC>" (the instant: aware datetimes equal as instants hash alike); NaT "x"
+#   timedelta, numpy.timedelta64 "e<ns>"; numpy.timedelta64 in months or years "E<months>"
+#   list "L<n>[" items "]"   tuple "U<n>(" items ")"   dict "D<n>{" "<len>:<key>=" items "}"
+#   (keys sorted; each item is its token and ";")   array "A<ndim>:<d0>,<d1>..[" items "]"
+#   (elements in C order as the scalars they hold; a 0-d array is the token of its scalar)
+
+_BIG_INT_BITS = 14_000  # str() of a longer int may exceed Python's digit limit (4300)
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_NS = {"W": 7 * 86400 * 10**9, "D": 86400 * 10**9, "h": 3600 * 10**9, "m": 60 * 10**9,
+       "s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_SUB_NS = {"ps": 10**3, "fs": 10**6, "as": 10**9}  # units finer than a nanosecond
+
+
+def int_text(v: int) -> str:
+    """The decimal digits of ``v``, whatever Python's int digit limit is set to."""
+    if v.bit_length() <= _BIG_INT_BITS:
+        return str(v)
+    import decimal
+    return str(decimal.Decimal(v))  # exact, and not subject to the limit
+
+
+def _float_token(v: float) -> str:
+    if v.is_integer():
+        return "i" + int_text(int(v))  # 1.0 == 1 in Python, so they must hash alike
+    return "f" + repr(v) if v == v else "n"  # all NaNs alike; repr round-trips exactly
+
+
+def hash_token(v: Any) -> str:
+    """The canonical text of one pset value; TypeError naming the type if it has none."""
+    t = type(v)  # exact types first: the common ones cost one comparison
+    if t is str:
+        return f"s{len(v)}:{v}"
+    if t is int and v.bit_length() <= _BIG_INT_BITS:
+        return f"i{v}"
+    if t is float:
+        return _float_token(v)
+    if t is list:
+        return f"L{len(v)}[{''.join([hash_token(x) + ';' for x in v])}]"
+    if v is None:
+        return "N"
+    if isinstance(v, (bool, np.bool_)):  # before int: bool subclasses int but must differ
+        return "T" if v else "F"
+    if isinstance(v, (int, np.integer)):
+        if isinstance(v, np.timedelta64):  # a numpy integer too, but a duration
+            return _numpy_time_token(v)
+        return "i" + int_text(int(v))
+    if isinstance(v, (float, np.floating)):
+        return _float_token(float(v))
+    if isinstance(v, str):  # numpy.str_ and other str subclasses
+        v = str(v)
+        return f"s{len(v)}:{v}"
+    return _rich_token(v)
+
+
+def _rich_token(v: Any) -> str:
+    if isinstance(v, (complex, np.complexfloating)):
+        v = complex(v)
+        if v.imag == 0:
+            return _float_token(v.real)
+        return f"c{_float_token(v.real)},{_float_token(v.imag)}"
+    if isinstance(v, bytes):  # numpy.bytes_ too
+        return f"b{len(v)}:{bytes(v).hex()}"
+    if isinstance(v, datetime.datetime):  # pandas.Timestamp too; before date, its base
+        return _datetime_token(v)
+    if isinstance(v, datetime.date):
+        return "a" + v.isoformat()
+    if isinstance(v, datetime.timedelta):
+        ns = ((v.days * 86400 + v.seconds) * 10**6 + v.microseconds) * 1000
+        return f"e{ns + getattr(v, 'nanoseconds', 0)}"
+    if isinstance(v, (np.datetime64, np.timedelta64)):
+        return _numpy_time_token(v)
+    t = type(v)
+    if isinstance(v, list):
+        return f"L{len(v)}[{''.join([hash_token(x) + ';' for x in v])}]"
+    if isinstance(v, tuple):
+        return f"U{len(v)}({''.join([hash_token(x) + ';' for x in v])})"
+    if isinstance(v, dict):
+        if not all(type(k) is str for k in v):
+            raise TypeError("a dict with keys that are not all str")
+        items = "".join([f"{len(k)}:{k}={hash_token(v[k])};" for k in sorted(v)])
+        return f"D{len(v)}{{{items}}}"
+    if t is np.ndarray:
+        return _array_token(v)
+    raise TypeError(f"a {t.__name__}")
+
+
+def _datetime_token(v: datetime.datetime) -> str:
+    offset = v.utcoffset()
+    seconds = (v.toordinal() - _EPOCH_ORDINAL) * 86400 + v.hour * 3600 + v.minute * 60 + v.second
+    ns = (seconds * 10**6 + v.microsecond) * 1000 + getattr(v, "nanosecond", 0)
+    if offset is None:
+        return f"w{ns}"
+    return f"z{ns - ((offset.days * 86400 + offset.seconds) * 10**6 + offset.microseconds) * 1000}"
+
+
+def _numpy_time_token(v: np.datetime64 | np.timedelta64) -> str:
+    if np.isnat(v):
+        return "x"
+    unit, step = np.datetime_data(v.dtype)
+    count = int(v.astype(np.int64)) * step
+    is_date = isinstance(v, np.datetime64)
+    if unit in ("Y", "M"):
+        if not is_date:
+            return f"E{count * 12 if unit == 'Y' else count}"
+        unit, count = "D", int(v.astype("M8[D]").astype(np.int64))
+    if unit in _SUB_NS:
+        ns, rest = divmod(count, _SUB_NS[unit])
+        text = str(ns) if not rest else f"{count}/{_SUB_NS[unit]}"  # not a whole ns: exact
+    else:
+        text = str(count * _NS[unit])
+    return ("w" if is_date else "e") + text
+
+
+def _array_token(v: np.ndarray) -> str:
+    if v.ndim == 0:  # the store keeps a 0-d array as its scalar
+        return hash_token(v[()])
+    items = v.reshape(-1)
+    elements = items if v.dtype.kind in "mM" else items.tolist()  # tolist: ns -> int
+    shape = ",".join(map(str, v.shape))
+    return f"A{v.ndim}:{shape}[{''.join([hash_token(x) + ';' for x in elements])}]"
+
+
+# ---- equality of a value a worker returns with the pset's own
+
+
+def value_family(value: Any) -> str | type:
+    """The type family :func:`same_value` compares: Python and numpy scalars of one kind
+    are one family (``1`` and ``numpy.int64(1)``), ``1`` and ``1.0`` or ``True`` are not."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):  # before int: bool subclasses int
+        return "bool"
+    if isinstance(value, np.timedelta64):  # a numpy integer to isinstance, but a duration
+        return np.timedelta64
+    for types_, family in _FAMILIES:
+        if isinstance(value, types_):
+            return family
+    return type(value)
+
+
+_FAMILIES = (((int, np.integer), "int"), ((float, np.floating), "float"),
+             ((complex, np.complexfloating), "complex"), ((str, np.str_), "str"),
+             ((bytes, np.bytes_), "bytes"), (np.ndarray, "array"), (list, "list"),
+             (tuple, "tuple"), (dict, "dict"))
+# dtype kinds of one family for arrays: signed and unsigned ints are both ints
+_ARRAY_KIND = {"u": "i"}
+
+
+def same_value(given: Any, returned: Any) -> bool:
+    """Whether ``returned`` is the value ``given``: the same type family and equal, NaN equal
+    to NaN, arrays of one dtype kind and shape with equal elements, containers item by item."""
+    if given is returned:
+        return True
+    family = value_family(given)
+    if family != value_family(returned):
+        return False
+    if family == "none":
+        return True
+    if family in ("float", "complex"):
+        return bool(given == returned) or (given != given and returned != returned)
+    if family == "array":
+        kinds = [_ARRAY_KIND.get(a.dtype.kind, a.dtype.kind) for a in (given, returned)]
+        if kinds[0] != kinds[1] or given.shape != returned.shape:
+            return False
+        if kinds[0] == "O":
+            return all(map(same_value, given.ravel().tolist(), returned.ravel().tolist()))
+        return bool(np.array_equal(given, returned, equal_nan=kinds[0] in "fc"))
+    if family in ("list", "tuple"):
+        return len(given) == len(returned) and all(map(same_value, given, returned))
+    if family == "dict":
+        return given.keys() == returned.keys() and all(
+            same_value(value, returned[key]) for key, value in given.items())
+    if isinstance(given, (np.datetime64, np.timedelta64)) and np.isnat(given):
+        return bool(np.isnat(returned))  # NaT like NaN: equal to itself here
+    try:
+        return bool(given == returned)
+    except Exception:  # an object whose == raises or is ambiguous is not known equal
+        return False

@@ -487,5 +487,111 @@ def check_repeat_computes_again_under_new_ids(backend, tmp):
     assert by_run[0] == by_run[1]  # the same psets, computed twice
 
 
+# ---------------------------------------------------------------- rich psets
+def rich_psets():
+    """Psets holding lists, tuples, dicts, arrays, datetimes ...: one key's type changes too."""
+    plus2 = datetime.timezone(datetime.timedelta(hours=2))
+    return [
+        {"i": 0, "path": [(0, 0), (1, 0)], "opts": {"solver": "cg", "tol": 1e-6},
+         "x": np.arange(3, dtype=np.int16)},
+        {"i": 1, "path": [], "opts": {"tol": 1e-3, "solver": "gmres", "extra": [None, 1j]},
+         "x": 2.5},
+        {"i": 2, "path": [(2, 3)], "opts": None, "x": np.array([[1.5, np.nan]], dtype=np.float32)},
+        {"i": 3, "path": ["a", b"b"], "opts": {"when": datetime.datetime(2024, 1, 1, tzinfo=plus2)},
+         "x": "text"},
+        {"i": 4, "path": [1, [2, [3.5]]], "x": np.datetime64("2024-01-02"),
+         "opts": {"t": pd.Timestamp("2024-01-01 00:00:00.000000001", tz="Europe/Paris")}},
+        {"i": 5, "path": (1, 2), "opts": {}, "x": 2**70},
+    ]
+
+
+def same(a, b) -> bool:
+    """Equal values of the same types all the way down: arrays by dtype, shape and bytes,
+    NaN equal to NaN, datetimes with their time zones."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, np.generic):  # NaT != NaT: compared as bytes
+        return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, datetime.datetime):
+        return a == b and str(a.tzinfo) == str(b.tzinfo)
+    return bool(a == b)
+
+
+def type_tree(v) -> str:
+    """The types inside a value, to show what a worker was given."""
+    if isinstance(v, np.ndarray):
+        return f"ndarray[{v.dtype}]{v.shape}"
+    if isinstance(v, (list, tuple)):
+        return f"{type(v).__name__}({','.join(map(type_tree, v))})"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{type_tree(x)}" for k, x in v.items()) + "}"
+    return type(v).__name__
+
+
+def fails_on_odd_i(pset):
+    if pset["i"] % 2:
+        raise ValueError(f"odd i={pset['i']}")
+    return {"types": type_tree(pset)}
+
+
+def types_of(pset):
+    return {"types": type_tree(pset)}
+
+
+def assert_rows_show(df, psets):
+    """Each row of df (pset columns and more) holds one of psets exactly, by column "i"."""
+    by_i = {p["i"]: p for p in psets}
+    assert sorted(df["i"]) == sorted(by_i), (df["i"].tolist(), sorted(by_i))
+    # column by column: DataFrame.to_dict would turn numpy.datetime64 into pandas.Timestamp
+    columns = {key: df[key].tolist() for key in df.columns}
+    for n, i in enumerate(columns["i"]):
+        for key, value in by_i[i].items():
+            assert same(columns[key][n], value), (i, key, columns[key][n], value)
+
+
+def check_rich_psets_round_trip(backend, tmp):
+    """Rich psets reach the worker, the results, the file and missing exactly as given,
+    and map(worker, missing) reruns them exactly."""
+    psets = rich_psets()
+    first = run(backend, tmp, psets, worker=fails_on_odd_i, name="rich-psets")
+    assert first.results["types"].tolist() == [type_tree(p) for p in psets[::2]]
+    assert_rows_show(first.results, psets[::2])
+    assert_rows_show(psmpi.read(first.path, name="rich-psets"), psets[::2])
+    stored = psmpi.read(first.path, name="rich-psets")
+    assert sorted(stored["_pset_hash"]) == sorted(psmpi.params.pset_hash(p) for p in psets[::2])
+    assert_rows_show(first.missing, psets[1::2])
+    again = first.missing.to_psets()
+    assert len(again) == 3 and all(same(a, b) for a, b in zip(again, psets[1::2])), again
+    rerun = run(backend, tmp, first.missing, worker=types_of, name="rich-psets")
+    assert rerun.stats.computed == 3 and len(rerun.missing) == 0
+    assert rerun.results["types"].tolist() == [type_tree(p) for p in psets[1::2]]
+    assert_rows_show(psmpi.read(first.path, name="rich-psets"), psets)
+
+
+def check_resume_of_rich_psets_computes_only_the_missing(backend, tmp):
+    psets = rich_psets()
+    first = run(backend, tmp, psets[:4], worker=types_of, name="rich-resume")
+    assert first.stats.computed == 4
+    again = run(backend, tmp, psets, worker=types_of, name="rich-resume")
+    assert again.progress.resumed == 4 and again.stats.computed == 2
+    assert_rows_show(again.results, psets)
+    assert_rows_show(psmpi.read(again.path, name="rich-resume"), psets)  # each exactly once
+    # the same psets with nested dict keys in another order are the same psets
+    shuffled = [{k: dict(reversed(v.items())) if isinstance(v, dict) else v
+                 for k, v in reversed(p.items())} for p in psets]
+    last = run(backend, tmp, shuffled, worker=types_of, name="rich-resume")
+    assert last.progress.resumed == 6 and last.stats.computed == 0
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_")}

@@ -59,7 +59,7 @@ def test_resume_of_a_generator_keeps_what_came_before_a_bad_pset(tmp_path):
 
     def psets():
         yield from ({"a": a} for a in range(15))
-        yield {"a": [1, 2]}  # not a scalar: refused when read
+        yield {"a": [1, object()]}  # no canonical form: refused when read
 
     with pytest.raises(psmpi.PsetError, match="pset 15"):
         psmpi.map(lambda p: {"y": p["a"]}, psets(), out=out, backend="serial", verbose=0,

@@ -1,5 +1,6 @@
 """Bad input is refused before any compute, with one error listing every offender."""
 
+import math
 import os
 
 import pandas as pd
@@ -30,7 +31,7 @@ def run(psets, tmp_path, **kwargs):
 
 
 def test_every_bad_pset_is_listed_and_nothing_runs(tmp_path, calls):
-    psets = [{"a": 1}, {"a/b": 2}, {"_x": 3}, {"a": [1, 2]}, {"a": 4}, {1: 5}, {"": 1},
+    psets = [{"a": 1}, {"a/b": 2}, {"_x": 3}, {"a": [1, object()]}, {"a": 4}, {1: 5}, {"": 1},
              "not a dict", {"a": 1, "b\0": 2}]
     with pytest.raises(PsetError) as info:
         run(psets, tmp_path)
@@ -38,7 +39,7 @@ def test_every_bad_pset_is_listed_and_nothing_runs(tmp_path, calls):
     assert "7 of 9 psets are invalid" in text
     for index in (1, 2, 3, 5, 6, 7, 8):
         assert f"pset {index}:" in text, (index, text)
-    assert "'/'" in text and "'_x'" in text and "list" in text
+    assert "'/'" in text and "'_x'" in text and "type object" in text
     assert calls.read_text() == ""
 
 
@@ -48,10 +49,14 @@ def test_same_problem_lists_index_ranges(tmp_path, calls):
         run(psets, tmp_path)
 
 
-def test_inconsistent_types_across_psets(tmp_path, calls):
-    with pytest.raises(PsetError, match=r"pset 2: key 'a' holds a str here but a number in pset 0"):
-        run([{"a": 1}, {"a": 2.5}, {"a": "x"}, {"a": None}], tmp_path)
-    assert calls.read_text() == ""
+def test_types_changing_across_psets_are_computed_and_read_back_as_given(tmp_path, calls):
+    """The store widens or makes the column general: every mix reads back exactly."""
+    psets = [{"a": 1}, {"a": 2.5}, {"a": "x"}, {"a": None}, {"a": [1, (2,)]}, {"a": True}]
+    res = run(psets, tmp_path)
+    assert len(res) == 6 and len(calls.read_text()) == 6
+    back = psmpi.read(tmp_path / "v.h5").sort_values("_pset_index")["a"].tolist()
+    assert back == [1, 2.5, "x", None, [1, (2,)], True]
+    assert list(map(type, back)) == [int, float, str, type(None), list, bool]
 
 
 def test_generator_stops_at_bad_pset_and_keeps_what_was_done(tmp_path, calls):
@@ -91,8 +96,9 @@ def test_empty_list_is_fine(tmp_path, calls):
 
 
 def test_grid_with_a_bad_value_lists_every_offending_pset(tmp_path, calls):
-    space = psmpi.params.product({"a": [1, 2]}, {"b": [0.5, "x", 1.5]})
-    with pytest.raises(PsetError, match=r"psets 1, 4: key 'b' holds a str here but a number"):
+    space = psmpi.params.product({"a": [1, 2]}, {"b": [0.5, object(), 1.5]})
+    with pytest.raises(PsetError, match=r"psets 1, 4: value of key 'b' is or holds a value of "
+                                        r"type object"):
         run(space, tmp_path)
     assert calls.read_text() == ""
 
@@ -146,26 +152,25 @@ def test_map_name_utf8_cannot_encode_is_a_config_error(tmp_path, calls, monkeypa
     assert calls.read_text() == ""
 
 
-@pytest.mark.parametrize("psets, where", [
-    (psmpi.params.concat({"s": ["x"]}, {"t": [1]}), "pset 1: key 's'"),     # NaN fill after a str
-    (psmpi.params.concat({"t": [1]}, {"s": ["x", "y"]}), "psets 1-2: key 's'"),  # NaN first
-    ([{"s": True}, {"s": float("nan")}], "pset 1: key 's'"),
-    ([{"s": float("nan")}, {"s": False}], "pset 1: key 's'"),
+@pytest.mark.parametrize("psets", [
+    psmpi.params.concat({"s": ["x"]}, {"t": [1]}),        # NaN fill after a str
+    psmpi.params.concat({"t": [1]}, {"s": ["x", "y"]}),   # NaN first
+    [{"s": True}, {"s": float("nan")}],
+    [{"s": float("nan")}, {"s": False}],
+    iter([{"s": "x"}, {"s": "y"}, {"s": float("nan")}]),  # a generator
 ])
-def test_nan_under_a_str_or_bool_key_is_refused_before_compute(tmp_path, calls, psets, where):
-    """The file keeps a missing str or bool as None only: NaN there would fail after compute."""
-    with pytest.raises(PsetError) as err:
-        run(psets, tmp_path)
-    message = str(err.value)
-    assert where in message and "NaN" in message and "None" in message, message
-    assert calls.read_text() == ""
-
-
-def test_nan_under_a_str_key_stops_a_generator_before_its_pset(tmp_path, calls):
-    psets = iter([{"s": "x"}, {"s": "y"}, {"s": float("nan")}])
-    with pytest.raises(PsetError, match="key 's'"):
-        run(psets, tmp_path, group_size=1)
-    assert len(calls.read_text()) <= 2
+def test_nan_under_a_str_or_bool_key_is_computed_and_stored_as_given(tmp_path, calls, psets):
+    """params.concat's documented NaN fill: a str or bool column takes NaN (it becomes general)."""
+    given = list(psets) if isinstance(psets, list) else psets
+    res = run(given, tmp_path, group_size=1)
+    assert len(res.missing) == 0 and len(res) == len(calls.read_text())
+    back = psmpi.read(tmp_path / "v.h5").sort_values("_pset_index")["s"].tolist()
+    nan_at = [i for i, v in enumerate(back) if isinstance(v, float)]
+    assert len(nan_at) >= 1 and all(math.isnan(back[i]) for i in nan_at)
+    assert all(type(v) in (str, bool) for i, v in enumerate(back) if i not in nan_at), back
+    hashes = psmpi.read(tmp_path / "v.h5").sort_values("_pset_index")["_pset_hash"].tolist()
+    assert hashes == [psmpi.params.pset_hash(p) for p in res.results.drop(columns="y")
+                      .to_dict("records")]
 
 
 @pytest.mark.parametrize("psets", [
