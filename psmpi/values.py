@@ -38,6 +38,7 @@ import base64
 import datetime
 import json
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -234,3 +235,62 @@ def decode(data: bytes, unpickle: bool | str = False) -> Any:
 def exact_in_float(v: Any) -> bool:
     """Whether int ``v`` converts to float64 without loss (|v| <= 2**53)."""
     return -FLOAT_EXACT <= v <= FLOAT_EXACT
+
+
+# ---------------------------------------------------------------------- kinds of stored columns
+# The kinds a column of the results store can have, and which values make which kind (see
+# psmpi.store for the table). What is HDF5's business (the dtype of a general column, chunks,
+# fill values) is psmpi.store.schema's.
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# type(value) -> kind: the fast path of admission; other types go through slow_kind.
+COLUMN_KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
+                                 str: "str", np.str_: "str", type(None): "null",
+                                 np.ndarray: "array"}
+COLUMN_KINDS.update({t: "int" for t in (np.int8, np.int16, np.int32, np.int64,
+                                        np.uint8, np.uint16, np.uint32)})
+COLUMN_KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
+SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"),
+              ((float, np.floating), "float"), (str, "str"), (np.ndarray, "array"))
+PLAIN_NOT_STR = frozenset(("bool", "float"))  # kinds whose every value fits their column
+SCALAR_KINDS = frozenset(("bool", "int", "float", "str"))
+STR_MAX_CHARS = STR_MAX_BYTES // 4  # chars that surely fit: UTF-8 takes at most 4 bytes a char
+FLOAT_TYPES = frozenset((float, type(None), np.float64, np.float32, np.float16))
+# dtypes of the native kinds; an "array" column takes its values' dtype
+DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
+          "str": np.dtype("S16")}
+
+
+def slow_kind(v: Any) -> str | None:
+    """The kind of a value whose exact type is not in COLUMN_KINDS (subclasses, rarer numpy
+    types); None: no native kind."""
+    return next((kind for types, kind in SLOW_KINDS if isinstance(v, types)), None)
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (lone surrogates it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def str_width(nbytes: int) -> int:
+    """Width of a "str" column (UTF-8 in fixed-width bytes) for strings of up to ``nbytes``:
+    a power of two, so widening copies are rare."""
+    return max(16, 1 << max(0, nbytes - 1).bit_length())
+
+
+def exact_as_float(ints: np.ndarray) -> bool:
+    """Whether every int64 of ``ints`` converts to float64 and back unchanged."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        back = ints.astype(np.float64).astype(np.int64)
+    return bool(np.array_equal(back, ints)) and bool((ints != I64_MAX).all())
+
+
+def plain(v: Any) -> Any:
+    """A value read from a native column as the Python value a worker returns."""
+    if isinstance(v, np.generic) and not isinstance(v, np.datetime64):
+        return v.item()
+    return v
