@@ -18,8 +18,10 @@ import uuid
 
 import numpy as np
 
+from . import layout
+
 # The columns this module adds to every stored row.
-COLUMNS = ("_run_id", "_run_seq", "_pset_id", "_pset_seq", "_calc_dir")
+COLUMNS = (layout.RUN_ID, layout.RUN_SEQ, layout.PSET_ID, layout.PSET_SEQ, layout.CALC_DIR)
 
 
 def new_run_id() -> str:
@@ -54,10 +56,10 @@ class RunStamp:
         ids = np.char.add(self.high, low_hex)
         seqs = np.arange(self.next_pset_seq, self.next_pset_seq + k, dtype=np.int64)
         self.next_pset_seq += k
-        return {"_run_id": np.full(k, self.run_id.encode(), dtype="S32"),
-                "_run_seq": np.full(k, self.run_seq, dtype=np.int64),
-                "_pset_id": ids, "_pset_seq": seqs,
-                "_calc_dir": np.char.add(self.calc_prefix, ids)}
+        return {layout.RUN_ID: np.full(k, self.run_id.encode(), dtype="S32"),
+                layout.RUN_SEQ: np.full(k, self.run_seq, dtype=np.int64),
+                layout.PSET_ID: ids, layout.PSET_SEQ: seqs,
+                layout.CALC_DIR: np.char.add(self.calc_prefix, ids)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ FORMAT_ATTR = "psmpi_format"    # attribute of the file's root group
 # attributes of a map's group
 CREATED_ATTR = "created"        # ISO UTC time the map was first written
 VERSION_ATTR = "psmpi_version"  # psmpi that created the map
-N_PSETS_ATTR = "n_psets"        # psets of the map's latest run (``psmpi status``)
+N_PSETS_ATTR = "n_psets"        # psets the latest run was given, if it knew (``psmpi status``)
 # the tables of a map, one group each
 RESULTS, FAILURES = "results", "failures"
 TABLE_KINDS = (RESULTS, FAILURES)
@@ -51,7 +51,9 @@ LOCK_SUFFIX = ".lock"           # the writer's lock (psmpi.lock)
 RUNNING_SUFFIX = ".running"     # what the workers hold now (psmpi.stalls)
 ATTEMPTS_SUFFIX = ".attempts"   # attempts per pset group (psmpi.attempts)
 BACKUP_INFIX = ".bak-"          # ``<out>.bak-<UTC time>`` (psmpi.history)
-LOG_SUFFIX = ".log"             # the run's log file (psmpi.logfile)
+SIMULATE_SUFFIX = ".simulate"   # ``study.simulate.h5``: the copy simulate=True runs on
+# not beside <out>: the hidden per-run log ``.psmpi-DATE-TIME-PID.log`` in the working directory
+LOG_PREFIX, LOG_SUFFIX = ".psmpi-", ".log"
 
 
 def lock_path(path: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from . import layout
 from .errors import PsmpiError
 
 FAILED_COLOUR = "#d62728"
@@ -53,10 +54,11 @@ def events(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame
             part = pd.DataFrame({
                 "map": name, "map_order": order,
                 "status": "done" if status is None else np.where(
-                    df["_kind"].astype(str) == "crashed", "crashed", "failed"),
-                "start": df["_t_start"].astype(float), "runtime": df["_runtime"].astype(float),
-                "host": df["_host"].astype(str), "rank": df["_rank"].astype(np.int64),
-                "pid": df["_pid"].astype(np.int64)})
+                    df[layout.KIND].astype(str) == "crashed", "crashed", "failed"),
+                "start": df[layout.T_START].astype(float),
+                "runtime": df[layout.RUNTIME].astype(float),
+                "host": df[layout.HOST].astype(str), "rank": df[layout.RANK].astype(np.int64),
+                "pid": df[layout.PID].astype(np.int64)})
             parts.append(part)
     columns = ["map", "map_order", "status", "start", "runtime", "host", "rank", "pid", "end"]
     if not parts:

@@ -18,8 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import psmpi
 from psmpi import store, values
-from psmpi.store import commit
-from psmpi.store import Store
+from psmpi.store import Store, commit
 
 LONG = "λ" * 40_000  # 80 KB of UTF-8: beyond HDF5's 64 KiB object header
 
