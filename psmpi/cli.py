@@ -743,7 +743,7 @@ def _check_psmpi_file(path: str) -> None:
 def _rewrite(final: str, sources: Sequence[str], skip: Sequence[str] = ()) -> dict[str, int]:
     """Build the merged file beside ``final`` and move it into place, holding final's lock."""
     lock = take_lock(final)  # refuses a file a running survey writes
-    tmp = f"{final}.merge-{os.getpid()}.tmp"
+    tmp = layout.merging_path(final, os.getpid())
     try:
         counts = copy_maps(sources, tmp, skip)
         os.replace(tmp, final)
@@ -778,8 +778,7 @@ def _leftovers(path: str) -> list[str]:
     """Temporary files of psmpi processes that died while creating or merging ``path``."""
     found = []
     for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
-        # merge-<pid>.tmp, <pid>.tmp, lock-<pid>-<hex>.tmp (a lock in the making)
-        match = re.fullmatch(r"(?:merge-)?(\d+)\.tmp|lock-(\d+)-[0-9a-f]+\.tmp", tmp[len(path) + 1:])
+        match = re.fullmatch(layout.LEFTOVER_TMP, tmp[len(path) + 1:])
         if match and not pid_alive(int(match.group(1) or match.group(2))):
             found.append(tmp)
             found += [layout.lock_path(tmp)] if os.path.exists(layout.lock_path(tmp)) else []

@@ -55,6 +55,11 @@ SIMULATE_SUFFIX = ".simulate"   # ``study.simulate.h5``: the copy simulate=True 
 # not beside <out>: the hidden per-run log ``.psmpi-DATE-TIME-PID.log`` in the working directory
 LOG_PREFIX, LOG_SUFFIX = ".psmpi-", ".log"
 
+# Temporary files, renamed into place when whole; those of a dead process are leftovers
+# (``psmpi clean``). The names after ``<out>.``: <pid>.tmp (a results file being created),
+# merge-<pid>.tmp (psmpi merge), lock-<pid>-<hex>.tmp (a lock in the making).
+LEFTOVER_TMP = r"(?:merge-)?(\d+)\.tmp|lock-(\d+)-[0-9a-f]+\.tmp"
+
 
 def lock_path(path: str) -> str:
     """The lock file of results file ``path``."""
@@ -69,3 +74,18 @@ def running_path(path: str) -> str:
 def attempts_path(path: str) -> str:
     """The attempt counts of results file ``path``."""
     return path + ATTEMPTS_SUFFIX
+
+
+def creating_path(path: str, pid: int) -> str:
+    """Where process ``pid`` writes a new results file ``path`` before renaming it."""
+    return f"{path}.{pid}.tmp"
+
+
+def merging_path(path: str, pid: int) -> str:
+    """Where ``psmpi merge`` (process ``pid``) builds the merged ``path``."""
+    return f"{path}.merge-{pid}.tmp"
+
+
+def lock_making_path(lock: str, pid: int, tag: str) -> str:
+    """Where process ``pid`` makes lock file ``lock`` before linking it into place."""
+    return f"{lock}-{pid}-{tag}.tmp"

@@ -48,7 +48,7 @@ import uuid
 import warnings
 
 from .errors import StoreError
-from .layout import LOCK_SUFFIX, lock_path
+from .layout import LOCK_SUFFIX, lock_making_path, lock_path
 
 # How long take_lock keeps retrying a lock that other processes are reclaiming or creating.
 PATIENCE = 10.0
@@ -223,7 +223,7 @@ def _cannot_create(lock: str, exc: OSError) -> StoreError:
 
 def _create(lock: str, info: dict) -> _Held | None:
     """Make ``lock`` appear whole and record-locked; None if a lock exists already."""
-    tmp = f"{lock}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = lock_making_path(lock, os.getpid(), uuid.uuid4().hex[:8])
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:

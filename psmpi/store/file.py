@@ -29,6 +29,7 @@ from ..layout import (
     RESULTS,
     TABLE_KINDS,
     VERSION_ATTR,
+    creating_path,
     lock_path,
 )
 from ..lock import release_lock, take_lock, utc_now
@@ -294,7 +295,7 @@ def _cover_the_whole_file(f: h5py.File) -> bool:
 
 def _create_empty(path: str) -> None:
     """Make ``path`` an empty results file: written beside it, then renamed into place."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = creating_path(path, os.getpid())
     try:
         with h5py.File(tmp, "w", locking=False, track_order=True, libver=_CREATE_LIBVER) as f:
             f.attrs[FORMAT_ATTR] = FORMAT

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class Table:
-    """Rows of one table (``results`` or ``failures``) of one map; see the module docstring.
+    """Rows of one table (``results`` or ``failures``) of one map; see :mod:`psmpi.store`.
 
     Obtain one with :meth:`Store.table`; tables of files opened by :func:`read` are read-only.
     """
@@ -129,8 +129,6 @@ class Table:
     def columns(self) -> list[str]:
         """Names of the columns in the file, in creation order."""
         return [c.name for c in self._cols.values() if c.ds is not None]
-
-    # ------------------------------------------------------------------ writing
 
     # ------------------------------------------------------------------ writing
     def admit(self, row: dict) -> str | None:
