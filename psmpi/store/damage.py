@@ -7,7 +7,7 @@ A chunk torn by a writer killed while rewriting it is told from damage by its ch
 from __future__ import annotations
 
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import h5py
 import numpy as np

@@ -8,7 +8,8 @@ the table and which new columns and widenings it needs (applied by :mod:`.commit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np

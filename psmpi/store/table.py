@@ -8,7 +8,8 @@ live with their responsibility: admission in :mod:`.schema`, committing and repa
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
