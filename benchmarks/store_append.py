@@ -2,7 +2,7 @@
 
 Rows have 12 columns (4 int, 4 float, 2 str, 2 bool) and are built before the timing.
 ``psmpi-nosum`` is psmpi's writer with its Fletcher-32 checksums turned off
-(``psmpi.store.FLETCHER32 = False``): the ratio to it is what the checksums cost.
+(``psmpi.store.schema.FLETCHER32 = False``): the ratio to it is what the checksums cost.
 Each writer gets a new file per measurement; the timing covers every batch of the rows
 (for psmpi: admit() of each row, then append() of the batch, a two-phase commit with
 two flushes), not opening or closing the file. The writers take turns within each round.
@@ -30,7 +30,7 @@ CLOCK = time.perf_counter  # --cpu: time.process_time
 TARGET_CHECKSUM_RATIO = 0.95  # psmpi with checksums at most 5 % slower than without
 WRITERS = {
     "psmpi": "psmpi.store.Store.open(path) / .table(name).admit(row) per row + .append(batch)",
-    "psmpi-nosum": "the same, with psmpi.store.FLETCHER32 = False: no checksums on the chunks",
+    "psmpi-nosum": "the same, with psmpi.store.schema.FLETCHER32 = False: no checksums on the chunks",
     "h5py": "plain h5py: 12 resizable chunked datasets (chunks of 4096 rows), per batch one "
             "np.array per column, resize, write, File.flush() (no commit counter)",
     "pandas": "pandas.HDFStore(path).append(key, DataFrame(batch), format table, index=False, "
@@ -65,12 +65,12 @@ def write_psmpi(path: str, batches: list[list[dict]]) -> float:
 
 
 def write_psmpi_nosum(path: str, batches: list[list[dict]]) -> float:
-    from psmpi import store
-    store.FLETCHER32 = False
+    from psmpi.store import schema
+    schema.FLETCHER32 = False
     try:
         return write_psmpi(path, batches)
     finally:
-        store.FLETCHER32 = True
+        schema.FLETCHER32 = True
 
 
 def h5py_dtype(value):

@@ -39,6 +39,7 @@ from typing import Iterable, Iterator
 
 from . import params
 from .errors import StoreError
+from .layout import attempts_path
 
 # psets with this many attempts run one at a time, after the rest of the map.
 ALONE_FROM = 2
@@ -92,7 +93,7 @@ class AttemptLog:
 
     def __init__(self, results_path: str, map_name: str):
         self.results_path = results_path
-        self.path = results_path + ".attempts"
+        self.path = attempts_path(results_path)
         self.map_name = urllib.parse.quote(map_name, safe="")  # no spaces: they split fields
         self.handle = None
         self.pending: list[str] = []  # "returned" lines not written yet

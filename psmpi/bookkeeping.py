@@ -29,14 +29,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-# The columns this module adds to every stored row.
-COLUMNS = ("_run_id", "_run_seq", "_pset_id", "_pset_seq", "_calc_dir")
+from . import layout
 
-# An earlier psmpi (before psweep's names) stored these columns under other names (same
-# meaning and type). A table that has them keeps writing them (so that each quantity has one
-# column per table); every reader renames them.
-LEGACY_NAMES = {"_t_start": "_time_utc", "_runtime": "_pset_runtime"}
-TIME_COLUMN = "_time_utc"  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
+# The columns this module adds to every stored row.
+COLUMNS = (layout.RUN_ID, layout.RUN_SEQ, layout.PSET_ID, layout.PSET_SEQ, layout.CALC_DIR)
+
+LEGACY_NAMES = layout.LEGACY_NAMES
+TIME_COLUMN = layout.TIME_UTC  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
 
 _M64 = (1 << 64) - 1
 _M62 = (1 << 62) - 1
@@ -97,10 +96,10 @@ class RunStamp:
         ids = uuid_strings(self.id_halves(indexes))
         seqs = np.arange(self.next_pset_seq, self.next_pset_seq + k, dtype=np.int64)
         self.next_pset_seq += k
-        return {"_run_id": np.full(k, self.run_id.encode(), dtype="S32"),
-                "_run_seq": np.full(k, self.run_seq, dtype=np.int64),
-                "_pset_id": ids, "_pset_seq": seqs,
-                "_calc_dir": np.char.add(self.calc_prefix, ids)}
+        return {layout.RUN_ID: np.full(k, self.run_id.encode(), dtype="S32"),
+                layout.RUN_SEQ: np.full(k, self.run_seq, dtype=np.int64),
+                layout.PSET_ID: ids, layout.PSET_SEQ: seqs,
+                layout.CALC_DIR: np.char.add(self.calc_prefix, ids)}
 
     def id_halves(self, indexes: np.ndarray) -> np.ndarray:
         """The pset ids of these indexes as :func:`pset_id` makes them, as (upper, lower)

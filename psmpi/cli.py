@@ -36,17 +36,14 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import bookkeeping
+from . import bookkeeping, layout
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, read_owner, release_lock, take_lock
 from .stalls import read_running, seconds_text
-from .store import TABLE_KINDS, Store, Table, check, maps_in, open_h5, reading
+from .store import Store, Table, check, maps_in, open_h5, reading
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Attribute of a map's group holding the number of psets the map was given (written by a
-# run that knows it); without it the total of a map is unknown.
-TOTAL_ATTR = "n_psets"
 REPORT_EXTRA = "pip install 'psmpi[report]'"
 _COPY_CHUNK = 4096
 T = TypeVar("T")
@@ -91,12 +88,12 @@ def unresolved_failures(results: Table | None, failures: Table | None) -> np.nda
     """
     if failures is None or failures.n_rows == 0:
         return np.empty(0, dtype=np.int64)
-    fail = pd.DataFrame({"i": failures.read_column("_pset_index"),
-                         "h": failures.read_column("_pset_hash")})
+    fail = pd.DataFrame({"i": failures.read_column(layout.PSET_INDEX),
+                         "h": failures.read_column(layout.PSET_HASH)})
     fail = fail.drop_duplicates(keep="last")
     if results is not None and results.n_rows:
-        done = pd.MultiIndex.from_arrays([results.read_column("_pset_index"),
-                                          results.read_column("_pset_hash")])
+        done = pd.MultiIndex.from_arrays([results.read_column(layout.PSET_INDEX),
+                                          results.read_column(layout.PSET_HASH)])
         fail = fail[~pd.MultiIndex.from_frame(fail).isin(done)]
     return fail.index.to_numpy(dtype=np.int64)
 
@@ -132,8 +129,8 @@ def _raw_column(table: Table, name: str) -> np.ndarray:
 def _time_span(table: Table | None) -> tuple[float | None, float | None]:
     if table is None or table.n_rows == 0:
         return None, None
-    start = _raw_column(table, "_time_utc")  # POSIX seconds
-    end = start + np.nan_to_num(_raw_column(table, "_pset_runtime"))
+    start = _raw_column(table, layout.TIME_UTC)  # POSIX seconds
+    end = start + np.nan_to_num(_raw_column(table, layout.PSET_RUNTIME))
     if not np.isfinite(start).any():
         return None, None
     return float(np.nanmin(start)), float(np.nanmax(end))
@@ -144,9 +141,9 @@ def summarise_map(f: h5py.File, name: str) -> MapSummary:
     rows = unresolved_failures(results, failures)
     crashed = 0
     if rows.size:
-        kinds = failures.read_column("_kind")[rows]
+        kinds = failures.read_column(layout.KIND)[rows]
         crashed = int((kinds == "crashed").sum())
-    total = f[name].attrs.get(TOTAL_ATTR)
+    total = f[name].attrs.get(layout.N_PSETS_ATTR)
     spans = [s for s in (_time_span(results), _time_span(failures)) if s[0] is not None]
     return MapSummary(name=name, done=results.n_rows if results else 0,
                       failed=int(rows.size) - crashed, crashed=crashed,
@@ -167,7 +164,7 @@ def lock_owner(path: str) -> tuple[int, str] | None:
     checked, so any readable lock counts.
     """
     try:
-        owner = read_owner(path + ".lock")  # never reopens a lock this process holds
+        owner = read_owner(layout.lock_path(path))  # never reopens a lock this process holds
         pid, host = int(owner["pid"]), str(owner["host"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -188,7 +185,7 @@ def running_now(path: str) -> dict | None:
 
 def writer_of(path: str) -> str | None:
     """Who holds the lock of ``path``, in words; None if nobody."""
-    lock = path + ".lock"
+    lock = layout.lock_path(path)
     try:
         owner = read_owner(lock)  # never opens a lock this process holds: that would drop it
         pid, host = int(owner["pid"]), str(owner["host"])
@@ -354,7 +351,7 @@ def _visible_columns(table: Table, kind: str, wanted: list[str] | None, every: b
     if every:
         return columns
     shown = [c for c in columns if not c.startswith("_")]
-    return shown + ["_kind", "_exception"] if kind == "failures" else shown
+    return shown + [layout.KIND, layout.EXCEPTION] if kind == "failures" else shown
 
 
 def _read_frames(f: h5py.File, args: argparse.Namespace, kind: str) -> list[tuple[str, pd.DataFrame, list[str]]]:
@@ -428,15 +425,15 @@ def _is_null(value: Any) -> bool:
 
 
 def _describe_failure(row: pd.Series, short: bool) -> str:
-    index, kind, message = int(row["_pset_index"]), row["_kind"], row["_exception"]
+    index, kind, message = int(row[layout.PSET_INDEX]), row[layout.KIND], row[layout.EXCEPTION]
     if short:
         return f"pset {index}  {kind}  {message}  {_pset_text(row)}"
     where = ""
-    if pd.notna(row["_time_utc"]):  # a skipped crashed pset did not run at all
-        where = (f" on host {row['_host']}, rank {row['_rank']}, pid {row['_pid']}, "
-                 f"started {_clock(row['_time_utc'].timestamp())}")
+    if pd.notna(row[layout.TIME_UTC]):  # a skipped crashed pset did not run at all
+        where = (f" on host {row[layout.HOST]}, rank {row[layout.RANK]}, pid {row[layout.PID]}, "
+                 f"started {_clock(row[layout.TIME_UTC].timestamp())}")
     lines = [f"--- pset {index} ({kind}){where}", f"    pset: {_pset_text(row)}", f"    {message}"]
-    tb = str(row["_traceback"] or "").rstrip()
+    tb = str(row[layout.TRACEBACK] or "").rstrip()
     if tb:
         lines += ["    " + line for line in tb.splitlines()]
     return "\n".join(lines)
@@ -446,15 +443,15 @@ def cmd_failures(args: argparse.Namespace) -> int:
     found = 0
     for name, df in _reading(args.file, lambda f: _read_failures(f, args)):
         if args.kind and len(df):
-            df = df[df["_kind"] == args.kind]
+            df = df[df[layout.KIND] == args.kind]
         found += len(df)
         which = _plural(len(df), "failed attempt" if args.all else "failed pset")
-        counts = ", ".join(f"{k}: {n}" for k, n in df["_kind"].value_counts().items()) if len(df) else ""
+        counts = ", ".join(f"{k}: {n}" for k, n in df[layout.KIND].value_counts().items()) if len(df) else ""
         print(f"map {name!r}: {which}{'' if args.all else ' without a result'}"
               f"{f' ({counts})' if counts else ''}")
         for _, row in df.iterrows():
             print(_describe_failure(row, args.short))
-        common = df["_exception"].value_counts().head(5) if len(df) else pd.Series(dtype=int)
+        common = df[layout.EXCEPTION].value_counts().head(5) if len(df) else pd.Series(dtype=int)
         if len(common) and common.iloc[0] > 1:
             print("most common:")
             for message, n in common.items():
@@ -507,16 +504,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- report
 def _timing_frames(f: h5py.File, maps: Sequence[str] | None) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """The columns the report draws from, per map and table; ``_time_utc`` in POSIX seconds."""
-    columns = ["_time_utc", "_pset_runtime", "_host", "_rank", "_pid"]
+    columns = [layout.TIME_UTC, layout.PSET_RUNTIME, layout.HOST, layout.RANK, layout.PID]
     out = {}
     for name in _selected_maps(f, maps):
         frames = []
-        for kind in TABLE_KINDS:
+        for kind in layout.TABLE_KINDS:
             table = _table(f, name, kind)
             if table is None or table.n_rows == 0:
-                frames.append(pd.DataFrame(columns=columns + ["_kind"]))
+                frames.append(pd.DataFrame(columns=columns + [layout.KIND]))
             else:
-                wanted = columns + (["_kind"] if kind == "failures" else [])
+                wanted = columns + ([layout.KIND] if kind == "failures" else [])
                 stored = [bookkeeping.stored_name(table.columns, c) for c in wanted]
                 frames.append(bookkeeping.with_current_names(table.read(columns=stored)))
         out[name] = (frames[0], frames[1])
@@ -609,9 +606,9 @@ def _judge(call: _MapCall) -> tuple[str, list[str]]:
     if len(missing):
         lines = []
         for _, row in missing.iterrows():
-            lines.append(f"pset {int(row['_pset_index'])} {_pset_text(row)}: "
-                         f"{row['_kind']}: {row['_exception']}")
-            lines += str(row.get("_traceback") or "").rstrip().splitlines()
+            lines.append(f"pset {int(row[layout.PSET_INDEX])} {_pset_text(row)}: "
+                         f"{row[layout.KIND]}: {row[layout.EXCEPTION]}")
+            lines += str(row.get(layout.TRACEBACK) or "").rstrip().splitlines()
         return "FAIL", lines
     if not len(res.results):
         return "EMPTY", ["no psets: nothing was tested"]
@@ -675,7 +672,7 @@ class _Dedup:
     def results(self, rows: list[dict], source: int) -> list[bool]:
         keep = []
         for row in rows:
-            h = row["_pset_hash"]
+            h = row[layout.PSET_HASH]
             self.seen[h] += 1
             self.result_sources[h].add(source)
             keep.append(self.seen[h] > self.present[h])
@@ -689,9 +686,10 @@ class _Dedup:
     def failures(self, rows: list[dict], source: int) -> list[bool]:
         keep = []
         for row in rows:
-            h = row.get("_pset_hash")
+            h = row.get(layout.PSET_HASH)
             attempt = tuple(None if _is_null(v) else v for v in (
-                h, row.get("_pset_index"), row.get("_time_utc"), row.get("_pid"), row.get("_host")))
+                h, row.get(layout.PSET_INDEX), row.get(layout.TIME_UTC), row.get(layout.PID),
+                row.get(layout.HOST)))
             elsewhere = bool(self.result_sources.get(h, set()) - {source})
             owner = self.failure_source.setdefault(h, source)
             keep.append(not elsewhere and owner == source and attempt not in self.attempts)
@@ -740,7 +738,7 @@ def copy_maps(sources: Sequence[str], target: str, skip: Sequence[str] = ()) -> 
     copied: collections.Counter = collections.Counter()
     dedup: dict[str, _Dedup] = collections.defaultdict(_Dedup)
     with Store.open(target) as store:
-        for kind in TABLE_KINDS:
+        for kind in layout.TABLE_KINDS:
             for k, source in enumerate(unique):
                 with open_h5(source, "r") as f:
                     for name in maps_in(f):
@@ -765,7 +763,7 @@ def _check_psmpi_file(path: str) -> None:
 def _rewrite(final: str, sources: Sequence[str], skip: Sequence[str] = ()) -> dict[str, int]:
     """Build the merged file beside ``final`` and move it into place, holding final's lock."""
     lock = take_lock(final)  # refuses a file a running survey writes
-    tmp = f"{final}.merge-{os.getpid()}.tmp"
+    tmp = layout.merging_path(final, os.getpid())
     try:
         counts = copy_maps(sources, tmp, skip)
         os.replace(tmp, final)
@@ -800,18 +798,17 @@ def _leftovers(path: str) -> list[str]:
     """Temporary files of psmpi processes that died while creating or merging ``path``."""
     found = []
     for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
-        # merge-<pid>.tmp, <pid>.tmp, lock-<pid>-<hex>.tmp (a lock in the making)
-        match = re.fullmatch(r"(?:merge-)?(\d+)\.tmp|lock-(\d+)-[0-9a-f]+\.tmp", tmp[len(path) + 1:])
+        match = re.fullmatch(layout.LEFTOVER_TMP, tmp[len(path) + 1:])
         if match and not pid_alive(int(match.group(1) or match.group(2))):
             found.append(tmp)
-            found += [tmp + ".lock"] if os.path.exists(tmp + ".lock") else []
+            found += [layout.lock_path(tmp)] if os.path.exists(layout.lock_path(tmp)) else []
     return found
 
 
 def _simulation_copy(path: str) -> str | None:
     """The copy a ``simulate=True`` run made of ``path``, if there is one and it is psmpi's."""
     stem, ext = os.path.splitext(path)
-    copy = stem + ".simulate" + (ext or ".h5")
+    copy = stem + layout.SIMULATE_SUFFIX + (ext or ".h5")
     try:
         _check_psmpi_file(copy)
     except StoreError:
@@ -822,11 +819,11 @@ def _simulation_copy(path: str) -> str | None:
 def _clean_targets(path: str, backups: bool) -> list[str]:
     """What ``psmpi clean FILE`` removes: the file and everything psmpi made beside it."""
     simulation = _simulation_copy(path)
-    files = [path, path + ".attempts"]
-    files += [simulation, simulation + ".attempts"] if simulation else []
+    files = [path, layout.attempts_path(path)]
+    files += [simulation, layout.attempts_path(simulation)] if simulation else []
     found = [f for f in files if os.path.exists(f)] + _leftovers(path)
     if backups:
-        found += sorted(glob.glob(glob.escape(path) + ".bak-*"))
+        found += sorted(glob.glob(glob.escape(path) + layout.BACKUP_INFIX + "*"))
     return found
 
 
@@ -865,7 +862,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.map:
         return _remove_maps(path, args.map, args.yes, args.dry_run)
     targets = _clean_targets(path, args.backups)
-    lock = [path + ".lock"] if os.path.exists(path + ".lock") else []
+    lock = [layout.lock_path(path)] if os.path.exists(layout.lock_path(path)) else []
     if not targets and not lock:
         raise CliError(f"{path} does not exist; nothing to clean")
     described = []

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterable
 
 from .errors import ConfigError, StoreError
+from .layout import BACKUP_INFIX
 from .lock import release_lock, take_lock
 
 # Keep free after a backup, so the run that follows still has room for its commits
@@ -83,7 +84,7 @@ def backup_results(path: str | os.PathLike, calc_dir: str | os.PathLike | None =
 
 def _free_suffix(sources: list[str]) -> str:
     """``.bak-<stamp>``, with ``-2``, ``-3``... when a backup of this second exists."""
-    base = ".bak-" + backup_stamp()
+    base = BACKUP_INFIX + backup_stamp()
     for n in range(1, 1000):
         suffix = base if n == 1 else f"{base}-{n}"
         if not any(os.path.lexists(src + suffix) for src in sources):

@@ -48,6 +48,7 @@ import uuid
 import warnings
 
 from .errors import StoreError
+from .layout import LOCK_SUFFIX, lock_making_path, lock_path
 
 # How long take_lock keeps retrying a lock that other processes are reclaiming or creating.
 PATIENCE = 10.0
@@ -120,7 +121,7 @@ def take_lock(path: str) -> str:
         Another live process (or this one) holds the lock, the lock cannot be read, or
         the directory is not writable.
     """
-    lock = path + ".lock"
+    lock = lock_path(path)
     info = {"host": socket.gethostname(), "pid": os.getpid(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "started": utc_now()}
     with _mutex:
@@ -214,7 +215,7 @@ def _record_lock(fd: int, exclusive: bool = True) -> str:
 def _cannot_create(lock: str, exc: OSError) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = (f"free disk space (or fix the file system) and run the same command again: "
-               f"the rows committed to {lock.removesuffix('.lock')} are kept")
+               f"the rows committed to {lock.removesuffix(LOCK_SUFFIX)} are kept")
     else:
         fix = "choose a writable directory"
     return StoreError(f"cannot create the lock file {lock}: {exc.strerror or exc}; {fix}")
@@ -222,7 +223,7 @@ def _cannot_create(lock: str, exc: OSError) -> StoreError:
 
 def _create(lock: str, info: dict) -> _Held | None:
     """Make ``lock`` appear whole and record-locked; None if a lock exists already."""
-    tmp = f"{lock}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = lock_making_path(lock, os.getpid(), uuid.uuid4().hex[:8])
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:

@@ -24,6 +24,7 @@ import sys
 import threading
 import warnings
 
+from .layout import LOG_PREFIX, LOG_SUFFIX
 from .task import HOST
 from .utils import vmem
 
@@ -57,9 +58,9 @@ class RunLog:
     def create(cls, directory: str = ".") -> "RunLog":
         """A new, empty log in ``directory``: ``.psmpi-YYYYmmdd-HHMMSS-PID[-N].log``."""
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = os.path.join(os.path.abspath(directory), f".psmpi-{stamp}-{os.getpid()}")
+        base = os.path.join(os.path.abspath(directory), f"{LOG_PREFIX}{stamp}-{os.getpid()}")
         for attempt in range(100):
-            path = base + (f"-{attempt}" if attempt else "") + ".log"
+            path = base + (f"-{attempt}" if attempt else "") + LOG_SUFFIX
             try:
                 # "x": O_EXCL, so a second run (same pid on another host sharing the
                 # directory, same second) gets a name of its own.

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from . import params
+from . import layout, params
 from .errors import ConfigError
 
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -187,11 +187,11 @@ def missing_psets(space: Any, results: Any, name: str | None = None, *,
             raise ConfigError(f"missing_psets: on={on}, but {lacking} are not columns of both "
                               f"the results {list(df.columns)} and the space {space.keys}")
         return params.subtract(space, df[on])
-    if "_pset_hash" not in df.columns:
+    if layout.PSET_HASH not in df.columns:
         raise ConfigError("missing_psets: the results have no _pset_hash column (read them "
                           "with psmpi.read, which keeps it), or pass on=[keys] to compare "
                           "parameter columns")
-    stored = collections.Counter(df["_pset_hash"].astype(str))
+    stored = collections.Counter(df[layout.PSET_HASH].astype(str))
     keys = space.keys
 
     def rows() -> Any:

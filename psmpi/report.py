@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from . import layout
 from .bookkeeping import posix_seconds
 from .errors import PsmpiError
 
@@ -54,11 +55,11 @@ def events(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame
             part = pd.DataFrame({
                 "map": name, "map_order": order,
                 "status": "done" if status is None else np.where(
-                    df["_kind"].astype(str) == "crashed", "crashed", "failed"),
-                "start": posix_seconds(df["_time_utc"]),
-                "runtime": df["_pset_runtime"].astype(float),
-                "host": df["_host"].astype(str), "rank": df["_rank"].astype(np.int64),
-                "pid": df["_pid"].astype(np.int64)})
+                    df[layout.KIND].astype(str) == "crashed", "crashed", "failed"),
+                "start": posix_seconds(df[layout.TIME_UTC]),
+                "runtime": df[layout.PSET_RUNTIME].astype(float),
+                "host": df[layout.HOST].astype(str), "rank": df[layout.RANK].astype(np.int64),
+                "pid": df[layout.PID].astype(np.int64)})
             parts.append(part)
     columns = ["map", "map_order", "status", "start", "runtime", "host", "rank", "pid", "end"]
     if not parts:

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from . import layout
 from .utils import format_bytes
 from .values import hash_token
 
@@ -406,9 +407,9 @@ class Missing(pd.DataFrame):
 
         rows = as_space(self.df).to_list()
         originals = self._psets
-        if not originals or "_pset_index" not in self.columns:
+        if not originals or layout.PSET_INDEX not in self.columns:
             return rows
-        for i, index in enumerate(self["_pset_index"].tolist()):
+        for i, index in enumerate(self[layout.PSET_INDEX].tolist()):
             original = originals.get(index)
             if original is not None and _holds(rows[i], original):
                 rows[i] = dict(original)  # per-pset ray options stay out

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence
 import numpy as np
 import pandas as pd
 
-from . import bookkeeping, config, params, task, workflow
+from . import bookkeeping, config, layout, params, task, workflow
 from .attempts import AttemptLog, Suspects
 from .bookkeeping import RunStamp
 from .backends import Backend
@@ -63,8 +63,8 @@ RESUME_BATCH = 4096
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.
-BOOK_COLUMNS = ("_pset_index", "_pset_hash", "_rank", "_host", "_pid", "_time_utc",
-                "_pset_runtime")
+BOOK_COLUMNS = (layout.PSET_INDEX, layout.PSET_HASH, layout.RANK, layout.HOST, layout.PID,
+                layout.TIME_UTC, layout.PSET_RUNTIME)
 
 
 # Commit once the buffered results of rows that came pickled (those with arrays, say)
@@ -107,7 +107,7 @@ class RowWriter:
         problem = self.tables[kind].admit_columns(values)
         if problem is None:
             self.chunks[kind].append((values, book))
-            self.buffered(len(book["_pset_index"]))
+            self.buffered(len(book[layout.PSET_INDEX]))
         return problem
 
     def buffered(self, n: int) -> None:
@@ -146,18 +146,18 @@ class RowWriter:
     def append(self, kind: str, values: dict[str, Any], book: dict[str, Any]) -> None:
         """Commit rows given as columns to table ``kind``, remembering where they went."""
         columns = {key: np.array(book[key]) for key in BOOK_COLUMNS}
-        columns.update(self.stamp.columns(columns["_pset_index"]))
+        columns.update(self.stamp.columns(columns[layout.PSET_INDEX]))
         table = self.tables[kind]
         # a table an older psmpi began keeps its names for the columns it renamed since
         for name, stored_name in bookkeeping.stored_names(table.columns).items():
             columns[stored_name] = columns.pop(name)
         try:
-            stored = table.append_values(values, len(columns["_pset_index"]), columns)
+            stored = table.append_values(values, len(columns[layout.PSET_INDEX]), columns)
         except StoreError:
             self.failed = True
             raise
         self.stored_rows[kind].extend(stored)
-        self.stored_indexes[kind].frombytes(columns["_pset_index"].astype(np.int64).tobytes())
+        self.stored_indexes[kind].frombytes(columns[layout.PSET_INDEX].astype(np.int64).tobytes())
 
     def read(self, kind: str, user_columns_only: bool = False) -> pd.DataFrame:
         """This map's rows of table ``kind``, in pset order, as :func:`psmpi.read` gives them."""
@@ -268,9 +268,10 @@ class MapRun:
         """Store a group that came as columns in one piece; False if the table refuses it."""
         indexes = outcome.indexes
         n = len(indexes)
-        book = {"_pset_index": indexes, "_pset_hash": outcome.digests, "_rank": [outcome.rank] * n,
-                "_host": [outcome.host] * n, "_pid": [outcome.pid] * n,
-                "_time_utc": outcome.t_starts, "_pset_runtime": outcome.runtimes}
+        book = {layout.PSET_INDEX: indexes, layout.PSET_HASH: outcome.digests,
+                layout.RANK: [outcome.rank] * n, layout.HOST: [outcome.host] * n,
+                layout.PID: [outcome.pid] * n,
+                layout.TIME_UTC: outcome.t_starts, layout.PSET_RUNTIME: outcome.runtimes}
         if writer.add_columns("results", outcome.columns, book) is not None:
             return False
         pop = self.inflight.pop
@@ -283,8 +284,8 @@ class MapRun:
         kind, message, traceback_text = error
         self.failed_psets[book[0]] = pset  # as given, for missing.to_psets()
         row = dict(pset)
-        row.update({"_kind": kind, "_exception": task.encodable(message),
-                    "_traceback": task.encodable(traceback_text)})
+        row.update({layout.KIND: kind, layout.EXCEPTION: task.encodable(message),
+                    layout.TRACEBACK: task.encodable(traceback_text)})
         problem = writer.add("failures", row, book)
         index = book[0]
         if problem is not None:
@@ -304,7 +305,7 @@ class MapRun:
         committed_before = results_table.n_rows
         # repeat=True: every pset is computed again, as a new row with new ids.
         resume = None if not committed_before or self.settings.repeat else \
-            ResumeIndex(results_table.read_column("_pset_hash", decode=False))
+            ResumeIndex(results_table.read_column(layout.PSET_HASH, decode=False))
         self.progress.total = self.estimated_total(committed_before)
         self.reporter.start(self.progress, store.path)
         if self.length is not None and store.path is not None:
@@ -352,9 +353,9 @@ class MapRun:
         """
         last_run, last_pset = -1, -1
         for table in tables:
-            if table.n_rows and "_run_seq" in table.columns:
-                last_run = max(last_run, int(table.read_column("_run_seq").max()))
-                last_pset = max(last_pset, int(table.read_column("_pset_seq").max()))
+            if table.n_rows and layout.RUN_SEQ in table.columns:
+                last_run = max(last_run, int(table.read_column(layout.RUN_SEQ).max()))
+                last_pset = max(last_pset, int(table.read_column(layout.PSET_SEQ).max()))
         return RunStamp(self.task.run_id, self.task.pset_key, last_run + 1, last_pset + 1,
                         self.settings.calc_dir)
 
@@ -413,12 +414,12 @@ class MapRun:
     def stored_timeouts(writer: RowWriter) -> dict[int, str]:
         """pset index -> pset hash of the ``timeout`` failure rows stored by earlier runs."""
         failures = writer.tables["failures"]
-        if not failures.n_rows or "_kind" not in failures.columns:
+        if not failures.n_rows or layout.KIND not in failures.columns:
             return {}
-        kinds = failures.read_column("_kind")
+        kinds = failures.read_column(layout.KIND)
         rows = np.flatnonzero(kinds == task.TIMEOUT)
-        indexes = failures.read_column("_pset_index")[rows]
-        digests = failures.read_column("_pset_hash")[rows]
+        indexes = failures.read_column(layout.PSET_INDEX)[rows]
+        digests = failures.read_column(layout.PSET_HASH)[rows]
         return {int(i): d.decode() if isinstance(d, bytes) else str(d)
                 for i, d in zip(indexes, digests)}
 

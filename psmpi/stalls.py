@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend, Held
+from .layout import running_path
 
 STALL_FLOOR_SECONDS = 60.0
 STALL_ENV = "PSMPI_STALL_SECONDS"  # replaces the floor: lets tests stall within a second
@@ -50,7 +51,6 @@ WRITE_SECONDS = 5.0   # how often <results file>.running is rewritten at most
 MAX_LISTED = 100      # holders written to the .running file, longest-held first
 PSETS_LISTED = 3      # pset values shown per holder
 PSET_CHARS = 80       # longest repr of one pset value in a report
-RUNNING_SUFFIX = ".running"
 
 
 def stall_floor(environ=os.environ) -> float:
@@ -120,7 +120,7 @@ class Watch:
         self.timeout = timeout
         self.name = name
         self.floor = stall_floor()
-        self.running_path = None if path is None else path + RUNNING_SUFFIX
+        self.running_path = None if path is None else running_path(path)
         if self.running_path is not None:
             # Only the lock holder (this process, now) writes it: one found is a killed run's.
             remove(self.running_path)
@@ -262,7 +262,7 @@ def read_running(path: str, writer_pid: int, writer_host: str) -> dict | None:
     read is ignored: None.
     """
     try:
-        with open(path + RUNNING_SUFFIX, encoding="utf-8") as fh:
+        with open(running_path(path), encoding="utf-8") as fh:
             document = json.load(fh)
         if int(document["pid"]) != writer_pid or document["host"] != writer_host:
             return None

@@ -248,7 +248,7 @@ class Task:
 
 
 # Exact types a column may hold: they pickle, unpickle anywhere numpy is, and the store
-# takes them as one scalar kind each (psmpi.store._KINDS without arrays).
+# takes them as one scalar kind each (values.COLUMN_KINDS without arrays).
 COLUMN_TYPES = frozenset({bool, int, float, str, type(None), np.bool_, np.str_, np.float16,
                           np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
                           np.uint8, np.uint16, np.uint32})

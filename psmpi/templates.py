@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import params
+from . import layout, params
 from .errors import ConfigError, PsetError, StoreError
 
 # Placeholders psmpi fills in besides the pset's own keys.
-RESERVED = ("_pset_hash", "_pset_index")
+RESERVED = (layout.PSET_HASH, layout.PSET_INDEX)
 MACHINE_RESERVED = ("_machine",)
 INFO_KEYS = ("subcmd",)
 _MACHINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -302,7 +302,7 @@ def prep_batch(psets: Any, templates_dir: str | os.PathLike = "templates",
                          f"prep_batch again") from exc
     written = {digest for _, digest, _ in new}
     df = pd.DataFrame(plist, columns=space.keys)
-    df["_pset_hash"] = hashes
+    df[layout.PSET_HASH] = hashes
     df["_pset_dir"] = [os.path.join(os.fspath(calc_dir), h) for h in hashes]
     df["_new"] = [h in written for h in hashes]
     return df

@@ -39,6 +39,7 @@ import base64
 import datetime
 import json
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -133,7 +134,10 @@ def tree(v: Any, note: Pickled | None = None) -> Any:
         return {"__numpy__": {"dtype": v.dtype.str, "data": _b64(v.tobytes())}}
     if _pandas_timestamp(v):
         zone = getattr(v.tz, "key", None) or getattr(v.tz, "zone", None)
-        return {"__timestamp__": [v.isoformat(), zone] if zone else v.isoformat()}
+        # a named zone: the instant in UTC (a zone's old local offsets may hold seconds,
+        # "+09:18:59", which pandas cannot parse back)
+        return {"__timestamp__": [v.tz_convert("UTC").isoformat(), zone] if zone
+                else v.isoformat()}
     if t is datetime.datetime:
         zone = getattr(v.tzinfo, "key", None)  # a zoneinfo zone: ISO keeps only the offset
         return {"__datetime__": [v.isoformat(), zone] if zone else v.isoformat()}
@@ -173,6 +177,21 @@ def _ndarray(spec: dict, unpickle: bool | str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 
+def _timestamp(iso: str) -> Any:
+    """The pandas.Timestamp of ISO text, also with a UTC offset in seconds ("+00:09:21",
+    as local mean times have), which pandas cannot parse itself."""
+    import pandas as pd
+    try:
+        return pd.Timestamp(iso)
+    except ValueError:
+        local, sign, offset = iso[:-9], iso[-9], iso[-8:]  # "+HH:MM:SS"
+        if sign not in "+-" or offset[2::3] != "::":
+            raise
+        hours, minutes, seconds = map(int, offset.split(":"))
+        delta = datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        return pd.Timestamp(local).tz_localize(datetime.timezone(-delta if sign == "-" else delta))
+
+
 def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
     if tag == "__int__":
         return int(x, 16)
@@ -196,8 +215,7 @@ def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
     if tag == "__timedelta__":
         return datetime.timedelta(days=x[0], seconds=x[1], microseconds=x[2])
     if tag == "__timestamp__":
-        import pandas as pd
-        return pd.Timestamp(x[0]).tz_convert(x[1]) if type(x) is list else pd.Timestamp(x)
+        return _timestamp(x[0]).tz_convert(x[1]) if type(x) is list else _timestamp(x)
     if tag == "__numpy__":
         dtype = np.dtype(x["dtype"])
         if dtype.itemsize == 0:  # np.str_(""), np.bytes_(b""): frombuffer refuses them
@@ -235,6 +253,67 @@ def decode(data: bytes, unpickle: bool | str = False) -> Any:
 def exact_in_float(v: Any) -> bool:
     """Whether int ``v`` converts to float64 without loss (|v| <= 2**53)."""
     return -FLOAT_EXACT <= v <= FLOAT_EXACT
+
+
+# ---------------------------------------------------------------------- kinds of stored columns
+# The kinds a column of the results store can have, and which values make which kind (see
+# psmpi.store for the table). What is HDF5's business (the dtype of a general column, chunks,
+# fill values) is psmpi.store.schema's.
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# type(value) -> kind: the fast path of admission; other types go through slow_kind.
+COLUMN_KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", float: "float",
+                                 str: "str", np.str_: "str", type(None): "null",
+                                 np.ndarray: "array"}
+COLUMN_KINDS.update({t: "int" for t in (np.int8, np.int16, np.int32, np.int64,
+                                        np.uint8, np.uint16, np.uint32)})
+COLUMN_KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
+SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"),
+              ((float, np.floating), "float"), (str, "str"), (np.ndarray, "array"))
+PLAIN_NOT_STR = frozenset(("bool", "float"))  # kinds whose every value fits their column
+SCALAR_KINDS = frozenset(("bool", "int", "float", "str"))
+STR_MAX_CHARS = STR_MAX_BYTES // 4  # chars that surely fit: UTF-8 takes at most 4 bytes a char
+FLOAT_TYPES = frozenset((float, type(None), np.float64, np.float32, np.float16))
+# dtypes of the native kinds; an "array" column takes its values' dtype
+DTYPES = {"bool": np.dtype(bool), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
+          "str": np.dtype("S16")}
+
+
+def slow_kind(v: Any) -> str | None:
+    """The kind of a value whose exact type is not in COLUMN_KINDS (subclasses, rarer numpy
+    types); None: no native kind."""
+    if isinstance(v, np.timedelta64):  # a numpy integer to isinstance, but a duration: general
+        return None
+    return next((kind for types, kind in SLOW_KINDS if isinstance(v, types)), None)
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (lone surrogates it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def str_width(nbytes: int) -> int:
+    """Width of a "str" column (UTF-8 in fixed-width bytes) for strings of up to ``nbytes``:
+    a power of two, so widening copies are rare."""
+    return max(16, 1 << max(0, nbytes - 1).bit_length())
+
+
+def exact_as_float(ints: np.ndarray) -> bool:
+    """Whether every int64 of ``ints`` converts to float64 and back unchanged."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        back = ints.astype(np.float64).astype(np.int64)
+    return bool(np.array_equal(back, ints)) and bool((ints != I64_MAX).all())
+
+
+def plain(v: Any) -> Any:
+    """A value read from a native column as the Python value a worker returns."""
+    if isinstance(v, np.generic) and not isinstance(v, np.datetime64):
+        return v.item()
+    return v
 
 
 # ================================================================ pset values
@@ -308,17 +387,6 @@ def _unencodable_part(v: Any) -> str | None:
         return None
     name = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
     return f"a value of type {name}"
-
-
-def utf8_encodable(text: str) -> bool:
-    """Whether UTF-8 can encode ``text``: not if it holds a lone surrogate."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # ---- hash tokens. A pset's canonical text (psmpi.params._encoded) is its keys, sorted, each

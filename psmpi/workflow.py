@@ -17,8 +17,7 @@ from typing import Any, Callable
 
 from . import history
 from .errors import StoreError
-
-SIMULATE_SUFFIX = ".simulate"
+from .layout import SIMULATE_SUFFIX, attempts_path, lock_path
 
 
 def simulated_worker(pset: dict) -> None:
@@ -35,15 +34,15 @@ def simulation_path(path: str | None) -> str | None:
         return None
     stem, ext = os.path.splitext(path)
     copy = stem + SIMULATE_SUFFIX + (ext or ".h5")
-    for leftover in (copy, copy + ".attempts", copy + ".lock"):
+    for leftover in (copy, attempts_path(copy), lock_path(copy)):
         if os.path.exists(leftover):
             os.unlink(leftover)
-    for source, target in ((path, copy), (path + ".attempts", copy + ".attempts")):
+    for source, target in ((path, copy), (attempts_path(path), attempts_path(copy))):
         if os.path.exists(source):
             try:
                 shutil.copyfile(source, target)
             except OSError as exc:  # a full disk: no half copy to simulate on
-                for made in (copy, copy + ".attempts"):
+                for made in (copy, attempts_path(copy)):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(made)
                 raise StoreError(f"cannot copy {source} to {target} for simulate=True "

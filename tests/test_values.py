@@ -18,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import psmpi
 from psmpi import store, values
-from psmpi.store import Store
+from psmpi.store import Store, commit
 
 LONG = "λ" * 40_000  # 80 KB of UTF-8: beyond HDF5's 64 KiB object header
 
@@ -148,13 +148,13 @@ def test_general_columns_read_with_plain_h5py(tmp_path):
 
 # ---------------------------------------------------------------- interrupted widening
 def _widen_and_die(path, when):
-    def swap_in(self, col):
+    def swap_in(table, col):
         if when == "after delete":
-            del self._g["columns"][col.name]
-            self._store._f.flush()
+            del table._g["columns"][col.name]
+            table._store._f.flush()
         os._exit(9)
 
-    store.Table._swap_in = swap_in
+    commit._swap_in = swap_in
     s = Store.open(path)
     put(s.table("m"), [{"y": [1, 2]}])
     os._exit(0)  # not reached

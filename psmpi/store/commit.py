@@ -1,0 +1,382 @@
+"""Committing rows: gathering values into arrays, the two-phase commit, widening columns,
+and the repair a writer makes of what a killed writer left.
+
+Every append is a two-phase commit: schema changes (new datasets, widening) are made and
+flushed first, then every heap and column is resized and written, the file is flushed,
+``n_committed`` is written and the file is flushed again. A widening writes the new column
+(and heap) aside in staging/, flushes, then swaps it in; the next writer finishes or undoes
+an interrupted one (:func:`_repair`) and truncates the uncommitted tail.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from .. import values as _values
+from ..errors import DamageError, InternalError, StoreError
+from ..layout import COLUMNS, HEAPS, KIND_ATTR, N_COMMITTED, NULLS, STAGING
+from ..values import FLOAT_TYPES, STR_MAX_CHARS, plain, str_width
+from . import schema
+from .damage import _torn_chunk
+from .rows import _nulls, _raw, _slice
+from .schema import (
+    _HEAP_CHUNK,
+    _POINTER,
+    _admit_array,
+    _chunks,
+    _Column,
+    _fill,
+    _kind_of,
+)
+
+if TYPE_CHECKING:
+    from .table import Table
+
+# Rows copied at a time when a column is widened.
+_COPY_ROWS = 1 << 20
+
+
+def _create_counter(group: h5py.Group) -> None:
+    """``n_committed``: a scalar stored in its object header (compact layout), which HDF5
+    checksums; a chunk of its own would cost more and the scalar stays plain to read."""
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_layout(h5py.h5d.COMPACT)
+    ds = h5py.h5d.create(group.id, N_COMMITTED.encode(), h5py.h5t.STD_I64LE,
+                         h5py.h5s.create(h5py.h5s.SCALAR), dcpl=plist)
+    ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(0, dtype=np.int64))
+
+
+def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Dataset:
+    return group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=bool, chunks=(8192,),
+                                fillvalue=null, fletcher32=schema.FLETCHER32)
+
+
+def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
+    """Grow ``ds`` to ``n0 + len(array)`` rows and write ``array`` there (h5py's low-level API)."""
+    ds.id.set_extent((n0 + array.shape[0],) + array.shape[1:])
+    space = ds.id.get_space()
+    space.select_hyperslab((n0,) + (0,) * (array.ndim - 1), array.shape)
+    ds.id.write(h5py.h5s.create_simple(array.shape), space, array)
+
+
+def append_values(table: Table, values: dict[str, Any], k: int,
+                  columns: dict[str, np.ndarray] | None = None) -> range:
+    """Commit ``k`` admitted rows given as ``{key: sequence of k values}``: apply
+    pending schema changes, then a two-phase commit (:meth:`Table.append_values`)."""
+    store = table._store
+    if store is None or store._f is None:
+        raise StoreError(f"{table} is read-only or its store is closed")
+    if not k:
+        return range(table._n, table._n)
+    columns = columns or {}
+    for name, array in columns.items():
+        _admit_array(table, name, array, k)
+    _settle(table, values)
+    data = {name: _given(col, columns[name]) if name in columns
+            else _gather(table, col, values.get(name), k)
+            for name, col in table._cols.items()}
+    n0, n1 = table._n, table._n + k
+    store._ensure_space()
+    try:
+        _prepare(table, data)
+        for name, col in table._cols.items():
+            array, nulls = data[name]
+            if col.kind == "general":
+                _write(col.heap, col.heap_end, np.frombuffer(col.pending, np.uint8))
+                array = array.copy()
+                array["offset"] += col.heap_end
+            _write(col.ds, n0, array)
+            if col.mask is not None:
+                _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
+        store._f.flush()
+        table._g[N_COMMITTED].id.write(h5py.h5s.ALL, h5py.h5s.ALL,
+                                        np.array(n1, dtype=np.int64))
+        store._f.flush()
+        store._maybe_fsync()
+        store._note_growth()
+    except DamageError:  # a chunk to widen or to complete failed its checksum
+        store._broken = True
+        raise
+    except (OSError, RuntimeError) as exc:  # quota, I/O error, lost mount, damage
+        store._broken = True
+        _raise_if_damaged(table, n0)
+        raise StoreError(f"writing {store.path or 'the in-memory file'} failed ({exc}). The "
+                         f"{table._n} rows of {table} committed before are intact; free disk "
+                         f"space (or fix the file system) and run the same command again "
+                         f"to compute the rest") from exc
+    table._n = n1
+    for col in table._cols.values():
+        if col.kind == "general":
+            col.heap_end += len(col.pending)
+            col.pending = b""
+    return range(n0, n1)
+
+
+def _settle(table: Table, values: dict[str, Any]) -> None:
+    """Make general the float columns that would lose an int (|v| > 2**53), stored or
+    coming, and the str columns that get a str too long for fixed width."""
+    for name, col in table._cols.items():
+        column = values.get(name)
+        if col.kind == "float":
+            if column is not None and not FLOAT_TYPES.issuperset(map(type, column)) and not all(
+                    _values.exact_in_float(v) for v in column
+                    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
+                col.kind, col.dtype = "general", _POINTER
+            elif col.ds is not None and col.ds.dtype.kind in "iu" and table._n:
+                stored = _slice(table, col.ds, 0, table._n, f"column {name!r}")
+                if not all(map(_values.exact_in_float, (int(stored.min()), int(stored.max())))):
+                    col.kind, col.dtype = "general", _POINTER
+        elif col.kind == "str" and column is not None and any(
+                len(str(v).encode("utf-8")) > _values.STR_MAX_BYTES for v in column
+                if isinstance(v, (str, np.ndarray)) and len(str(v)) > STR_MAX_CHARS):
+            col.kind, col.dtype = "general", _POINTER
+
+
+def _raise_if_damaged(table: Table, n0: int) -> None:
+    """After a failed append: a DamageError if a chunk it had to read fails its checksum
+    (appending rewrites the last, partly filled chunk of every column)."""
+    for col in table._cols.values():
+        for ds, what in ((col.ds, "column"), (col.mask, "the null mask of column")):
+            if ds is not None and ds.chunks:
+                lo = min(n0, ds.shape[0]) // ds.chunks[0] * ds.chunks[0]
+                _slice(table, ds, lo, min(n0, ds.shape[0]), f"{what} {col.name!r}")
+
+
+def _given(col: _Column, array: np.ndarray) -> tuple[np.ndarray, None]:
+    """A column given whole, as the dataset's dtype (UTF-8 bytes arrays as they are)."""
+    if col.kind != "str":
+        return np.asarray(array, dtype=col.dtype), None
+    if array.dtype.kind == "U":
+        try:  # numpy encodes ASCII in C; ids, hashes and host names are ASCII
+            array = array.astype("S")
+        except UnicodeEncodeError:
+            return _gather_str(col, array.tolist(), len(array))
+    elif array.dtype.kind != "S":
+        return _gather_str(col, array.tolist(), len(array))
+    if array.dtype.itemsize > col.dtype.itemsize:
+        col.dtype = np.dtype(f"S{str_width(array.dtype.itemsize)}")
+    return array.astype(col.dtype, copy=False), None
+
+
+def transpose(table: Table, rows: list[dict]) -> dict[str, Any]:
+    """``{key: values of the rows}`` of admitted rows (:meth:`Table.transpose`)."""
+    first = tuple(rows[0])
+    if all(tuple(r) == first for r in rows):  # the common case: every row has the same keys
+        values = dict(zip(first, zip(*[r.values() for r in rows])))
+    else:
+        values = {key: [r.get(key) for r in rows] for key in set().union(*rows)}
+    for key in values.keys() - table._cols.keys():
+        if any(v is not None for v in values[key]):
+            raise InternalError(f"a row with key {key!r} was appended to {table} without admit()")
+    return values
+
+
+def _gather(table: Table, col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One column as an array (nulls filled) and its null mask (None: no nulls)."""
+    kind = col.kind
+    if values is None:  # no row has this key
+        values = (None,) * k
+    elif col.name in table._zero_d:
+        values = [v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in values]
+    if kind == "str":
+        return _gather_str(col, values, k)
+    if kind == "general":
+        return _gather_general(table, col, values, k)
+    if kind == "array":
+        nulls = np.fromiter((v is None for v in values), bool, k)
+        has_nulls = bool(nulls.any())
+    else:
+        has_nulls = None in values
+        nulls = np.fromiter((v is None for v in values), bool, k) if has_nulls else None
+    try:
+        if has_nulls:
+            fill = np.full(col.shape, _fill(kind, col.dtype), col.dtype) if col.shape else _fill(kind, col.dtype)
+            values = [fill if v is None else v for v in values]
+        if kind == "array":
+            return np.stack(values).astype(col.dtype, copy=False), nulls
+        return np.array(values, dtype=col.dtype), nulls
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InternalError(f"column {col.name!r} of {table} got values admit() did not check: {exc}") from exc
+
+
+def _gather_general(table: Table, col: _Column, values: Any, k: int
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(offset, length) pointers of the rows, offsets from the start of their bytes,
+    which wait in col.pending; the write adds where the heap ends then."""
+    note = _values.Pickled()
+    try:
+        encoded = [b"" if v is None else _values.encode(v, note) for v in values]
+    except _values.Unencodable as exc:
+        raise InternalError(f"column {col.name!r} of {table} got a value admit() did not check: {exc}") from exc
+    if note.used and col.name not in table._pickled:
+        table._pickled.add(col.name)
+        warnings.warn(f"{table}: values of {col.name!r} have no portable encoding and are "
+                      f"stored as pickles; psmpi.read returns their bytes (unpickle=True "
+                      f"unpickles them: only for files you trust)", stacklevel=4)
+    lengths = np.fromiter(map(len, encoded), np.int64, k)
+    pointers = np.empty(k, _POINTER)
+    pointers["length"] = lengths
+    pointers["offset"] = np.cumsum(lengths) - lengths
+    col.pending = b"".join(encoded)
+    nulls = lengths == 0
+    return pointers, (nulls if nulls.any() else None)
+
+
+def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """UTF-8 bytes of a fixed width, widening the column if a value is longer."""
+    has_nulls = None in values
+    nulls = np.fromiter((v is None for v in values), bool, k) if has_nulls else None
+    encoded = [b"" if v is None else v.encode("utf-8") for v in values]
+    need = max(map(len, encoded), default=0)
+    if need > col.dtype.itemsize:
+        col.dtype = np.dtype(f"S{str_width(need)}")
+    return np.array(encoded, dtype=col.dtype), nulls
+
+
+def _prepare(table: Table, data: dict) -> None:
+    """Create, widen and mask datasets as ``data`` needs, each step flushed (no commit yet)."""
+    flush = table._store._f.flush
+    new = [c for c in table._cols.values() if c.ds is None]
+    for col in new:
+        if table._n:  # earlier rows are null: the mask exists before the column does
+            col.mask = _create_mask(table._g[NULLS], col.name, table._n, True)
+    if new and table._n:
+        flush()
+    for col in new:
+        if col.kind == "general":
+            col.heap = _create_heap(table, col.name)
+        col.ds = _create(table._g[COLUMNS], col, table._n)
+        if col.kind == "general" and table._n:  # earlier rows: null, at offset 0
+            flush()
+    for col in table._cols.values():
+        if col.kind == "general" and col.ds.dtype != _POINTER:
+            _widen_to_general(table, col)
+        elif col.ds.dtype != col.dtype:
+            _widen(table, col)
+    masks = [c for c in table._cols.values() if c.mask is None and data[c.name][1] is not None]
+    for col in masks:
+        col.mask = _create_mask(table._g[NULLS], col.name, table._n, False)
+    if new or masks:
+        flush()
+
+
+def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
+    ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
+                              dtype=col.dtype, chunks=_chunks(col.shape, col.dtype),
+                              fillvalue=_fill(col.kind, col.dtype), fletcher32=schema.FLETCHER32)
+    ds.attrs[KIND_ATTR] = col.kind
+    return ds
+
+
+def _create_heap(table: Table, name: str) -> h5py.Dataset:
+    heaps = table._g.require_group(HEAPS)
+    if name in heaps:
+        del heaps[name]  # left by a widening undone in this process
+    return heaps.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                chunks=(_HEAP_CHUNK,), fillvalue=0, fletcher32=schema.FLETCHER32)
+
+
+def _widen_to_general(table: Table, col: _Column) -> None:
+    """Encode a column's committed values into a new heap and a pointer column in
+    staging/, flush, then swap it in like :meth:`_widen`. Killed before the swap, the
+    next writer drops both (_repair); after it, the general column is whole."""
+    g, flush = table._g, table._store._f.flush
+    old = _Column(col.name, _kind_of(col.ds), col.ds.dtype, col.ds.shape[1:], col.ds, col.mask)
+    col.shape = ()
+    heap = _create_heap(table, col.name)
+    staged = _create(g.require_group(STAGING), col, table._n)
+    end = 0
+    for lo in range(0, table._n, _COPY_ROWS):
+        hi = min(table._n, lo + _COPY_ROWS)
+        rows = list(_raw(table, old, lo, hi))
+        nulls = _nulls(table, old, lo, hi)
+        if nulls is not None:
+            rows = [None if null else v for v, null in zip(rows, nulls)]
+        heap_col = _Column(col.name, "general", _POINTER)
+        pointers, _ = _gather_general(table, heap_col, [plain(v) for v in rows], hi - lo)
+        _write(heap, end, np.frombuffer(heap_col.pending, np.uint8))
+        pointers["offset"] += end
+        staged[lo:hi] = pointers
+        end += len(heap_col.pending)
+    flush()
+    col.heap, col.heap_end = heap, end
+    _swap_in(table, col)
+
+
+def _widen(table: Table, col: _Column) -> None:
+    """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order."""
+    g, flush = table._g, table._store._f.flush
+    staged = _create(g.require_group(STAGING), col, table._n)
+    for lo in range(0, table._n, _COPY_ROWS):
+        hi = min(table._n, lo + _COPY_ROWS)
+        staged[lo:hi] = _slice(table, col.ds, lo, hi, f"column {col.name!r}").astype(col.dtype)
+    flush()
+    _swap_in(table, col)
+
+
+def _swap_in(table: Table, col: _Column) -> None:
+    """Replace a column by its flushed copy in staging/, keeping the column order."""
+    g, flush = table._g, table._store._f.flush
+    names = list(g[COLUMNS])
+    del g[COLUMNS][col.name]
+    g.move(f"{STAGING}/{col.name}", f"{COLUMNS}/{col.name}")
+    for later in names[names.index(col.name) + 1:]:  # moving a link puts it last
+        g.move(f"{COLUMNS}/{later}", f"{STAGING}/{later}")
+        g.move(f"{STAGING}/{later}", f"{COLUMNS}/{later}")
+    for c in table._cols.values():
+        if c.ds is not None:
+            c.ds = g[COLUMNS][c.name]
+    flush()
+
+
+def _repair(table: Table) -> None:
+    """Writer only: finish or undo an interrupted widening, truncate uncommitted rows."""
+    g = table._g
+    if N_COMMITTED not in g:
+        _create_counter(g)
+    if COLUMNS not in g:
+        g.create_group(COLUMNS, track_order=True)
+    cols = g[COLUMNS]
+    g.require_group(NULLS)
+    for name in list(g.get(STAGING, {})):
+        if name in cols:
+            del g[STAGING][name]
+        else:
+            g.move(f"{STAGING}/{name}", f"{COLUMNS}/{name}")
+    for name in [name for name in g[NULLS] if name not in cols]:
+        del g[NULLS][name]  # the mask of a column whose creation was interrupted
+    for ds in list(cols.values()) + list(g[NULLS].values()):
+        if ds.shape[0] > table._n:
+            ds.resize(table._n, axis=0)
+        _mend_torn_chunk(table, ds)
+    for name in list(g.get(HEAPS, {})):
+        if name not in cols or _kind_of(cols[name]) != "general":
+            del g[HEAPS][name]  # made by a widening to general that was undone
+            continue
+        heap, end = g[HEAPS][name], table._heap_end(cols[name])
+        if heap.shape[0] > end:
+            heap.resize(end, axis=0)
+        _mend_torn_chunk(table, heap, end)
+    table._store._f.flush()
+
+
+def _mend_torn_chunk(table: Table, ds: h5py.Dataset, n: int | None = None) -> None:
+    """Writer only: rewrite the last chunk of the ``n`` committed rows (or heap bytes)
+    if a killed append tore it (see :func:`_torn_chunk`), so that its checksum is valid."""
+    torn = _torn_chunk(ds, table._n if n is None else n)
+    if torn is None:
+        return
+    lo, rows = torn
+    n = lo + len(rows)
+    ds.resize(lo, axis=0)  # drops the chunk
+    ds.resize(n, axis=0)
+    ds[lo:n] = rows
+    what = {COLUMNS: "column", HEAPS: "the heap of column"}.get(
+        ds.parent.name.rsplit("/", 1)[-1], "the null mask of column")
+    warnings.warn(f"{table}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
+                  f"rewritten: a run killed while appending had left their chunk half "
+                  f"written (its committed rows intact)", stacklevel=2)

@@ -1,0 +1,277 @@
+"""The schema of a table: its columns, their HDF5 dtypes, and what a new row changes.
+
+Which value makes which kind is :mod:`psmpi.values`' (section "kinds of stored columns");
+this module owns the HDF5 side: the pointer dtype of a general column, chunk shapes, fill
+values, a column's kind read back from its dataset, and admission, i.e. whether a row fits
+the table and which new columns and widenings it needs (applied by :mod:`.commit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from .. import values as _values
+from ..errors import InternalError, StoreError
+from ..values import (
+    COLUMN_KINDS,
+    DTYPES,
+    I64_MAX,
+    I64_MIN,
+    PLAIN_NOT_STR,
+    SCALAR_KINDS,
+    STR_MAX_CHARS,
+    slow_kind,
+    utf8_encodable,
+)
+
+if TYPE_CHECKING:
+    from .table import Table
+
+# Every chunk psmpi writes carries a Fletcher-32 checksum that HDF5 verifies on each read:
+# without it a flipped bit in the raw data is read back as a wrong value. A module constant
+# so that benchmarks/store_append.py can measure what it costs.
+FLETCHER32 = True
+# A general column: one (offset, length) pair per row into its heap, heaps/<key>. A compound
+# dtype, so that a psmpi before the general kind refuses the column instead of misreading it.
+_POINTER = np.dtype([("offset", "<i8"), ("length", "<i8")])
+_HEAP_CHUNK = 8192
+_DTYPES = {**DTYPES, "general": _POINTER}
+
+
+class _Column:
+    """What a table knows of one column; ``ds`` None while its creation is pending."""
+
+    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask", "heap", "heap_end", "pending")
+
+    def __init__(self, name: str, kind: str, dtype: np.dtype, shape: tuple = (),
+                 ds: h5py.Dataset | None = None, mask: h5py.Dataset | None = None):
+        self.name, self.kind, self.dtype, self.shape = name, kind, dtype, shape
+        self.ds, self.mask = ds, mask
+        # general columns: the heap dataset, the end of its committed bytes, and the bytes
+        # of the rows being appended
+        self.heap: h5py.Dataset | None = None
+        self.heap_end = 0
+        self.pending = b""
+
+
+def _check_name(name: Any, what: str = "map name") -> str | None:
+    """Why ``name`` cannot be an HDF5 link name (HDF5 would mangle it), or None."""
+    if not isinstance(name, str) or not name:
+        return f"{what} {name!r} must be a non-empty str"
+    if "/" in name or "\0" in name or name in (".", "..") or len(name) > 255:
+        return (f"{what} {name!r} is not allowed: use at most 255 characters, "
+                f"without '/' or NUL, other than '.' and '..'")
+    if not name.isascii() and not utf8_encodable(name):
+        return (f"{what} {name!r} is a str that UTF-8 cannot encode (a lone surrogate), so "
+                f"HDF5 cannot store it")
+    return None
+
+
+def _check_storage(ds: h5py.Dataset) -> None:
+    """Refuse a dataset whose data lives outside the file: HDF5 would read and write there."""
+    plist = ds.id.get_create_plist()
+    what = None
+    if plist.get_layout() == h5py.h5d.VIRTUAL:
+        what = "is a virtual dataset (its data is read from other datasets, maybe other files)"
+    elif plist.get_external_count():
+        name = plist.get_external(0)[0].decode("utf-8", "replace")
+        what = f"uses external storage (its data is in the file {name!r})"
+    if what is not None:
+        raise StoreError(f"{ds.file.filename}: dataset {ds.name.lstrip('/')!r} {what}. psmpi reads "
+                         f"and writes nothing outside the results file, and never writes such "
+                         f"datasets: this file was altered; choose another file")
+
+
+def _kind_of(ds: h5py.Dataset) -> str:
+    """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
+    if ds.dtype.names == _POINTER.names:
+        return "general"
+    if ds.ndim > 1:
+        return "array"
+    if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype) is not None:
+        return "str"
+    kind = {"b": "bool", "i": "int", "f": "float"}.get(ds.dtype.kind)
+    if kind is None:
+        raise StoreError(f"{ds.file.filename}: column {ds.name} has dtype {ds.dtype}, which this "
+                         f"psmpi does not know: the file was written by a newer psmpi (or "
+                         f"altered); upgrade psmpi to read it")
+    return kind
+
+
+def _fill(kind: str, dtype: np.dtype) -> Any:
+    if kind == "str":
+        return b""
+    if kind == "general":
+        return np.zeros((), _POINTER)[()]
+    return np.nan if dtype.kind == "f" else dtype.type(0)
+
+
+def _chunks(shape: tuple, dtype: np.dtype) -> tuple:
+    """Chunks of about 8 KiB. An append rewrites the last, partly filled chunk of every
+    column whole (read, checksum verified, checksum computed, written): with 64 KiB chunks
+    checksums made appends of 1-100 rows 30-40 % slower, with 8 KiB 15 % (CPU time,
+    store_append.py), and nothing at 1000 rows and more; reading is as fast."""
+    row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * (16 if dtype.kind == "O" else dtype.itemsize))
+    return (max(1, min(1024, (1 << 13) // row_bytes)),) + shape
+
+
+# ---------------------------------------------------------------------- admission
+def admit(table: Table, row: dict) -> str | None:
+    """Record the schema changes ``row`` implies, or say why it cannot be stored
+    (:meth:`Table.admit`)."""
+    layout = (*row, *map(type, row.values()))
+    if layout in table._layouts:
+        for v in row.values():
+            if type(v) is int and not I64_MIN <= v <= I64_MAX or (
+                    type(v) is str and (not v.isascii() or len(v) > STR_MAX_CHARS)):
+                break
+        else:
+            return None
+    cols = table._cols
+    changes = None
+    for key, v in row.items():
+        kind = COLUMN_KINDS.get(type(v))
+        col = cols.get(key)
+        if col is not None and kind == col.kind and (
+                kind in PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= STR_MAX_CHARS)
+                or (kind == "int" and (type(v) is not int or I64_MIN <= v <= I64_MAX))):
+            continue
+        if col is not None and col.kind == "general" and kind is not None and kind != "array" and (
+                kind != "str" or v.isascii() or utf8_encodable(v)):
+            continue  # a native scalar: always encodable (a str UTF-8 cannot encode is
+            # refused in every column alike, whatever kind earlier rows gave it)
+        if kind == "null":
+            continue
+        problem, change = _check(table, key, v, kind, col)
+        if problem is not None:
+            return problem
+        if change is not None:
+            changes = [change] if changes is None else changes + [change]
+    for key, kind, dtype, shape in changes or ():
+        col = cols.get(key)
+        if col is None:
+            cols[key] = _Column(key, kind, dtype, shape)
+        else:
+            col.kind, col.dtype, col.shape = kind, dtype, shape
+    # arrays: their shape varies; other types: their contents vary (a list may hold
+    # anything), so only rows of native scalars skip the checks next time
+    if len(table._layouts) < 1000 and all(
+            t in COLUMN_KINDS and t is not np.ndarray for t in layout[len(row):]):
+        table._layouts.add(layout)
+    return None
+
+
+def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
+    """:func:`admit` for rows given as columns of scalars (:meth:`Table.admit_columns`):
+    a column's types are checked once, and ints by their extremes, instead of every value."""
+    changes = []
+    for key, column in values.items():
+        kinds = {COLUMN_KINDS.get(t) for t in set(map(type, column))}
+        kinds.discard("null")
+        if not kinds:
+            continue  # only None: like an absent key, no column needed
+        kind = kinds.pop()
+        if kinds or kind not in SCALAR_KINDS:
+            return f"column {key!r} holds values of several kinds or not scalars"
+        col = table._cols.get(key)
+        present = [v for v in column if v is not None] if None in column else column
+        if kind == "str" and not all(map(str.isascii, present)) and not all(
+                map(utf8_encodable, present)):
+            return f"column {key!r} holds a str that UTF-8 cannot encode"
+        if kind == "int":
+            probes = (min(present), max(present))  # only the extremes can overflow int64
+        elif col is not None and col.kind == kind:
+            continue
+        else:
+            probes = (present[0],)
+        for v in probes:
+            problem, change = _check(table, key, v, kind, col)
+            if problem is not None:
+                return problem
+            if change is not None:
+                changes.append(change)
+    for key, kind, dtype, shape in changes:
+        col = table._cols.get(key)
+        if col is None:
+            table._cols[key] = _Column(key, kind, dtype, shape)
+        else:
+            col.kind, col.dtype, col.shape = kind, dtype, shape
+    return None
+
+
+def _check(table: Table, key: str, v: Any, kind: str | None, col: _Column | None
+           ) -> tuple[str | None, tuple | None]:
+    """The slow path of admit(): (refusal, None) or (None, schema change or None)."""
+    kind = kind or slow_kind(v)
+    shape, dtype = (), _DTYPES.get(kind or "")
+    if kind == "array":
+        if v.ndim == 0:
+            table._zero_d.add(key)
+            return _check(table, key, v[()], None, col)
+        shape, dtype = v.shape, v.dtype.newbyteorder("=")
+        if dtype.kind not in "biuf" or v.size == 0:
+            kind = "general"  # a ragged or exotic array: encoded whole, with dtype and shape
+        if dtype.kind == "O":
+            kind = None  # its elements may be anything: check they encode
+    if kind is None:
+        try:
+            _values.encode(v)
+        except _values.Unencodable as exc:
+            return (f"result {key!r} cannot be stored: {exc}; return values psmpi can "
+                    f"encode (see README, Values and the file format) or picklable ones"), None
+        kind = "general"
+    elif kind == "int" and not I64_MIN <= int(v) <= I64_MAX:
+        kind = "general"  # kept exact
+    elif kind == "str" and not utf8_encodable(v):
+        return (f"result {key!r} is a str that UTF-8 cannot encode (a lone surrogate, as "
+                f"left by errors='surrogateescape'); return "
+                f"s.encode('utf-8', 'replace').decode() instead"), None
+    elif kind == "str" and len(v.encode("utf-8")) > _values.STR_MAX_BYTES:
+        kind = "general"  # too long for a fixed-width column: see values.STR_MAX_BYTES
+    if kind == "general":
+        shape, dtype = (), _POINTER
+    if col is None:
+        problem = _check_name(key, "result key")
+        if problem is not None:
+            raise InternalError(problem)
+        return None, (key, kind, dtype, shape)
+    return _compatible(key, col, kind, dtype, shape)
+
+
+def _compatible(key: str, col: _Column, kind: str, dtype: np.dtype, shape: tuple
+                ) -> tuple[str | None, tuple | None]:
+    """No refusal: values of kinds a column cannot hold make it general. Whether an
+    int column widened to float stays exact is settled when appending (_settle)."""
+    if kind == col.kind and kind != "array" or (kind, col.kind) == ("int", "float") or (
+            col.kind == "general"):
+        return None, None
+    if (kind, col.kind) == ("float", "int"):
+        return None, (key, "float", _DTYPES["float"], ())
+    if kind == col.kind == "array" and shape == col.shape and (
+            (dtype.kind == "b") == (col.dtype.kind == "b")):
+        wide = np.result_type(col.dtype, dtype)
+        return None, (None if wide == col.dtype else (key, kind, wide, shape))
+    return None, (key, "general", _POINTER, ())
+
+
+def _admit_array(table: Table, name: str, array: np.ndarray, k: int) -> None:
+    """Take a whole column given as an array into the schema (psmpi's own columns)."""
+    kind = {"i": "int", "u": "int", "f": "float", "b": "bool", "O": "str", "U": "str",
+            "S": "str"}.get(array.dtype.kind)
+    if kind is None or array.shape != (k,):
+        raise InternalError(f"column {name!r} given as an array of {array.dtype} and shape "
+                            f"{array.shape} for {k} rows")
+    col = table._cols.get(name)
+    if col is None:
+        problem = _check_name(name, "column")
+        if problem is not None:
+            raise InternalError(problem)
+        table._cols[name] = _Column(name, kind, _DTYPES[kind], ())
+    elif (kind, col.kind) == ("float", "int"):
+        col.kind, col.dtype = "float", _DTYPES["float"]
+    elif kind != col.kind and (kind, col.kind) != ("int", "float"):
+        raise InternalError(f"column {name!r} holds {col.kind} but was given {kind} values")
