@@ -360,3 +360,24 @@ def test_a_str_utf8_cannot_encode_is_refused_whatever_the_column_kind(tmp_path):
         t.append([{"y": [1, 2]}])
         assert "UTF-8 cannot encode" in t.admit({"y": "a\udcff"})
         assert t.admit({"y": "é"}) is None
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("x" * 4096, "str"),  # longer than the 1024 chars that surely fit, but 4 KiB of UTF-8
+    ("λ" * 2048, "str"),  # 4096 bytes: the longest a fixed-width column takes
+    ("λ" * 2049, "general"),
+    (np.str_("λ" * 2049), "general"),
+    ("short", "str"),
+])
+def test_a_str_column_given_columns_turns_general_only_for_a_str_too_long(tmp_store, value, kind):
+    # append_values checks the lengths of a str column's values (Table._settle) with a
+    # quick test in C first; None and numpy str among the values take the exact one
+    t = tmp_store.table("m")
+    assert t.admit_columns({"s": ("a", "b")}) is None
+    t.append_values({"s": ("a", "b")}, 2)
+    for column in [(value, None, "c"), (None, value)]:
+        assert t.admit_columns({"s": column}) is None
+        t.append_values({"s": column}, len(column))
+    assert t._cols["s"].kind == kind
+    got = [None if isinstance(v, float) else v for v in t.read()["s"].tolist()]  # NaN: null str
+    assert got == ["a", "b", value, None, "c", None, value]
