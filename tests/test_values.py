@@ -381,3 +381,20 @@ def test_a_str_column_given_columns_turns_general_only_for_a_str_too_long(tmp_st
     assert t._cols["s"].kind == kind
     got = [None if isinstance(v, float) else v for v in t.read()["s"].tolist()]  # NaN: null str
     assert got == ["a", "b", value, None, "c", None, value]
+
+
+_ARRAY_DTYPES = st.one_of(hnp.scalar_dtypes(), hnp.datetime64_dtypes(), hnp.timedelta64_dtypes(),
+                          hnp.unicode_string_dtypes(), hnp.byte_string_dtypes(),
+                          st.just(np.dtype(">f8")), st.just(np.dtype("<U0")))
+
+
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(_ARRAY_DTYPES, hnp.array_shapes(min_dims=0, min_side=0, max_side=4)))
+def test_an_array_encodes_to_the_bytes_of_its_json_tree(array):
+    # encode() writes plain arrays without json (values._array_json): the same bytes
+    want = json.dumps(values.tree(array), separators=(",", ":")).encode("ascii")
+    assert values.encode(array) == want
+    assert values.encode(array[::-1] if array.ndim else array) == json.dumps(
+        values.tree(array[::-1] if array.ndim else array), separators=(",", ":")).encode("ascii")
+    assert same(values.decode(values.encode(array)), array)
+
