@@ -351,6 +351,10 @@ class Table:
         # what fitted once fits again. Rows of a survey share a few layouts.
         self._layouts: set[tuple] = set()
         self._pickled: set[str] = set()  # keys warned about: one warning per key
+        # Values admit() had to encode to know they can be (containers, datetimes, ...), by
+        # id, with the value (so the id stays its own) and whether a pickle was used: the
+        # append that follows takes these bytes instead of encoding every value twice.
+        self._encoded: dict[int, tuple[Any, bytes, bool]] = {}
         # pickled values: False reads their bytes (see :func:`read`), True unpickles them,
         # "keep" reads them as values.PickleBytes, which append() stores as the same pickle
         self.unpickle: bool | str = False
@@ -602,8 +606,9 @@ class Table:
             if dtype.kind == "O":
                 kind = None  # its elements may be anything: check they encode
         if kind is None:
+            note = _values.Pickled()
             try:
-                _values.encode(v)
+                self._encoded[id(v)] = (v, _values.encode(v, note), note.used)
             except _values.Unencodable as exc:
                 return (f"result {key!r} cannot be stored: {exc}; return values psmpi can "
                         f"encode (see README, Values and the file format) or picklable ones"), None
@@ -647,7 +652,8 @@ class Table:
         Parameters
         ----------
         rows : list of dict
-            Rows that :meth:`admit` accepted, in order.
+            Rows that :meth:`admit` accepted, in order, unchanged since (the values admit
+            encoded are written as it encoded them).
         columns : dict of numpy.ndarray, optional
             More columns of the same rows, one 1-D array each (int, float, bool, object
             arrays of str, or bytes arrays of UTF-8), e.g. bookkeeping that is cheaper to collect as arrays than to
@@ -681,6 +687,7 @@ class Table:
         data = {name: self._given(col, columns[name]) if name in columns
                 else self._gather(col, values.get(name), k)
                 for name, col in self._cols.items()}
+        self._encoded.clear()
         n0, n1 = self._n, self._n + k
         store._ensure_space()
         try:
@@ -824,7 +831,7 @@ class Table:
         which wait in col.pending; the write adds where the heap ends then."""
         note = _values.Pickled()
         try:
-            encoded = [b"" if v is None else _values.encode(v, note) for v in values]
+            encoded = [b"" if v is None else self._encode(v, note) for v in values]
         except _values.Unencodable as exc:
             raise InternalError(f"column {col.name!r} of {self} got a value admit() did not check: {exc}") from exc
         if note.used and col.name not in self._pickled:
@@ -839,6 +846,14 @@ class Table:
         col.pending = b"".join(encoded)
         nulls = lengths == 0
         return pointers, (nulls if nulls.any() else None)
+
+    def _encode(self, v: Any, note: _values.Pickled) -> bytes:
+        """The bytes of ``v``: as admit() encoded this very object, else encoded now."""
+        known = self._encoded.get(id(v))
+        if known is not None and known[0] is v:
+            note.used = note.used or known[2]
+            return known[1]
+        return _values.encode(v, note)
 
     @staticmethod
     def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:

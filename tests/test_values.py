@@ -398,3 +398,25 @@ def test_an_array_encodes_to_the_bytes_of_its_json_tree(array):
         values.tree(array[::-1] if array.ndim else array), separators=(",", ":")).encode("ascii")
     assert same(values.decode(values.encode(array)), array)
 
+
+def test_a_value_admit_encoded_is_not_encoded_again_by_append(tmp_store, monkeypatch):
+    # admit() encodes a dict to know it can be stored; append() takes those bytes (a second
+    # encoding cost 40 % of committing nested dicts, store_values.py e). A pickled one still
+    # warns, and a row refused by admit leaves nothing behind.
+    calls = []
+    encode = values.encode
+    monkeypatch.setattr(values, "encode", lambda v, note=None: calls.append(v) or encode(v, note))
+    t = tmp_store.table("m")
+    shared = {"k": [1.5, None]}
+    rows = [{"d": {"a": i, "b": (i, "x")}} for i in range(3)] + [{"d": shared}, {"d": shared}]
+    assert t.admit({"d": {"z": 1}, "s": "\udcff"}) is not None  # refused: never appended
+    calls.clear()
+    assert all(t.admit(r) is None for r in rows) and len(calls) == 5
+    t.append(rows)
+    assert len(calls) == 5  # nothing encoded twice
+    with pytest.warns(UserWarning, match="'d'.*stored as pickles"):
+        put(t, [{"d": {"o": Opaque(1)}}])
+    assert len(calls) == 6
+    got = t.read()["d"].tolist()
+    assert got[:5] == [r["d"] for r in rows]
+    assert len(t._encoded) == 0
