@@ -19,7 +19,7 @@ a new file in ``--dir`` to having it closed and fsynced; the writers take turns 
 round, and every round also times a plain sequential write of the disk (8 MiB blocks,
 fsync at the end) in the same directory.
 
-    python benchmarks/store_values.py                  # 5 rounds, about 10 minutes
+    python benchmarks/store_values.py                  # 5 rounds, a few minutes
     python benchmarks/store_values.py --quick          # small sizes, 1 round (seconds)
     python benchmarks/store_values.py --baseline /path/to/old/psmpi/checkout
 
@@ -71,7 +71,7 @@ class Scenario:
 SCENARIOS = {
     "a": Scenario("12 scalars", 100_000, 1000, 2000, 1000),
     "b": Scenario("a 1 KiB array", 20_000, 1000, 1000, 500),
-    "c": Scenario("a 1 MiB array", 256, 64, 8, 4),
+    "c": Scenario("a 1 MiB array", 512, 64, 8, 4),  # 512 MiB, as the disk test
     "d": Scenario("a ragged array of 10-10,000 floats", 10_000, 1000, 500, 250),
     "e": Scenario("a nested dict of 20 entries", 20_000, 1000, 1000, 500),
 }
@@ -356,11 +356,10 @@ def rounds(args, writers: list[str], sizes: dict, directory: str) -> dict:
 def baseline_round(args, size: tuple, directory: str, rep: int, out: dict) -> None:
     """Scenario (a) in child processes, this checkout and the baseline taking turns
     (the order alternates from round to round)."""
-    checkouts = [CHECKOUT, args.baseline] if rep % 2 == 0 else [args.baseline, CHECKOUT]
+    checkouts = [("this", CHECKOUT), ("baseline", args.baseline)]
     for writer in ("psmpi-columns", "psmpi"):
-        for checkout in checkouts:
+        for label, checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:
             result = in_child(writer, checkout, size[0], size[1], directory)
-            label = "this" if checkout == CHECKOUT else "baseline"
             if "error" in result:
                 say(f"round {rep + 1}/{args.reps} (a) {writer} {label} FAILED: {result['error']}")
                 continue
@@ -476,7 +475,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, help="rounds (default 5, 1 with --quick)")
     parser.add_argument("--scenarios", default="abcde", help="a subset of abcde")
     parser.add_argument("--dir", help="directory for the files (default: the temporary directory)")
-    parser.add_argument("--disk-mib", type=int, help="MiB of the disk test (512, 32 with --quick)")
+    parser.add_argument("--disk-mib", type=int,
+                        help="MiB of the disk test (default: as many as (c) writes, 512; 8 with --quick)")
     parser.add_argument("--baseline", help="a psmpi checkout to compare scenario (a) with")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -485,7 +485,6 @@ def main() -> None:
     if args.one:
         return one(args.one, args.rows, args.batch)
     args.reps = args.reps or (1 if args.quick else 5)
-    args.disk_mib = args.disk_mib or (32 if args.quick else 512)
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
     bad = set(args.scenarios) - set(SCENARIOS)
@@ -493,6 +492,7 @@ def main() -> None:
         parser.error(f"--scenarios takes letters of abcde, not {''.join(sorted(bad))!r}")
     sizes = {s: (sc.quick_rows, sc.quick_batch) if args.quick else (sc.rows, sc.batch)
              for s, sc in SCENARIOS.items()}
+    args.disk_mib = args.disk_mib or sizes["c"][0]  # as many bytes as (c) writes
     directory = os.path.abspath(args.dir or tempfile.gettempdir())
     common.header("store_values: rows/s committed for rows of rich values (issue 13)")
     print(f"- {args.reps} rounds; in each round the disk test, then every writer writes the same "
