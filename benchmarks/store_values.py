@@ -335,6 +335,7 @@ def rounds(args, writers: list[str], sizes: dict, directory: str) -> dict:
     [result]}, every writer once per scenario per round, in turn."""
     data = {s: make_data(s, sizes[s][0]) for s in args.scenarios}
     out: dict = {("bytes", s): payload_bytes(data[s]) for s in data}
+    warm_up(writers, args.scenarios, directory)
     for rep in range(args.reps):
         rate = disk_rate(directory, args.disk_mib * MIB)
         out.setdefault(("disk",), []).append(rate)
@@ -344,13 +345,27 @@ def rounds(args, writers: list[str], sizes: dict, directory: str) -> dict:
             for writer in writers_of(s, writers):
                 given = [as_columns(b) for b in batches] if writer == "psmpi-columns" else batches
                 with tempfile.TemporaryDirectory(prefix="psmpi-bench-", dir=directory) as tmp:
+                    c0 = time.process_time()
                     seconds = write(writer, s, os.path.join(tmp, "t.h5"), given)
+                    cpu = time.process_time() - c0
                 out.setdefault((s, writer), []).append(seconds)
+                out.setdefault(("cpu", s, writer), []).append(cpu)
                 say(f"round {rep + 1}/{args.reps} ({s}) {writer}: "
                     f"{len(data[s]) / seconds:,.0f} rows/s")
         if args.baseline:
             baseline_round(args, sizes["a"], directory, rep, out)
     return out
+
+
+def warm_up(writers: list[str], scenarios: str, directory: str) -> None:
+    """Each writer once on a few rows of each scenario, untimed: imports (psmpi, PyTables)
+    and first-call costs stay out of the first round."""
+    with tempfile.TemporaryDirectory(prefix="psmpi-bench-", dir=directory) as tmp:
+        for s in scenarios:
+            batches = batched(make_data(s, 4), 2)
+            for writer in writers_of(s, writers):
+                given = [as_columns(b) for b in batches] if writer == "psmpi-columns" else batches
+                write(writer, s, os.path.join(tmp, f"{s}-{writer}.h5"), given)
 
 
 def baseline_round(args, size: tuple, directory: str, rep: int, out: dict) -> None:
@@ -386,10 +401,13 @@ def report(args, writers: list[str], sizes: dict, out: dict) -> None:
             rates = [n / t for t in out[s, writer]]
             med, lo, hi = spread(rates)
             mib_s = f"{nbytes / statistics.median(out[s, writer]) / MIB:,.0f}" if nbytes else "–"
+            cpu = statistics.median(ratios(out["cpu", s, writer], out[s, writer]))
             rows.append([f"({s}) {SCENARIOS[s].title}", f"{n:,} / {batch:,}", writer, fmt(med),
-                         f"{fmt(lo)} – {fmt(hi)}", mib_s, len(rates)])
+                         f"{fmt(lo)} – {fmt(hi)}", mib_s, f"{cpu:.2f}", len(rates)])
     print(table(["rows", "rows / batch", "writer", "rows/s median", "rows/s min – max",
-                 "array MiB/s", "rounds"], rows))
+                 "array MiB/s", "CPU s / wall s", "rounds"], rows))
+    print("\nCPU s / wall s: the share of the time the writer's process ran (with a loaded "
+          "machine, it also waits for a core); the rest it waited, for the disk or a core.\n")
     print()
     peers = [w for w in writers if w not in ("psmpi", "psmpi-columns")]
     rows = []
@@ -497,9 +515,12 @@ def main() -> None:
     common.header("store_values: rows/s committed for rows of rich values (issue 13)")
     print(f"- {args.reps} rounds; in each round the disk test, then every writer writes the same "
           f"rows once per scenario, in turn, to a new file in {directory}; median of rounds")
+    print(f"- load average (1 min) before the run: {os.getloadavg()[0]:.1f}")
     writers = available()
-    print()
-    report(args, writers, sizes, rounds(args, writers, sizes, directory))
+    out = rounds(args, writers, sizes, directory)
+    print(f"- load average (1 min) after the run: {os.getloadavg()[0]:.1f}: other processes "
+          f"slow every writer alike, but the CPU-bound ones more than the disk test\n")
+    report(args, writers, sizes, out)
 
 
 if __name__ == "__main__":
