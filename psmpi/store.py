@@ -351,6 +351,9 @@ class Table:
         # what fitted once fits again. Rows of a survey share a few layouts.
         self._layouts: set[tuple] = set()
         self._pickled: set[str] = set()  # keys warned about: one warning per key
+        # Keys ever admitted with an int: only their float columns can lose one, so only
+        # those _settle() scans (scanning every float column cost 4 % of a commit of scalars)
+        self._int_keys: set[str] = set()
         # Values admit() had to encode to know they can be (containers, datetimes, ...), by
         # id, with the value (so the id stays its own) and whether a pickle was used: the
         # append that follows takes these bytes instead of encoding every value twice.
@@ -516,6 +519,8 @@ class Table:
         changes = None
         for key, v in row.items():
             kind = _KINDS.get(type(v))
+            if kind == "int":
+                self._int_keys.add(key)
             col = cols.get(key)
             if col is not None and kind == col.kind and (
                     kind in _PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= _STR_MAX)
@@ -595,6 +600,8 @@ class Table:
                ) -> tuple[str | None, tuple | None]:
         """The slow path of admit(): (refusal, None) or (None, schema change or None)."""
         kind = kind or _slow_kind(v)
+        if kind == "int":
+            self._int_keys.add(key)  # an int subclass, or a 0-d array's int
         shape, dtype = (), _DTYPES.get(kind or "")
         if kind == "array":
             if v.ndim == 0:
@@ -730,8 +737,9 @@ class Table:
         for name, col in self._cols.items():
             column = values.get(name)
             if col.kind == "float":
-                if column is not None and not _FLOATS.issuperset(map(type, column)) and not all(
-                        _values.exact_in_float(v) for v in column
+                if column is not None and name in self._int_keys and not _FLOATS.issuperset(
+                        map(type, column)) and not all(
+                        _values.exact_in_float(v) for v in map(_unwrap_0d, column)
                         if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
                     col.kind, col.dtype = "general", _POINTER
                 elif col.ds is not None and col.ds.dtype.kind in "iu" and self._n:
@@ -1246,6 +1254,11 @@ def _exact_as_float(ints: np.ndarray) -> bool:
         warnings.simplefilter("ignore", RuntimeWarning)
         back = ints.astype(np.float64).astype(np.int64)
     return bool(np.array_equal(back, ints)) and bool((ints != _I64_MAX).all())
+
+
+def _unwrap_0d(v: Any) -> Any:
+    """A 0-d array's scalar (stored as that scalar), anything else as it is."""
+    return v[()] if type(v) is np.ndarray and v.ndim == 0 else v
 
 
 def _short_strs(column: Sequence) -> bool:

@@ -420,3 +420,23 @@ def test_a_value_admit_encoded_is_not_encoded_again_by_append(tmp_store, monkeyp
     got = t.read()["d"].tolist()
     assert got[:5] == [r["d"] for r in rows]
     assert len(t._encoded) == 0
+
+
+
+def test_big_ints_stay_exact_whichever_way_they_reach_a_float_column(tmp_path):
+    # Table._settle scans only the float columns of keys that were ever given an int:
+    # every way an int is admitted must say so (admit_columns checks ints with _check)
+    path = tmp_path / "w.h5"
+    big = 2**53 + 1
+    with Store.open(path) as s:
+        put(s.table("m"), [{"a": 1, "b": 1.5, "e": 1.5}])
+    with Store.open(path) as s:  # a new Table: all it knows of "a" comes from the file
+        t = s.table("m")
+        # a: an int column widened in the same batch; e: a 0-d array's int into a float column
+        put(t, [{"a": big, "b": 1.5, "e": np.array(big)}, {"a": 0.5, "b": 1.5, "e": 0.5}])
+        for values in ({"b": (big, 3)}, {"b": (None, -big)}):  # the columns path
+            assert t.admit_columns(values) is None
+            t.append_values(values, 2)
+    df = psmpi.read(path)
+    assert df["a"].tolist()[:3] == [1, big, 0.5] and df["e"].tolist()[:3] == [1.5, big, 0.5]
+    assert df["b"].tolist()[-4:] == [big, 3, None, -big]
