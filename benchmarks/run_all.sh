@@ -21,7 +21,7 @@ cd "$work"   # paramsurvey leaves log files in the working directory
     echo "Written by \`bash benchmarks/run_all.sh${mode:+ $mode}\` on $(date -u '+%Y-%m-%d %H:%M UTC'),"
     echo "$(uname -srm), nproc $(nproc). Each section gives its exact command."
 } > "$work/results.md"
-for bench in throughput_local store_append; do
+for bench in throughput_local store_append store_values; do
     echo "running $bench.py $mode" >&2
     echo >> "$work/results.md"
     "$py" "$here/$bench.py" $mode >> "$work/results.md"

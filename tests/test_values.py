@@ -360,3 +360,83 @@ def test_a_str_utf8_cannot_encode_is_refused_whatever_the_column_kind(tmp_path):
         t.append([{"y": [1, 2]}])
         assert "UTF-8 cannot encode" in t.admit({"y": "a\udcff"})
         assert t.admit({"y": "é"}) is None
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("x" * 4096, "str"),  # longer than the 1024 chars that surely fit, but 4 KiB of UTF-8
+    ("λ" * 2048, "str"),  # 4096 bytes: the longest a fixed-width column takes
+    ("λ" * 2049, "general"),
+    (np.str_("λ" * 2049), "general"),
+    ("short", "str"),
+])
+def test_a_str_column_given_columns_turns_general_only_for_a_str_too_long(tmp_store, value, kind):
+    # append_values checks the lengths of a str column's values (Table._settle) with a
+    # quick test in C first; None and numpy str among the values take the exact one
+    t = tmp_store.table("m")
+    assert t.admit_columns({"s": ("a", "b")}) is None
+    t.append_values({"s": ("a", "b")}, 2)
+    for column in [(value, None, "c"), (None, value)]:
+        assert t.admit_columns({"s": column}) is None
+        t.append_values({"s": column}, len(column))
+    assert t._cols["s"].kind == kind
+    got = [None if isinstance(v, float) else v for v in t.read()["s"].tolist()]  # NaN: null str
+    assert got == ["a", "b", value, None, "c", None, value]
+
+
+_ARRAY_DTYPES = st.one_of(hnp.scalar_dtypes(), hnp.datetime64_dtypes(), hnp.timedelta64_dtypes(),
+                          hnp.unicode_string_dtypes(), hnp.byte_string_dtypes(),
+                          st.just(np.dtype(">f8")), st.just(np.dtype("<U0")))
+
+
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(_ARRAY_DTYPES, hnp.array_shapes(min_dims=0, min_side=0, max_side=4)))
+def test_an_array_encodes_to_the_bytes_of_its_json_tree(array):
+    # encode() writes plain arrays without json (values._array_json): the same bytes
+    want = json.dumps(values.tree(array), separators=(",", ":")).encode("ascii")
+    assert values.encode(array) == want
+    assert values.encode(array[::-1] if array.ndim else array) == json.dumps(
+        values.tree(array[::-1] if array.ndim else array), separators=(",", ":")).encode("ascii")
+    assert same(values.decode(values.encode(array)), array)
+
+
+def test_a_value_admit_encoded_is_not_encoded_again_by_append(tmp_store, monkeypatch):
+    # admit() encodes a dict to know it can be stored; append() takes those bytes (a second
+    # encoding cost 40 % of committing nested dicts, store_values.py e). A pickled one still
+    # warns, and a row refused by admit leaves nothing behind.
+    calls = []
+    encode = values.encode
+    monkeypatch.setattr(values, "encode", lambda v, note=None: calls.append(v) or encode(v, note))
+    t = tmp_store.table("m")
+    shared = {"k": [1.5, None]}
+    rows = [{"d": {"a": i, "b": (i, "x")}} for i in range(3)] + [{"d": shared}, {"d": shared}]
+    assert t.admit({"d": {"z": 1}, "s": "\udcff"}) is not None  # refused: never appended
+    calls.clear()
+    assert all(t.admit(r) is None for r in rows) and len(calls) == 5
+    t.append(rows)
+    assert len(calls) == 5  # nothing encoded twice
+    with pytest.warns(UserWarning, match="'d'.*stored as pickles"):
+        put(t, [{"d": {"o": Opaque(1)}}])
+    assert len(calls) == 6
+    got = t.read()["d"].tolist()
+    assert got[:5] == [r["d"] for r in rows]
+    assert len(t._encoded) == 0
+
+
+
+def test_big_ints_stay_exact_whichever_way_they_reach_a_float_column(tmp_path):
+    # Table._settle scans only the float columns of keys that were ever given an int:
+    # every way an int is admitted must say so (admit_columns checks ints with _check)
+    path = tmp_path / "w.h5"
+    big = 2**53 + 1
+    with Store.open(path) as s:
+        put(s.table("m"), [{"a": 1, "b": 1.5, "e": 1.5}])
+    with Store.open(path) as s:  # a new Table: all it knows of "a" comes from the file
+        t = s.table("m")
+        # a: an int column widened in the same batch; e: a 0-d array's int into a float column
+        put(t, [{"a": big, "b": 1.5, "e": np.array(big)}, {"a": 0.5, "b": 1.5, "e": 0.5}])
+        for values in ({"b": (big, 3)}, {"b": (None, -big)}):  # the columns path
+            assert t.admit_columns(values) is None
+            t.append_values(values, 2)
+    df = psmpi.read(path)
+    assert df["a"].tolist()[:3] == [1, big, 0.5] and df["e"].tolist()[:3] == [1.5, big, 0.5]
+    assert df["b"].tolist()[-4:] == [big, 3, None, -big]

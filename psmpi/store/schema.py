@@ -135,6 +135,8 @@ def admit(table: Table, row: dict) -> str | None:
     changes = None
     for key, v in row.items():
         kind = COLUMN_KINDS.get(type(v))
+        if kind == "int":
+            table._int_keys.add(key)
         col = cols.get(key)
         if col is not None and kind == col.kind and (
                 kind in PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= STR_MAX_CHARS)
@@ -207,6 +209,8 @@ def _check(table: Table, key: str, v: Any, kind: str | None, col: _Column | None
            ) -> tuple[str | None, tuple | None]:
     """The slow path of admit(): (refusal, None) or (None, schema change or None)."""
     kind = kind or slow_kind(v)
+    if kind == "int":
+        table._int_keys.add(key)  # an int subclass, or a 0-d array's int
     shape, dtype = (), _DTYPES.get(kind or "")
     if kind == "array":
         if v.ndim == 0:
@@ -218,8 +222,9 @@ def _check(table: Table, key: str, v: Any, kind: str | None, col: _Column | None
         if dtype.kind == "O":
             kind = None  # its elements may be anything: check they encode
     if kind is None:
+        note = _values.Pickled()
         try:
-            _values.encode(v)
+            table._encoded[id(v)] = (v, _values.encode(v, note), note.used)
         except _values.Unencodable as exc:
             return (f"result {key!r} cannot be stored: {exc}; return values psmpi can "
                     f"encode (see README, Values and the file format) or picklable ones"), None

@@ -45,6 +45,13 @@ class Table:
         # what fitted once fits again. Rows of a survey share a few layouts.
         self._layouts: set[tuple] = set()
         self._pickled: set[str] = set()  # keys warned about: one warning per key
+        # Keys ever admitted with an int: only their float columns can lose one, so only
+        # those _settle() scans (scanning every float column cost 4 % of a commit of scalars)
+        self._int_keys: set[str] = set()
+        # Values admit() had to encode to know they can be (containers, datetimes, ...), by
+        # id, with the value (so the id stays its own) and whether a pickle was used: the
+        # append that follows takes these bytes instead of encoding every value twice.
+        self._encoded: dict[int, tuple[Any, bytes, bool]] = {}
         # pickled values: False reads their bytes (see :func:`read`), True unpickles them,
         # "keep" reads them as values.PickleBytes, which append() stores as the same pickle
         self.unpickle: bool | str = False
@@ -169,7 +176,8 @@ class Table:
         Parameters
         ----------
         rows : list of dict
-            Rows that :meth:`admit` accepted, in order.
+            Rows that :meth:`admit` accepted, in order, unchanged since (the values admit
+            encoded are written as it encoded them).
         columns : dict of numpy.ndarray, optional
             More columns of the same rows, one 1-D array each (int, float, bool, object
             arrays of str, or bytes arrays of UTF-8), e.g. bookkeeping that is cheaper to collect as arrays than to

@@ -1,0 +1,69 @@
+"""The store benchmarks run (in their smoke mode) and write what they claim to write."""
+
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+import psmpi
+
+ROOT = pathlib.Path(__file__).parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def test_store_values_quick_run_reports_every_scenario_and_target(tmp_path):
+    # --baseline with this very checkout: the child processes run, and must import it
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "store_values.py"), "--quick",
+                           "--dir", str(tmp_path), "--baseline", str(ROOT)],
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "Disk: sequential write of 8 MiB" in out
+    for title in ("(a) 12 scalars", "(b) a 1 KiB array", "(c) a 1 MiB array",
+                  "(d) a ragged array", "(e) a nested dict of 20 entries"):
+        assert f"| {title}" in out and "| psmpi |" in out, title
+    for target in ("(a) psmpi-columns not more", "(a) psmpi not more", "(c) ≥ 70%",
+                   "(d) ≥ 50,000", "(e) ≥ 50,000"):
+        line = next(ln for ln in out.splitlines() if f"target {target}" in ln)
+        assert ": met (" in line or ": MISSED (" in line, line
+    assert "failed" not in out.split("(a) in child processes")[1].split("- target")[0]
+    assert os.listdir(tmp_path) == []  # every file written went with its temporary directory
+
+
+@pytest.mark.parametrize("scenario", list("abcde"))
+def test_store_values_writers_write_every_row(tmp_path, scenario):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import store_values as sv
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    rows = sv.make_data(scenario, 6)
+    batches = sv.batched(rows, 4)
+    for writer in ("psmpi", "h5py", "pickle"):
+        assert sv.write(writer, scenario, str(tmp_path / writer), batches) > 0
+    stored = psmpi.read(tmp_path / "psmpi").sort_values("_pset_index")
+    assert len(stored) == 6 and stored["_pset_seq"].tolist() == list(range(1, 7))
+    with h5py.File(tmp_path / "h5py", "r") as f:
+        assert {k: f[k].shape[0] for k in f} == {k: 6 for k in rows[0]}
+        plain = {k: f[k][:] for k in f}
+    with open(tmp_path / "pickle", "rb") as f:
+        pickled = pickle.load(f) + pickle.load(f)  # one list per batch
+    assert len(pickled) == 6 and [list(r) for r in pickled] == [list(r) for r in rows]
+    for i, row in enumerate(rows):
+        for key, want in row.items():
+            got, raw = stored[key].iloc[i], plain[key][i]
+            if isinstance(want, np.ndarray):
+                assert np.array_equal(got, want) and np.array_equal(raw, want)
+            elif isinstance(want, dict):
+                assert got == want
+                assert json.loads(raw) == json.loads(json.dumps(want, default=str))
+            else:
+                assert got == want and (raw.decode() if isinstance(raw, bytes) else raw) == want
