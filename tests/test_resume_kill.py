@@ -79,13 +79,17 @@ def kill(proc, backend, token, how):
     assert not left, f"processes left running after a {how} kill: {left}"
 
 
-def wait_for_calls(calls, proc, timeout=30.0):
-    """Wait until this run's workers have computed some psets (or the run has ended)."""
-    before = calls.stat().st_size
+def wait_for_commit(path, before, proc, timeout=60.0):
+    """Wait until this run has committed rows (or has ended): a kill then surely lands on
+    a file with rows of this run. (Workers return a group only when all of it is done, so
+    psets computed are not yet psets committed.)"""
     deadline = time.monotonic() + timeout
-    while calls.stat().st_size - before < 200 and proc.poll() is None:
-        assert time.monotonic() < deadline, "the study computed nothing for 30 s"
-        time.sleep(0.02)
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, f"the study committed nothing for {timeout} s"
+        df = committed(path)  # None also when caught mid-write: look again
+        if df is not None and len(df) > len(before):
+            return
+        time.sleep(0.05)
 
 
 def committed(path):
@@ -102,7 +106,10 @@ def check_exact(df):
     """Every committed row is exactly what the worker returned for its pset, once."""
     assert not df["a"].duplicated().any()
     for row in df.to_dict("records"):
-        want = STUDY.expected(row["a"])
+        a = row["a"]
+        assert row["opts"] == {"n": a % 5, "tags": ["x"] * (a % 3)}, row  # psets as given
+        assert row["corner"] == (a % 2, float(a)) and type(row["corner"]) is tuple, row
+        want = STUDY.expected(a)
         assert row["y"] == want["y"] and row["label"] == want["label"], row
         assert row["traj"].dtype == np.float32 and np.array_equal(row["traj"], want["traj"]), row
         assert row["info"] == want["info"] and type(row["info"]["pair"]) is tuple, row
@@ -145,7 +152,7 @@ def test_killed_study_resumes_without_loss_or_recompute(tmp_path, backend):
         committed_before[run] = set() if df is None else set(df["a"])
         proc = start(path, backend, run, calls, token)
         if run % 4 == 3:  # kill mid-survey however slow the start-up: rows must get committed
-            wait_for_calls(calls, proc)
+            wait_for_commit(path, committed_before[run], proc)
             time.sleep(rng.uniform(0.0, 0.1))
         else:
             time.sleep(rng.uniform(0.3, 1.5))  # start-up is ~0.6 s: some kills land in it

@@ -2,7 +2,7 @@
 
 Every worker call appends "<run> <pset index>" to $KILL_CALLS, so the test can prove that
 a pset committed before a kill is never computed again. The results hold values of every
-kind the store keeps (ragged arrays, nested containers, None beside numbers, a key whose
+kind the store keeps (psets with dicts, lists and tuples; ragged arrays, nested containers, None beside numbers, a key whose
 type changes mid-survey), so kills also land while columns widen.
 """
 
@@ -30,11 +30,14 @@ def worker(pset, system_kwargs, user_kwargs):
     time.sleep(pset["sleep"])
     with open(os.environ["KILL_CALLS"], "a") as f:
         f.write(f"{os.environ['KILL_RUN']} {system_kwargs['pset_index']}\n")
-    return expected(pset["a"])
+    a = pset["a"]
+    assert pset["opts"] == {"n": a % 5, "tags": ["x"] * (a % 3)} and pset["corner"] == (a % 2, a)
+    return expected(a)
 
 
 if __name__ == "__main__":  # the test imports expected() from here
     psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)  # under mpiexec: rank 0 goes on
-    psets = psmpi.params.product({"a": range(N_PSETS)}, {"sleep": 0.003})
+    psets = [{"a": a, "sleep": 0.003, "opts": {"n": a % 5, "tags": ["x"] * (a % 3)},
+              "corner": (a % 2, float(a))} for a in range(N_PSETS)]  # rich psets too
     res = psmpi.map(worker, psets, out=sys.argv[1], name="kill", commit_seconds=0.05)
     assert len(res) == N_PSETS, len(res)
