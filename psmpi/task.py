@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple
 import cloudpickle
 import numpy as np
 
-from . import bookkeeping, params, timers, utils
+from . import bookkeeping, params, timers, utils, values
 from .errors import ConfigError
 from .values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 
@@ -248,10 +248,8 @@ class Task:
 
 
 # Exact types a column may hold: they pickle, unpickle anywhere numpy is, and the store
-# takes them as one scalar kind each (values.COLUMN_KINDS without arrays).
-COLUMN_TYPES = frozenset({bool, int, float, str, type(None), np.bool_, np.str_, np.float16,
-                          np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-                          np.uint8, np.uint16, np.uint32})
+# takes them as one scalar kind each.
+COLUMN_TYPES = values.SCALAR_COLUMN_TYPES
 
 
 def as_columns(group: list[tuple[int, dict]], results: list[dict]) -> dict[str, tuple] | None:
@@ -264,8 +262,8 @@ def as_columns(group: list[tuple[int, dict]], results: list[dict]) -> dict[str, 
             return None
         if keys:
             columns.update(zip(keys, zip(*map(dict.values, rows))))
-    for values in columns.values():
-        if not COLUMN_TYPES.issuperset(map(type, values)):
+    for column in columns.values():
+        if not COLUMN_TYPES.issuperset(map(type, column)):
             return None
     return columns
 
