@@ -101,7 +101,8 @@ def test_contract_under_mpiexec(ranks):
 
 
 # The contract checks of every value kind psmpi stores (issue 13's "through mpiexec -n 3").
-VALUE_CHECKS = ["types_round_trip", "rich_values_round_trip", "unencodable_result_keys_fail_their_pset"]
+VALUE_CHECKS = ["types_round_trip", "rich_values_round_trip", "unencodable_result_keys_fail_their_pset",
+                "rich_psets_round_trip", "resume_of_rich_psets_computes_only_the_missing"]
 
 
 def test_every_value_kind_round_trips_under_mpiexec_n3():
