@@ -20,6 +20,7 @@ backend whose runs survive a pset killing its process (the pset fails alone, as
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,6 +29,8 @@ from . import task
 from .attempts import AttemptLog, Suspects
 from .backends.base import Group
 from .store import Table
+
+first = operator.itemgetter(0)  # the pset index of an (index, pset) pair
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +75,7 @@ class CrashGuard:
 
     def sent(self, group: Group) -> None:
         """The group is about to be handed to a worker: on disk before the worker gets it."""
-        self.log.sent([index for index, _ in group])
+        self.log.sent(list(map(first, group)))
 
     def returned(self, indexes: list[int]) -> None:
         """The psets ``indexes`` came back from their worker."""
