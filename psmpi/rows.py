@@ -13,7 +13,7 @@ import pickle
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,11 @@ from . import config, params, task
 from .bookkeeping import RunStamp
 from .crashguard import GivenUp
 from .errors import PsetTimeout, StoreError
-from .progress import Reporter
 from .results import MapProgress
 from .store import Table
+
+if TYPE_CHECKING:  # the reporter is only called: rows.py need not sit above progress.py
+    from .progress import Reporter
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.
@@ -159,6 +161,10 @@ class Recorder:
                 return
             # a column the table cannot take as it is: row by row, to find which psets fail
             rows = [dict(zip(outcome.columns, values)) for values in zip(*outcome.columns.values())]
+        self.record_rows(outcome, rows)
+
+    def record_rows(self, outcome: task.GroupOutcome, rows: list[dict] | None) -> None:
+        """Store a group pset by pset: ``rows`` (its columns as rows), or its payloads if None."""
         errors = outcome.errors
         writer = self.writer
         for i, index in enumerate(outcome.indexes):
