@@ -269,7 +269,7 @@ def instrument_master() -> dict:
     Counts the groups sent (Master.send_next) and the DONE messages received
     (Master.free_slot), and adds up the CPU time (time.process_time) of: Master.drain() calls
     that received something, Master.refill() calls that sent something (these pull the next
-    psets through checking and grouping), MapRun.record() (turning outcomes into rows) and
+    psets through checking and grouping), Recorder.record() (turning outcomes into rows) and
     RowWriter.commit() (HDF5). Empty polls are left out: that is idle time, which a master
     kept busy by 10,000 ranks would not have.
     """
@@ -277,9 +277,9 @@ def instrument_master() -> dict:
               "cpu_record": 0.0, "cpu_commit": 0.0, "instrumented": False}
     try:
         from psmpi.backends.mpi import Master
-        from psmpi.run import MapRun, RowWriter
+        from psmpi.rows import Recorder, RowWriter
         originals = (Master.send_next, Master.free_slot, Master.drain, Master.refill,
-                     MapRun.record, RowWriter.commit)
+                     Recorder.record, RowWriter.commit)
     except (ImportError, AttributeError):
         return counts
     send_next, free_slot, drain, refill, record, commit = originals
@@ -307,7 +307,7 @@ def instrument_master() -> dict:
     Master.send_next, Master.free_slot = counted_send_next, counted_free_slot
     Master.drain = cpu_of(drain, "cpu_drain", "received")
     Master.refill = cpu_of(refill, "cpu_refill", "groups")
-    MapRun.record = cpu_of(record, "cpu_record")
+    Recorder.record = cpu_of(record, "cpu_record")
     RowWriter.commit = cpu_of(commit, "cpu_commit")
     counts["instrumented"] = True
     return counts

@@ -139,7 +139,7 @@ def report(systems: list[str], nprocs: int, results: dict, failed: dict) -> None
              f"{per_group('cpu_drain')[0]:.0f}"],
             ["Master.refill() calls that sent (next psets: check, group; pickle, isend)",
              f"{per_group('cpu_refill')[0]:.0f}"],
-            ["MapRun.record() (outcome to rows)", f"{per_group('cpu_record')[0]:.0f}"],
+            ["Recorder.record() (outcome to rows)", f"{per_group('cpu_record')[0]:.0f}"],
             ["RowWriter.commit() (HDF5)", f"{per_group('cpu_commit')[0]:.0f}"],
             ["**cost per group** (the four above)",
              f"**{busy[0]:.0f}** ({busy[1]:.0f} – {busy[2]:.0f})"],

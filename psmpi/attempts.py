@@ -24,7 +24,8 @@ blamed on it and not on its neighbours; at ``max_attempts`` it is stored as a ``
 failure and skipped, so a requeue loop always ends. (``max_attempts=1`` skips every pset that
 was running at the first death, innocent neighbours included.)
 
-Only the driver writes this file, under the results file's lock. Counts are keyed by the
+A map goes through this life cycle with a :class:`psmpi.crashguard.CrashGuard`. Only the
+driver writes this file, under the results file's lock. Counts are keyed by the
 pset's position in the map's pset list; the pset hash, recorded from the second run on,
 makes a changed list reset the count instead of blaming the wrong pset.
 """
