@@ -136,6 +136,13 @@ def tree(v: Any, note: Pickled | None = None) -> Any:
         return {"__pickle__": _b64(v)}
     if t is np.ndarray:
         return _array(v, note)
+    if t is datetime.datetime:
+        zone = getattr(v.tzinfo, "key", None)  # a zoneinfo zone: ISO keeps only the offset
+        return {"__datetime__": [v.isoformat(), zone] if zone else v.isoformat()}
+    if t is datetime.date:
+        return {"__date__": v.isoformat()}
+    if t is datetime.timedelta:
+        return {"__timedelta__": [v.days, v.seconds, v.microseconds]}
     if isinstance(v, np.generic) and v.dtype.kind in "biufcmMSU":
         return {"__numpy__": {"dtype": v.dtype.str, "data": _b64(v.tobytes())}}
     if _pandas_timestamp(v):
@@ -144,13 +151,6 @@ def tree(v: Any, note: Pickled | None = None) -> Any:
         # "+09:18:59", which pandas cannot parse back)
         return {"__timestamp__": [v.tz_convert("UTC").isoformat(), zone] if zone
                 else v.isoformat()}
-    if t is datetime.datetime:
-        zone = getattr(v.tzinfo, "key", None)  # a zoneinfo zone: ISO keeps only the offset
-        return {"__datetime__": [v.isoformat(), zone] if zone else v.isoformat()}
-    if t is datetime.date:
-        return {"__date__": v.isoformat()}
-    if t is datetime.timedelta:
-        return {"__timedelta__": [v.days, v.seconds, v.microseconds]}
     return _pickle(v, note)
 
 
