@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import multiprocessing
 import os
@@ -440,3 +441,103 @@ def test_big_ints_stay_exact_whichever_way_they_reach_a_float_column(tmp_path):
     df = psmpi.read(path)
     assert df["a"].tolist()[:3] == [1, big, 0.5] and df["e"].tolist()[:3] == [1.5, big, 0.5]
     assert df["b"].tolist()[-4:] == [big, 3, None, -big]
+
+
+# ---------------------------------------------------------------- json straight from dicts and lists
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Name(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+class _Ratio(float):
+    pass
+
+
+class _Items(list):
+    pass
+
+
+class _Table(dict):
+    pass
+
+
+_BIG = 2**10_000  # the smallest int tree() writes in hex
+_odd_scalars = st.one_of(
+    st.sampled_from([_Level.LOW, _Colour.RED, _Name("n"), _Count(3), _Ratio(0.5), np.float64(2.5),
+                     np.str_("s"), np.int64(7), np.bool_(True), np.longdouble(1) / 3, 3 + 4j,
+                     b"\x00\xff", bytearray(b"ab"), values.PickleBytes(b"\x80\x05N."),
+                     pd.Timestamp("2026-01-01T00:00:00.123456789", tz="Europe/Paris"),
+                     _BIG - 1, _BIG, -_BIG, 10**3011, 2**14_000, float("nan"), -0.0,
+                     datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+                     datetime.date(2026, 1, 2), datetime.timedelta(seconds=1.5), Opaque(2),
+                     np.arange(3), np.array([1, "a"], dtype=object), "é\udcff", "1" * 3011]),
+    hnp.from_dtype(np.dtype("datetime64[ns]")), hnp.from_dtype(np.dtype(np.float32)))
+_keys = st.one_of(st.text(max_size=6), st.sampled_from(sorted(values.TAGS)),
+                  st.sampled_from([1, 2.5, None, True, (1, 2), _Name("k")]))
+
+
+def _containers(inner):
+    return st.one_of(
+        st.lists(inner, max_size=5), st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=6), inner, max_size=5),
+        st.dictionaries(_keys, inner, max_size=3),
+        st.dictionaries(st.sampled_from(sorted(values.TAGS)), inner, min_size=1, max_size=1),
+        st.builds(_Items, st.lists(inner, max_size=3)),
+        st.builds(_Table, st.dictionaries(st.text(max_size=3), inner, max_size=3)))
+
+
+# half the leaves odd: one_of alone would draw each of its many branches alike
+_json_leaves = st.booleans().flatmap(lambda odd: _odd_scalars if odd else _scalars)
+_json_values = st.recursive(_json_leaves, _containers, max_leaves=16)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.lists(_json_values, min_size=1, max_size=5),
+                 st.dictionaries(st.text(max_size=6), _json_values, min_size=1, max_size=6),
+                 _json_values))
+def test_json_straight_from_a_value_is_byte_identical_to_json_of_its_tree(value):
+    # encode() writes a dict or list with json's C encoder, tree() only for the types json
+    # does not know (values._plain_json): every value must give the bytes, and the pickle
+    # note, of the slow path json.dumps(tree(v))
+    slow_note, note = values.Pickled(), values.Pickled()
+    try:
+        want = json.dumps(values.tree(value, slow_note), separators=(",", ":")).encode("ascii")
+    except values.Unencodable:
+        with pytest.raises(values.Unencodable):
+            values.encode(value)
+        return
+    assert values.encode(value, note) == want
+    assert note.used == slow_note.used
+
+
+def test_values_json_writes_its_own_way_take_the_slow_path():
+    # each of these json.dumps writes unlike tree(): the fast path must see it and step aside
+    cases = [[(1, 2)], {"a": _Level.LOW}, [np.float64(1.5)], {"a": _Name("x")}, [_Items([1])],
+             {"a": _Table(b=1)}, {1: "a"}, {"a": {"__tuple__": 1}}, [2**10_001], [-(2**10_001)],
+             [values.PickleBytes(b"x")], {"o": Opaque(1)}, {"k": [True, {"x": (None,)}]}]
+    for value in cases:
+        assert values._plain_json(value) is None, value
+        assert values.encode(value) == json.dumps(values.tree(value), separators=(",", ":")).encode("ascii")
+    nested = {"x": [1.5, None, "é"], "d": {"t": datetime.date(2026, 1, 1), "n": [np.int64(3)]}}
+    assert values._plain_json(nested) == json.dumps(values.tree(nested), separators=(",", ":")).encode("ascii")
+
+
+def test_a_value_containing_itself_is_unencodable_on_both_paths():
+    loop: list = [1]
+    loop.append(loop)
+    shared = [1.5]
+    for value in (loop, {"a": loop}):
+        with pytest.raises(values.Unencodable, match="nested too deeply"):
+            values.encode(value)
+    assert values.decode(values.encode({"a": shared, "b": shared})) == {"a": [1.5], "b": [1.5]}

@@ -38,6 +38,8 @@ FLETCHER32 = True
 # A general column: one (offset, length) pair per row into its heap, heaps/<key>. A compound
 # dtype, so that a psmpi before the general kind refuses the column instead of misreading it.
 _POINTER = np.dtype([("offset", "<i8"), ("length", "<i8")])
+# Value types of the rows whose layout admit() remembers: native scalars (see admit).
+_LAYOUT_TYPES = frozenset(COLUMN_KINDS).difference((np.ndarray,))
 _HEAP_CHUNK = 8192
 _DTYPES = {**DTYPES, "general": _POINTER}
 
@@ -161,8 +163,7 @@ def admit(table: Table, row: dict) -> str | None:
             col.kind, col.dtype, col.shape = kind, dtype, shape
     # arrays: their shape varies; other types: their contents vary (a list may hold
     # anything), so only rows of native scalars skip the checks next time
-    if len(table._layouts) < 1000 and all(
-            t in COLUMN_KINDS and t is not np.ndarray for t in layout[len(row):]):
+    if len(table._layouts) < 1000 and _LAYOUT_TYPES.issuperset(layout[len(row):]):
         table._layouts.add(layout)
     return None
 
