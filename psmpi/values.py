@@ -39,11 +39,11 @@ import base64
 import datetime
 import json
 import pickle
-import re
 import warnings
 from typing import Any
 
 import numpy as np
+import orjson
 
 TAGS = frozenset(("__int__", "__tuple__", "__dict__", "__items__", "__complex__", "__bytes__",
                   "__datetime__", "__date__", "__timedelta__", "__timestamp__", "__numpy__",
@@ -178,63 +178,69 @@ def encode(v: Any, note: Pickled | None = None) -> bytes:
 
 # Exact types json.dumps writes as tree() does; bool, NoneType: json tests them by identity.
 _JSON_LEAVES = frozenset((str, int, float, bool, type(None)))
-# Types the C encoder of json writes its own way, subclasses too (a tuple as a list, an
-# IntEnum or numpy.float64 as a number, a str subclass as a str): tree() gives them tags.
-_JSON_NATIVE = (str, int, float, list, tuple, dict)
-# An int of more than _INT_BITS bits has at least this many decimal digits. Matched only
-# from the start of a run of digits: else runs just short of it (a str of digits) cost
-# quadratic time (0.9 MB of 3,010-digit runs: 2.4 s instead of 0.01 s).
-_BIG_INT_DIGITS = len(str(1 << _INT_BITS))
-_BIG_INT_TEXT = re.compile(f"(?<![0-9])[0-9]{{{_BIG_INT_DIGITS}}}")
-# json's encoder with tree() for the types it does not know. No check for circular
-# references: _json_native() has walked every list and dict, and a value that contains itself
-# through another type makes tree() recurse until RecursionError. Made once: json.dumps
-# makes a new encoder for each value, 10 % slower on a dict of 20 entries.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, default=tree)
+# Types orjson hands to its ``default`` (tree()) with the options below and tree() encodes
+# without a pickle (an object array may still hold one: then the slow path takes it).
+_TREE_LEAVES = frozenset({datetime.datetime, datetime.date, datetime.timedelta, complex, bytes,
+                          np.ndarray} | {t for t in np.sctypeDict.values()
+                                         if np.dtype(t).kind in _RAW_KINDS})
+_PLAIN_READY = _JSON_LEAVES | _TREE_LEAVES | {dict, list}
+# orjson's own ways that differ from tree()'s are turned off: datetimes, dataclasses and
+# subclasses of str, int, dict and list go to ``default``.
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_NONE = type(None)
 
 
 def _plain_json(v: dict | list) -> bytes | None:
-    """``encode(v)`` made by json straight from ``v`` (its C encoder, tree() only for the
-    parts json does not know), or None when that could differ from ``json.dumps(tree(v))``:
-    ``v`` holds a tuple, a subclass of a JSON type, a dict with a key not a str or with one
-    tag-like key, an int of more than _INT_BITS bits, or a pickle (which the caller notes).
+    """``encode(v)`` made by orjson straight from ``v`` (tree() only for the parts JSON has
+    no type for), or None when it could differ from the slow path ``json.dumps(tree(v))``
+    in what it decodes to: ``v`` holds a tuple, a subclass of a JSON type, a type tree()
+    would pickle, a dict with a key not a str or with one tag-like key, an int beyond 64
+    bits, a NaN or infinity (orjson writes null), or a pickle (which the caller notes).
 
-    tree() walking every value in Python was half the time of committing dicts of 20
-    entries (store_values.py e); this checks types a container at a time, in C.
+    The bytes may differ from the slow path's (``1e-9`` for ``1e-09``, UTF-8 for ``\\u``
+    escapes), never the value they decode to. tree() walking every value, then json's float
+    formatting, were most of the time of committing dicts of 20 entries (store_values.py e):
+    orjson writes such a dict in under a microsecond, json in ten.
     """
     try:
-        if not _json_native(v):
+        nones = _plain_ready(v)
+        if nones < 0:
             return None
-        out = _ENCODER.encode(v)
-    except Exception:  # noqa: BLE001 (too deep, unencodable, ...: the slow path says how)
+        out = orjson.dumps(v, default=tree, option=_ORJSON_OPTIONS)
+    except Exception:  # noqa: BLE001 (too deep, an int beyond 64 bits, ...: the slow path says how)
         return None
-    if len(out) >= _BIG_INT_DIGITS and _BIG_INT_TEXT.search(out):
-        return None  # json wrote a big int in decimal, tree() writes {"__int__": hex}
-    if '"__pickle__"' in out:
+    if out.count(b"null") != nones:  # a NaN or infinity became null (or a str holds "null")
+        return None
+    if b'"__pickle__"' in out:
         return None  # perhaps a pickle, which the slow path notes (rare: not worth a hook)
-    return out.encode("ascii")
+    return out
 
 
-def _json_native(v: dict | list) -> bool:
-    """Whether json writes ``v`` (an exact dict or list) as tree() does, leaving to its
-    ``default`` only types it does not know (ints aside: see _plain_json). A value that
-    contains itself ends in RecursionError."""
+def _plain_ready(v: dict | list) -> int:
+    """How many None values ``v`` (an exact dict or list) holds, or -1 when orjson may write
+    it unlike tree() (see _plain_json). Checks types a container at a time, in C; a value
+    that contains itself ends in RecursionError."""
     if type(v) is dict:
         if not _STR.issuperset(map(type, v)) or len(v) == 1 and next(iter(v)) in TAGS:
-            return False
-        v = v.values()
+            return -1
+        v = list(v.values())
     kinds = set(map(type, v))
+    nones = 0
+    if _NONE in kinds:  # list.count compares with ==, which an array answers elementwise
+        nones = v.count(None) if np.ndarray not in kinds else sum(x is None for x in v)
     if _JSON_LEAVES.issuperset(kinds):
-        return True
-    for t in kinds.difference(_JSON_LEAVES):
-        if t is not dict and t is not list and issubclass(t, _JSON_NATIVE):
-            return False
+        return nones
+    if not _PLAIN_READY.issuperset(kinds):
+        return -1
     if dict in kinds or list in kinds:
         for x in v:
-            t = type(x)
-            if (t is dict or t is list) and not _json_native(x):
-                return False
-    return True
+            if type(x) is dict or type(x) is list:
+                n = _plain_ready(x)
+                if n < 0:
+                    return -1
+                nones += n
+    return nones
 
 
 def _array_json(v: np.ndarray) -> bytes:

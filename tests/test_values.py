@@ -7,6 +7,7 @@ import enum
 import json
 import multiprocessing
 import os
+import uuid
 import warnings
 
 import h5py
@@ -506,31 +507,42 @@ _json_values = st.recursive(_json_leaves, _containers, max_leaves=16)
 @given(st.one_of(st.lists(_json_values, min_size=1, max_size=5),
                  st.dictionaries(st.text(max_size=6), _json_values, min_size=1, max_size=6),
                  _json_values))
-def test_json_straight_from_a_value_is_byte_identical_to_json_of_its_tree(value):
-    # encode() writes a dict or list with json's C encoder, tree() only for the types json
-    # does not know (values._plain_json): every value must give the bytes, and the pickle
-    # note, of the slow path json.dumps(tree(v))
+def test_json_straight_from_a_value_decodes_as_json_of_its_tree(value):
+    # encode() writes a dict or list with orjson, tree() only for the types JSON has no type
+    # for (values._plain_json): its bytes may differ from the slow path json.dumps(tree(v))
+    # ("1e-9", UTF-8), never what they decode to, nor the pickle note
     slow_note, note = values.Pickled(), values.Pickled()
     try:
-        want = json.dumps(values.tree(value, slow_note), separators=(",", ":")).encode("ascii")
+        want = slow_json(value, slow_note)
     except values.Unencodable:
         with pytest.raises(values.Unencodable):
             values.encode(value)
         return
-    assert values.encode(value, note) == want
+    got = values.encode(value, note)
+    assert slow_json(values.decode(got, unpickle="keep")) == want
     assert note.used == slow_note.used
 
 
-def test_values_json_writes_its_own_way_take_the_slow_path():
-    # each of these json.dumps writes unlike tree(): the fast path must see it and step aside
-    cases = [[(1, 2)], {"a": _Level.LOW}, [np.float64(1.5)], {"a": _Name("x")}, [_Items([1])],
-             {"a": _Table(b=1)}, {1: "a"}, {"a": {"__tuple__": 1}}, [2**10_001], [-(2**10_001)],
-             [values.PickleBytes(b"x")], {"o": Opaque(1)}, {"k": [True, {"x": (None,)}]}]
+def slow_json(value, note=None):
+    return json.dumps(values.tree(value, note), separators=(",", ":")).encode("ascii")
+
+
+def test_values_orjson_writes_its_own_way_take_the_slow_path():
+    # each of these orjson writes unlike tree() (or cannot write): the fast path steps aside
+    cases = [[(1, 2)], {"a": _Level.LOW}, {"a": _Colour.RED}, {"a": _Name("x")}, [_Items([1])],
+             {"a": _Table(b=1)}, {1: "a"}, {"a": {"__tuple__": 1}}, [2**64], [2**10_001],
+             [-(2**10_001)], [values.PickleBytes(b"x")], {"o": Opaque(1)}, [float("nan")],
+             {"x": [float("inf"), None]}, {"k": [True, {"x": (None,)}]}, [3 + float("nan") * 1j],
+             [pd.Timestamp("2026-01-01", tz="UTC")], [uuid.uuid4()], {"s": "é\udcff"}]
     for value in cases:
         assert values._plain_json(value) is None, value
-        assert values.encode(value) == json.dumps(values.tree(value), separators=(",", ":")).encode("ascii")
-    nested = {"x": [1.5, None, "é"], "d": {"t": datetime.date(2026, 1, 1), "n": [np.int64(3)]}}
-    assert values._plain_json(nested) == json.dumps(values.tree(nested), separators=(",", ":")).encode("ascii")
+    nested = {"x": [1.5, None, "é", "null"], "d": {"t": datetime.date(2026, 1, 1),
+                                                   "n": [np.int64(3), np.float64(0.5)]}}
+    fast = values._plain_json({k: v for k, v in nested.items() if k != "x"})
+    assert fast is not None and slow_json(values.decode(fast)) == slow_json(
+        {k: v for k, v in nested.items() if k != "x"})
+    assert values._plain_json(nested) is None  # a str holding "null": nulls cannot be counted
+    assert values.decode(values.encode(nested)) == nested
 
 
 def test_a_value_containing_itself_is_unencodable_on_both_paths():
