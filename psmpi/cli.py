@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -551,31 +551,14 @@ class _MapCall:
 
 
 def _record_maps(calls: list[_MapCall]) -> contextlib.AbstractContextManager:
-    """While active, ``psmpi.map`` records each call's MapResults (or its error) in ``calls``."""
-    import psmpi
+    """While active, each ``psmpi.map`` call's MapResults (or its error) is recorded in ``calls``."""
+    from .api import observing_maps
 
-    real_map = psmpi.map
+    def record(name: str, results: Any, error: BaseException | None) -> None:
+        text = None if error is None else "".join(traceback.format_exception(error))
+        calls.append(_MapCall(name, results, text))
 
-    def recording_map(worker: Callable, psets: Any, **kwargs: Any):
-        call = _MapCall(kwargs.get("name") or getattr(worker, "__name__", "map"))
-        calls.append(call)
-        try:
-            call.results = real_map(worker, psets, **kwargs)
-        except Exception:
-            call.error = traceback.format_exc()
-            raise
-        call.name = call.results.name
-        return call.results
-
-    @contextlib.contextmanager
-    def patched() -> Iterator[None]:
-        psmpi.map = recording_map
-        try:
-            yield
-        finally:
-            psmpi.map = real_map
-
-    return patched()
+    return observing_maps(record)
 
 
 def _run_script(script: str, argv: list[str]) -> str | None:
