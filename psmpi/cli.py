@@ -40,6 +40,7 @@ from . import bookkeeping, layout
 from .attempts import AttemptLog
 from .errors import PsmpiError, StoreError
 from .lock import pid_alive, read_owner, release_lock, take_lock
+from .post import filter_rows
 from .stalls import read_running, seconds_text
 from .store import Store, Table, check, maps_in, open_h5, reading
 
@@ -319,26 +320,16 @@ def _typed(value: str, series: pd.Series, where: str) -> Any:
     return value
 
 
-def apply_where(df: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
-    """Rows of ``df`` meeting every ``COLUMN OP VALUE`` condition."""
-    keep = np.ones(len(df), dtype=bool)
+def where_conditions(df: pd.DataFrame, conditions: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """``--where`` texts as :func:`psmpi.filter_rows` conditions, values typed by their column."""
+    out = []
     for text in conditions:
         column, op, raw = _parse_where(text)
-        if column not in df.columns:
-            raise CliError(f"--where {text!r}: there is no column {column!r}; "
-                           f"the columns are {list(df.columns)}")
-        series = df[column]
-        if op == "~":
-            keep &= series.astype(str).str.contains(raw, regex=True).to_numpy()
-            continue
-        value = _typed(raw, series, text)
-        compare = {"=": series.eq, "==": series.eq, "!=": series.ne, "<": series.lt,
-                   "<=": series.le, ">": series.gt, ">=": series.ge}[op]
-        try:
-            keep &= compare(value).fillna(False).to_numpy(dtype=bool)
-        except TypeError:
-            raise CliError(f"--where {text!r}: column {column!r} cannot be compared with {op}") from None
-    return df[keep]
+        if op == "~" or column not in df.columns:  # filter_rows names an unknown column
+            out.append((column, op, raw))
+        else:
+            out.append((column, "==" if op == "=" else op, _typed(raw, df[column], text)))
+    return out
 
 
 def _visible_columns(table: Table, kind: str, wanted: list[str] | None, every: bool) -> list[str]:
@@ -379,7 +370,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for name, df, visible in frames:
         total = len(df)
         if total:
-            df = apply_where(df, args.where)
+            df = filter_rows(df, where_conditions(df, args.where))
             if args.sort:
                 missing = [c for c in args.sort if c not in df.columns]
                 if missing:
