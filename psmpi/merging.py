@@ -9,20 +9,16 @@ import collections
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from . import bookkeeping, layout
 from .attempts import AttemptLog
 from .errors import StoreError
 from .lock import release_lock, take_lock
+from .post import is_null
 from .store import Store, Table, maps_in, open_h5
 from .summary import table
 
 _COPY_CHUNK = 4096
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 class _Dedup:
@@ -60,7 +56,7 @@ class _Dedup:
         keep = []
         for row in rows:
             h = row.get(layout.PSET_HASH)
-            attempt = tuple(None if _is_null(v) else v for v in (
+            attempt = tuple(None if is_null(v) else v for v in (
                 h, row.get(layout.PSET_INDEX), row.get(layout.TIME_UTC), row.get(layout.PID),
                 row.get(layout.HOST)))
             elsewhere = bool(self.result_sources.get(h, set()) - {source})

@@ -28,7 +28,8 @@ OPERATORS = (*_COMPARE, "in", "not in", "~")
 """The operators of :func:`filter_rows` conditions."""
 
 
-def _is_null(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """None or NaN: a cell without a value."""
     return value is None or (isinstance(value, float) and value != value)
 
 
@@ -51,7 +52,7 @@ def _mask(df: pd.DataFrame, condition: Any) -> pd.Series:
             raise ConfigError(f"filter condition {condition!r}: {op!r} needs a list of values")
         found = col.isin(list(value))
         return ~found if op == "not in" else found
-    if _is_null(value) and op in ("==", "!="):  # NaN == NaN is False: nulls need isna()
+    if is_null(value) and op in ("==", "!="):  # NaN == NaN is False: nulls need isna()
         return col.isna() if op == "==" else col.notna()
     try:
         return _COMPARE[op](col, value).fillna(False).astype(bool)  # NA compares as no match
@@ -67,7 +68,7 @@ def _search(col: pd.Series, pattern: Any, condition: Any) -> pd.Series:
     except re.error as exc:
         raise ConfigError(f"filter condition {condition!r}: {pattern!r} is not a regular "
                           f"expression: {exc}") from None
-    return col.map(lambda v: not _is_null(v) and found(str(v)) is not None).astype(bool)
+    return col.map(lambda v: not is_null(v) and found(str(v)) is not None).astype(bool)
 
 
 def filter_rows(df: pd.DataFrame, conditions: Sequence[tuple]) -> pd.DataFrame:

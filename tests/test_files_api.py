@@ -67,7 +67,7 @@ def test_failures_are_the_unresolved_ones_unless_every(tmp_path):
 
 def test_merge_keeps_each_pset_once_and_adds_to_the_output(tmp_path):
     a, b, c, out = (str(tmp_path / n) for n in ("a.h5", "b.h5", "c.h5", "all.h5"))
-    survey(a, [{"a": x} for x in range(0, 10)])
+    survey(a, [{"a": x} for x in range(10)])
     survey(b, [{"a": x} for x in range(5, 15)])
     assert psmpi.merge([a, b, a], out) == {"work": 15}  # 14 results, a=7's failure once
     merged = psmpi.read(out, "work")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PsmpiError
+from ..post import is_null
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPORT_EXTRA = "pip install 'psmpi[report]'"
@@ -76,10 +77,6 @@ def or_unknown(value: int | None) -> Any:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
-
-
-def is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 def pset_text(row: pd.Series) -> str:
