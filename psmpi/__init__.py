@@ -26,3 +26,10 @@ from .templates import prep_batch
 
 __all__ += ["run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
             "prep_batch", "history"]
+
+# Results files as the `psmpi` command handles them (issue 14): the command is a shell over these
+from .cleaning import clean
+from .merging import merge
+from .summary import MapSummary, status
+
+__all__ += ["status", "MapSummary", "merge", "clean"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import config
 from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
@@ -33,6 +34,31 @@ class _Session:
 
 _session = _Session()
 atexit.register(_session.close_backend)
+
+# Called after every map() call as observer(name, results, error): results is the MapResults,
+# or None when map() raised ``error``. ``psmpi test`` listens here, so it sees every map call
+# however the study imported ``map``.
+MapObserver = Callable[[str, MapResults | None, BaseException | None], None]
+_observers: list[MapObserver] = []
+
+
+@contextlib.contextmanager
+def observing_maps(observer: MapObserver) -> Iterator[None]:
+    """While active, ``observer(name, results, error)`` is called after each ``map()`` call.
+
+    ``results`` is the call's MapResults, or None when ``map()`` raised ``error`` (the
+    exception is raised on after the observers ran).
+    """
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _tell_observers(name: str, results: MapResults | None, error: BaseException | None) -> None:
+    for observer in _observers:
+        observer(name, results, error)
 
 
 def init(backend: str | None = None, **kwargs: Any) -> None:
@@ -126,6 +152,16 @@ def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
     >>> res.results["y"].tolist()
     [10, 20, 20, 40]
     """
+    try:
+        results = _map(worker, psets, kwargs)
+    except Exception as exc:
+        _tell_observers(kwargs.get("name") or getattr(worker, "__name__", "map"), None, exc)
+        raise
+    _tell_observers(results.name, results, None)
+    return results
+
+
+def _map(worker: Callable, psets: Any, kwargs: dict[str, Any]) -> MapResults:
     config.check_kwargs(kwargs, "map()")
     if not _session.initialised:
         init()

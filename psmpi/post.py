@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import operator
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -23,11 +24,12 @@ from .errors import ConfigError
 
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}
-OPERATORS = (*_COMPARE, "in", "not in")
+OPERATORS = (*_COMPARE, "in", "not in", "~")
 """The operators of :func:`filter_rows` conditions."""
 
 
-def _is_null(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """None or NaN: a cell without a value."""
     return value is None or (isinstance(value, float) and value != value)
 
 
@@ -43,18 +45,30 @@ def _mask(df: pd.DataFrame, condition: Any) -> pd.Series:
         raise ConfigError(f"filter condition {condition!r}: unknown operator {op!r}; use one "
                           f"of {list(OPERATORS)}")
     col = df[column]
+    if op == "~":
+        return _search(col, value, condition)
     if op in ("in", "not in"):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise ConfigError(f"filter condition {condition!r}: {op!r} needs a list of values")
         found = col.isin(list(value))
         return ~found if op == "not in" else found
-    if _is_null(value) and op in ("==", "!="):  # NaN == NaN is False: nulls need isna()
+    if is_null(value) and op in ("==", "!="):  # NaN == NaN is False: nulls need isna()
         return col.isna() if op == "==" else col.notna()
     try:
         return _COMPARE[op](col, value).fillna(False).astype(bool)  # NA compares as no match
     except TypeError as exc:
         raise ConfigError(f"filter condition {condition!r}: cannot compare column {column!r} "
                           f"({col.dtype}) with {value!r}: {exc}") from None
+
+
+def _search(col: pd.Series, pattern: Any, condition: Any) -> pd.Series:
+    """Where the regular expression ``pattern`` is found in the value's text (nulls: never)."""
+    try:
+        found = re.compile(str(pattern)).search
+    except re.error as exc:
+        raise ConfigError(f"filter condition {condition!r}: {pattern!r} is not a regular "
+                          f"expression: {exc}") from None
+    return col.map(lambda v: not is_null(v) and found(str(v)) is not None).astype(bool)
 
 
 def filter_rows(df: pd.DataFrame, conditions: Sequence[tuple]) -> pd.DataFrame:
@@ -66,7 +80,8 @@ def filter_rows(df: pd.DataFrame, conditions: Sequence[tuple]) -> pd.DataFrame:
         For example ``psmpi.read("study.h5")``.
     conditions : list of (column, operator, value)
         Operators: ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in`` and ``not in``
-        (value a list). ``("a", "==", None)`` selects rows where ``a`` has no value
+        (value a list), ``~`` (a regular expression found in the value's text; a null
+        never matches). ``("a", "==", None)`` selects rows where ``a`` has no value
         (null or NaN), ``!=`` the others. An empty list keeps every row.
 
     Returns

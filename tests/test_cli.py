@@ -317,6 +317,26 @@ def test_test_command_passes_a_good_study_and_fails_a_broken_script(tmp_path, ma
     assert proc.returncode == 2 and "missing.py does not exist" in proc.stderr
 
 
+def test_test_command_sees_a_map_imported_by_name(tmp_path):
+    """psmpi test observes map() itself: a map bound under any name, from any module, is tested."""
+    (tmp_path / "study.py").write_text(textwrap.dedent("""
+        from psmpi import map
+        from psmpi.api import map as survey
+
+        def bad(pset):
+            raise ValueError("never works")
+
+        map(bad, [{"a": a} for a in range(5)], out="never.h5")
+        survey(bad, "not psets", name="broken")
+    """))
+    proc = psmpi_cmd("test", "study.py", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  bad: pset 0 {'a': 0}: exception: ValueError: never works" in proc.stdout
+    assert "FAIL  broken: map() raised before computing:" in proc.stdout
+    assert "0 of 2 maps passed" in proc.stdout
+    assert not list(tmp_path.glob("*.h5")), "psmpi test must not write results files"
+
+
 # ---------------------------------------------------------------------- merge
 def make(directory, name, psets, fail_seven=True):
     """A results file of map 'work' (y = 2a) over ``psets``; a == 7 fails if ``fail_seven``."""

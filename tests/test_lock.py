@@ -25,7 +25,8 @@ import threading
 import pytest
 
 import psmpi
-import psmpi.cli
+import psmpi.cleaning
+import psmpi.summary
 from psmpi import lock as lockmod
 from psmpi.errors import StoreError
 from psmpi.store import Store
@@ -276,7 +277,7 @@ def test_a_second_store_of_the_same_file_in_one_process_keeps_the_first_lock(tmp
         for other in (tmp_path / "alias" / "one.h5", os.path.relpath(path)):
             with pytest.raises(StoreError, match=f"being written by pid {os.getpid()}"):
                 Store.open(other)
-        assert f"pid {os.getpid()}" in psmpi.cli.writer_of(str(path))
+        assert f"pid {os.getpid()}" in psmpi.summary.writer_of(str(path))
         assert record_lock_from_outside(f"{path}.lock") == "refused"
     assert not os.path.exists(f"{path}.lock")
 
@@ -336,4 +337,4 @@ def test_clean_finds_the_temporary_lock_of_a_dead_process(tmp_path):
     leftover.write_text("{}")
     mine = tmp_path / f"s.h5.lock-{os.getpid()}-0123abcd.tmp"
     mine.write_text("{}")
-    assert psmpi.cli._leftovers(str(path)) == [str(leftover)]
+    assert psmpi.cleaning.leftovers(str(path)) == [str(leftover)]

@@ -29,6 +29,8 @@ def df():
     ([("y", "!=", float("nan"))], [1, 3, 4]),
     ([("name", "==", None)], [4]),
     ([("y", ">", 1.0)], [3, 4]),
+    ([("name", "~", "^[xy]$")], [1, 2, 3]),
+    ([("a", "~", "[24]")], [2, 4]),
 ])
 def test_filter_rows(df, conditions, expected):
     out = filter_rows(df, conditions)
@@ -44,6 +46,7 @@ def test_filter_rows(df, conditions, expected):
     ([("a", "in", 2)], "'in' needs a list of values"),
     ([("a", "in", "12")], "'in' needs a list of values"),
     ([("name", "<", 3)], "cannot compare column 'name'"),
+    ([("name", "~", "(")], "is not a regular expression"),
     (("a", ">", 2), r"must be a list of conditions: \[\('a', '>', 2\)\]"),
 ])
 def test_filter_rows_refuses_bad_conditions(df, conditions, message):

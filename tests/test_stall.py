@@ -26,7 +26,8 @@ import time
 
 import pytest
 
-from psmpi import cli, stalls
+from psmpi import stalls, summary
+from psmpi.cli.status import running_text
 from psmpi.backends.base import Held
 
 from test_mpi import MPIEXEC, clean_env, descendants, read_rows
@@ -169,17 +170,17 @@ def test_status_shows_the_running_file_only_while_its_writer_is_live(tmp_path, m
                      "seconds": 75.0, "since": "2026-01-01T00:00:00+00:00", "threshold": 60,
                      "state": "stalled"}]}
     (tmp_path / "s.h5.running").write_text(json.dumps(document))
-    assert cli.running_now(path) is None  # no lock: no survey, whatever the file says
+    assert summary.running_now(path) is None  # no lock: no survey, whatever the file says
     write_lock(path, os.getpid(), socket.gethostname())
-    assert cli.running_now(path)["holders"][0]["worker"] == "rank 2"
-    text = cli._running_text(cli.running_now(path))
+    assert summary.running_now(path)["holders"][0]["worker"] == "rank 2"
+    text = running_text(summary.running_now(path))
     assert "rank 2" in text and "node7" in text and "stalled" in text and "{'i': 7}" in text
     write_lock(path, 2**23, socket.gethostname())  # above pid_max: dead, a stale lock
-    assert cli.running_now(path) is None
+    assert summary.running_now(path) is None
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:  # a live writer, but the file is from another process (a killed earlier run)
         write_lock(path, other.pid, socket.gethostname())
-        assert cli.running_now(path) is None
+        assert summary.running_now(path) is None
     finally:
         other.kill()
         other.wait(timeout=10)

@@ -292,7 +292,7 @@ def tmp_store(tmp_path):
 
 
 def test_merge_copies_general_values_and_pickles_as_they_are(tmp_path):
-    from psmpi.cli import copy_maps
+    from psmpi.merging import copy_maps
 
     def worker(pset):
         return {"o": Opaque(pset["i"]), "v": [pset["i"], b"x"], "y": 2**70 if pset["i"] else 1.5}

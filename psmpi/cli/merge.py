@@ -1,0 +1,36 @@
+"""``psmpi merge``: combine the maps of several results files into one (psmpi.merge)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..merging import check_psmpi_file, merge
+from ..summary import writer_of
+from .common import EXIT_OK, add_command, plural
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "merge", "combine the maps of several results files into one",
+                    "Copy every map of IN... into OUT (added to what OUT already holds). A pset "
+                    "stored in several inputs is kept once (identical psets of one run stay "
+                    "separate rows). OUT is written whole and moved into place, so it is never "
+                    "half-merged; a file a running survey holds is refused.")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in args.inputs:
+        check_psmpi_file(path)
+        writer = writer_of(path)
+        if writer and writer.startswith("being written"):
+            print(f"psmpi: warning: {path} is {writer}; only its committed rows are merged",
+                  file=sys.stderr)
+    counts = merge(args.inputs, args.out)
+    total = sum(counts.values())
+    print(f"psmpi: {args.out} now holds {plural(len(counts), 'map')}; {plural(total, 'row')} "
+          f"({', '.join(f'{n}: {c}' for n, c in counts.items()) or 'none'})", file=sys.stderr)
+    return EXIT_OK
