@@ -1,8 +1,9 @@
 """SIGKILL a writer at random instants: the committed prefix must stay exact and resumable.
 
 A helper process (tests/helpers/store_writer.py) appends rows whose values are functions
-of the row number, in batches of random size, with new columns, an int -> float and an
-int -> general widening every 20,000 rows, and a general column throughout. After every kill the file is read read-only and every committed
+of the row number, in batches of random size, with new columns, an int -> float, an
+int -> general and an array -> ragged -> wider ragged widening every 20,000 rows, and a
+general and a ragged column throughout. After every kill the file is read read-only and every committed
 value is compared with the function; the next writer reclaims the dead writer's lock and
 continues from ``n_committed``. Set PSMPI_KILL_SEED to replay a run.
 """
@@ -78,6 +79,11 @@ class Expected:
             assert np.array_equal(a[:, 1, 0], i % 5) and np.all(a[:, 1, 1] == 7)
         self.general += [[k, "x"] if k % 3 else (k,) for k in range(len(self.general), n)]
         assert df["r"].tolist() == self.general[:n]
+        for k, v in enumerate(df["q"].tolist()):
+            if k % 11 == 0:
+                assert v is None, k
+            else:
+                assert v.dtype == np.float64 and v.shape == (k % 13,) and np.all(v == k * 0.5), k
         self.check_blocks(df, n)
         return n
 
@@ -100,6 +106,15 @@ class Expected:
             k = range(lo, min(n, lo + BLOCK))
             assert values[lo:lo + len(k)] == [j if j < half else [j] for j in k], name
             assert all(type(v) is (int if j < half else list) for j, v in zip(k, values[lo:]) if n > half)
+        for name in [c for c in df.columns if c.startswith("v")]:
+            block = int(name[1:])
+            lo = block * BLOCK
+            values = df[name].tolist()
+            assert all(v is None for v in values[:lo] + values[lo + BLOCK:]), name
+            for k, v in zip(range(lo, min(n, lo + BLOCK)), values[lo:]):
+                want = store_writer.ragged(k)
+                assert v.shape == want.shape and np.array_equal(v, want), (name, k, v)
+                assert v.dtype == want.dtype or k < lo + 3 * BLOCK // 4 <= n, (name, k, v.dtype)
         missing = [b for b in range((n + BLOCK - 1) // BLOCK) if f"w{b}" not in df.columns]
         assert not missing, f"columns w{missing} of committed rows are missing"
 

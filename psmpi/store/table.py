@@ -15,7 +15,16 @@ import h5py
 import numpy as np
 
 from ..errors import DamageError, PsmpiError
-from ..layout import COLUMNS, DTYPE_ATTR, HEAPS, N_COMMITTED, NULLS, SHAPES, STAGED_HEAPS, STAGING
+from ..layout import (
+    COLUMNS,
+    DTYPE_ATTR,
+    HEAPS,
+    N_COMMITTED,
+    NULLS,
+    SHAPES,
+    STAGED_HEAPS,
+    STAGING,
+)
 from . import commit as _commit
 from . import rows as _rows
 from . import schema as _schema
