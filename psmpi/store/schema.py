@@ -196,6 +196,10 @@ def admit(table: Table, row: dict) -> str | None:
                 kind in PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= STR_MAX_CHARS)
                 or (kind == "int" and (type(v) is not int or I64_MIN <= v <= I64_MAX))):
             continue
+        if kind == "array" and col is not None and v.dtype == col.dtype and (
+                v.ndim == col.ndim if col.kind == "ragged" else
+                col.kind == "array" and v.shape == col.shape):
+            continue  # an array that fits its column as it is (the check below costs 10 us)
         if col is not None and col.kind == "general" and kind is not None and kind != "array" and (
                 kind != "str" or v.isascii() or utf8_encodable(v)):
             continue  # a native scalar: always encodable (a str UTF-8 cannot encode is
