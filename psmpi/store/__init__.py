@@ -16,7 +16,8 @@ are pickled, inside JSON, and never unpickled unless asked)::
                                one (offset, nbytes) pairs and attr ``dtype`` (numpy's dtype.str)
           heaps/<key>          uint8 bytes of a general column's values, one JSON document
                                per row (psmpi.values), or of a ragged column's, the raw C-order
-                               bytes of each array; chunked (8 KiB), appended in order
+                               bytes of each array; chunked (8 KiB; ragged: 64 KiB), appended
+                               in order
           shapes/<key>         int64 (N, ndim): the shape of each value of a ragged column
           nulls/<key>          optional bool mask, True where the row has no value; a mask
                                shorter than n_committed means False for the missing tail

@@ -310,7 +310,7 @@ def _prepare(table: Table, data: dict) -> None:
         flush()
     for col in new:
         if col.kind in _HEAP_KINDS:
-            col.heap = _create_heap(table._g, HEAPS, col.name)
+            col.heap = _create_heap(table._g, HEAPS, col)
         if col.kind == "ragged":
             col.shapes = _create_shapes(table, col)
         col.ds = _create(table._g[COLUMNS], col, table._n)
@@ -345,12 +345,13 @@ def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
     return ds
 
 
-def _create_heap(g: h5py.Group, where: str, name: str) -> h5py.Dataset:
+def _create_heap(g: h5py.Group, where: str, col: _Column) -> h5py.Dataset:
     heaps = g.require_group(where)
-    if name in heaps:
-        del heaps[name]  # left by a widening undone in this process
-    return heaps.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint8,
-                                chunks=(_HEAP_CHUNK,), fillvalue=0, fletcher32=schema.FLETCHER32)
+    if col.name in heaps:
+        del heaps[col.name]  # left by a widening undone in this process
+    return heaps.create_dataset(col.name, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                chunks=(_HEAP_CHUNK[col.kind],), fillvalue=0,
+                                fletcher32=schema.FLETCHER32)
 
 
 def _create_shapes(table: Table, col: _Column) -> h5py.Dataset:
@@ -372,7 +373,7 @@ def _rewrite(table: Table, col: _Column) -> None:
     (_repair); after it, the new column is whole."""
     g, flush = table._g, table._store._f.flush
     old = table._open_column(col.name, col.ds, col.mask)
-    heap = _create_heap(g, STAGED_HEAPS, col.name)
+    heap = _create_heap(g, STAGED_HEAPS, col)
     if col.kind == "ragged" and old.kind != "ragged":
         col.shapes = _create_shapes(table, col)
     elif col.kind == "ragged":
