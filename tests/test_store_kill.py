@@ -79,11 +79,15 @@ class Expected:
             assert np.array_equal(a[:, 1, 0], i % 5) and np.all(a[:, 1, 1] == 7)
         self.general += [[k, "x"] if k % 3 else (k,) for k in range(len(self.general), n)]
         assert df["r"].tolist() == self.general[:n]
-        for k, v in enumerate(df["q"].tolist()):
-            if k % 11 == 0:
-                assert v is None, k
-            else:
-                assert v.dtype == np.float64 and v.shape == (k % 13,) and np.all(v == k * 0.5), k
+        q = df["q"].tolist()  # vectorised: every check reads every committed row again
+        present = i % 11 != 0
+        assert [v is None for v in q] == (~present).tolist()
+        arrays = [v for v in q if v is not None]
+        assert {(v.dtype, v.ndim) for v in arrays} <= {(np.dtype(np.float64), 1)}
+        sizes = np.array([v.size for v in arrays], dtype=np.int64)
+        assert np.array_equal(sizes, (i % 13)[present])
+        flat = np.concatenate(arrays) if arrays else np.zeros(0)
+        assert np.array_equal(flat, np.repeat(i[present] * 0.5, sizes))
         self.check_blocks(df, n)
         return n
 
@@ -111,10 +115,14 @@ class Expected:
             lo = block * BLOCK
             values = df[name].tolist()
             assert all(v is None for v in values[:lo] + values[lo + BLOCK:]), name
-            for k, v in zip(range(lo, min(n, lo + BLOCK)), values[lo:]):
-                want = store_writer.ragged(k)
-                assert v.shape == want.shape and np.array_equal(v, want), (name, k, v)
-                assert v.dtype == want.dtype or k < lo + 3 * BLOCK // 4 <= n, (name, k, v.dtype)
+            got = values[lo:min(n, lo + BLOCK)]
+            want = [store_writer.ragged(k) for k in range(lo, lo + len(got))]
+            assert [v.shape for v in got] == [w.shape for w in want], name
+            # (a column made by a batch killed before its commit has no rows yet)
+            assert not got or np.array_equal(np.concatenate(got), np.concatenate(want)), name
+            # the widening to float64 is made before the rows that need it are committed:
+            # a writer killed in between leaves it, the values exact
+            assert {v.dtype for v in got} <= {np.dtype(np.int32), np.dtype(np.float64)}, name
         missing = [b for b in range((n + BLOCK - 1) // BLOCK) if f"w{b}" not in df.columns]
         assert not missing, f"columns w{missing} of committed rows are missing"
 

@@ -263,7 +263,7 @@ class Table:
         pandas.DataFrame
             With a RangeIndex. Null ints become float NaN (None in an object column if a
             float64 would round an int), null bools and arrays None,
-            null floats and str NaN; array columns hold one numpy array per row; general
+            null floats and str NaN; array and ragged columns hold one numpy array per row; general
             columns an object column of the values as stored, nulls None.
         """
         return _rows.read(self, rows, columns)
