@@ -21,10 +21,13 @@ TABLE_KINDS = (RESULTS, FAILURES)
 # inside a table
 N_COMMITTED = "n_committed"     # int64 scalar: rows [0, n_committed) are valid
 COLUMNS = "columns"             # one dataset per column, in creation order
-HEAPS = "heaps"                 # the bytes of a general column's values
+HEAPS = "heaps"                 # the bytes of a general or ragged column's values
+SHAPES = "shapes"               # int64 (n, ndim): the shape of each value of a ragged column
 NULLS = "nulls"                 # optional null masks
 STAGING = "staging"             # columns being widened
+STAGED_HEAPS = "staging_heaps"  # the new heaps of columns being widened
 KIND_ATTR = "kind"              # attribute of a column: its kind
+DTYPE_ATTR = "dtype"            # attribute of a ragged column: its values' dtype (numpy str)
 
 # ---------------------------------------------------------------------- bookkeeping columns
 # Added by psmpi to every row; a user's keys never start with "_".

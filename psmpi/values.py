@@ -267,6 +267,20 @@ def _ndarray(spec: dict, unpickle: bool | str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
 
 
+def _zoned_datetime(iso: str, zone: str) -> datetime.datetime:
+    """The datetime with ``iso``'s wall time in ``zone``, in the fold whose UTC offset is
+    iso's: equal (==) to the datetime written, also at a wall time that a change of
+    clocks repeats or skips (astimezone() would move a skipped 02:00 to 03:00)."""
+    import zoneinfo
+    written = datetime.datetime.fromisoformat(iso)
+    wall = written.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+    for fold in (0, 1):
+        candidate = wall.replace(fold=fold)
+        if candidate.utcoffset() == written.utcoffset():
+            return candidate
+    return written.astimezone(wall.tzinfo)  # the zone's rules changed since: the instant
+
+
 def _timestamp(iso: str) -> Any:
     """The pandas.Timestamp of ISO text, also with a UTC offset in seconds ("+00:09:21",
     as local mean times have), which pandas cannot parse itself."""
@@ -296,10 +310,7 @@ def _tagged(tag: str, x: Any, unpickle: bool | str) -> Any:
     if tag == "__bytes__":
         return base64.b64decode(x)
     if tag == "__datetime__":
-        if type(x) is list:
-            import zoneinfo
-            return datetime.datetime.fromisoformat(x[0]).astimezone(zoneinfo.ZoneInfo(x[1]))
-        return datetime.datetime.fromisoformat(x)
+        return _zoned_datetime(*x) if type(x) is list else datetime.datetime.fromisoformat(x)
     if tag == "__date__":
         return datetime.date.fromisoformat(x)
     if tag == "__timedelta__":

@@ -1,8 +1,9 @@
 """SIGKILL a writer at random instants: the committed prefix must stay exact and resumable.
 
 A helper process (tests/helpers/store_writer.py) appends rows whose values are functions
-of the row number, in batches of random size, with new columns, an int -> float and an
-int -> general widening every 20,000 rows, and a general column throughout. After every kill the file is read read-only and every committed
+of the row number, in batches of random size, with new columns, an int -> float, an
+int -> general and an array -> ragged -> wider ragged widening every 20,000 rows, and a
+general and a ragged column throughout. After every kill the file is read read-only and every committed
 value is compared with the function; the next writer reclaims the dead writer's lock and
 continues from ``n_committed``. Set PSMPI_KILL_SEED to replay a run.
 """
@@ -78,6 +79,15 @@ class Expected:
             assert np.array_equal(a[:, 1, 0], i % 5) and np.all(a[:, 1, 1] == 7)
         self.general += [[k, "x"] if k % 3 else (k,) for k in range(len(self.general), n)]
         assert df["r"].tolist() == self.general[:n]
+        q = df["q"].tolist()  # vectorised: every check reads every committed row again
+        present = i % 11 != 0
+        assert [v is None for v in q] == (~present).tolist()
+        arrays = [v for v in q if v is not None]
+        assert {(v.dtype, v.ndim) for v in arrays} <= {(np.dtype(np.float64), 1)}
+        sizes = np.array([v.size for v in arrays], dtype=np.int64)
+        assert np.array_equal(sizes, (i % 13)[present])
+        flat = np.concatenate(arrays) if arrays else np.zeros(0)
+        assert np.array_equal(flat, np.repeat(i[present] * 0.5, sizes))
         self.check_blocks(df, n)
         return n
 
@@ -100,6 +110,19 @@ class Expected:
             k = range(lo, min(n, lo + BLOCK))
             assert values[lo:lo + len(k)] == [j if j < half else [j] for j in k], name
             assert all(type(v) is (int if j < half else list) for j, v in zip(k, values[lo:]) if n > half)
+        for name in [c for c in df.columns if c.startswith("v")]:
+            block = int(name[1:])
+            lo = block * BLOCK
+            values = df[name].tolist()
+            assert all(v is None for v in values[:lo] + values[lo + BLOCK:]), name
+            got = values[lo:min(n, lo + BLOCK)]
+            want = [store_writer.ragged(k) for k in range(lo, lo + len(got))]
+            assert [v.shape for v in got] == [w.shape for w in want], name
+            # (a column made by a batch killed before its commit has no rows yet)
+            assert not got or np.array_equal(np.concatenate(got), np.concatenate(want)), name
+            # the widening to float64 is made before the rows that need it are committed:
+            # a writer killed in between leaves it, the values exact
+            assert {v.dtype for v in got} <= {np.dtype(np.int32), np.dtype(np.float64)}, name
         missing = [b for b in range((n + BLOCK - 1) // BLOCK) if f"w{b}" not in df.columns]
         assert not missing, f"columns w{missing} of committed rows are missing"
 

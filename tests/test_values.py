@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 import psmpi
 from psmpi import store, values
-from psmpi.store import Store, commit
+from psmpi.store import Store, commit, schema
 
 LONG = "λ" * 40_000  # 80 KB of UTF-8: beyond HDF5's 64 KiB object header
 
@@ -553,3 +553,208 @@ def test_a_value_containing_itself_is_unencodable_on_both_paths():
         with pytest.raises(values.Unencodable, match="nested too deeply"):
             values.encode(value)
     assert values.decode(values.encode({"a": shared, "b": shared})) == {"a": [1.5], "b": [1.5]}
+
+
+# ---------------------------------------------------------------- ragged arrays
+def _kind(path, key, table="results"):
+    with h5py.File(path, "r") as f:
+        return f[f"m/{table}/columns/{key}"].attrs["kind"]
+
+
+def test_arrays_of_changing_shape_make_a_ragged_column_read_with_plain_h5py(tmp_path):
+    path = tmp_path / "r.h5"
+    want = [np.arange(3.0), None, np.zeros(0), np.full(5, -1.5), np.arange(2.0)]
+    with Store.open(path) as s:
+        put(s.table("m"), [{"y": want[0]}])  # a fixed-shape "array" column first
+        put(s.table("m"), [{"y": v} for v in want[1:]])  # then another shape: ragged
+    assert _kind(path, "y") == "ragged"
+    with h5py.File(path, "r") as f:  # plain h5py: heap bytes, pointers, shapes, dtype
+        t = f["m/results"]
+        n = int(t["n_committed"][()])
+        pointers, shapes, heap = t["columns/y"][:n], t["shapes/y"][:n], t["heaps/y"]
+        dtype = np.dtype(t["columns/y"].attrs["dtype"])
+        nulls = t["nulls/y"][:n]
+        got = [None if null else np.frombuffer(heap[o:o + k].tobytes(), dtype).reshape(shape)
+               for (o, k), shape, null in zip(pointers.tolist(), shapes, nulls)]
+        assert all(t[name].fletcher32 for name in ("columns/y", "shapes/y", "heaps/y"))
+    for a, b in zip(want, got):
+        assert (a is None and b is None) or same(a, b)
+    back = psmpi.read(path)["y"].tolist()
+    assert all((a is None and b is None) or same(a, b) for a, b in zip(want, back))
+
+
+def test_a_first_batch_of_changing_shapes_is_ragged_and_dtypes_widen_exactly(tmp_store):
+    t = tmp_store.table("m")
+    put(t, [{"y": np.arange(2, dtype=np.int8)}, {"y": np.arange(3, dtype=np.int16)}])
+    assert t._cols["y"].kind == "ragged" and t._cols["y"].dtype == np.int16
+    put(t, [{"y": np.arange(4, dtype=np.int32).reshape(4) * 1000}])
+    put(t, [{"y": np.array([0.5])}])  # int32 -> float64: exact, the column is rewritten
+    assert t._cols["y"].kind == "ragged" and t._cols["y"].dtype == np.float64
+    put(t, [{"y": np.zeros((2, 2))}])  # another ndim: general
+    assert t._cols["y"].kind == "general"
+    back = t.read()["y"].tolist()
+    assert [v.tolist() for v in back] == [[0, 1], [0, 1, 2], [0, 1000, 2000, 3000], [0.5],
+                                          [[0, 0], [0, 0]]]
+    assert [v.dtype for v in back] == [np.float64] * 5
+
+
+@pytest.mark.parametrize("first", [np.array([2**53 + 1, 1]), np.array([2**53 + 1, 1, 5])])
+def test_int64_arrays_widened_by_float_arrays_keep_big_ints_exact(tmp_store, first):
+    t = tmp_store.table("m")
+    put(t, [{"y": first}])
+    put(t, [{"y": np.array([0.5, 1.5])}])
+    back = t.read()["y"].tolist()
+    assert t._cols["y"].kind == "general"
+    assert back[0].dtype == np.int64 and back[0].tolist() == first.tolist()
+    assert back[1].tolist() == [0.5, 1.5]
+
+
+def test_an_old_general_column_of_arrays_keeps_appending_as_general(tmp_path, monkeypatch):
+    path = tmp_path / "old.h5"
+    with monkeypatch.context() as m:  # what psmpi before the ragged kind wrote
+        m.setattr(schema, "_array_change", lambda key, col, dtype, shape: (key, "general", schema._POINTER, ()))
+        with Store.open(path) as s:
+            put(s.table("m"), [{"y": np.arange(2.0)}, {"y": np.arange(3.0)}])
+    assert _kind(path, "y") == "general"
+    with Store.open(path) as s:
+        put(s.table("m"), [{"y": np.arange(4.0)}, {"y": None}, {"y": np.arange(1.0)}])
+    assert _kind(path, "y") == "general"
+    back = psmpi.read(path)["y"].tolist()
+    assert [None if v is None else v.tolist() for v in back] == [
+        [0, 1], [0, 1, 2], [0, 1, 2, 3], None, [0]]
+
+
+_RAGGED_DTYPES = st.sampled_from([np.int8, np.uint16, np.int32, np.int64, np.uint64, np.float16,
+                                  np.float32, np.float64, np.complex64, np.complex128, np.bool_,
+                                  ">f8", ">i4"])
+
+
+@st.composite
+def _ragged_columns(draw):
+    """Arrays of one ndim, most of one dtype, some maybe of a second (a widening), or of
+    another ndim (general); batch sizes."""
+    dtypes = [np.dtype(draw(_RAGGED_DTYPES)), np.dtype(draw(_RAGGED_DTYPES))]
+    ndim = draw(st.integers(1, 3))
+    other = draw(st.sampled_from([0, 0, 0, 1, 2]))  # 0: one dtype; 1: two; 2: and other ndims
+    column = []
+    for _ in range(draw(st.integers(1, 12))):
+        k = ndim + (draw(st.integers(-1, 1)) if other == 2 and ndim > 1 else 0)
+        dtype = dtypes[draw(st.integers(0, 1))] if other else dtypes[0]
+        shapes = hnp.array_shapes(min_dims=k, max_dims=k, min_side=0, max_side=6)
+        column.append(draw(st.one_of(st.none(), hnp.arrays(dtype, shapes))))
+    return column, draw(st.lists(st.integers(1, 5), min_size=1))
+
+
+def _same_values(want, got) -> bool:
+    """Same shape and values, in the dtype the column widened to (exact) or the value's."""
+    if got.dtype == want.dtype:
+        return same(got, want)
+    wide = schema._exact_wide(want.dtype, got.dtype)
+    return wide == got.dtype and got.shape == want.shape and np.array_equal(
+        got, want.astype(wide), equal_nan=wide.kind in "fc")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_ragged_columns())
+def test_ragged_arrays_round_trip(tmp_path_factory, drawn):
+    column, sizes = drawn
+    path = tmp_path_factory.mktemp("rg") / "rg.h5"
+    with Store.open(path) as s:
+        t, lo = s.table("m"), 0
+        while lo < len(column):  # batches of drawn sizes: widening within and between them
+            k = sizes[lo % len(sizes)]
+            put(t, [{"v": v, "i": 1} for v in column[lo:lo + k]])
+            lo += k
+    df = psmpi.read(path)
+    back = df["v"].tolist() if "v" in df else [None] * len(column)
+    for want, got in zip(column, back):
+        if want is None:
+            assert got is None
+        else:  # as given (a general column), or in native order, maybe widened (ragged)
+            native = want.astype(want.dtype.newbyteorder("="))
+            assert same(got, want) or _same_values(native, got), (want, got)
+
+
+def test_merge_and_check_know_ragged_columns(tmp_path):
+    from psmpi.merging import copy_maps
+
+    def worker(pset):
+        return {"y": np.arange(pset["i"] % 4, dtype=np.float32)}
+
+    for part in ("a", "b"):
+        psmpi.map(worker, [{"i": i} for i in ((0, 1, 2) if part == "a" else (3, 4, 5))],
+                  out=tmp_path / f"{part}.h5", backend="serial", verbose=0, name="m")
+    assert _kind(tmp_path / "a.h5", "y") == "ragged"
+    copy_maps([str(tmp_path / "a.h5"), str(tmp_path / "b.h5")], str(tmp_path / "all.h5"))
+    df = psmpi.read(tmp_path / "all.h5").sort_values("i")
+    assert [v.tolist() for v in df["y"]] == [list(range(i % 4)) for i in range(6)]
+    assert all(v.dtype == np.float32 for v in df["y"])
+    assert _kind(tmp_path / "all.h5", "y") == "ragged"
+    assert not store.check(tmp_path / "all.h5").damaged
+    with h5py.File(tmp_path / "all.h5", "r+") as f:  # a flipped bit in the shapes
+        offset = f["m/results/shapes/y"].id.get_chunk_info(0).byte_offset
+    with open(tmp_path / "all.h5", "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x01]))
+    report = store.check(tmp_path / "all.h5")
+    assert report.damaged and [d.column for d in report.tables[0].damaged] == ["y"], report.text()
+
+
+def _widen_ragged_and_die(path, when, value):
+    def swap_in(table, col):
+        g = table._g
+        if when != "before delete":
+            del g["columns"][col.name]
+            if when == "after heap":
+                commit._move_heap_in(g, col.name)
+            table._store._f.flush()
+        os._exit(9)
+
+    commit._swap_in = swap_in
+    s = Store.open(path)
+    put(s.table("m"), [{"y": value}])
+    os._exit(0)  # not reached
+
+
+_WIDENINGS = {
+    "array -> ragged": (lambda i: np.full(2, i, np.int32), np.zeros(3, np.int32), "ragged"),
+    "ragged -> wider ragged": (lambda i: np.full(i % 5, i, np.int32), np.zeros(3), "ragged"),
+    "ragged -> general": (lambda i: np.full(i % 5, i, np.int32), {"a": 1}, "general"),
+}
+
+
+@pytest.mark.parametrize("when, widening", [
+    (when, widening) for widening in _WIDENINGS for when in ("before delete", "after delete")
+] + [("after heap", "ragged -> wider ragged"), ("after heap", "ragged -> general")])
+def test_a_kill_mid_widening_of_arrays_leaves_the_committed_rows_exact(tmp_path, when, widening):
+    first, second, then = _WIDENINGS[widening]
+    path = tmp_path / "k.h5"
+    want = [first(i) if i % 3 else None for i in range(3000)]
+    with Store.open(path) as s:
+        put(s.table("m"), [{"x": i, "y": v} for i, v in enumerate(want)])
+    child = multiprocessing.get_context("fork").Process(target=_widen_ragged_and_die,
+                                                        args=(path, when, second))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    os.remove(f"{path}.lock") if os.path.exists(f"{path}.lock") else None
+
+    def exact(back):
+        return len(back) >= 3000 and all(
+            (w is None and b is None) or (b is not None and np.array_equal(w, b))
+            for w, b in zip(want, back[:3000]))
+
+    assert exact(psmpi.read(path)["y"].tolist())  # a reader, mid-widening
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Store.open(path) as s:  # the next writer finishes or undoes it, then appends
+            put(s.table("m"), [{"x": -1, "y": second}])
+    back = psmpi.read(path)["y"].tolist()
+    assert exact(back) and len(back) == 3001 and _kind(path, "y") == then
+    assert same(back[3000], second) if then == "ragged" else back[3000] == second
+    with h5py.File(path, "r") as f:
+        t = f["m/results"]
+        assert list(t["heaps"]) == ["y"] and len(t["staging"]) == 0 and len(t["staging_heaps"]) == 0
+        assert list(t.get("shapes", {})) == (["y"] if then == "ragged" else [])

@@ -10,14 +10,20 @@ are pickled, inside JSON, and never unpickled unless asked)::
                                layout: the value lives in the (checksummed) object header
           columns/<key>        one chunked (~8 KiB), resizable dataset per column, in creation
                                order: shape (N,) for scalars, (N, *shape) for arrays; attr
-                               ``kind`` in {"bool", "int", "float", "str", "array", "general"};
-                               a general column holds (offset, length) int64 pairs (a compound
-                               dtype) into its heap, length 0 for a null
+                               ``kind`` in {"bool", "int", "float", "str", "array", "ragged",
+                               "general"}; a general column holds (offset, length) int64 pairs
+                               (a compound dtype) into its heap, length 0 for a null; a ragged
+                               one (offset, nbytes) pairs and attr ``dtype`` (numpy's dtype.str)
           heaps/<key>          uint8 bytes of a general column's values, one JSON document
-                               per row (psmpi.values), chunked (8 KiB), appended in order
+                               per row (psmpi.values), or of a ragged column's, the raw C-order
+                               bytes of each array; chunked (8 KiB; ragged: 64 KiB), appended
+                               in order
+          shapes/<key>         int64 (N, ndim): the shape of each value of a ragged column
           nulls/<key>          optional bool mask, True where the row has no value; a mask
                                shorter than n_committed means False for the missing tail
-          staging/<key>        transient: a column being widened to a wider dtype or to general
+          staging/<key>        transient: a column being widened to a wider dtype, to ragged or
+                               to general
+          staging_heaps/<key>  transient: the new heap of a column being widened so
         failures/              a table of the same kind for the psets that failed
 
 Integrity. Every chunked dataset has HDF5's Fletcher-32 filter, which HDF5 verifies on each
@@ -40,21 +46,28 @@ numpy floating -> "float" (float64, NaN is a value); str -> "str" (UTF-8 in fixe
 ``S<n>``, n a power of two, widened when a longer string comes; variable-length strings
 would live in HDF5's global heap, which a killed writer can leave unwritable); numpy arrays
 of bool/int/uint/float dtype and ndim >= 1 -> "array" (one fixed shape and dtype per
-column; 0-d arrays count as their scalar); None or an absent key -> null. Everything else
+column; 0-d arrays count as their scalar); numpy arrays of bool/int/uint/float/complex
+dtype of one ndim whose shapes differ from row to row (or that are empty, or complex) ->
+"ragged" (one dtype per column); None or an absent key -> null. Everything else
 -> "general": containers, complex, bytes, datetimes, other numpy scalars, ints beyond int64,
 str longer than values.STR_MAX_BYTES (4 KiB: a fixed-width column of 64 KiB strings cannot
 be created, its fill value lives in the object header), arrays of other dtypes, and any
-value of a key whose rows disagree in kind or array shape. Each general value is one JSON
+value of a key whose rows disagree in kind or array ndim, or whose array dtypes no dtype
+holds exactly (int64 and float64). Each general value is one JSON
 document with typed extensions (:mod:`psmpi.values`), UTF-8 bytes appended to
 ``heaps/<key>``; values with no encoding are pickled there (one warning per key) and read
 back as bytes unless ``unpickle=True``; only a value that cannot be pickled is refused by
 :meth:`Table.admit`. Widening never loses a committed value: "int" receiving a float
 becomes "float" if every stored and incoming int is exact in float64 (|v| <= 2**53, checked
-when appending, :func:`.commit._settle`), else "general"; an array column widens to
-``np.result_type``; other mismatches make the column general. A widening writes the new
-column (and heap) aside in staging/, flushes, then swaps it in; the next writer finishes
-or undoes an interrupted one (:func:`.commit._repair`) and drops a heap whose column is not
-general.
+when appending, :func:`.commit._settle`), else "general"; an array or ragged column widens
+to ``np.result_type`` where that is exact (:func:`.schema._exact_wide`), an array column
+given another shape of its ndim becomes ragged; other mismatches make the column general.
+A widening writes the new column aside in staging/ and its new heap in staging_heaps/ (the
+shapes of a column becoming ragged straight into shapes/), flushes, then swaps them in
+(:func:`.commit._swap_in`: the old column is deleted first, so a column in staging/ with
+none in columns/ is a swap to finish); the next writer finishes or undoes an interrupted
+one (:func:`.commit._repair`) and drops a heap whose column is neither general nor ragged,
+and shapes whose column is not ragged.
 
 Reading a column by hand::
 
@@ -66,6 +79,10 @@ Reading a column by hand::
         heap = t["heaps/g"]
         g = [json.loads(heap[o:o + k].tobytes()) if k else None
              for o, k in t["columns/g"][:n].tolist()]
+        # a ragged column: each row's bytes as the column's dtype, in its shape
+        dtype, shapes = np.dtype(t["columns/r"].attrs["dtype"]), t["shapes/r"][:n]
+        r = [np.frombuffer(t["heaps/r"][o:o + k].tobytes(), dtype).reshape(shape)
+             for (o, k), shape in zip(t["columns/r"][:n].tolist(), shapes)]
 
 Every append is a two-phase commit: schema changes (new datasets, widening) are made
 and flushed first, then every heap and column is resized and written, the file is flushed,

@@ -19,19 +19,32 @@ import numpy as np
 
 from .. import values as _values
 from ..errors import DamageError, InternalError, StoreError
-from ..layout import COLUMNS, HEAPS, KIND_ATTR, N_COMMITTED, NULLS, STAGING
+from ..layout import (
+    COLUMNS,
+    DTYPE_ATTR,
+    HEAPS,
+    KIND_ATTR,
+    N_COMMITTED,
+    NULLS,
+    SHAPES,
+    STAGED_HEAPS,
+    STAGING,
+)
 from ..values import FLOAT_TYPES, STR_MAX_CHARS, plain, str_width
 from . import schema
 from .damage import _torn_chunk
 from .rows import _nulls, _raw, _slice
 from .schema import (
     _HEAP_CHUNK,
+    _HEAP_KINDS,
     _POINTER,
+    _RAGGED,
     _admit_array,
     _chunks,
     _Column,
     _fill,
     _kind_of,
+    _pointer_dtype,
 )
 
 if TYPE_CHECKING:
@@ -87,10 +100,12 @@ def append_values(table: Table, values: dict[str, Any], k: int,
         _prepare(table, data)
         for name, col in table._cols.items():
             array, nulls = data[name]
-            if col.kind == "general":
+            if col.kind in _HEAP_KINDS:
                 _write(col.heap, col.heap_end, np.frombuffer(col.pending, np.uint8))
                 array = array.copy()
                 array["offset"] += col.heap_end
+            if col.kind == "ragged":
+                _write(col.shapes, n0, col.pending_shapes)
             _write(col.ds, n0, array)
             if col.mask is not None:
                 _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
@@ -112,9 +127,9 @@ def append_values(table: Table, values: dict[str, Any], k: int,
                          f"to compute the rest") from exc
     table._n = n1
     for col in table._cols.values():
-        if col.kind == "general":
+        if col.kind in _HEAP_KINDS:
             col.heap_end += len(col.pending)
-            col.pending = b""
+            col.pending, col.pending_shapes = b"", None
     return range(n0, n1)
 
 
@@ -189,6 +204,8 @@ def _gather(table: Table, col: _Column, values: Any, k: int) -> tuple[np.ndarray
         return _gather_str(col, values, k)
     if kind == "general":
         return _gather_general(table, col, values, k)
+    if kind == "ragged":
+        return _gather_ragged(col, values, k)
     if kind == "array":
         nulls = np.fromiter((v is None for v in values), bool, k)
         has_nulls = bool(nulls.any())
@@ -226,6 +243,23 @@ def _gather_general(table: Table, col: _Column, values: Any, k: int
     pointers["offset"] = np.cumsum(lengths) - lengths
     col.pending = b"".join(encoded)
     nulls = lengths == 0
+    return pointers, (nulls if nulls.any() else None)
+
+
+def _gather_ragged(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(offset, nbytes) pointers of the rows (offsets as in :func:`_gather_general`), their
+    raw bytes, as the column's dtype in C order, in col.pending, and their shapes in
+    col.pending_shapes."""
+    nulls = np.fromiter((v is None for v in values), bool, k)
+    empty = np.zeros((0,) * col.ndim, col.dtype)
+    arrays = [empty if v is None else v for v in values] if nulls.any() else values
+    shapes = np.array([a.shape for a in arrays], np.int64).reshape(k, col.ndim)
+    sizes = np.prod(shapes, axis=1, dtype=np.int64) if col.ndim else np.ones(k, np.int64)
+    flat = np.concatenate([a.reshape(-1) for a in arrays] or [empty.reshape(-1)], dtype=col.dtype)
+    pointers = np.empty(k, _RAGGED)
+    pointers["nbytes"] = sizes * col.dtype.itemsize
+    pointers["offset"] = np.cumsum(pointers["nbytes"]) - pointers["nbytes"]
+    col.pending, col.pending_shapes = flat.view(np.uint8), shapes
     return pointers, (nulls if nulls.any() else None)
 
 
@@ -275,15 +309,17 @@ def _prepare(table: Table, data: dict) -> None:
     if new and table._n:
         flush()
     for col in new:
-        if col.kind == "general":
-            col.heap = _create_heap(table, col.name)
+        if col.kind in _HEAP_KINDS:
+            col.heap = _create_heap(table._g, HEAPS, col)
+        if col.kind == "ragged":
+            col.shapes = _create_shapes(table, col)
         col.ds = _create(table._g[COLUMNS], col, table._n)
-        if col.kind == "general" and table._n:  # earlier rows: null, at offset 0
+        if col.kind in _HEAP_KINDS and table._n:  # earlier rows: null, at offset 0
             flush()
     for col in table._cols.values():
-        if col.kind == "general" and col.ds.dtype != _POINTER:
-            _widen_to_general(table, col)
-        elif col.ds.dtype != col.dtype:
+        if col.kind in _HEAP_KINDS and _stored_as(col.ds) != (col.kind, col.dtype):
+            _rewrite(table, col)
+        elif col.kind not in _HEAP_KINDS and col.ds.dtype != col.dtype:
             _widen(table, col)
     masks = [c for c in table._cols.values() if c.mask is None and data[c.name][1] is not None]
     for col in masks:
@@ -292,30 +328,56 @@ def _prepare(table: Table, data: dict) -> None:
         flush()
 
 
+def _stored_as(ds: h5py.Dataset) -> tuple[str, np.dtype]:
+    """A heap column's kind on disk and its values' dtype (the pointers' for general)."""
+    kind = _kind_of(ds)
+    return kind, np.dtype(ds.attrs[DTYPE_ATTR]) if kind == "ragged" else _POINTER
+
+
 def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
+    dtype = _pointer_dtype(col.kind) if col.kind in _HEAP_KINDS else col.dtype
     ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
-                              dtype=col.dtype, chunks=_chunks(col.shape, col.dtype),
-                              fillvalue=_fill(col.kind, col.dtype), fletcher32=schema.FLETCHER32)
+                              dtype=dtype, chunks=_chunks(col.shape, dtype),
+                              fillvalue=_fill(col.kind, dtype), fletcher32=schema.FLETCHER32)
     ds.attrs[KIND_ATTR] = col.kind
+    if col.kind == "ragged":
+        ds.attrs[DTYPE_ATTR] = col.dtype.str
     return ds
 
 
-def _create_heap(table: Table, name: str) -> h5py.Dataset:
-    heaps = table._g.require_group(HEAPS)
-    if name in heaps:
-        del heaps[name]  # left by a widening undone in this process
-    return heaps.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.uint8,
-                                chunks=(_HEAP_CHUNK,), fillvalue=0, fletcher32=schema.FLETCHER32)
+def _create_heap(g: h5py.Group, where: str, col: _Column) -> h5py.Dataset:
+    heaps = g.require_group(where)
+    if col.name in heaps:
+        del heaps[col.name]  # left by a widening undone in this process
+    return heaps.create_dataset(col.name, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                chunks=(_HEAP_CHUNK[col.kind],), fillvalue=0,
+                                fletcher32=schema.FLETCHER32)
 
 
-def _widen_to_general(table: Table, col: _Column) -> None:
-    """Encode a column's committed values into a new heap and a pointer column in
-    staging/, flush, then swap it in like :meth:`_widen`. Killed before the swap, the
-    next writer drops both (_repair); after it, the general column is whole."""
+def _create_shapes(table: Table, col: _Column) -> h5py.Dataset:
+    """``shapes/<key>`` of a ragged column: (0,) * ndim for the earlier (null) rows."""
+    shapes = table._g.require_group(SHAPES)
+    if col.name in shapes:
+        del shapes[col.name]  # left by a widening undone in this process
+    ndim = max(1, col.ndim)
+    return shapes.create_dataset(col.name, shape=(table._n, col.ndim), maxshape=(None, col.ndim),
+                                 dtype=np.int64, chunks=(max(1, 1024 // ndim), col.ndim),
+                                 fillvalue=0, fletcher32=schema.FLETCHER32)
+
+
+def _rewrite(table: Table, col: _Column) -> None:
+    """Widen a column to general, to ragged, or a ragged one to a wider dtype: write its
+    committed values anew into a heap in staging_heaps/ and a pointer column in staging/
+    (a column that becomes ragged: its shapes straight into shapes/, unused until the
+    swap), flush, then swap both in. Killed before the swap, the next writer drops them
+    (_repair); after it, the new column is whole."""
     g, flush = table._g, table._store._f.flush
-    old = _Column(col.name, _kind_of(col.ds), col.ds.dtype, col.ds.shape[1:], col.ds, col.mask)
-    col.shape = ()
-    heap = _create_heap(table, col.name)
+    old = table._open_column(col.name, col.ds, col.mask)
+    heap = _create_heap(g, STAGED_HEAPS, col)
+    if col.kind == "ragged" and old.kind != "ragged":
+        col.shapes = _create_shapes(table, col)
+    elif col.kind == "ragged":
+        col.shapes = old.shapes  # the shapes stay, only the dtype widens
     staged = _create(g.require_group(STAGING), col, table._n)
     end = 0
     for lo in range(0, table._n, _COPY_ROWS):
@@ -324,12 +386,18 @@ def _widen_to_general(table: Table, col: _Column) -> None:
         nulls = _nulls(table, old, lo, hi)
         if nulls is not None:
             rows = [None if null else v for v, null in zip(rows, nulls)]
-        heap_col = _Column(col.name, "general", _POINTER)
-        pointers, _ = _gather_general(table, heap_col, [plain(v) for v in rows], hi - lo)
-        _write(heap, end, np.frombuffer(heap_col.pending, np.uint8))
+        part = _Column(col.name, col.kind, col.dtype)
+        if col.kind == "ragged":
+            part.ndim = col.ndim
+            pointers, _ = _gather_ragged(part, rows, hi - lo)
+            if old.kind != "ragged":
+                col.shapes[lo:hi] = part.pending_shapes
+        else:
+            pointers, _ = _gather_general(table, part, [plain(v) for v in rows], hi - lo)
+        _write(heap, end, np.frombuffer(part.pending, np.uint8))
         pointers["offset"] += end
         staged[lo:hi] = pointers
-        end += len(heap_col.pending)
+        end += len(part.pending)
     flush()
     col.heap, col.heap_end = heap, end
     _swap_in(table, col)
@@ -351,6 +419,8 @@ def _swap_in(table: Table, col: _Column) -> None:
     g, flush = table._g, table._store._f.flush
     names = list(g[COLUMNS])
     del g[COLUMNS][col.name]
+    if col.name in g.get(STAGED_HEAPS, {}):  # after the column's deletion: see _repair
+        _move_heap_in(g, col.name)
     g.move(f"{STAGING}/{col.name}", f"{COLUMNS}/{col.name}")
     for later in names[names.index(col.name) + 1:]:  # moving a link puts it last
         g.move(f"{COLUMNS}/{later}", f"{STAGING}/{later}")
@@ -358,7 +428,18 @@ def _swap_in(table: Table, col: _Column) -> None:
     for c in table._cols.values():
         if c.ds is not None:
             c.ds = g[COLUMNS][c.name]
+    if col.kind != "ragged" and col.name in g.get(SHAPES, {}):
+        del g[SHAPES][col.name]
+        col.shapes = None
     flush()
+
+
+def _move_heap_in(g: h5py.Group, name: str) -> None:
+    """Replace heaps/<name> by staging_heaps/<name>."""
+    heaps = g.require_group(HEAPS)
+    if name in heaps:
+        del heaps[name]
+    g.move(f"{STAGED_HEAPS}/{name}", f"{HEAPS}/{name}")
 
 
 def _repair(table: Table) -> None:
@@ -371,18 +452,25 @@ def _repair(table: Table) -> None:
     cols = g[COLUMNS]
     g.require_group(NULLS)
     for name in list(g.get(STAGING, {})):
-        if name in cols:
+        if name in cols:  # the swap had not begun: undo
             del g[STAGING][name]
-        else:
+        else:  # the old column was deleted: finish the swap, heap first
+            if name in g.get(STAGED_HEAPS, {}):
+                _move_heap_in(g, name)
             g.move(f"{STAGING}/{name}", f"{COLUMNS}/{name}")
+    for name in list(g.get(STAGED_HEAPS, {})):
+        del g[STAGED_HEAPS][name]  # of a widening undone
     for name in [name for name in g[NULLS] if name not in cols]:
         del g[NULLS][name]  # the mask of a column whose creation was interrupted
-    for ds in list(cols.values()) + list(g[NULLS].values()):
+    for name in list(g.get(SHAPES, {})):
+        if name not in cols or _kind_of(cols[name]) != "ragged":
+            del g[SHAPES][name]  # of a widening undone, or one to general finished
+    for ds in list(cols.values()) + list(g[NULLS].values()) + list(g.get(SHAPES, {}).values()):
         if ds.shape[0] > table._n:
             ds.resize(table._n, axis=0)
         _mend_torn_chunk(table, ds)
     for name in list(g.get(HEAPS, {})):
-        if name not in cols or _kind_of(cols[name]) != "general":
+        if name not in cols or _kind_of(cols[name]) not in _HEAP_KINDS:
             del g[HEAPS][name]  # made by a widening to general that was undone
             continue
         heap, end = g[HEAPS][name], table._heap_end(cols[name])
@@ -403,7 +491,7 @@ def _mend_torn_chunk(table: Table, ds: h5py.Dataset, n: int | None = None) -> No
     ds.resize(lo, axis=0)  # drops the chunk
     ds.resize(n, axis=0)
     ds[lo:n] = rows
-    what = {COLUMNS: "column", HEAPS: "the heap of column"}.get(
+    what = {COLUMNS: "column", HEAPS: "the heap of column", SHAPES: "the shapes of column"}.get(
         ds.parent.name.rsplit("/", 1)[-1], "the null mask of column")
     warnings.warn(f"{table}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
                   f"rewritten: a run killed while appending had left their chunk half "

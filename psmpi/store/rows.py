@@ -50,6 +50,8 @@ def _raw(table: Table, col: _Column, lo: int, hi: int) -> np.ndarray:
     values = _slice(table, col.ds, lo, hi, f"column {col.name!r}")
     if col.kind == "general":
         return _decoded(table, col, values, lo, hi)
+    if col.kind == "ragged":
+        return _arrays(table, col, values, lo, hi)
     if col.kind != "str":
         return values
     with table._damage(f"column {col.name!r} (text that is not UTF-8)", [(lo, hi)]):
@@ -69,6 +71,27 @@ def _decoded(table: Table, col: _Column, pointers: np.ndarray, lo: int, hi: int)
     with table._damage(f"column {col.name!r} (a value that does not decode)", [(lo, hi)]):
         for i, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist())):
             out[i] = _values.decode(blob[offset - start:offset - start + length], table.unpickle)
+    return out
+
+
+def _arrays(table: Table, col: _Column, pointers: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """The arrays of a ragged column's rows [lo, hi): each its bytes of the heap, as the
+    column's dtype, in its shape (a null: an empty array, masked by the caller)."""
+    out = np.empty(len(pointers), dtype=object)
+    if not len(pointers):
+        return out
+    shapes = _slice(table, col.shapes, lo, hi, f"the shapes of column {col.name!r}")
+    offsets, nbytes = pointers["offset"], pointers["nbytes"]
+    start, end = int(offsets.min()), int((offsets + nbytes).max())
+    blob = _slice(table, col.heap, start, end, f"the heap of column {col.name!r}")
+    with table._damage(f"column {col.name!r} (bytes that do not fit their shape)", [(lo, hi)]):
+        if start % col.dtype.itemsize or (shapes < 0).any():
+            raise ValueError("misaligned or negative")
+        flat = blob.view(col.dtype)
+        for i, (offset, size, shape) in enumerate(zip(
+                ((offsets - start) // col.dtype.itemsize).tolist(),
+                (nbytes // col.dtype.itemsize).tolist(), map(tuple, shapes.tolist()))):
+            out[i] = flat[offset:offset + size].reshape(shape)
     return out
 
 
@@ -111,7 +134,7 @@ def read(table: Table, rows: np.ndarray | None = None, columns: list[str] | None
     size = hi - lo if take is None else take.size
     data = {name: _frame_column(table, _column(table, name), lo, hi, take) for name in names}
     for name in names:  # as they are: pandas would make datetimes a datetime64 column
-        if table._cols[name].kind == "general":
+        if table._cols[name].kind in ("general", "ragged"):
             data[name] = pd.Series(data[name], dtype=object, index=pd.RangeIndex(size))
     return pd.DataFrame(data, index=pd.RangeIndex(size))
 
@@ -120,7 +143,7 @@ def _frame_column(table: Table, col: _Column, lo: int, hi: int, take: np.ndarray
     values, nulls = _raw(table, col, lo, hi), _nulls(table, col, lo, hi)
     if take is not None:
         values, nulls = values[take], None if nulls is None else nulls[take]
-    if col.kind == "array":
+    if col.kind in ("array", "ragged"):
         out = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
             out[i] = None if nulls is not None and nulls[i] else v

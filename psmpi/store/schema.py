@@ -40,14 +40,26 @@ FLETCHER32 = True
 _POINTER = np.dtype([("offset", "<i8"), ("length", "<i8")])
 # Value types of the rows whose layout admit() remembers: native scalars (see admit).
 _LAYOUT_TYPES = frozenset(COLUMN_KINDS).difference((np.ndarray,))
-_HEAP_CHUNK = 8192
+# A ragged column (numeric arrays of one dtype and ndim, of varying shape): one (offset,
+# nbytes) pair per row into its heap of the values' raw C-order bytes, and each value's shape
+# in shapes/<key>. Its own field names, so that a psmpi before the ragged kind refuses it.
+_RAGGED = np.dtype([("offset", "<i8"), ("nbytes", "<i8")])
+_HEAP_KINDS = frozenset(("general", "ragged"))
+# Heap chunks: a ragged column's values are arrays of kilobytes and more, and 64 KiB
+# chunks wrote them 1.6x faster than 8 KiB ones (store_values.py d: 34k against 21k
+# rows/s; fewer chunks to index and checksum), at the cost of rewriting up to 64 KiB of
+# the last chunk per append; a general column's values are mostly small.
+_HEAP_CHUNK = {"general": 8192, "ragged": 65536}
 _DTYPES = {**DTYPES, "general": _POINTER}
+# dtype kinds of a ragged column's values, and of an "array" column's (fixed shape)
+_RAGGED_KINDS, _ARRAY_KINDS = "biufc", "biuf"
 
 
 class _Column:
     """What a table knows of one column; ``ds`` None while its creation is pending."""
 
-    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask", "heap", "heap_end", "pending")
+    __slots__ = ("name", "kind", "dtype", "shape", "ds", "mask", "heap", "heap_end", "pending",
+                 "ndim", "shapes", "pending_shapes")
 
     def __init__(self, name: str, kind: str, dtype: np.dtype, shape: tuple = (),
                  ds: h5py.Dataset | None = None, mask: h5py.Dataset | None = None):
@@ -57,7 +69,51 @@ class _Column:
         # of the rows being appended
         self.heap: h5py.Dataset | None = None
         self.heap_end = 0
-        self.pending = b""
+        self.pending: Any = b""
+        # ragged columns: the values' ndim (dtype: their dtype), the shapes dataset, and the
+        # shapes of the rows being appended
+        self.ndim = 0
+        self.shapes: h5py.Dataset | None = None
+        self.pending_shapes: np.ndarray | None = None
+
+    def change(self, kind: str, dtype: np.dtype, shape: tuple) -> None:
+        """Take a schema change of admission: ``shape`` is a ragged value's (its ndim kept)."""
+        if kind == "ragged":
+            self.kind, self.dtype, self.shape, self.ndim = kind, dtype, (), len(shape)
+        else:
+            self.kind, self.dtype, self.shape = kind, dtype, shape
+
+
+def _new_column(key: str, kind: str, dtype: np.dtype, shape: tuple) -> _Column:
+    col = _Column(key, kind, dtype)
+    col.change(kind, dtype, shape)
+    return col
+
+
+def _pointer_dtype(kind: str) -> np.dtype:
+    """The dtype of a column's dataset: pointers for the kinds with a heap."""
+    return _RAGGED if kind == "ragged" else _POINTER if kind == "general" else _DTYPES[kind]
+
+
+def _lengths(pointers: np.ndarray) -> np.ndarray:
+    """The byte lengths of a general or ragged column's pointers."""
+    return pointers[pointers.dtype.names[1]]
+
+
+def _exact_wide(a: np.dtype, b: np.dtype) -> np.dtype | None:
+    """The dtype holding every value of dtypes ``a`` and ``b`` exactly, or None (bool does
+    not mix with numbers; an int64 does not fit a float64's 53-bit mantissa)."""
+    if (a.kind == "b") != (b.kind == "b"):
+        return None
+    wide = np.result_type(a, b)
+    if wide.kind not in _RAGGED_KINDS:
+        return None
+    if wide.kind in "fc":
+        digits = np.finfo(wide).nmant + 1
+        for d in (a, b):
+            if d.kind in "iu" and np.iinfo(d).bits - (d.kind == "i") > digits:
+                return None
+    return wide
 
 
 def _check_name(name: Any, what: str = "map name") -> str | None:
@@ -92,6 +148,8 @@ def _kind_of(ds: h5py.Dataset) -> str:
     """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
     if ds.dtype.names == _POINTER.names:
         return "general"
+    if ds.dtype.names == _RAGGED.names:
+        return "ragged"
     if ds.ndim > 1:
         return "array"
     if ds.dtype.kind == "S" or h5py.check_string_dtype(ds.dtype) is not None:
@@ -107,8 +165,8 @@ def _kind_of(ds: h5py.Dataset) -> str:
 def _fill(kind: str, dtype: np.dtype) -> Any:
     if kind == "str":
         return b""
-    if kind == "general":
-        return np.zeros((), _POINTER)[()]
+    if kind in _HEAP_KINDS:
+        return np.zeros((), _pointer_dtype(kind))[()]
     return np.nan if dtype.kind == "f" else dtype.type(0)
 
 
@@ -144,6 +202,10 @@ def admit(table: Table, row: dict) -> str | None:
                 kind in PLAIN_NOT_STR or (kind == "str" and v.isascii() and len(v) <= STR_MAX_CHARS)
                 or (kind == "int" and (type(v) is not int or I64_MIN <= v <= I64_MAX))):
             continue
+        if kind == "array" and col is not None and v.dtype == col.dtype and (
+                v.ndim == col.ndim if col.kind == "ragged" else
+                col.kind == "array" and v.shape == col.shape):
+            continue  # an array that fits its column as it is (the check below costs 10 us)
         if col is not None and col.kind == "general" and kind is not None and kind != "array" and (
                 kind != "str" or v.isascii() or utf8_encodable(v)):
             continue  # a native scalar: always encodable (a str UTF-8 cannot encode is
@@ -158,9 +220,9 @@ def admit(table: Table, row: dict) -> str | None:
     for key, kind, dtype, shape in changes or ():
         col = cols.get(key)
         if col is None:
-            cols[key] = _Column(key, kind, dtype, shape)
+            cols[key] = _new_column(key, kind, dtype, shape)
         else:
-            col.kind, col.dtype, col.shape = kind, dtype, shape
+            col.change(kind, dtype, shape)
     # arrays: their shape varies; other types: their contents vary (a list may hold
     # anything), so only rows of native scalars skip the checks next time
     if len(table._layouts) < 1000 and _LAYOUT_TYPES.issuperset(layout[len(row):]):
@@ -200,9 +262,9 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
     for key, kind, dtype, shape in changes:
         col = table._cols.get(key)
         if col is None:
-            table._cols[key] = _Column(key, kind, dtype, shape)
+            table._cols[key] = _new_column(key, kind, dtype, shape)
         else:
-            col.kind, col.dtype, col.shape = kind, dtype, shape
+            col.change(kind, dtype, shape)
     return None
 
 
@@ -218,10 +280,12 @@ def _check(table: Table, key: str, v: Any, kind: str | None, col: _Column | None
             table._zero_d.add(key)
             return _check(table, key, v[()], None, col)
         shape, dtype = v.shape, v.dtype.newbyteorder("=")
-        if dtype.kind not in "biuf" or v.size == 0:
-            kind = "general"  # a ragged or exotic array: encoded whole, with dtype and shape
         if dtype.kind == "O":
             kind = None  # its elements may be anything: check they encode
+        elif dtype.kind not in _RAGGED_KINDS or dtype.names is not None:
+            kind = "general"  # an exotic array: encoded whole, with dtype and shape
+        elif dtype.kind not in _ARRAY_KINDS or v.size == 0:
+            kind = "ragged"  # an (N, 0) dataset or a complex one: the raw bytes instead
     if kind is None:
         note = _values.Pickled()
         try:
@@ -252,16 +316,28 @@ def _compatible(key: str, col: _Column, kind: str, dtype: np.dtype, shape: tuple
                 ) -> tuple[str | None, tuple | None]:
     """No refusal: values of kinds a column cannot hold make it general. Whether an
     int column widened to float stays exact is settled when appending (_settle)."""
-    if kind == col.kind and kind != "array" or (kind, col.kind) == ("int", "float") or (
-            col.kind == "general"):
+    if kind == col.kind and kind not in ("array", "ragged") or (
+            (kind, col.kind) == ("int", "float") or col.kind == "general"):
         return None, None
     if (kind, col.kind) == ("float", "int"):
         return None, (key, "float", _DTYPES["float"], ())
-    if kind == col.kind == "array" and shape == col.shape and (
-            (dtype.kind == "b") == (col.dtype.kind == "b")):
-        wide = np.result_type(col.dtype, dtype)
-        return None, (None if wide == col.dtype else (key, kind, wide, shape))
+    if kind in ("array", "ragged") and col.kind in ("array", "ragged"):
+        return None, _array_change(key, col, dtype, shape)
     return None, (key, "general", _POINTER, ())
+
+
+def _array_change(key: str, col: _Column, dtype: np.dtype, shape: tuple) -> tuple | None:
+    """An array column given an array: the same column, a wider dtype, ragged (another shape
+    of the same ndim), or general (no dtype holds both exactly, or another ndim)."""
+    wide = _exact_wide(col.dtype, dtype)
+    ndim = len(col.shape) if col.kind == "array" else col.ndim
+    if wide is None or len(shape) != ndim:
+        return (key, "general", _POINTER, ())
+    if col.kind == "array" and shape == col.shape and wide.kind in _ARRAY_KINDS:
+        return None if wide == col.dtype else (key, "array", wide, shape)
+    if col.kind == "ragged" and wide == col.dtype:
+        return None
+    return (key, "ragged", wide, shape)
 
 
 def _admit_array(table: Table, name: str, array: np.ndarray, k: int) -> None:

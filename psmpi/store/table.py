@@ -15,12 +15,21 @@ import h5py
 import numpy as np
 
 from ..errors import DamageError, PsmpiError
-from ..layout import COLUMNS, HEAPS, N_COMMITTED, NULLS, STAGING
+from ..layout import (
+    COLUMNS,
+    DTYPE_ATTR,
+    HEAPS,
+    N_COMMITTED,
+    NULLS,
+    SHAPES,
+    STAGED_HEAPS,
+    STAGING,
+)
 from . import commit as _commit
 from . import rows as _rows
 from . import schema as _schema
 from .damage import _CHECK_HINT, _H5_ERRORS, _ranges_text, _reason
-from .schema import _check_storage, _Column, _kind_of
+from .schema import _HEAP_KINDS, _check_storage, _Column, _kind_of, _lengths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,15 +80,38 @@ class Table:
                     raise DamageError(f"{self} is damaged: column {name!r} has {ds.shape[0]} rows "
                                       f"but {self._n} are committed; "
                                       f"{_CHECK_HINT.format(path=self._path)}")
-                kind = _kind_of(ds)
-                col = self._cols[name] = _Column(name, kind, ds.dtype, ds.shape[1:], ds, mask)
-                if kind == "general":
-                    self._open_heap(col)
+                self._cols[name] = self._open_column(name, ds, mask)
+
+    def _open_column(self, name: str, ds: h5py.Dataset, mask: h5py.Dataset | None) -> _Column:
+        kind = _kind_of(ds)
+        col = _Column(name, kind, ds.dtype, ds.shape[1:], ds, mask)
+        if kind in _HEAP_KINDS:
+            self._open_heap(col)
+        if kind == "ragged":
+            self._open_shapes(col)
+        return col
+
+    def _open_shapes(self, col: _Column) -> None:
+        shapes = self._g.get(SHAPES, {}).get(col.name)
+        if shapes is None or DTYPE_ATTR not in col.ds.attrs:
+            raise DamageError(f"{self} is damaged: ragged column {col.name!r} has no shapes "
+                              f"({SHAPES}/{col.name}) or no dtype attribute; "
+                              f"{_CHECK_HINT.format(path=self._path)}")
+        _check_storage(shapes)
+        if shapes.shape[0] < self._n or shapes.ndim != 2:
+            raise DamageError(f"{self} is damaged: the shapes of column {col.name!r} have "
+                              f"shape {shapes.shape} but {self._n} rows are committed; "
+                              f"{_CHECK_HINT.format(path=self._path)}")
+        col.dtype = np.dtype(col.ds.attrs[DTYPE_ATTR])
+        col.shapes, col.ndim = shapes, shapes.shape[1]
 
     def _open_heap(self, col: _Column) -> None:
-        heap = self._g.get(HEAPS, {}).get(col.name)
+        heap = None
+        if col.ds.parent.name.rsplit("/", 1)[-1] == STAGING:  # a reader, mid-widening
+            heap = self._g.get(STAGED_HEAPS, {}).get(col.name)
+        heap = heap if heap is not None else self._g.get(HEAPS, {}).get(col.name)
         if heap is None:
-            raise DamageError(f"{self} is damaged: general column {col.name!r} has no heap "
+            raise DamageError(f"{self} is damaged: {col.kind} column {col.name!r} has no heap "
                               f"(heaps/{col.name}); {_CHECK_HINT.format(path=self._path)}")
         _check_storage(heap)
         col.heap, col.heap_end = heap, self._heap_end(col.ds)
@@ -93,7 +125,7 @@ class Table:
         if not self._n:
             return 0
         last = _rows._slice(self, pointers, self._n - 1, self._n, f"column {pointers.name!r}")[0]
-        return int(last["offset"]) + int(last["length"])
+        return int(last["offset"]) + int(_lengths(last))
 
     @staticmethod
     def _committed(group: h5py.Group) -> int:
@@ -231,7 +263,7 @@ class Table:
         pandas.DataFrame
             With a RangeIndex. Null ints become float NaN (None in an object column if a
             float64 would round an int), null bools and arrays None,
-            null floats and str NaN; array columns hold one numpy array per row; general
+            null floats and str NaN; array and ragged columns hold one numpy array per row; general
             columns an object column of the values as stored, nulls None.
         """
         return _rows.read(self, rows, columns)

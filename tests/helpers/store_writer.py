@@ -23,8 +23,9 @@ BLOCK = 20_000  # every block of rows brings a new column that is widened halfwa
 
 
 def row(i: int) -> dict:
-    """The row number ``i``: every kind of value, nulls, general values, new columns and
-    widenings (int to float, int to general) per block."""
+    """The row number ``i``: every kind of value, nulls, general and ragged values, new
+    columns and widenings (int to float, int to general, array to ragged to a wider
+    ragged dtype) per block."""
     block, offset = divmod(i, BLOCK)
     r = {"i": i, "x": i * 0.25 + 1.0 / (i + 1), "s": f"row-{i}-" + "é" * (i % 4),
          "b": i % 3 == 0, "opt": None if i % 7 == 0 else 2 * i,
@@ -32,7 +33,20 @@ def row(i: int) -> dict:
     r[f"w{block}"] = i if offset < BLOCK // 2 else i + 0.5
     r[f"g{block}"] = i if offset < BLOCK // 2 else [i]  # an int column widened to general
     r["r"] = [i, "x"] if i % 3 else (i,)  # general from the start
+    r["q"] = None if i % 11 == 0 else np.full(i % 13, i * 0.5)  # ragged from the start
+    r[f"v{block}"] = ragged(i)
     return r
+
+
+def ragged(i: int) -> np.ndarray:
+    """Column v<block>: fixed int32 arrays, then ragged ones (array -> ragged), then float64
+    ragged ones (ragged int32 -> ragged float64, rewritten)."""
+    offset = i % BLOCK
+    if offset < BLOCK // 2:
+        return np.array([i, -i], np.int32)
+    if offset < 3 * BLOCK // 4:
+        return np.full(1 + i % 3, i, np.int32)
+    return np.full(1 + i % 3, i + 0.5)
 
 
 def main() -> None:
