@@ -2,8 +2,9 @@
 end, in a section of its own, what a pset may hold and how its values hash.
 
 A column whose values have no common native kind (bool, int, float, str, fixed-shape
-array; see :mod:`psmpi.store`) is "general": each value is stored as the UTF-8 bytes of
-one JSON document. JSON's own types stand for themselves (None, bool, str, list, and
+array, ragged array: numeric arrays of one dtype and ndim whose shape varies; see
+:mod:`psmpi.store`) is "general": each value is stored as the UTF-8 bytes of one JSON
+document. JSON's own types stand for themselves (None, bool, str, list, and
 int and float, which JSON tells apart: ``1`` vs ``1.0``; ints of any size are exact;
 NaN and infinities are written ``NaN``/``Infinity`` as Python's json does). Everything
 else is an object with one key naming its type:
