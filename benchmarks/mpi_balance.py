@@ -194,7 +194,7 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
     for system in systems:
         runs = results[system]
         if runs and "gaps" in runs[0]:
-            cell = lambda key: f"{100 * spread([r[key] for r in runs])[0]:.1f} %"  # noqa: E731
+            cell = lambda key, runs=runs: f"{100 * spread([r[key] for r in runs])[0]:.1f} %"  # noqa: E731
             groups = spread([r["groups"] for r in runs])
             rows.append([system, f"{groups[0]:.0f} ({groups[1]:.0f} – {groups[2]:.0f})",
                          cell("head"), cell("gaps"),

@@ -5,7 +5,8 @@ Every pset sleeps 0.2 s; 20 psets per worker make the ideal makespan 4 s. Effici
 also measures its own CPU time during the map, split by wrapping a few Master and driver
 methods in this process (instrumentation only, see common.instrument_master), which gives the
 master's cost per group (one GROUP message out, one DONE message back, the row stored) and
-what that implies for 10,000 ranks at 1-s groups. Starting 64 Python ranks takes ~25 s here; that is not timed.
+what that implies for 10,000 ranks at 1-s groups. Starting 64 Python ranks takes ~25 s here;
+that is not timed.
 
     python benchmarks/mpi_scale.py           # 64 ranks, 3 rounds
     python benchmarks/mpi_scale.py --quick   # 16 ranks, 1 round (smoke run)

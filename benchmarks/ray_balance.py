@@ -20,8 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from mpi_balance import (N_PSETS, WORKERS, lower_bound, make_psets, nap,  # noqa: E402
-                         print_efficiency)
+from mpi_balance import N_PSETS, WORKERS, lower_bound, make_psets, nap, print_efficiency  # noqa: E402
 
 WARMUP_SECONDS = 0.3  # one warm-up pset per worker, long enough that all 8 run at once
 TARGET = 0.9
@@ -137,7 +136,7 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
     for system in systems:
         runs = results[system]
         if runs and "gaps" in runs[0]:
-            cell = lambda key: f"{100 * spread([r[key] for r in runs])[0]:.1f} %"  # noqa: E731
+            cell = lambda key, runs=runs: f"{100 * spread([r[key] for r in runs])[0]:.1f} %"  # noqa: E731
             rows.append([system, f"{spread([r['processes'] for r in runs])[0]:.0f}",
                          cell("head"), cell("gaps"),
                          f"{spread([r['gap_ms_median'] for r in runs])[0]:.2f}", cell("tail"),

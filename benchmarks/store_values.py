@@ -24,8 +24,8 @@ fsync at the end) in the same directory.
     python benchmarks/store_values.py --baseline /path/to/old/psmpi/checkout
 
 ``--baseline`` also runs scenario (a) in child processes, psmpi of this checkout and psmpi
-of the given one (``PYTHONPATH``), taking turns, each child the best of 3 writes: the target "(a) not slower by more than
-5 % than before issue 13" compares with commit d173f56
+of the given one (``PYTHONPATH``), taking turns, each child the best of 3 writes: the
+target "(a) not slower by more than 5 % than before issue 13" compares with commit d173f56
 (``git worktree add --detach /tmp/psmpi-base d173f56``).
 """
 

@@ -216,7 +216,7 @@ def report(systems: list[str], sizes: list[int], data: dict, workers: int) -> No
             verdict = "met" if med >= 3 else "MISSED"
             print(f"- target psmpi ≥ 3× paramsurvey at {n:,} psets: {verdict} ({med:.2f}×)")
     print()
-    print("Systems (workers = %d):" % workers)
+    print(f"Systems (workers = {workers}):")
     common.list_systems(systems, SYSTEMS)
 
 

@@ -6,7 +6,8 @@ import atexit
 import collections
 import contextlib
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import config
 from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi

@@ -36,7 +36,7 @@ import contextlib
 import dataclasses
 import os
 import urllib.parse
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import params
 from .errors import StoreError

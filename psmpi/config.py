@@ -17,7 +17,8 @@ import dataclasses
 import difflib
 import math
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from . import params
 from .errors import ConfigError

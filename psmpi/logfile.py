@@ -55,7 +55,7 @@ class RunLog:
         self.lock = threading.Lock()  # the carbon thread may report a problem here too
 
     @classmethod
-    def create(cls, directory: str = ".") -> "RunLog":
+    def create(cls, directory: str = ".") -> RunLog:
         """A new, empty log in ``directory``: ``.psmpi-YYYYmmdd-HHMMSS-PID[-N].log``."""
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = os.path.join(os.path.abspath(directory), f"{LOG_PREFIX}{stamp}-{os.getpid()}")

@@ -20,7 +20,6 @@ from . import utils
 from .results import USAGE_COLUMNS, PerfStats, Timings, empty_usage
 from .task import GroupOutcome
 
-
 _NAN = array.array("d", [math.nan])
 
 

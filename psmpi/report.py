@@ -17,7 +17,8 @@ import base64
 import datetime
 import html
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -267,7 +268,8 @@ def draw_runtimes(ax: Any, ev: pd.DataFrame) -> None:
     if log:
         parts = [p[p > 0] for p in parts]
     if failed.size:
-        parts, colours, labels = parts + [failed], colours + [FAILED_COLOUR], labels + [f"failed ({failed.size})"]
+        parts, colours = parts + [failed], colours + [FAILED_COLOUR]
+        labels = labels + [f"failed ({failed.size})"]
     ax.hist(parts, bins=bins, stacked=True, color=colours, label=labels)
     for q, style, name in ((50, "-", "median"), (90, "--", "90th percentile")):
         value = float(np.percentile(every, q))
@@ -427,7 +429,8 @@ Total and remaining are "?" when the file does not record how many psets a map w
 <tr><th>map</th><th>total</th><th>done</th><th>failed</th><th>crashed</th><th>remaining</th></tr>
 {rows}
 </table>
-<img alt="{title}: progress, per-worker timeline and runtime distribution" src="data:image/png;base64,{image}">
+<img alt="{title}: progress, per-worker timeline and runtime distribution"
+ src="data:image/png;base64,{image}">
 </body></html>
 """
 

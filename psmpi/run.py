@@ -19,7 +19,8 @@ import itertools
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, NoReturn
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NoReturn
 
 import pandas as pd
 

@@ -9,14 +9,15 @@ map where it stands; what was computed before it is committed and kept.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from . import params
-from .results import Missing
 from .errors import PsetError
+from .results import Missing
 
 T = TypeVar("T")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry".
 EXIT_INCOMPLETE = 75
@@ -48,7 +49,7 @@ class StopRequest:
         self.signum = signum
         self.since = time.monotonic()
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         # Python only lets the main thread install handlers; elsewhere signals keep their
         # default behaviour, and committed rows are still safe.
         if threading.current_thread() is threading.main_thread():

@@ -25,7 +25,8 @@ import socket
 import time
 import traceback
 import types
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import cloudpickle
 import numpy as np
@@ -287,7 +288,8 @@ def python_function(worker: Any) -> types.FunctionType | None:
         elif isinstance(worker, functools.partial):
             worker = worker.func
         elif not isinstance(worker, type) and isinstance(
-                getattr(type(worker), "__call__", None), types.FunctionType):
+                getattr(type(worker), "__call__", None),  # noqa: B004 - the class's own __call__
+                types.FunctionType):
             worker = type(worker).__call__
         else:
             return None

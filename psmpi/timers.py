@@ -23,7 +23,7 @@ class Timer:
         self.name = name
         self.wall0 = self.cpu0 = 0.0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.cpu0 = time.process_time()
         self.wall0 = time.perf_counter()
         return self

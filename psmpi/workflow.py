@@ -13,7 +13,8 @@ import contextlib
 import os
 import shutil
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import history
 from .errors import StoreError

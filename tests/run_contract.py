@@ -14,9 +14,9 @@ import tempfile
 import time
 import traceback
 
-import psmpi
-
 import contract
+
+import psmpi
 
 
 def main(argv: list[str]) -> int:

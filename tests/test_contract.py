@@ -1,8 +1,7 @@
 """The behaviour contract (tests/contract.py) on every in-process backend."""
 
-import pytest
-
 import contract
+import pytest
 
 BACKENDS = ["serial", "multiprocessing", "ray"]
 

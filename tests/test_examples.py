@@ -1,6 +1,5 @@
 """Every example runs, in a fresh directory, as a user would run it."""
 
-import os
 import pathlib
 import subprocess
 import sys

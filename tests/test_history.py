@@ -10,8 +10,7 @@ import subprocess
 import pytest
 
 import psmpi
-from psmpi import ConfigError, StoreError
-from psmpi import history
+from psmpi import ConfigError, StoreError, history
 from psmpi.history import backup_results, git_commit
 
 

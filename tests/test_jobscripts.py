@@ -313,7 +313,8 @@ def test_simple_scripts_run_the_study(fake, name, status):
     settings = "ncores=2 backend=multiprocessing" if name == "multiprocessing.sbatch" else \
         "ncores=None backend=None"
     assert fake.survey_runs() == [f"args=['--x', '1 2'] restart=None {settings}"]
-    expected = {"mpi.sbatch": ["srun --mpi=pmi2 --kill-on-bad-exit=1 python " + str(FAKE_SURVEY) + " --x 1 2"],
+    expected = {"mpi.sbatch": ["srun --mpi=pmi2 --kill-on-bad-exit=1 python " + str(FAKE_SURVEY)
+                               + " --x 1 2"],
                 "mpi-mpiexec.sbatch": ["mpiexec -n 3 python " + str(FAKE_SURVEY) + " --x 1 2"],
                 "multiprocessing.sbatch": []}[name]
     assert fake.tools() == expected

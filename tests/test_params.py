@@ -6,10 +6,10 @@ import collections
 import datetime
 import decimal
 import itertools
-import tracemalloc
 import math
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 from psmpi.errors import PsetError
-from psmpi.params import (Space, as_space, concat, missing, product, pset_hash,
-                          pset_problems, subtract)
+from psmpi.params import as_space, concat, missing, product, pset_hash, pset_problems, subtract
 from psmpi.params import zip as pzip
 
 

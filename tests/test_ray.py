@@ -211,7 +211,7 @@ def test_tasks_in_flight_follow_the_cluster_size(monkeypatch):
     monkeypatch.setattr(backend.ray, "cluster_resources", lambda: dict(cpus))
     monkeypatch.setattr(psmpi_ray, "CAPACITY_SECONDS", 0.0)
     seen = []
-    for outcome in backend.run(task, ([(i, {"i": i})] for i in range(200))):
+    for _outcome in backend.run(task, ([(i, {"i": i})] for i in range(200))):
         seen.append(len(backend.pending))
         if len(seen) == 30:
             cpus["CPU"] = 8.0  # nodes joined: queue more (ray just holds them until then)

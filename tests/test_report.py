@@ -140,7 +140,8 @@ def test_lanes_are_ranks_under_mpi_and_reused_by_processes_one_after_the_other()
     lane, labels, processes = report.lanes(mpi)
     assert labels == ["rank 1", "rank 2"] and lane.tolist() == [1, 0, 1] and processes == 2
     # pid 7 ran after pid 5 died: one lane; pid 6 ran alongside: its own lane.
-    pool = report.events({"m": (frame(["h"] * 4, [0] * 4, [5, 6, 7, 7], [0, 0.5, 2, 3]), frame([], [], [], []))})
+    pool = report.events({"m": (frame(["h"] * 4, [0] * 4, [5, 6, 7, 7], [0, 0.5, 2, 3]),
+                                frame([], [], [], []))})
     lane, labels, processes = report.lanes(pool)
     assert lane.tolist() == [0, 1, 0, 0] and labels == ["worker 1", "worker 2"] and processes == 3
     apart = report.events({"m": (frame(["a", "b"], [0, 0], [5, 5], [0, 0]), frame([], [], [], []))})

@@ -69,7 +69,7 @@ def kill(proc, backend, token, how):
         proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"the study hung after a {how} kill")
+        raise AssertionError(f"the study hung after a {how} kill") from None
     deadline = time.monotonic() + 10
     while study_processes(token) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -25,12 +25,11 @@ import threading
 import time
 
 import pytest
+from test_mpi import MPIEXEC, clean_env, descendants, read_rows
 
 from psmpi import stalls, summary
-from psmpi.cli.status import running_text
 from psmpi.backends.base import Held
-
-from test_mpi import MPIEXEC, clean_env, descendants, read_rows
+from psmpi.cli.status import running_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUDY = os.path.join(HERE, "mpi_scripts", "stall_study.py")
@@ -334,9 +333,9 @@ def test_timeout_under_mpi_reports_and_completes(tmp_path):
 
 def failures(path: str) -> list[tuple[int, str, str]]:
     """(index, kind, message) of every failure row, in the order stored."""
-    code = ("import psmpi; f = psmpi.read({!r}, name='naps', failures=True); "
+    code = (f"import psmpi; f = psmpi.read({path!r}, name='naps', failures=True); "
             "print(list(zip(f['_pset_index'].tolist(), f['_kind'], f['_exception'])))"
-            ).format(path)
+            )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=clean_env(), timeout=60)
     assert done.returncode == 0, done.stderr

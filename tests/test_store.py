@@ -418,7 +418,8 @@ def test_unwritable_paths_are_refused_before_anything_happens(tmp_path, monkeypa
     locked = tmp_path / "ro"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
     with pytest.raises(StoreError, match=f"{locked} is not writable"):
         Store.open(locked / "s.h5")
     assert os.listdir(locked) == []

@@ -157,7 +157,8 @@ def test_sigkill_at_random_instants_keeps_an_exact_committed_prefix(tmp_path):
             assert int(ready[0].split()[1]) == committed, f"seed {seed}: writer resumed elsewhere"
             resumed += 1
             if lock_pid is not None:  # the previous writer's lock was reclaimed, with a warning
-                assert any(f"dead pid {lock_pid}" in line for line in lines if line.startswith("WARNING")), lines
+                assert any(f"dead pid {lock_pid}" in line for line in lines
+                           if line.startswith("WARNING")), lines
                 reclaimed += 1
         if not os.path.exists(path):
             continue

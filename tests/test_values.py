@@ -92,7 +92,8 @@ def test_long_str_results_exceptions_and_psets_are_stored_whole(tmp_path):
         assert failed["i"].tolist() == [1] and LONG in failed["_exception"].iloc[0]
         df = r.to_df().sort_values("i")
         assert df["s"].tolist() == ["short", LONG, "short"] and df["p"].tolist()[-1] == LONG
-    assert psmpi.read(tmp_path / "s.h5", name="long").sort_values("i")["s"].tolist() == ["short", LONG, "short"]
+    stored = psmpi.read(tmp_path / "s.h5", name="long").sort_values("i")
+    assert stored["s"].tolist() == ["short", LONG, "short"]
 
 
 # ---------------------------------------------------------------- pickles
@@ -612,7 +613,8 @@ def test_int64_arrays_widened_by_float_arrays_keep_big_ints_exact(tmp_store, fir
 def test_an_old_general_column_of_arrays_keeps_appending_as_general(tmp_path, monkeypatch):
     path = tmp_path / "old.h5"
     with monkeypatch.context() as m:  # what psmpi before the ragged kind wrote
-        m.setattr(schema, "_array_change", lambda key, col, dtype, shape: (key, "general", schema._POINTER, ()))
+        m.setattr(schema, "_array_change",
+                  lambda key, col, dtype, shape: (key, "general", schema._POINTER, ()))
         with Store.open(path) as s:
             put(s.table("m"), [{"y": np.arange(2.0)}, {"y": np.arange(3.0)}])
     assert _kind(path, "y") == "general"

@@ -50,8 +50,9 @@ def backend_class(name: str) -> type[Backend]:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}")
     module_name, class_name = _REGISTRY[name]
     if importlib.util.find_spec(module_name) is None:
+        known = ", ".join(n for n, (m, _) in _REGISTRY.items() if importlib.util.find_spec(m))
         raise BackendError(f"backend {name!r} is not part of this version of psmpi yet; "
-                           f"use one of: {', '.join(n for n, (m, _) in _REGISTRY.items() if importlib.util.find_spec(m))}")
+                           f"use one of: {known}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -19,7 +19,8 @@ import dataclasses
 import os
 import types
 import typing
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..task import CRASHED, GroupOutcome, Task, failed_outcome
@@ -163,7 +164,7 @@ class Backend(abc.ABC):
         """
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend without workers to release keeps it
         """Release workers. The backend is not used after this."""
 
     def abandon(self) -> None:

@@ -63,7 +63,8 @@ import sys
 import time
 import traceback
 import warnings
-from typing import Any, Iterator, NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import cloudpickle
 

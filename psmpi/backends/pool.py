@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import abc
 import collections
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..task import TIMEOUT, GroupOutcome, Task, failed_outcome
 from .base import Backend, Group

@@ -27,7 +27,8 @@ matters. A watchdog thread in each ray worker reports a group that has run
 ``REPORT_AFTER`` seconds, with the pset it is on, again each time the pset changes and
 every ``REPORT_EVERY`` seconds; groups expected to take at least ``ANNOUNCE_MIN_SECONDS``
 (and those of a worker function not timed yet, and reruns) also announce their start, so a
-worker stopped at once is seen too. Reports go to a small actor the driver reads every ``POLL_SECONDS``. From them
+worker stopped at once is seen too. Reports go to a small actor the driver reads every
+``POLL_SECONDS``. From them
 :meth:`RayBackend.held` lists who holds what, and with ``timeout=`` the driver kills
 (``ray.cancel(force=True)``) a task whose pset has run longer: that pset becomes a
 ``timeout`` failure and the group's other psets run again. A worker silent for
@@ -49,13 +50,13 @@ import threading
 import time
 import uuid
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .. import bookkeeping
 from ..errors import BackendError, ConfigError
 from ..source import ResourcedPset
-from ..task import (CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe,
-                    failed_outcome)
+from ..task import CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
 from .base import CRASH_MESSAGE, Group, Held, Options, option, resolve_ncores
 from .pool import PoolBackend
 

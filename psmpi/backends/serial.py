@@ -12,7 +12,7 @@ the run, unreported; the multiprocessing backend reports and stops it.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..task import GroupOutcome, Task
 from .base import Backend, Group, Options

@@ -11,8 +11,8 @@ a survey is writing the file. Commands that write (``merge``, ``clean``) take th
 refuse a file that a running survey holds.
 
 Exit status: 0 done, nothing bad found; 1 done, and the answer is bad (``failures`` found
-failed psets, ``test`` found a failing map, ``check`` found damage, ``clean`` was declined); 2 usage error, or the
-command could not do its job (a missing or non-psmpi file, an unknown map, a file being
+failed psets, ``test`` found a failing map, ``check`` found damage, ``clean`` was declined);
+2 usage error, or the command could not do its job (a missing or non-psmpi file, an unknown map, a file being
 written by a survey, a missing optional dependency); 130 interrupted.
 """
 

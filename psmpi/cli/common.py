@@ -21,9 +21,9 @@ REPORT_EXTRA = "pip install 'psmpi[report]'"
 
 EPILOG = """\
 exit status: 0 done; 1 done and the answer is bad (failed psets in `failures`, a failing
-map in `test`, damage found by `check`, a declined prompt in `clean`); 2 usage error or the command could not do its
-job (missing or non-psmpi file, unknown map, a file locked by a running survey, a missing
-optional dependency); 130 interrupted.
+map in `test`, damage found by `check`, a declined prompt in `clean`); 2 usage error or the
+command could not do its job (missing or non-psmpi file, unknown map, a file locked by a
+running survey, a missing optional dependency); 130 interrupted.
 
 Reading commands work while a survey writes the file: they see every committed row.
 """

@@ -214,13 +214,16 @@ def _gather(table: Table, col: _Column, values: Any, k: int) -> tuple[np.ndarray
         nulls = np.fromiter((v is None for v in values), bool, k) if has_nulls else None
     try:
         if has_nulls:
-            fill = np.full(col.shape, _fill(kind, col.dtype), col.dtype) if col.shape else _fill(kind, col.dtype)
+            fill = _fill(kind, col.dtype)
+            if col.shape:
+                fill = np.full(col.shape, fill, col.dtype)
             values = [fill if v is None else v for v in values]
         if kind == "array":
             return np.stack(values).astype(col.dtype, copy=False), nulls
         return np.array(values, dtype=col.dtype), nulls
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InternalError(f"column {col.name!r} of {table} got values admit() did not check: {exc}") from exc
+        raise InternalError(f"column {col.name!r} of {table} got values admit() did not check: "
+                            f"{exc}") from exc
 
 
 def _gather_general(table: Table, col: _Column, values: Any, k: int
@@ -231,7 +234,8 @@ def _gather_general(table: Table, col: _Column, values: Any, k: int
     try:
         encoded = [b"" if v is None else _encode(table, v, note) for v in values]
     except _values.Unencodable as exc:
-        raise InternalError(f"column {col.name!r} of {table} got a value admit() did not check: {exc}") from exc
+        raise InternalError(f"column {col.name!r} of {table} got a value admit() did not check: "
+                            f"{exc}") from exc
     if note.used and col.name not in table._pickled:
         table._pickled.add(col.name)
         warnings.warn(f"{table}: values of {col.name!r} have no portable encoding and are "

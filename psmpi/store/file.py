@@ -344,7 +344,8 @@ def open_h5(path: str, mode: str) -> h5py.File:
             raise DamageError(f"{path}: the attributes of the file cannot be read ({_reason(exc)}): "
                               f"the file is damaged") from exc
         if fmt is None or int(fmt) > FORMAT:
-            what = "was written by a newer psmpi" if fmt is not None else "is an HDF5 file but not a psmpi results file"
+            what = ("was written by a newer psmpi" if fmt is not None
+                    else "is an HDF5 file but not a psmpi results file")
             raise StoreError(f"{path} {what}; choose another path")
     except BaseException:
         f.close()

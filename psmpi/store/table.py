@@ -212,8 +212,8 @@ class Table:
             encoded are written as it encoded them).
         columns : dict of numpy.ndarray, optional
             More columns of the same rows, one 1-D array each (int, float, bool, object
-            arrays of str, or bytes arrays of UTF-8), e.g. bookkeeping that is cheaper to collect as arrays than to
-            put in every row dict. No null values.
+            arrays of str, or bytes arrays of UTF-8), e.g. bookkeeping that is cheaper to
+            collect as arrays than to put in every row dict. No null values.
 
         Returns
         -------

@@ -42,7 +42,7 @@ def check_greedy_loop():
     started = time.monotonic()
     for step in range(50):
         shift = step  # a closure over a loop variable, defined after init()
-        res = psmpi.map(lambda p: {"x_next": p["x"] / 2 + p["k"] + shift},
+        res = psmpi.map(lambda p: {"x_next": p["x"] / 2 + p["k"] + shift},  # noqa: B023
                         [{"x": x, "k": k} for k in range(3)], out=None, verbose=0,
                         name=f"step{step}")
         assert res.results["x_next"].tolist() == [x / 2 + k + step for k in range(3)], (step, x)

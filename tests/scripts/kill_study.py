@@ -2,8 +2,9 @@
 
 Every worker call appends "<run> <pset index>" to $KILL_CALLS, so the test can prove that
 a pset committed before a kill is never computed again. The results hold values of every
-kind the store keeps (psets with dicts, lists and tuples; ragged arrays, nested containers, None beside numbers, a key whose
-type changes mid-survey), so kills also land while columns widen.
+kind the store keeps (psets with dicts, lists and tuples; ragged arrays, nested containers,
+None beside numbers, a key whose type changes mid-survey), so kills also land while columns
+widen.
 """
 
 import os
