@@ -31,9 +31,6 @@ import pandas as pd
 
 from . import layout
 
-# The columns this module adds to every stored row.
-COLUMNS = (layout.RUN_ID, layout.RUN_SEQ, layout.PSET_ID, layout.PSET_SEQ, layout.CALC_DIR)
-
 LEGACY_NAMES = layout.LEGACY_NAMES
 TIME_COLUMN = layout.TIME_UTC  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
 
