@@ -31,8 +31,14 @@ KILLS = int(os.environ.get("PSMPI_TEST_KILLS", "20"))
 MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
 
 
-def start(path, backend, run, calls, token):
-    env = dict(os.environ, KILL_RUN=str(run), KILL_CALLS=str(calls), KILL_TOKEN=token)
+# Seconds per pset in a killed run: 20 runs of at most 1.5 s on 3 workers compute at most
+# 20 * 1.5 * 3 / 0.012 = 7,500 of the 10,000 psets, however fast the machine.
+SLEEP_KILLED = 0.012
+
+
+def start(path, backend, run, calls, token, sleep=SLEEP_KILLED):
+    env = dict(os.environ, KILL_RUN=str(run), KILL_CALLS=str(calls), KILL_TOKEN=token,
+               KILL_SLEEP=str(sleep))
     cmd = [sys.executable, str(SCRIPT), str(path), backend]
     if backend == "mpi":
         cmd = [str(MPIEXEC), "-n", "4"] + cmd
@@ -167,7 +173,7 @@ def test_killed_study_resumes_without_loss_or_recompute(tmp_path, backend):
     final = KILLS
     df = committed(path)
     committed_before[final] = set() if df is None else set(df["a"])
-    proc = start(path, backend, final, calls, token)
+    proc = start(path, backend, final, calls, token, sleep=0.0)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     df = committed(path)

@@ -1,7 +1,10 @@
 """A study killed at random instants by tests/test_resume_kill.py.
 
 Every worker call appends "<run> <pset index>" to $KILL_CALLS, so the test can prove that
-a pset committed before a kill is never computed again. The results hold values of every
+a pset committed before a kill is never computed again. Each call sleeps $KILL_SLEEP
+seconds: long enough in the killed runs that no run of at most 1.5 s can finish the survey
+on a fast machine, zero in the final run so that it finishes quickly. (The sleep is not in
+the psets: a pset's hash must not change between runs.) The results hold values of every
 kind the store keeps (psets with dicts, lists and tuples; ragged arrays, nested containers,
 None beside numbers, a key whose type changes mid-survey), so kills also land while columns
 widen.
@@ -28,7 +31,7 @@ def expected(a: int) -> dict:
 
 
 def worker(pset, system_kwargs, user_kwargs):
-    time.sleep(pset["sleep"])
+    time.sleep(float(os.environ["KILL_SLEEP"]))
     with open(os.environ["KILL_CALLS"], "a") as f:
         f.write(f"{os.environ['KILL_RUN']} {system_kwargs['pset_index']}\n")
     a = pset["a"]
@@ -38,7 +41,7 @@ def worker(pset, system_kwargs, user_kwargs):
 
 if __name__ == "__main__":  # the test imports expected() from here
     psmpi.init(backend=sys.argv[2], ncores=2, verbose=0)  # under mpiexec: rank 0 goes on
-    psets = [{"a": a, "sleep": 0.003, "opts": {"n": a % 5, "tags": ["x"] * (a % 3)},
+    psets = [{"a": a, "opts": {"n": a % 5, "tags": ["x"] * (a % 3)},
               "corner": (a % 2, float(a))} for a in range(N_PSETS)]  # rich psets too
     res = psmpi.map(worker, psets, out=sys.argv[1], name="kill", commit_seconds=0.05)
     assert len(res) == N_PSETS, len(res)
