@@ -1,18 +1,34 @@
-"""psmpi: parameter surveys from a laptop to an MPI allocation, with durable HDF5 results."""
+"""psmpi: parameter surveys from a laptop to an MPI allocation, with durable HDF5 results.
+
+This module only re-exports. The package, from the bottom up (each layer imports only
+from the layers below it; ``tests/test_imports.py`` checks)::
+
+    foundations   errors, layout, values, utils, stopping, params, config, results
+    store/        the results file: tables, lock, attempt log, bookkeeping ids
+    worker/       what runs on a worker: task, context(), timers
+    backends/     how groups reach workers: serial, multiprocessing, ray, mpi
+    watch/        what a running survey tells: progress, log, Carbon, statistics, stalls
+    study/        helpers for study scripts: templates, run_command, post-processing
+    history       backups and git commits of a study
+    tools/        status, failures, merge, clean, report over results files
+    driver/       one map: the orchestration loop, psets, groups, crash guard, recording
+    api           init() and map()
+    cli/          the psmpi command
+"""
 
 from . import history, params, utils
 from .api import init, map
-from .bookkeeping import PsetContext, context
-from .cleaning import clean
-from .command import CommandError, run_command
 from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, StoreError
-from .merging import merge
-from .post import filter_rows, missing_psets, print_table
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
-from .summary import MapSummary, status
-from .templates import prep_batch
-from .timers import timer
+from .study.command import CommandError, run_command
+from .study.post import filter_rows, missing_psets, print_table
+from .study.templates import prep_batch
+from .tools.cleaning import clean
+from .tools.merging import merge
+from .tools.summary import MapSummary, failures, status
+from .worker.context import PsetContext, context
+from .worker.timers import timer
 
 __version__ = "0.1.0"
 
@@ -24,7 +40,7 @@ __all__ = [
     "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
     "prep_batch", "history",
     # results files, as the `psmpi` command handles them
-    "read", "status", "MapSummary", "merge", "clean",
+    "read", "status", "MapSummary", "failures", "merge", "clean",
     # errors
     "PsmpiError", "ConfigError", "PsetError", "StoreError", "BackendError", "InternalError",
     "__version__",

@@ -11,9 +11,9 @@ from typing import Any
 
 from . import config
 from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
+from .driver.run import run_map
 from .errors import BackendError
 from .results import MapResults
-from .run import run_map
 
 
 class _Session:

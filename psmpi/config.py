@@ -316,3 +316,17 @@ def resolve(map_kwargs: Mapping[str, Any], init_kwargs: Mapping[str, Any],
     values.update(map_kwargs)
     values.update(env_values(environ))
     return Settings(**values)
+
+
+# Variables the common MPI launchers set in every rank's environment (MPICH/Hydra, PMIx,
+# Open MPI, Slurm's srun with an MPI plugin). Reading them avoids importing mpi4py.
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi() -> int:
+    """The number of ranks if this process was started by an MPI launcher, else 0."""
+    for var in _MPI_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0

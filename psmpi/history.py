@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from .errors import ConfigError, StoreError
 from .layout import BACKUP_INFIX
-from .lock import release_lock, take_lock
+from .store.lock import release_lock, take_lock
 
 # Keep free after a backup, so the run that follows still has room for its commits
 # (psmpi stops writing below this much free space anyway, see store.MIN_FREE_BYTES).

@@ -37,16 +37,16 @@ RANK = "_rank"                  # who computed it: worker rank, host, process id
 HOST = "_host"
 PID = "_pid"
 TIME_UTC = "_time_utc"          # when the pset started: float64 POSIX seconds (UTC) on disk,
-                                # a UTC datetime when read (psmpi.bookkeeping.readable)
+                                # a UTC datetime when read (psmpi.store.bookkeeping.readable)
 PSET_RUNTIME = "_pset_runtime"  # seconds the worker took
-RUN_ID = "_run_id"              # the map() call that computed it (psmpi.bookkeeping)
+RUN_ID = "_run_id"              # the map() call that computed it (psmpi.store.bookkeeping)
 RUN_SEQ = "_run_seq"
 PSET_ID = "_pset_id"
 PSET_SEQ = "_pset_seq"
 CALC_DIR = "_calc_dir"
 # An earlier psmpi (before psweep's names) stored these columns under other names, with the
 # same meaning and type. A table that has them keeps writing them (one column per quantity
-# and table); every reader renames them (psmpi.bookkeeping).
+# and table); every reader renames them (psmpi.store.bookkeeping).
 LEGACY_NAMES = {"_t_start": TIME_UTC, "_runtime": PSET_RUNTIME}
 # failures only
 KIND = "_kind"                  # how the pset failed ("exception", "timeout", "crashed", ...)
@@ -55,9 +55,9 @@ TRACEBACK = "_traceback"
 
 # ---------------------------------------------------------------------- side files
 # Beside the results file ``<out>``; all of them are named by appending to its path.
-LOCK_SUFFIX = ".lock"           # the writer's lock (psmpi.lock)
-RUNNING_SUFFIX = ".running"     # what the workers hold now (psmpi.stalls)
-ATTEMPTS_SUFFIX = ".attempts"   # attempts per pset group (psmpi.attempts)
+LOCK_SUFFIX = ".lock"           # the writer's lock (psmpi.store.lock)
+RUNNING_SUFFIX = ".running"     # what the workers hold now (psmpi.watch.stalls)
+ATTEMPTS_SUFFIX = ".attempts"   # attempts per pset group (psmpi.store.attempts)
 BACKUP_INFIX = ".bak-"          # ``<out>.bak-<UTC time>`` (psmpi.history)
 SIMULATE_SUFFIX = ".simulate"   # ``study.simulate.h5``: the copy simulate=True runs on
 # not beside <out>: the hidden per-run log ``.psmpi-DATE-TIME-PID.log`` in the working directory

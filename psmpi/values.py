@@ -369,7 +369,7 @@ COLUMN_KINDS: dict[type, str] = {bool: "bool", np.bool_: "bool", int: "int", flo
 COLUMN_KINDS.update({t: "int" for t in (np.int8, np.int16, np.int32, np.int64,
                                         np.uint8, np.uint16, np.uint32)})
 COLUMN_KINDS.update({t: "float" for t in (np.float16, np.float32, np.float64)})
-# Exact types of the values a scalar column holds (arrays aside): psmpi.task ships a group's
+# Exact types of the values a scalar column holds (arrays aside): psmpi.worker.task ships a group's
 # results as columns when every value is one of these.
 SCALAR_COLUMN_TYPES = frozenset(t for t, kind in COLUMN_KINDS.items() if kind != "array")
 SLOW_KINDS = (((bool, np.bool_), "bool"), ((int, np.integer), "int"),

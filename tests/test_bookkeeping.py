@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 
 import psmpi
-from psmpi import bookkeeping
+from psmpi.store import bookkeeping
 
 OLD_FILE = pathlib.Path(__file__).parent / "golden" / "old-format" / "e4c7260.h5"
 EDGES = [0, 1, 2, 3, 2**31, 2**32 - 1, 2**32, 2**53 + 1, 2**62 - 1, 2**62, 2**62 + 1,

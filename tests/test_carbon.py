@@ -9,7 +9,8 @@ import time
 import pytest
 
 import psmpi
-from psmpi import api, carbon
+from psmpi import api
+from psmpi.watch import carbon
 
 METRICS = {"total", "active", "finished", "failures", "exceptions", "resumed",
            "psets_per_second"}

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import psmpi
-from psmpi import task
 from psmpi.store import Store
+from psmpi.worker import task
 
 
 def group_of(*psets: dict) -> list[tuple[int, dict]]:

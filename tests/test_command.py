@@ -9,8 +9,8 @@ import pytest
 
 import psmpi
 from psmpi import CommandError, PsetError, run_command
-from psmpi.command import format_args
-from psmpi.lock import pid_alive
+from psmpi.store.lock import pid_alive
+from psmpi.study.command import format_args
 
 PY = sys.executable
 
@@ -119,7 +119,7 @@ def test_program_gets_sigterm_even_where_the_worker_ignores_it():
 
 def test_program_that_ignores_sigterm_is_killed():
     cmd = ["sh", "-c", "trap '' TERM; echo ready; sleep 60"]  # sleep inherits the ignored TERM
-    import psmpi.command as command
+    import psmpi.study.command as command
 
     grace, command._KILL_GRACE = command._KILL_GRACE, 0.2
     try:

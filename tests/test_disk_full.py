@@ -15,8 +15,8 @@ import time
 import pytest
 
 import psmpi
-from psmpi.attempts import AttemptLog, Attempts
-from psmpi.lock import take_lock
+from psmpi.store.attempts import AttemptLog, Attempts
+from psmpi.store.lock import take_lock
 
 # Crash, drain and kill handling: CI runs these on the oldest and the newest Python too.
 pytestmark = pytest.mark.crash

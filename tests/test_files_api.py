@@ -1,5 +1,5 @@
 """What the `psmpi` command does, as library functions without argparse: psmpi.status,
-psmpi.summary.failures, psmpi.merge, psmpi.merging.remove_maps, psmpi.clean, and the map
+psmpi.tools.summary.failures, psmpi.merge, psmpi.tools.merging.remove_maps, psmpi.clean, and the map
 observers `psmpi test` listens with."""
 
 import json
@@ -11,11 +11,12 @@ import sys
 import pytest
 
 import psmpi
-from psmpi import StoreError, summary
+from psmpi import StoreError
 from psmpi import map as bound_before  # bound before any observer: still observed
 from psmpi.api import observing_maps
-from psmpi.cleaning import clean_targets, leftovers
-from psmpi.merging import remove_maps
+from psmpi.tools import summary
+from psmpi.tools.cleaning import clean_targets, leftovers
+from psmpi.tools.merging import remove_maps
 
 
 def work(pset):

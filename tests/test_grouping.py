@@ -1,7 +1,7 @@
 """Group sizes: one pset until every worker measured one, then ~TARGET_SECONDS per group."""
 
-from psmpi.grouping import MAX_GROUP_SIZE, TARGET_SECONDS, Grouper
-from psmpi.task import GroupOutcome
+from psmpi.driver.grouping import MAX_GROUP_SIZE, TARGET_SECONDS, Grouper
+from psmpi.worker.task import GroupOutcome
 
 
 def outcome(*runtimes):

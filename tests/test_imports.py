@@ -95,5 +95,37 @@ def test_the_import_graph_has_no_circle():
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
     graph = import_graph()
-    graph["psmpi.layout"] = graph["psmpi.layout"] | {"psmpi.run"}  # run reaches layout
+    graph["psmpi.layout"] = graph["psmpi.layout"] | {"psmpi.driver.run"}  # run reaches layout
     assert circles(graph)
+
+
+# The layers of psmpi/__init__.py's docstring, bottom first: a module may import only from
+# its own layer and the layers below it.
+LAYERS = [
+    {"errors", "layout", "values", "utils", "stopping", "params", "config", "results"},
+    {"store"}, {"worker"}, {"backends"}, {"watch"}, {"study"}, {"history"}, {"tools"},
+    {"driver"}, {"api"}, {"cli", "__main__"},
+]
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module, by its folder (or its own name at the top level)."""
+    part = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((module, dep) for module, deps in graph.items() if module != "psmpi"
+                  for dep in deps if layer_of(dep) > layer_of(module))
+
+
+def test_every_module_imports_only_its_layer_and_the_layers_below():
+    graph = import_graph()
+    assert all(layer_of(m) >= 0 for m in graph if m != "psmpi")  # every module has a layer
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_is_found():
+    graph = import_graph()
+    graph["psmpi.store.lock"] = graph["psmpi.store.lock"] | {"psmpi.watch.progress"}
+    assert upward_imports(graph) == [("psmpi.store.lock", "psmpi.watch.progress")]

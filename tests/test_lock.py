@@ -25,11 +25,11 @@ import threading
 import pytest
 
 import psmpi
-import psmpi.cleaning
-import psmpi.summary
-from psmpi import lock as lockmod
+import psmpi.tools.cleaning
+import psmpi.tools.summary
 from psmpi.errors import StoreError
 from psmpi.store import Store
+from psmpi.store import lock as lockmod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 120
@@ -37,7 +37,7 @@ TIMEOUT = 120
 TAKER = textwrap.dedent("""
     import json, os, sys, time
     from psmpi.errors import StoreError
-    from psmpi.lock import release_lock, take_lock
+    from psmpi.store.lock import release_lock, take_lock
     if len(sys.argv) > 1:  # a file system without hard links
         def link(*args):
             raise PermissionError(1, "Operation not permitted")
@@ -220,7 +220,7 @@ def record_lock_from_outside(lock) -> str:
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
-    from psmpi.lock import take_lock
+    from psmpi.store.lock import take_lock
     take_lock(sys.argv[1])
     if len(sys.argv) > 2 and os.fork() == 0:  # a forked worker outliving its master
         time.sleep(120)
@@ -277,7 +277,7 @@ def test_a_second_store_of_the_same_file_in_one_process_keeps_the_first_lock(tmp
         for other in (tmp_path / "alias" / "one.h5", os.path.relpath(path)):
             with pytest.raises(StoreError, match=f"being written by pid {os.getpid()}"):
                 Store.open(other)
-        assert f"pid {os.getpid()}" in psmpi.summary.writer_of(str(path))
+        assert f"pid {os.getpid()}" in psmpi.tools.summary.writer_of(str(path))
         assert record_lock_from_outside(f"{path}.lock") == "refused"
     assert not os.path.exists(f"{path}.lock")
 
@@ -337,4 +337,4 @@ def test_clean_finds_the_temporary_lock_of_a_dead_process(tmp_path):
     leftover.write_text("{}")
     mine = tmp_path / f"s.h5.lock-{os.getpid()}-0123abcd.tmp"
     mine.write_text("{}")
-    assert psmpi.cleaning.leftovers(str(path)) == [str(leftover)]
+    assert psmpi.tools.cleaning.leftovers(str(path)) == [str(leftover)]

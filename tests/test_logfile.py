@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 import psmpi
-from psmpi import api, logfile
+from psmpi import api
+from psmpi.watch import logfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")

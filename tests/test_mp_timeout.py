@@ -8,7 +8,7 @@ import pytest
 
 import psmpi
 from psmpi.backends.multiprocessing import MultiprocessingBackend
-from psmpi.task import Task
+from psmpi.worker.task import Task
 
 pytestmark = pytest.mark.crash  # kills worker processes: runs on every Python in CI
 

@@ -228,7 +228,7 @@ def _fake_master(workers: int):
 @pytest.mark.parametrize("in_flight,first_wave", [(2, 4), (None, 2), (1, 2)])
 def test_task_blob_goes_once_per_worker_and_idle_workers_come_first(in_flight, first_wave):
     from psmpi.backends.mpi import Job
-    from psmpi.task import Task
+    from psmpi.worker.task import Task
 
     master = _fake_master(2)
     groups = iter([[(i, {"a": i})] for i in range(10)])

@@ -12,7 +12,7 @@ import psmpi
 from psmpi import api
 from psmpi.backends.base import available_cores, resolve_ncores
 from psmpi.backends.multiprocessing import MultiprocessingBackend
-from psmpi.task import Task
+from psmpi.worker.task import Task
 
 # Crash and kill handling: CI runs these on the oldest and the newest Python too.
 pytestmark = pytest.mark.crash
@@ -161,7 +161,7 @@ def test_closing_the_run_with_groups_in_flight_kills_their_workers(tmp_path):
 
 def test_an_error_on_the_driver_leaves_no_group_running(tmp_path, monkeypatch):
     """The driver fails while groups run: they are killed, not waited for at exit."""
-    from psmpi import run as psmpi_run
+    from psmpi.driver import run as psmpi_run
 
     def fail(self):
         raise RuntimeError("the driver failed")

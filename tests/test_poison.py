@@ -16,7 +16,7 @@ import sys
 import pytest
 
 import psmpi
-from psmpi.attempts import AttemptLog, as_ranges, from_ranges
+from psmpi.store.attempts import AttemptLog, as_ranges, from_ranges
 
 # Crash handling of every backend: CI runs these on the oldest and the newest Python too.
 pytestmark = pytest.mark.crash
@@ -97,7 +97,7 @@ def test_a_changed_pset_list_resets_the_count(tmp_path):
     log.handle = None
     counts = log.load()
     assert {i: a.count for i, a in counts.items()} == {3: 1, 4: 1, 5: 1}
-    from psmpi.attempts import Suspects
+    from psmpi.store.attempts import Suspects
     suspects = Suspects(counts, max_attempts=3)
     counts[3].digest = "not the hash of the pset now at index 3"
     counts[4].count = 2

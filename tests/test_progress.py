@@ -12,8 +12,8 @@ import pytest
 
 import psmpi
 from psmpi import api, config
-from psmpi.progress import Reporter
 from psmpi.results import MapProgress
+from psmpi.watch.progress import Reporter
 
 
 def square(pset):

@@ -201,7 +201,7 @@ def test_a_worker_killed_mid_survey_is_retried_and_nothing_is_lost(tmp_path):
 def test_tasks_in_flight_follow_the_cluster_size(monkeypatch):
     from psmpi.backends.pool import IN_FLIGHT_PER_WORKER as IN_FLIGHT_PER_SLOT
     from psmpi.backends.ray import RayBackend
-    from psmpi.task import Task
+    from psmpi.worker.task import Task
 
     backend = RayBackend({})
     assert backend.n_workers == 2  # the local ray of 2 CPUs

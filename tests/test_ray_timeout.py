@@ -16,7 +16,7 @@ import pytest
 
 import psmpi
 from psmpi.backends.ray import RayBackend
-from psmpi.task import Task
+from psmpi.worker.task import Task
 
 
 def run(tmp_path, worker, psets, **kwargs):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from psmpi import report
+from psmpi.tools import report
 
 TIMEOUT = 120
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import psmpi
-from psmpi.source import ResumeIndex, batches
+from psmpi.driver.source import ResumeIndex, batches
 
 
 def reference(hashes: list[str], queries: list[str]) -> list[int]:

@@ -1,4 +1,4 @@
-"""Stalled workers and timeouts (psmpi.stalls, the MPI backend's ledger and abort_on_timeout).
+"""Stalled workers and timeouts (psmpi.watch.stalls, the MPI backend's ledger and abort_on_timeout).
 
 In process: the driver's Watch (threshold, one warning per worker and level, the line when a
 worker gives its psets back, the ``.running`` file and its failures) and ``psmpi status``
@@ -27,9 +27,10 @@ import time
 import pytest
 from test_mpi import MPIEXEC, clean_env, descendants, read_rows
 
-from psmpi import stalls, summary
 from psmpi.backends.base import Held
 from psmpi.cli.status import running_text
+from psmpi.tools import summary
+from psmpi.watch import stalls
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STUDY = os.path.join(HERE, "mpi_scripts", "stall_study.py")
@@ -191,7 +192,7 @@ def test_mpi_ledger_holds_the_running_group_and_starts_the_queued_one_on_return(
     from test_mpi import _fake_master
 
     from psmpi.backends.mpi import Job
-    from psmpi.task import Task
+    from psmpi.worker.task import Task
 
     master = _fake_master(2)
     master.hosts[1] = "node1"

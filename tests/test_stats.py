@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import psmpi
-from psmpi import task
 from psmpi.backends.multiprocessing import crashed
-from psmpi.perf import PerfCollector
 from psmpi.results import PerfStats, Timings
+from psmpi.watch.perf import PerfCollector
+from psmpi.worker import task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from psmpi import task
+from psmpi.worker import task
 
 
 def group_of(*psets: dict) -> list[tuple[int, dict]]:

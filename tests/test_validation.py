@@ -105,11 +105,11 @@ def test_grid_with_a_bad_value_lists_every_offending_pset(tmp_path, calls):
 
 def test_big_grid_is_checked_by_axis(monkeypatch):
     calls = []
-    real_check = psmpi.source.PsetChecker.check
-    monkeypatch.setattr(psmpi.source.PsetChecker, "check",
+    real_check = psmpi.driver.source.PsetChecker.check
+    monkeypatch.setattr(psmpi.driver.source.PsetChecker, "check",
                         lambda self, i, p: calls.append(i) or real_check(self, i, p))
     space = psmpi.params.product({"a": range(3000)}, {"b": range(3000)})
-    stream, total = psmpi.source.checked_psets(space)
+    stream, total = psmpi.driver.source.checked_psets(space)
     assert total == 9_000_000
     assert len(calls) == 6000  # one check per axis value, not one per pset (9,000,000)
     assert next(stream) == (0, {"a": 0, "b": 0})

@@ -293,7 +293,7 @@ def tmp_store(tmp_path):
 
 
 def test_merge_copies_general_values_and_pickles_as_they_are(tmp_path):
-    from psmpi.merging import copy_maps
+    from psmpi.tools.merging import copy_maps
 
     def worker(pset):
         return {"o": Opaque(pset["i"]), "v": [pset["i"], b"x"], "y": 2**70 if pset["i"] else 1.5}
@@ -678,7 +678,7 @@ def test_ragged_arrays_round_trip(tmp_path_factory, drawn):
 
 
 def test_merge_and_check_know_ragged_columns(tmp_path):
-    from psmpi.merging import copy_maps
+    from psmpi.tools.merging import copy_maps
 
     def worker(pset):
         return {"y": np.arange(pset["i"] % 4, dtype=np.float32)}

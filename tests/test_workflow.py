@@ -1,4 +1,4 @@
-"""simulate=, backup= and git= around a map (psmpi/workflow.py)."""
+"""simulate=, backup= and git= around a map (psmpi/driver/workflow.py)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,22 @@
-"""Backend registry: name -> class, imported on first use so that ``import psmpi`` never
-imports mpi4py or ray."""
+"""The backends: how groups of psets reach workers and their outcomes come back.
+
+``base``: the interface every backend implements, its shared helpers and option checks;
+``pool``: the skeleton of the backends that submit groups to a pool; ``serial``,
+``multiprocessing``, ``ray`` and ``mpi``: one file each; ``resources``: per-pset ray
+options, checked without ray. This module is the registry: name -> class, imported on
+first use so that ``import psmpi`` never imports mpi4py or ray.
+
+May import the foundations, :mod:`psmpi.worker` (the task they run) and :mod:`psmpi.store`
+(the lock's process checks); never the driver, the tools or the CLI: a backend never
+touches the results file.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 
+from ..config import launched_by_mpi
 from ..errors import BackendError, ConfigError
 from .base import Backend, Group
 
@@ -24,20 +34,6 @@ _INSTALL_HINT = {
            "your cluster's MPI",
     "ray": "pip install 'psmpi[ray]'",
 }
-
-# Variables the common MPI launchers set in every rank's environment (MPICH/Hydra, PMIx,
-# Open MPI, Slurm's srun with an MPI plugin). Reading them avoids importing mpi4py.
-_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
-
-
-def launched_by_mpi() -> int:
-    """The number of ranks if this process was started by an MPI launcher, else 0."""
-    for var in _MPI_SIZE_VARS:
-        value = os.environ.get(var, "")
-        if value.isdigit():
-            return int(value)
-    return 0
-
 
 def auto_backend_name() -> str:
     """mpi under an MPI launch with more than one rank, else multiprocessing."""

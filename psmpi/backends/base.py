@@ -1,9 +1,9 @@
 """The one interface every backend implements, and what the backends share.
 
-A backend runs a :class:`~psmpi.task.Task` on groups of psets and yields the
-:class:`~psmpi.task.GroupOutcome` of each group in completion order. It pulls groups from an
-iterator only when it has a worker to feed, so the driver (``psmpi.run``) can size groups from
-what it has measured so far. Backends never touch HDF5, hashing or resume: ``psmpi.run`` owns
+A backend runs a :class:`~psmpi.worker.task.Task` on groups of psets and yields the
+:class:`~psmpi.worker.task.GroupOutcome` of each group in completion order. It pulls groups from an
+iterator only when it has a worker to feed, so the driver (``psmpi.driver.run``) can size groups from
+what it has measured so far. Backends never touch HDF5, hashing or resume: ``psmpi.driver.run`` owns
 those, so every backend gets durability for free.
 
 Here too: :class:`Options`, the base of each backend's declared options (checked in one
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from ..task import CRASHED, GroupOutcome, Task, failed_outcome
+from ..worker.task import CRASHED, GroupOutcome, Task, failed_outcome
 
 Group = list[tuple[int, dict]]  # (pset index, pset) pairs
 

@@ -46,9 +46,9 @@ rank and host and aborts the job; so does an uncaught exception in the script on
 
 A rank that stops or hangs inside a pset cannot be told apart from a slow one, nor stopped
 alone (MPI cannot kill one rank of a job): ``held()`` lets the driver report it
-(:mod:`psmpi.stalls`), and ``timeout=`` is reported, or with ``abort_on_timeout`` ends the
+(:mod:`psmpi.watch.stalls`), and ``timeout=`` is reported, or with ``abort_on_timeout`` ends the
 whole job so that a requeue takes over (the pset counts as an attempt, see
-:mod:`psmpi.attempts`).
+:mod:`psmpi.store.attempts`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ import cloudpickle
 
 from ..errors import BackendError, InternalError, PsetTimeout
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
-from ..task import HOST, GroupOutcome, Task
+from ..worker.task import HOST, GroupOutcome, Task
 from . import base
 from .base import Backend, Group, Held, Options, option
 

@@ -34,11 +34,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import task as task_module
 from ..errors import ConfigError
-from ..lock import pid_alive
 from ..stopping import ignore_stop_signals
-from ..task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
+from ..store.lock import pid_alive
+from ..worker import task as task_module
+from ..worker.task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
 from .base import Group, Held, Options, crashed, option, resolve_ncores
 from .pool import HEARTBEAT_SECONDS, PoolBackend
 

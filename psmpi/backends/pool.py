@@ -24,7 +24,7 @@ import collections
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..task import TIMEOUT, GroupOutcome, Task, failed_outcome
+from ..worker.task import TIMEOUT, GroupOutcome, Task, failed_outcome
 from .base import Backend, Group
 
 # While waiting, run() yields None this often: it bounds how late the driver reports,

@@ -6,14 +6,14 @@ running until the interpreter exits: later maps and backends reuse it, and a ray
 user initialised is never shut down by psmpi.
 
 Each group from the driver becomes one ray task. A pset that carries per-pset options
-(``{"a": 1, "ray": {"num_gpus": 1}}``, split off by :mod:`psmpi.source` into a
-:class:`~psmpi.source.ResourcedPset`) becomes a task of its own with those options. The
+(``{"a": 1, "ray": {"num_gpus": 1}}``, split off by :mod:`psmpi.driver.source` into a
+:class:`~psmpi.backends.resources.ResourcedPset`) becomes a task of its own with those options. The
 driver keeps ``IN_FLIGHT_PER_WORKER`` tasks per task slot of the cluster in flight
 (:mod:`psmpi.backends.pool`, the skeleton shared with multiprocessing): one
 running, one waiting in ray's queue for whichever worker frees up first. The cluster's
 CPUs are read again every ``CAPACITY_SECONDS``, so a cluster that grows or shrinks stays full.
 
-Failures. An exception in the worker function is data (:class:`~psmpi.task.Task`). When the
+Failures. An exception in the worker function is data (:class:`~psmpi.worker.task.Task`). When the
 ray worker running a task dies (killed, segfault, ``os._exit``, out of memory, a lost node),
 ray runs the task again, up to ``max_retries`` times. A group that still fails is split into
 single psets, each with the same retries, and a pset whose worker still dies is recorded as
@@ -53,12 +53,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .. import bookkeeping
 from ..errors import BackendError, ConfigError
-from ..source import ResourcedPset
-from ..task import CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
+from ..worker import context
+from ..worker.task import CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
 from .base import CRASH_MESSAGE, Group, Held, Options, option, resolve_ncores
 from .pool import PoolBackend
+from .resources import ResourcedPset
 
 # How often the cluster's size is read again (an RPC of ~0.5 ms).
 CAPACITY_SECONDS = 1.0
@@ -171,7 +171,7 @@ class Watchdog:
     """In a ray worker process: reports the group it runs once that takes a while.
 
     The task sets :attr:`current` (two stores a group); a thread started on the first
-    group reads it and the pset being computed (psmpi.bookkeeping) every ``WATCH_TICK``.
+    group reads it and the pset being computed (psmpi.worker.context) every ``WATCH_TICK``.
     A report is (key, host, pid, pset index or None, seconds on that pset, seconds on the
     group), fire and forget.
     """
@@ -221,7 +221,7 @@ class Watchdog:
                 continue
             now = time.monotonic()
             name, key, after, start, first = current
-            entry = bookkeeping._pending  # (task, index, ...) of the pset computed now
+            entry = context.pending()  # (task, index, ...) of the pset computed now
             if current is not group:
                 group, pset = current, None
             if entry is not pset:

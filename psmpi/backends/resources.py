@@ -1,6 +1,6 @@
 """Per-pset resources: the ``"ray": {...}`` entry a pset may carry, as in paramsurvey.
 
-Checked by :mod:`psmpi.source` before anything runs, on every backend, so this needs no ray
+Checked by :mod:`psmpi.driver.source` before anything runs, on every backend, so this needs no ray
 and imports nothing of psmpi; the ray backend turns them into task options.
 """
 
@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+# Per-pset options of the ray backend ride in a pset under this key, as in paramsurvey:
+# {"a": 1, "ray": {"num_gpus": 1}}. They are not parameters: from here on such a pset is a
+# ResourcedPset without the key (not hashed, stored or given to the worker) that keeps them
+# in .resources. Other backends ignore them.
+RESOURCES_KEY = "ray"
 
 # Per-pset options, as in paramsurvey; num_cores is its alias of num_cpus.
 PSET_KEYS = ("name", "memory", "num_cpus", "num_cores", "num_gpus")
@@ -43,3 +49,18 @@ def resource_problems(resources: dict) -> list[str]:
     if "num_cpus" in resources and "num_cores" in resources:
         problems.append("per-pset ray options num_cpus and num_cores are the same; give one")
     return problems
+
+
+class ResourcedPset(dict):
+    """The parameters of a pset that carried per-pset ray options, kept in ``resources``."""
+
+    resources: dict
+
+
+def split_resources(pset: Any) -> Any:
+    """A pset with a ``"ray": {...}`` entry as a ResourcedPset without it; others unchanged."""
+    if type(pset) is not dict or type(pset.get(RESOURCES_KEY)) is not dict:
+        return pset
+    split = ResourcedPset((k, v) for k, v in pset.items() if k != RESOURCES_KEY)
+    split.resources = pset[RESOURCES_KEY]
+    return split

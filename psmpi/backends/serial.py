@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..task import GroupOutcome, Task
+from ..worker.task import GroupOutcome, Task
 from .base import Backend, Group, Options
 
 

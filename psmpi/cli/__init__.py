@@ -1,7 +1,7 @@
 """The ``psmpi`` command (also ``python -m psmpi``): look at, export, merge and clean results
 files, draw a report, and test a study on one pset per map.
 
-A shell over library functions (psmpi.summary, psmpi.merging, psmpi.cleaning, the store):
+A shell over library functions (:mod:`psmpi.tools`, the store), which may import any of psmpi:
 each command is a module with its ``add_parser(subparsers)`` and ``run(args)``; what they
 share is in ``common``.
 

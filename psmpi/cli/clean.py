@@ -1,5 +1,5 @@
 """``psmpi clean``: delete a results file (or maps of it) and what psmpi made beside it,
-after asking (psmpi.clean, psmpi.merging.remove_maps)."""
+after asking (psmpi.clean, psmpi.tools.merging.remove_maps)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 from .. import layout
-from ..cleaning import clean_targets, remove_files
-from ..merging import check_psmpi_file, remove_maps
-from ..summary import status
+from ..tools.cleaning import clean_targets, remove_files
+from ..tools.merging import check_psmpi_file, remove_maps
+from ..tools.summary import status
 from .common import EXIT_BAD, EXIT_OK, CliError, add_command, confirm, plural
 
 

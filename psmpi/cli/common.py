@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PsmpiError
-from ..post import is_null
+from ..study.post import is_null
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 REPORT_EXTRA = "pip install 'psmpi[report]'"

@@ -11,9 +11,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import bookkeeping
-from ..store import reading
-from ..summary import selected_maps, table
+from ..store import bookkeeping, reading
+from ..tools.summary import selected_maps, table
 from .common import EXIT_OK, REPORT_EXTRA, CliError, add_command, add_map_option
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .. import layout
-from ..summary import common_failures, failures
+from ..tools.summary import common_failures, failures
 from .common import (
     EXIT_BAD,
     EXIT_OK,

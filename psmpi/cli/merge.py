@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..merging import check_psmpi_file, merge
-from ..summary import writer_of
+from ..tools.merging import check_psmpi_file, merge
+from ..tools.summary import writer_of
 from .common import EXIT_OK, add_command, plural
 
 

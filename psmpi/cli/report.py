@@ -11,9 +11,9 @@ from typing import Any
 import h5py
 import pandas as pd
 
-from .. import bookkeeping, layout
-from ..store import reading
-from ..summary import selected_maps, status, table
+from .. import layout
+from ..store import bookkeeping, reading
+from ..tools.summary import selected_maps, status, table
 from .common import EXIT_OK, REPORT_EXTRA, add_command, add_map_option
 
 
@@ -57,7 +57,7 @@ def _default_report_path(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import report  # matplotlib is imported only here
+    from ..tools import report  # matplotlib is imported only here
 
     summaries = status(args.file, args.map)
     frames = reading(args.file, lambda f: _timing_frames(f, args.map))

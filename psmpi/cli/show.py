@@ -11,10 +11,10 @@ from typing import Any
 import h5py
 import pandas as pd
 
-from .. import bookkeeping, layout
-from ..post import filter_rows
-from ..store import Table, reading
-from ..summary import selected_maps, table
+from .. import layout
+from ..store import Table, bookkeeping, reading
+from ..study.post import filter_rows
+from ..tools.summary import selected_maps, table
 from .common import EXIT_OK, CliError, add_command, add_map_option
 
 _WHERE = re.compile(r"^\s*([^<>=!~\s]+)\s*(==|=|!=|<=|>=|<|>|~)\s*(.*?)\s*$")

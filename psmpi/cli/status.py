@@ -8,8 +8,8 @@ import datetime
 import json
 from typing import Any
 
-from ..stalls import seconds_text
-from ..summary import running_now, status, writer_of
+from ..tools.summary import running_now, status, writer_of
+from ..watch.stalls import seconds_text
 from .common import EXIT_OK, add_command, add_map_option, ago, or_unknown, text_table
 
 

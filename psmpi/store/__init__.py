@@ -1,4 +1,10 @@
-"""The crash-safe HDF5 results store.
+"""The crash-safe HDF5 results store, and what lives beside a results file.
+
+The table machinery is ``schema``, ``commit``, ``rows``, ``table``, ``file``, ``readers``,
+``checking`` and ``damage``; beside it, ``lock`` (one writer per file), ``attempts`` (the
+durable log of poison psets) and ``bookkeeping`` (run and pset ids and their column
+names). This folder may import only the foundations (the top-level modules ``errors``,
+``layout``, ``values``, ``params``); everything else of psmpi builds on it.
 
 Layout of a results file (readable with plain h5py; only values with no other encoding
 are pickled, inside JSON, and never unpickled unless asked)::

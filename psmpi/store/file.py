@@ -32,8 +32,8 @@ from ..layout import (
     creating_path,
     lock_path,
 )
-from ..lock import release_lock, take_lock, utc_now
 from .damage import _CHECK_HINT, _H5_ERRORS, _reason
+from .lock import release_lock, take_lock, utc_now
 from .schema import _check_name
 from .table import Table
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import h5py
 
-from ..bookkeeping import readable
 from ..errors import DamageError, InternalError, PsmpiError, StoreError
 from ..layout import FAILURES, RESULTS, lock_path
+from .bookkeeping import readable
 from .damage import _CHECK_HINT, _H5_ERRORS, _NoColumn, _reason
 from .file import maps_in, open_h5
 from .table import Table
@@ -52,7 +52,7 @@ def read(path: str | os.PathLike, name: str | None = None, *, failures: bool = F
     Returns
     -------
     pandas.DataFrame
-        See :meth:`Table.read`; the bookkeeping columns as :func:`psmpi.bookkeeping.readable`
+        See :meth:`Table.read`; the bookkeeping columns as :func:`psmpi.store.bookkeeping.readable`
         gives them (``_time_utc`` as UTC datetimes, an older psmpi's names mapped to today's).
     """
     path, kind = os.fspath(path), FAILURES if failures else RESULTS

@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 import cloudpickle
 import numpy as np
 
-from . import bookkeeping, params, timers, utils, values
-from .errors import ConfigError
-from .values import same_value, value_family  # noqa: F401 - value_family: part of the API here
+from .. import params, utils, values
+from ..errors import ConfigError
+from ..store import bookkeeping
+from ..values import same_value, value_family  # noqa: F401 - value_family: part of the API here
+from . import context, timers
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
@@ -72,7 +74,7 @@ class GroupOutcome(NamedTuple):
     rank: int
     host: str
     pid: int
-    # Statistics (psmpi.perf). Defaults keep outcomes that backends build (crashed groups) valid.
+    # Statistics (psmpi.watch.perf). Defaults keep outcomes that backends build (crashed groups) valid.
     # position -> process_time seconds of the call, for the calls measured (sparse: trivial
     # psets are not, see CPU_TIMING_MIN_SECONDS, and their NaNs would cost bytes)
     cpu_times: dict[int, float] | None = None
@@ -192,7 +194,7 @@ class Task:
             # process_time() is a system call: skipped after a trivial pset
             measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
             timers.begin_pset()
-            bookkeeping.enter(self, index, digest, rank, HOST)
+            context.enter(self, index, digest, rank, HOST)
             c0 = cpu_clock() if measure_cpu else 0.0
             t0 = clock()
             result = error = None
@@ -206,7 +208,7 @@ class Task:
             runtime = clock() - t0
             if measure_cpu:
                 cpu_times[position] = cpu_clock() - c0
-            bookkeeping.leave()
+            context.leave()
             runtimes.append(runtime)
             timed = timers.end_pset()
             if timed:
@@ -233,7 +235,7 @@ class Task:
 
     def system_kwargs(self, index: int, rank: int) -> dict:
         """paramsurvey's second argument: where and as what this pset runs."""
-        the_context = bookkeeping.context()
+        the_context = context.context()
         return {"pset_index": index, "map_name": self.map_name, "backend": self.backend,
                 "rank": rank, "host": HOST, "run_id": self.run_id,
                 "pset_id": the_context.pset_id, "calc_dir": the_context.calc_dir}

@@ -47,8 +47,8 @@ import time
 import uuid
 import warnings
 
-from .errors import StoreError
-from .layout import LOCK_SUFFIX, lock_making_path, lock_path
+from ..errors import StoreError
+from ..layout import LOCK_SUFFIX, lock_making_path, lock_path
 
 # How long take_lock keeps retrying a lock that other processes are reclaiming or creating.
 PATIENCE = 10.0

@@ -10,12 +10,12 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 
-from . import bookkeeping, layout
-from .attempts import AttemptLog
-from .errors import StoreError
-from .lock import release_lock, take_lock
-from .post import is_null
-from .store import Store, Table, maps_in, open_h5
+from .. import layout
+from ..errors import StoreError
+from ..store import Store, Table, bookkeeping, maps_in, open_h5
+from ..store.attempts import AttemptLog
+from ..store.lock import release_lock, take_lock
+from ..study.post import is_null
 from .summary import table
 
 _COPY_CHUNK = 4096

@@ -15,35 +15,15 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from . import params
-from .errors import PsetError
-from .results import Missing
+from .. import params
+from ..backends.resources import RESOURCES_KEY, ResourcedPset, resource_problems, split_resources
+from ..errors import PsetError
+from ..results import Missing
 
 T = TypeVar("T")
 
 # How many distinct problems one error message lists in full.
 MAX_PROBLEM_LINES = 50
-
-# Per-pset options of the ray backend ride in a pset under this key, as in paramsurvey:
-# {"a": 1, "ray": {"num_gpus": 1}}. They are not parameters: from here on such a pset is a
-# ResourcedPset without the key (not hashed, stored or given to the worker) that keeps them
-# in .resources. Other backends ignore them.
-RESOURCES_KEY = "ray"
-
-
-class ResourcedPset(dict):
-    """The parameters of a pset that carried per-pset ray options, kept in ``resources``."""
-
-    resources: dict
-
-
-def split_resources(pset: Any) -> Any:
-    """A pset with a ``"ray": {...}`` entry as a ResourcedPset without it; others unchanged."""
-    if type(pset) is not dict or type(pset.get(RESOURCES_KEY)) is not dict:
-        return pset
-    split = ResourcedPset((k, v) for k, v in pset.items() if k != RESOURCES_KEY)
-    split.resources = pset[RESOURCES_KEY]
-    return split
 
 
 class PsetChecker:
@@ -63,7 +43,6 @@ class PsetChecker:
             pset = split_resources(pset)
         problems = params.pset_problems(pset)
         if type(pset) is ResourcedPset:
-            from .backends.resources import resource_problems  # without importing ray
             self.resources_seen = True
             problems = problems + resource_problems(pset.resources)
         for problem in problems:

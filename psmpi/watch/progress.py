@@ -9,11 +9,11 @@ much of the statistics to print (0 nothing, 1 a line, 2 tables, 3 timed sections
 
 At every ``verbose >= 1``, a worker that stalls (holds its psets far longer than psets take,
 or past ``timeout=``) gets one warning line naming it, its host, the psets and for how long
-(:mod:`psmpi.stalls`), and one more when it gives them back.
+(:mod:`psmpi.watch.stalls`), and one more when it gives them back.
 
-Whatever ``verbose`` is, the run log (:mod:`psmpi.logfile`) gets the map's settings, a
+Whatever ``verbose`` is, the run log (:mod:`psmpi.watch.logfile`) gets the map's settings, a
 progress line every 30 s, every failure with its pset and traceback, every stalled-worker
-warning, and the full statistics; a Carbon server (:mod:`psmpi.carbon`) gets the counts every 10 s.
+warning, and the full statistics; a Carbon server (:mod:`psmpi.watch.carbon`) gets the counts every 10 s.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import sys
 import time
 import traceback
 
-from . import carbon, config, logfile
-from .backends import launched_by_mpi
-from .results import MapProgress, PerfStats
-from .utils import vmem
+from .. import config
+from ..results import MapProgress, PerfStats
+from ..utils import vmem
+from . import carbon, logfile
 
 INTERVAL_SECONDS = {0: None, 1: 30.0, 2: 1.0, 3: 0.0}
 LOG_INTERVAL_SECONDS = 30.0
@@ -89,11 +89,11 @@ class Reporter:
         self.use_bar = (self.verbose >= 1 and is_terminal(self.stream)) if bar is None else bar
         self.bar = None
         self.bar_postfix = ""
-        self.log = logfile.run_log(settings.logfile, backend, workers, launched_by_mpi() or 1)
+        self.log = logfile.run_log(settings.logfile, backend, workers, config.launched_by_mpi() or 1)
         self.carbon = carbon.sender_for(settings.carbon_server, settings.carbon_port)
         self.started = self.last = self.last_log = self.last_carbon = time.monotonic()
         self.last_counts: tuple[int, int, int] | None = None
-        self.stalled = 0  # workers judged stalled now (psmpi.stalls.Watch sets it)
+        self.stalled = 0  # workers judged stalled now (psmpi.watch.stalls.Watch sets it)
 
     # -- output channels -------------------------------------------------------------------
 

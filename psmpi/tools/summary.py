@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import bookkeeping, layout
-from .errors import StoreError
-from .lock import pid_alive, read_owner
-from .stalls import read_running
-from .store import Table, maps_in, reading
+from .. import layout
+from ..errors import StoreError
+from ..store import Table, bookkeeping, maps_in, reading
+from ..store.lock import pid_alive, read_owner
+from ..watch.stalls import read_running
 
 
 def table(f: h5py.File, name: str, kind: str) -> Table | None:

@@ -24,7 +24,7 @@ blamed on it and not on its neighbours; at ``max_attempts`` it is stored as a ``
 failure and skipped, so a requeue loop always ends. (``max_attempts=1`` skips every pset that
 was running at the first death, innocent neighbours included.)
 
-A map goes through this life cycle with a :class:`psmpi.crashguard.CrashGuard`. Only the
+A map goes through this life cycle with a :class:`psmpi.driver.crashguard.CrashGuard`. Only the
 driver writes this file, under the results file's lock. Counts are keyed by the
 pset's position in the map's pset list; the pset hash, recorded from the second run on,
 makes a changed list reset the count instead of blaming the wrong pset.
@@ -38,9 +38,9 @@ import os
 import urllib.parse
 from collections.abc import Iterable, Iterator
 
-from . import params
-from .errors import StoreError
-from .layout import attempts_path
+from .. import params
+from ..errors import StoreError
+from ..layout import attempts_path
 
 # psets with this many attempts run one at a time, after the rest of the map.
 ALONE_FROM = 2

@@ -2,7 +2,7 @@
 
 A pset that kills the process running it takes a serial or MPI run down with it. The guard
 keeps such a run from dying on it forever (the file format and the rules are in
-:mod:`psmpi.attempts`)::
+:mod:`psmpi.store.attempts`)::
 
     map starts    load the attempt counts of earlier runs that died
     todo          hold back suspects: run alone later, or give up on them
@@ -25,10 +25,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import layout, task
-from .attempts import AttemptLog, Suspects
-from .backends.base import Group
-from .store import Table
+from .. import layout
+from ..backends.base import Group
+from ..store import Table
+from ..store.attempts import AttemptLog, Suspects
+from ..worker import task
 
 first = operator.itemgetter(0)  # the pset index of an (index, pset) pair
 

@@ -1,6 +1,6 @@
 """Performance statistics gathered on the driver from every group's outcome.
 
-Workers measure (psmpi.task: wall and CPU seconds per pset, psmpi.timer sections, the
+Workers measure (psmpi.worker.task: wall and CPU seconds per pset, psmpi.timer sections, the
 group's duration, the wait since their previous group, peak RSS); this module merges those
 measurements over all worker processes or ranks into a :class:`~psmpi.results.PerfStats`.
 It does per-group work only: per-pset values are appended as whole lists.
@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import utils
-from .results import USAGE_COLUMNS, PerfStats, Timings, empty_usage
-from .task import GroupOutcome
+from .. import utils
+from ..results import USAGE_COLUMNS, PerfStats, Timings, empty_usage
+from ..worker.task import GroupOutcome
 
 _NAN = array.array("d", [math.nan])
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, Held
-from .layout import running_path
+from ..backends.base import Backend, Held
+from ..layout import running_path
 
 STALL_FLOOR_SECONDS = 60.0
 STALL_ENV = "PSMPI_STALL_SECONDS"  # replaces the floor: lets tests stall within a second

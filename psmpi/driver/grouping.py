@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
-from .task import GroupOutcome
+from ..worker.task import GroupOutcome
 
 # Work per group: long enough that sending a group (0.1-0.5 ms) costs at most 1 %, short
 # enough that psets of skewed durations still spread evenly over the workers.

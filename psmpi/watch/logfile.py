@@ -7,7 +7,7 @@ the file is created with O_EXCL, so runs sharing a directory never write into ea
 log. It holds: start and end time, host, command line, working directory, Python and
 package versions, the backend and its ranks or processes, relevant environment variables,
 and for every map its settings, progress every 30 s, every failed pset with its traceback,
-every stalled worker and pset past ``timeout=`` (:mod:`psmpi.stalls`, through
+every stalled worker and pset past ``timeout=`` (:mod:`psmpi.watch.stalls`, through
 ``Reporter.warn``), and the final statistics.
 
 Writing the log never stops a survey: if it cannot be written, one warning says why and the
@@ -24,9 +24,9 @@ import sys
 import threading
 import warnings
 
-from .layout import LOG_PREFIX, LOG_SUFFIX
-from .task import HOST
-from .utils import vmem
+from ..layout import LOG_PREFIX, LOG_SUFFIX
+from ..utils import vmem
+from ..worker.task import HOST
 
 # Distributions whose versions go into the header (those installed).
 PACKAGES = ("psmpi", "numpy", "pandas", "h5py", "cloudpickle", "tqdm", "mpi4py", "mpich", "ray")

@@ -16,9 +16,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import history
-from .errors import StoreError
-from .layout import SIMULATE_SUFFIX, attempts_path, lock_path
+from .. import history
+from ..errors import StoreError
+from ..layout import SIMULATE_SUFFIX, attempts_path, lock_path
 
 
 def simulated_worker(pset: dict) -> None:

@@ -9,9 +9,9 @@ import glob
 import os
 import re
 
-from . import layout
-from .errors import StoreError
-from .lock import pid_alive, release_lock, take_lock
+from .. import layout
+from ..errors import StoreError
+from ..store.lock import pid_alive, release_lock, take_lock
 from .merging import check_psmpi_file
 
 

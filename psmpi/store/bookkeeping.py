@@ -1,4 +1,4 @@
-"""Who computed what, when: the run and pset ids of every row, and what a worker can ask.
+"""Who computed what, when: the run and pset ids of every row, and the names of their columns.
 
 Every ``map()`` call is a *run*, with a random ``run_id`` and a ``run_seq`` counting the runs
 of that map in the file. Every computed pset gets a ``pset_id`` (a UUID, as psweep's) and a
@@ -20,7 +20,6 @@ under today's names (see :data:`LEGACY_NAMES`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import uuid
@@ -29,7 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from . import layout
+from .. import layout
 
 LEGACY_NAMES = layout.LEGACY_NAMES
 TIME_COLUMN = layout.TIME_UTC  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
@@ -173,71 +172,3 @@ def posix_seconds(times: pd.Series) -> pd.Series:
             else pd.Timestamp(0)
         return (times - epoch) / pd.Timedelta(seconds=1)
     return times.astype(float)
-
-
-@dataclasses.dataclass(frozen=True)
-class PsetContext:
-    """The bookkeeping of the pset a worker is computing now (see :func:`context`)."""
-
-    run_id: str
-    pset_id: str
-    pset_index: int
-    pset_hash: str
-    map_name: str
-    calc_dir: str   # <calc_dir>/<pset_id>: for this pset's files; not created by psmpi
-    backend: str
-    rank: int
-    host: str
-
-
-_current: PsetContext | None = None
-_pending: tuple | None = None  # what run_one set: the context is built only when asked for
-
-
-def enter(task, index: int, digest: str, rank: int, host: str) -> None:
-    """Called by the task before each worker call (cheap: the context is built lazily)."""
-    global _pending, _current
-    _pending, _current = (task, index, digest, rank, host), None
-
-
-def leave() -> None:
-    global _pending, _current
-    _pending, _current = None, None
-
-
-def context() -> PsetContext:
-    """The bookkeeping of the pset being computed, from inside a worker function.
-
-    Returns
-    -------
-    PsetContext
-        ``run_id``, ``pset_id``, ``pset_index``, ``pset_hash``, ``map_name``, ``calc_dir``
-        (``<calc_dir>/<pset_id>``, the directory for this pset's own files: create it if you
-        use it), ``backend``, ``rank``, ``host``. The same values land in the pset's row as
-        ``_run_id``, ``_pset_id``, ``_calc_dir``, ...
-
-    Raises
-    ------
-    RuntimeError
-        When called outside a worker function run by ``psmpi.map``.
-
-    Examples
-    --------
-    >>> import os, psmpi
-    >>> def worker(pset):
-    ...     here = psmpi.context().calc_dir
-    ...     return {"dir_is_per_pset": here.endswith(psmpi.context().pset_id)}
-    >>> psmpi.map(worker, [{"a": 1}], backend="serial", out=None, verbose=0,
-    ...           vstats=0, logfile=False).results["dir_is_per_pset"].tolist()
-    [True]
-    """
-    global _current
-    if _current is None:
-        if _pending is None:
-            raise RuntimeError("psmpi.context() is only available inside a worker function "
-                               "while psmpi.map() runs it")
-        task, index, digest, rank, host = _pending
-        the_id = pset_id(task.pset_key, index)
-        _current = PsetContext(task.run_id, the_id, index, digest, task.map_name,
-                               os.path.join(task.calc_dir, the_id), task.backend, rank, host)
-    return _current

@@ -2,7 +2,7 @@
 
 Inside a worker call, each ``timer(name)`` block adds its wall-clock and CPU seconds to that
 name's total for the pset being computed. psmpi collects the totals after each call
-(:mod:`psmpi.task`), sends them back with the group's outcome and merges them on the driver
+(:mod:`psmpi.worker.task`), sends them back with the group's outcome and merges them on the driver
 into ``results.stats.timers``. Outside a worker call a timer measures nothing anybody reads.
 """
 

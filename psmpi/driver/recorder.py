@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import bookkeeping, config, layout, params, task
-from .bookkeeping import RunStamp
+from .. import config, layout, params
+from ..errors import PsetTimeout, StoreError
+from ..results import MapProgress
+from ..store import Table, bookkeeping
+from ..store.bookkeeping import RunStamp
+from ..worker import task
 from .crashguard import GivenUp
-from .errors import PsetTimeout, StoreError
-from .results import MapProgress
-from .store import Table
 
 if TYPE_CHECKING:  # the reporter is only called: rows.py need not sit above progress.py
-    from .progress import Reporter
+    from ..watch.progress import Reporter
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written
 # as arrays: cheaper than seven more keys in every row dict.

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import layout, params
-from .errors import ConfigError, PsetError, StoreError
+from .. import layout, params
+from ..errors import ConfigError, PsetError, StoreError
 
 # Placeholders psmpi fills in besides the pset's own keys.
 RESERVED = (layout.PSET_HASH, layout.PSET_INDEX)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import layout
-from .bookkeeping import posix_seconds
-from .errors import PsmpiError
+from .. import layout
+from ..errors import PsmpiError
+from ..store.bookkeeping import posix_seconds
 
 FAILED_COLOUR = "#d62728"
 CRASHED_COLOUR = "#000000"

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import PsetError, PsmpiError
+from ..errors import PsetError, PsmpiError
 
 MAX_OUTPUT = 2000
 """Characters of stdout and of stderr kept in the returned dict by default."""

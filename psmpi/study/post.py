@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from . import layout, params
-from .errors import ConfigError
+from .. import layout, params
+from ..errors import ConfigError
 
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}
@@ -147,7 +147,7 @@ def _stored(results: Any, name: str | None) -> pd.DataFrame:
     if isinstance(results, pd.DataFrame):
         return results
     if isinstance(results, (str, os.PathLike)):
-        from .store import read  # here: post-processing without h5py at import time
+        from ..store import read  # here: post-processing without h5py at import time
 
         return read(results, name)
     raise ConfigError(f"results must be a results file path or a DataFrame, not "

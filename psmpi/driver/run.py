@@ -24,20 +24,22 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from . import config, layout, params, task, workflow
-from .backends import Backend
-from .bookkeeping import RunStamp
+from .. import config, layout, params
+from ..backends import Backend
+from ..errors import PsetError, PsetTimeout
+from ..results import MapProgress, MapResults, Missing
+from ..stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
+from ..store import Store, Table
+from ..store.bookkeeping import RunStamp
+from ..watch.perf import PerfCollector
+from ..watch.progress import Reporter
+from ..watch.stalls import Watch
+from ..worker import task
+from . import workflow
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
-from .errors import PsetError, PsetTimeout
 from .grouping import Grouper
-from .perf import PerfCollector
-from .progress import Reporter
-from .results import MapProgress, MapResults, Missing
-from .rows import Recorder, RowWriter
+from .recorder import Recorder, RowWriter
 from .source import ResumeIndex, batches, checked_psets
-from .stalls import Watch
-from .stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
-from .store import Store, Table
 
 
 def default_out_path() -> str:

@@ -1,0 +1,11 @@
+"""What runs on a worker, whatever the backend: one group of psets through the user's
+function.
+
+``task``: the :class:`~psmpi.worker.task.Task` shipped to every worker and the plain-data
+:class:`~psmpi.worker.task.GroupOutcome` it returns; ``context``: ``psmpi.context()``, what
+the worker function may ask about its pset; ``timers``: ``psmpi.timer`` sections.
+
+May import the foundations (the top-level modules ``errors``, ``layout``, ``values``,
+``params``, ``utils``) and :mod:`psmpi.store` (for the ids of :mod:`~psmpi.store.bookkeeping`),
+nothing else: a worker process never loads the driver, the backends or the CLI.
+"""
