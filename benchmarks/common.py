@@ -246,7 +246,7 @@ def idle_breakdown(rows, nominal, workers: int, start: float, end: float) -> dic
     """
     head = gaps = tail = overrun = 0.0
     gap_list = []
-    from psmpi.bookkeeping import posix_seconds
+    from psmpi.store.bookkeeping import posix_seconds
 
     for _, one in rows.sort_values("_time_utc").groupby("_rank"):
         t, run = posix_seconds(one["_time_utc"]).to_numpy(), one["_pset_runtime"].to_numpy()
@@ -277,7 +277,7 @@ def instrument_master() -> dict:
               "cpu_record": 0.0, "cpu_commit": 0.0, "instrumented": False}
     try:
         from psmpi.backends.mpi import Master
-        from psmpi.rows import Recorder, RowWriter
+        from psmpi.driver.recorder import Recorder, RowWriter
         originals = (Master.send_next, Master.free_slot, Master.drain, Master.refill,
                      Recorder.record, RowWriter.commit)
     except (ImportError, AttributeError):

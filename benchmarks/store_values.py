@@ -8,7 +8,7 @@ Five kinds of rows, each ``{"i": row number, ...}``:
     d  a ragged array of 10 to 10,000 float64, lengths log-uniform (mean about 1,450)
     e  a nested dict of 20 entries (floats, ints, str, None, lists, a datetime, two sub-dicts)
 
-psmpi commits them as a map's driver does (psmpi/run.py, RowWriter): per batch, the
+psmpi commits them as a map's driver does (psmpi/driver/run.py, RowWriter): per batch, the
 twelve bookkeeping columns (_pset_index, _pset_hash, ..., _calc_dir) as arrays, and the
 rows either through ``Table.admit`` per row then ``Table.append`` (the rows path: results
 that came pickled, as arrays and dicts do) or, for (a), also through ``admit_columns`` and
