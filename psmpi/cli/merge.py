@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..store.lock import owner_of
 from ..tools.merging import check_psmpi_file, merge
 from ..tools.summary import writer_of
 from .common import EXIT_OK, add_command, plural
@@ -25,10 +26,10 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     for path in args.inputs:
         check_psmpi_file(path)
-        writer = writer_of(path)
-        if writer and writer.startswith("being written"):
-            print(f"psmpi: warning: {path} is {writer}; only its committed rows are merged",
-                  file=sys.stderr)
+        owner = owner_of(path)
+        if owner is not None and owner.state == "live":
+            print(f"psmpi: warning: {path} is {writer_of(path)}; only its committed rows are "
+                  "merged", file=sys.stderr)
     counts = merge(args.inputs, args.out)
     total = sum(counts.values())
     print(f"psmpi: {args.out} now holds {plural(len(counts), 'map')}; {plural(total, 'row')} "

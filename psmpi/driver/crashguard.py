@@ -72,7 +72,7 @@ class CrashGuard:
 
     def hold_back(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
         """``todo`` without the psets to run alone or to give up on."""
-        return self.suspects.sort(todo)
+        return self.suspects.hold_back(todo)
 
     def sent(self, group: Group) -> None:
         """The group is about to be handed to a worker: on disk before the worker gets it."""

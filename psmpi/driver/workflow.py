@@ -26,7 +26,7 @@ def simulated_worker(pset: dict) -> None:
     return None
 
 
-def simulation_path(path: str | None) -> str | None:
+def copy_for_simulation(path: str | None) -> str | None:
     """A fresh copy of the results file (and its attempt counts) to simulate on.
 
     ``study.h5`` -> ``study.simulate.h5``, replacing an earlier simulation's copy.
@@ -61,7 +61,7 @@ def study_script() -> str | None:
 def prepare(settings: Any, path: str | None, worker: Callable) -> tuple[str | None, Callable]:
     """Before a map: the file and worker to use, the backup made, git checked."""
     if settings.simulate:
-        return simulation_path(path), simulated_worker
+        return copy_for_simulation(path), simulated_worker
     if settings.git:  # refuse before computing, not after hours of it
         history.git_repository(os.path.dirname(os.path.abspath(path or ".")))
     if settings.backup and path is not None:

@@ -236,11 +236,12 @@ class Suspects:
         """The pset's row is in the file: whatever happened before, it is done."""
         self.counts.pop(index, None)
 
-    def sort(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
-        """``todo`` without the psets held back (unchanged when there are no suspects)."""
-        return self.sorted(todo) if self.counts else todo
+    def hold_back(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
+        """``todo`` without the suspects, which go to :attr:`alone` (to run one at a time) or
+        :attr:`crashed` (given up on); unchanged when there are no suspects."""
+        return self._without_suspects(todo) if self.counts else todo
 
-    def sorted(self, todo: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+    def _without_suspects(self, todo: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
         for index, pset in todo:
             attempts = self.counts.get(index)
             if attempts is None:

@@ -175,6 +175,35 @@ def read_owner(lock: str) -> dict:
         return json.loads(fh.read())
 
 
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """What the lock of a results file says, as a reader sees it (:func:`owner_of`)."""
+
+    lock: str
+    state: str                # "live", "stale" (a dead pid on this host) or "unreadable"
+    pid: int = 0
+    host: str = ""
+    info: dict = dataclasses.field(default_factory=dict)  # the lock's JSON
+
+
+def owner_of(path: str) -> Owner | None:
+    """Who holds the lock of the results file ``path``; None if it has no lock.
+
+    A lock of a dead pid on this host is "stale"; on another host, liveness cannot be
+    checked, so any readable lock counts as "live".
+    """
+    lock = lock_path(path)
+    try:
+        info = read_owner(lock)  # never reopens a lock this process holds
+        pid, host = int(info["pid"]), str(info["host"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Owner(lock, "unreadable")
+    alive = host != socket.gethostname() or pid_alive(pid)
+    return Owner(lock, "live" if alive else "stale", pid, host, info)
+
+
 # ---------------------------------------------------------------------- internals
 def _ident(lock: str) -> tuple[int, int] | None:
     try:

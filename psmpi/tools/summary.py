@@ -5,7 +5,6 @@ writing the file now. The ``psmpi status`` and ``psmpi failures`` commands print
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Sequence
 
 import h5py
@@ -15,7 +14,7 @@ import pandas as pd
 from .. import layout
 from ..errors import StoreError
 from ..store import Table, bookkeeping, maps_in, reading
-from ..store.lock import pid_alive, read_owner
+from ..store.lock import owner_of
 from ..watch.stalls import read_running
 
 
@@ -200,19 +199,9 @@ def common_failures(df: pd.DataFrame, n: int = 5) -> pd.Series:
 
 
 def lock_owner(path: str) -> tuple[int, str] | None:
-    """(pid, host) of the process whose lock on ``path`` is live; None if none is.
-
-    A lock of a dead pid on this host is not live; on another host, liveness cannot be
-    checked, so any readable lock counts.
-    """
-    try:
-        owner = read_owner(layout.lock_path(path))  # never reopens a lock this process holds
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if host == socket.gethostname() and not pid_alive(pid):
-        return None
-    return pid, host
+    """(pid, host) of the process whose lock on ``path`` is live; None if none is."""
+    owner = owner_of(path)
+    return (owner.pid, owner.host) if owner is not None and owner.state == "live" else None
 
 
 def running_now(path: str) -> dict | None:
@@ -227,16 +216,14 @@ def running_now(path: str) -> dict | None:
 
 def writer_of(path: str) -> str | None:
     """Who holds the lock of ``path``, in words; None if nobody."""
-    lock = layout.lock_path(path)
-    try:
-        owner = read_owner(lock)  # never opens a lock this process holds: that would drop it
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except FileNotFoundError:
+    owner = owner_of(path)
+    if owner is None:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"locked by {lock}, which cannot be read"
-    if host == socket.gethostname() and not pid_alive(pid):
-        return f"stale lock {lock}: pid {pid} is dead (the next run or `psmpi clean` removes it)"
-    job = owner.get("slurm_job_id")
-    return (f"being written by pid {pid} on {host}{f' (Slurm job {job})' if job else ''} "
-            f"since {owner.get('started')}")
+    if owner.state == "unreadable":
+        return f"locked by {owner.lock}, which cannot be read"
+    if owner.state == "stale":
+        return (f"stale lock {owner.lock}: pid {owner.pid} is dead (the next run or "
+                "`psmpi clean` removes it)")
+    job = owner.info.get("slurm_job_id")
+    return (f"being written by pid {owner.pid} on {owner.host}"
+            f"{f' (Slurm job {job})' if job else ''} since {owner.info.get('started')}")
