@@ -18,6 +18,12 @@ cannot be stored) are never raised: they become rows of ``MapResults.missing``.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 class PsmpiError(Exception):
     """Base class of every error psmpi raises on purpose."""
@@ -64,3 +70,12 @@ class DamageError(StoreError):
     The message names the file, the table and, for raw data, the column and the rows;
     :func:`psmpi.store.check` surveys the whole file.
     """
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn as from the first caller outside psmpi (the user's script, as numpy does), so
+    the warning shows the user's line, never one of psmpi's own."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is warn()'s caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

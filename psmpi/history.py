@@ -13,10 +13,9 @@ import datetime
 import os
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterable
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, warn
 from .layout import BACKUP_INFIX
 from .store.lock import release_lock, take_lock
 
@@ -235,11 +234,10 @@ def _committable(git: str, root: str, files: list[str], max_bytes: int) -> list[
         else:
             keep.append(f)
     if absent:
-        warnings.warn(f"git: not committing {absent}: no such file", stacklevel=3)
+        warn(f"git: not committing {absent}: no such file")
     if large:
-        warnings.warn(f"git: not committing {large}: larger than {max_bytes / 2**20:.1f} MiB; "
-                      "track them with git-lfs, or add them to .gitignore to silence this",
-                      stacklevel=3)
+        warn(f"git: not committing {large}: larger than {max_bytes / 2**20:.1f} MiB; "
+             "track them with git-lfs, or add them to .gitignore to silence this")
     if keep:
         rel = [os.path.relpath(f, root) for f in keep]
         # check-ignore takes plain names on stdin (it refuses --literal-pathspecs)

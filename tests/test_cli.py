@@ -475,3 +475,29 @@ def test_clean_refuses_a_foreign_file(tmp_path):
     (tmp_path / "data.h5").write_text("not ours")
     proc = psmpi_cmd("clean", "data.h5", "--yes", cwd=tmp_path)
     assert proc.returncode == 2 and (tmp_path / "data.h5").exists()
+
+
+def test_show_lists_rows_in_pset_order_not_commit_order(study):
+    # divide's pset a=2 failed in the first run: the rerun commits it last
+    run_study(study.parent, FIXED="1")
+    proc = psmpi_cmd("show", study, "-m", "divide", "-c", "a", cwd=study.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.strip() for line in proc.stdout.splitlines()[2:6]] == ["0", "1", "2", "3"]
+    assert psmpi.read(study, name="divide")["a"].tolist()[-1] == 2  # committed last
+
+
+def test_failures_of_one_bug_group_whatever_the_values_in_their_messages(tmp_path):
+    script = textwrap.dedent("""
+        import sys, psmpi
+        def worker(pset):
+            if pset["x"] > 2:
+                raise ValueError(f"x={pset['x'] * 1.5} exceeds the limit for {pset['tag']!r}")
+            return {"y": pset["x"]}
+        psmpi.map(worker, [{"x": x, "tag": f"run-{x}"} for x in range(9)], out=sys.argv[1],
+                  backend="serial", verbose=0, name="m")
+    """)
+    path = run_study(tmp_path, script=script)
+    proc = psmpi_cmd("failures", path, "--short", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "6 x ValueError: x=<n> exceeds the limit for '…'" in proc.stdout, proc.stdout
+    assert "x=4.5 exceeds the limit for 'run-3'" in proc.stdout  # each failure still listed

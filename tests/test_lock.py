@@ -338,3 +338,18 @@ def test_clean_finds_the_temporary_lock_of_a_dead_process(tmp_path):
     mine = tmp_path / f"s.h5.lock-{os.getpid()}-0123abcd.tmp"
     mine.write_text("{}")
     assert psmpi.tools.cleaning.leftovers(str(path)) == [str(leftover)]
+
+
+def test_the_stale_lock_warning_shows_the_users_line_not_psmpis(tmp_path):
+    path = tmp_path / "study.h5"
+    write_stale_lock(path, dead_pid())
+    script = tmp_path / "study.py"
+    script.write_text("import psmpi\n"
+                      "psmpi.map(lambda p: {'y': 1}, [{'a': 1}], out='study.h5', name='m',\n"
+                      "          backend='serial', verbose=0)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env())
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if "reclaiming the lock" in line]
+    assert warning and warning[0].startswith(f"{script}:2: UserWarning"), proc.stderr
+    assert "psmpi/" not in proc.stderr.replace(str(tmp_path), ""), proc.stderr

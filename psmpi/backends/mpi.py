@@ -62,13 +62,12 @@ import os
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import cloudpickle
 
-from ..errors import BackendError, InternalError, PsetTimeout
+from ..errors import BackendError, InternalError, PsetTimeout, warn
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
 from ..worker.task import HOST, GroupOutcome, Task
 from . import base
@@ -208,10 +207,10 @@ class MPIBackend(Backend):
         world = MPI.COMM_WORLD
         self.master: Master | None = None
         if world.Get_size() == 1:
-            warnings.warn("psmpi: backend 'mpi' has a single MPI process, so the psets run in "
-                          "this process one after the other; start the script with "
-                          "`mpiexec -n N python script.py` (N >= 2: rank 0 coordinates, "
-                          "N-1 ranks compute)", RuntimeWarning, stacklevel=4)
+            warn("psmpi: backend 'mpi' has a single MPI process, so the psets run in "
+                 "this process one after the other; start the script with "
+                 "`mpiexec -n N python script.py` (N >= 2: rank 0 coordinates, "
+                 "N-1 ranks compute)", RuntimeWarning)
         elif world.Get_rank() > 0:
             Worker(MPI, self.settings).serve_forever()
         else:

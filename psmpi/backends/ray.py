@@ -49,11 +49,10 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, warn
 from ..worker import context
 from ..worker.task import CRASHED, EXCEPTION, HOST, TIMEOUT, GroupOutcome, Task, describe, failed_outcome
 from .base import CRASH_MESSAGE, Group, Held, Options, option, resolve_ncores
@@ -158,9 +157,9 @@ def monitor_actor(ray) -> tuple[str, Any] | None:
             # while the first groups announce themselves to it or a timed map runs.
             ray.get(handle.take.remote(), timeout=60)
         except Exception as exc:
-            warnings.warn(f"psmpi: backend 'ray' could not start its reports actor "
-                          f"({describe(exc)}), so stalled ray workers are not reported and "
-                          f"timeout= is not enforced", stacklevel=2)
+            warn(f"psmpi: backend 'ray' could not start its reports actor "
+                 f"({describe(exc)}), so stalled ray workers are not reported and "
+                 f"timeout= is not enforced")
             handle = None
         _Runtime.monitor = (job, name, handle)
     name, handle = _Runtime.monitor[1:]

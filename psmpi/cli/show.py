@@ -106,7 +106,9 @@ def _read_frames(f: h5py.File, args: argparse.Namespace,
             frames.append((name, pd.DataFrame(), []))
             continue
         visible = _visible_columns(found, kind, wanted, args.all)
-        needed = [_parse_where(w)[0] for w in args.where] + list(args.sort or [])
+        # Rows are shown in pset order, not in the order they were committed.
+        needed = [_parse_where(w)[0] for w in args.where] + list(args.sort or []) + [
+            layout.PSET_INDEX]
         stored = bookkeeping.stored_names(found.columns)
         present = {bookkeeping.current_name(c) for c in found.columns}
         extra = [c for c in needed if c in present and c not in visible]
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         total = len(df)
         if total:
             df = filter_rows(df, where_conditions(df, args.where))
+            if layout.PSET_INDEX in df.columns:
+                df = df.sort_values(layout.PSET_INDEX, kind="stable")
             if args.sort:
                 missing = [c for c in args.sort if c not in df.columns]
                 if missing:

@@ -10,7 +10,6 @@ an interrupted one (:func:`_repair`) and truncates the uncommitted tail.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import h5py
 import numpy as np
 
 from .. import values as _values
-from ..errors import DamageError, InternalError, StoreError
+from ..errors import DamageError, InternalError, StoreError, warn
 from ..layout import (
     COLUMNS,
     DTYPE_ATTR,
@@ -238,9 +237,9 @@ def _gather_general(table: Table, col: _Column, values: Any, k: int
                             f"{exc}") from exc
     if note.used and col.name not in table._pickled:
         table._pickled.add(col.name)
-        warnings.warn(f"{table}: values of {col.name!r} have no portable encoding and are "
-                      f"stored as pickles; psmpi.read returns their bytes (unpickle=True "
-                      f"unpickles them: only for files you trust)", stacklevel=4)
+        warn(f"{table}: values of {col.name!r} have no portable encoding and are "
+             f"stored as pickles; psmpi.read returns their bytes (unpickle=True "
+             f"unpickles them: only for files you trust)")
     lengths = np.fromiter(map(len, encoded), np.int64, k)
     pointers = np.empty(k, _POINTER)
     pointers["length"] = lengths
@@ -497,6 +496,6 @@ def _mend_torn_chunk(table: Table, ds: h5py.Dataset, n: int | None = None) -> No
     ds[lo:n] = rows
     what = {COLUMNS: "column", HEAPS: "the heap of column", SHAPES: "the shapes of column"}.get(
         ds.parent.name.rsplit("/", 1)[-1], "the null mask of column")
-    warnings.warn(f"{table}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
-                  f"rewritten: a run killed while appending had left their chunk half "
-                  f"written (its committed rows intact)", stacklevel=2)
+    warn(f"{table}: rows {lo}-{n - 1} of {what} {ds.name.rsplit('/', 1)[-1]!r} were "
+         f"rewritten: a run killed while appending had left their chunk half "
+         f"written (its committed rows intact)")

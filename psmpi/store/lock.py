@@ -45,9 +45,8 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 
-from ..errors import StoreError
+from ..errors import StoreError, warn
 from ..layout import LOCK_SUFFIX, lock_making_path, lock_path
 
 # How long take_lock keeps retrying a lock that other processes are reclaiming or creating.
@@ -365,8 +364,8 @@ def _reclaim(path: str, lock: str, host: str) -> str:
             raise _busy(path, lock, owner)
         if not dead_here:
             raise _busy(path, lock, owner)
-        warnings.warn(f"{path}: reclaiming the lock of dead pid {owner['pid']} on {host} "
-                      f"(started {owner.get('started')})", stacklevel=4)
+        warn(f"{path}: reclaiming the lock of dead pid {owner['pid']} on {host} "
+             f"(started {owner.get('started')})")
         if _fd_ident(fd) == _ident(lock):  # still the file judged stale
             _unlink_quietly(lock)
         return ""

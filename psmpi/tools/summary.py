@@ -5,6 +5,7 @@ writing the file now. The ``psmpi status`` and ``psmpi failures`` commands print
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import h5py
@@ -191,11 +192,31 @@ def failures(path: str, maps: Sequence[str] | None = None, every: bool = False,
     return found
 
 
+# A number not inside a name (``x2``, ``float64`` keep theirs), and a quoted value: what
+# differs between the messages of one bug that ran on many psets.
+_NUMBER = re.compile(r"(?<![A-Za-z_\d.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![A-Za-z_\d])")
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+def message_pattern(message: str) -> str:
+    """``message`` with its numbers as ``<n>`` and its quoted values as ``'…'``: one pattern
+    for the failures of one bug, whatever the parameter values in their messages.
+
+    >>> message_pattern("ValueError: x=3.5 is above 2 for 'run-7'")
+    "ValueError: x=<n> is above <n> for '…'"
+    >>> message_pattern("KeyError: 'alpha'")
+    "KeyError: '…'"
+    """
+    return _NUMBER.sub("<n>", _QUOTED.sub("'…'", str(message)))
+
+
 def common_failures(df: pd.DataFrame, n: int = 5) -> pd.Series:
-    """The ``n`` most frequent exception messages of failure rows ``df``, with their counts."""
+    """The ``n`` most frequent exception messages of failure rows ``df``, with their counts;
+    messages that differ only in numbers and quoted values count as one
+    (:func:`message_pattern`)."""
     if not len(df):
         return pd.Series(dtype=int)
-    return df[layout.EXCEPTION].value_counts().head(n)
+    return df[layout.EXCEPTION].astype(str).map(message_pattern).value_counts().head(n)
 
 
 def lock_owner(path: str) -> tuple[int, str] | None:

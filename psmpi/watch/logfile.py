@@ -22,8 +22,8 @@ import os
 import shlex
 import sys
 import threading
-import warnings
 
+from ..errors import warn
 from ..layout import LOG_PREFIX, LOG_SUFFIX
 from ..utils import vmem
 from ..worker.task import HOST
@@ -86,8 +86,8 @@ class RunLog:
 
     def give_up(self, exc: Exception) -> None:
         file, self.file = self.file, None
-        warnings.warn(f"psmpi: cannot write the run log {self.path} ({exc}); the run goes on "
-                      f"without it", RuntimeWarning, stacklevel=3)
+        warn(f"psmpi: cannot write the run log {self.path} ({exc}); the run goes on "
+             f"without it", RuntimeWarning)
         try:
             file.close()
         except (OSError, ValueError):
@@ -175,9 +175,9 @@ def run_log(enabled: bool, backend: str, workers: int, ranks: int) -> RunLog | N
             _current.log = RunLog.create()
         except OSError as exc:
             _current.failed = True
-            warnings.warn(f"psmpi: cannot create the run log in the working directory ({exc}); "
-                          f"the run goes on without it (logfile=False silences this)",
-                          RuntimeWarning, stacklevel=3)
+            warn(f"psmpi: cannot create the run log in the working directory ({exc}); "
+                 f"the run goes on without it (logfile=False silences this)",
+                 RuntimeWarning)
             return None
         _current.log.header(backend, workers, ranks)
         if not _current.at_exit:
