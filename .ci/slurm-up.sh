@@ -134,11 +134,13 @@ fi
 sinfo
 elapsed_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 say "up in $((elapsed_ms / 1000)).$(printf %03d $((elapsed_ms % 1000))) s"
+down="bash $HERE/slurm-down.sh"
+[ "$BASE" = /tmp/psmpi-slurm ] || down="PSMPI_SLURM_BASE=$BASE $down"  # a custom base
 cat <<EOF
 
 Slurm is running. Point the client tools (sbatch, squeue, srun, ...) at it with:
 
     export SLURM_CONF=$SLURM_CONF
 
-(or: source $BASE/env.sh). Stop it with: bash $HERE/slurm-down.sh
+(or: source $BASE/env.sh). Stop it with: $down
 EOF

@@ -271,6 +271,7 @@ def test_requeue_passes_the_warning_on_and_requeues(fake, launch):
     assert proc.returncode == 0, out
     assert out.count("time-limit warning (SIGUSR1)") == 2, out
     assert "survey exited with status 75" in out and "incomplete: requeueing" in out, out
+    assert "stopped and saved before the time limit" in out, out
     tools = fake.tools()
     assert tools[-1] == "scontrol requeue 4242", tools
     if launcher_line:

@@ -283,6 +283,7 @@ def test_requeue_until_complete(slurm, jobs, name):
              "time-limit warning (SIGUSR1)",
              "survey: stopped with status 75",
              "survey exited with status 75",
+             "stopped and saved before the time limit",
              "incomplete: requeueing",
              "run 2 (requeued 1 of at most 20 times)",
              "survey: run 2 of job",
