@@ -244,6 +244,7 @@ def test_show_bookkeeping_and_failures_table(study):
     assert "_host" in proc.stdout and "_pset_runtime" in proc.stdout and "first 2 shown" in proc.stdout
     proc = psmpi_cmd("show", study, "-m", "divide", "--failures", cwd=study.parent)
     assert proc.returncode == 0 and "ZeroDivisionError: a is 2" in proc.stdout
+    assert "map 'divide' (failures): 1 failed attempt" in proc.stdout  # attempts, not psets
 
 
 def test_failures_prints_tracebacks_and_exits_1(study):

@@ -150,3 +150,18 @@ def test_lanes_are_ranks_under_mpi_and_reused_by_processes_one_after_the_other()
     crashed = frame(["h"], [-1], [-1], [0.5]).assign(_kind="crashed")
     lane, labels, _ = report.lanes(report.events({"m": (frame(["h"], [0], [5], [0]), crashed)}))
     assert lane.tolist() == [0, 1] and labels == ["pid 5", "process unknown"]
+
+
+def test_busy_share_counts_the_time_the_survey_ran_not_the_gap_between_runs():
+    # Two workers busy all the time in a first run, killed; a resumed run 1000 s later
+    # with two new worker processes, busy all the time too.
+    starts = [0, 0, 1, 1, 1000, 1000, 1001, 1001]
+    pids = [5, 6, 5, 6, 8, 9, 8, 9]
+    ev = report.events({"m": (frame(["h"] * 8, [0] * 8, pids, starts), frame([], [], [], []))})
+    axis = report.TimeAxis(ev["start"].to_numpy(), ev["end"].to_numpy())
+    assert report.busy_share(ev, axis) == pytest.approx(1.0)
+    # One worker of two idles for the first second: 3 + 4 busy seconds of 4 + 4.
+    half = report.events({"m": (frame(["h"] * 7, [0] * 7, pids[1:], starts[1:]),
+                                frame([], [], [], []))})
+    axis = report.TimeAxis(half["start"].to_numpy(), half["end"].to_numpy())
+    assert report.busy_share(half, axis) == pytest.approx(7 / 8)

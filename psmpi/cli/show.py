@@ -15,7 +15,7 @@ from .. import layout
 from ..store import Table, bookkeeping, reading
 from ..study.post import filter_rows
 from ..tools.summary import selected_maps, table
-from .common import EXIT_OK, CliError, add_command, add_map_option
+from .common import EXIT_OK, CliError, add_command, add_map_option, plural
 
 _WHERE = re.compile(r"^\s*([^<>=!~\s]+)\s*(==|=|!=|<=|>=|<|>|~)\s*(.*?)\s*$")
 
@@ -135,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         matched = len(df)
         if args.limit:
             df = df.head(args.limit)
-        what = f"{matched} of {total} rows" if args.where else f"{total} rows"
+        # The failures table holds attempts: a pset that failed twice has two rows there.
+        unit = "failed attempt" if kind == "failures" else "row"
+        what = f"{matched} of {plural(total, unit)}" if args.where else plural(total, unit)
         cut = f", first {len(df)} shown (--limit 0 shows all)" if len(df) < matched else ""
         print(f"map {name!r} ({kind}): {what}{cut}")
         if len(df):

@@ -71,6 +71,21 @@ def events(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame
     return ev
 
 
+def busy_share(ev: pd.DataFrame, axis: TimeAxis) -> float:
+    """The share of the workers' time spent computing psets, over the time the survey ran.
+
+    The stretches between the idle gaps that ``axis`` cuts out (a killed run and its
+    resume, say) count apart, each with the worker processes active in it: a gap between
+    runs is not idle time of the workers, who did not exist then.
+    """
+    stretch = np.searchsorted(np.asarray(axis.cut_at), ev["start"].to_numpy(), side="right")
+    capacity = 0.0
+    for _, part in ev.groupby(stretch):
+        workers = part[["host", "pid"]].drop_duplicates().shape[0]
+        capacity += float(part["end"].max() - part["start"].min()) * workers
+    return float(ev["runtime"].fillna(0.0).sum()) / capacity if capacity > 0 else float("nan")
+
+
 class TimeAxis:
     """Seconds since the first start, with long idle gaps cut out.
 
@@ -269,7 +284,7 @@ def draw_runtimes(ax: Any, ev: pd.DataFrame) -> None:
         parts = [p[p > 0] for p in parts]
     if failed.size:
         parts, colours = parts + [failed], colours + [FAILED_COLOUR]
-        labels = labels + [f"failed ({failed.size})"]
+        labels = labels + [f"failed attempts ({failed.size})"]
     ax.hist(parts, bins=bins, stacked=True, color=colours, label=labels)
     for q, style, name in ((50, "-", "median"), (90, "--", "90th percentile")):
         value = float(np.percentile(every, q))
@@ -378,8 +393,7 @@ def draw(path: str, frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
         axis = TimeAxis(ev["start"].to_numpy(), ev["end"].to_numpy())
         span = float(axis(ev["end"].max()))
         unit, size = _unit(span)
-        workers = len(labels) - (labels[-1:] == ["process unknown"])
-        busy = ev["runtime"].fillna(0.0).sum() / (span * workers) if span > 0 and workers else float("nan")
+        busy = busy_share(ev, axis)
         mpi = bool((ev["rank"] > 0).any())
         draw_progress(ax_progress, ev, axis, size, unit, totals, names)
         draw_runtimes(ax_runtimes, ev)
