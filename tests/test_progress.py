@@ -186,3 +186,12 @@ def test_no_bar_when_not_a_terminal_or_verbose_0():
         assert not reporter(stream, verbose=0).use_bar
         assert reporter(stream, verbose=1).use_bar
     os.close(master)
+
+
+def test_the_summary_of_a_stopped_map_says_stopped_and_has_no_eta():
+    r = reporter(stream := io.StringIO(), verbose=1)
+    r.started = time.monotonic() - 10.0
+    r.finish(MapProgress(total=100, finished=25), "study.h5", stopped_by="SIGUSR1")
+    summary = [line for line in psmpi_lines(stream.getvalue()) if "finished" in line]
+    assert summary and summary[0].startswith("psmpi [m] stopped: 25/100 finished"), summary
+    assert "eta" not in stream.getvalue()

@@ -168,7 +168,9 @@ class Reporter:
         """The map ended: summary, where the tracebacks are, and the statistics."""
         self.close_bar(progress)
         self.push(progress)
-        done = f"done: {self.line(progress)}; {progress.resumed} resumed from {where}"
+        # A summary, also of a stopped map: no estimate of a time still to come.
+        done = (f"{'stopped' if stopped_by else 'done'}: {self.line(progress, eta=False)}; "
+                f"{progress.resumed} resumed from {where}")
         self.note(done)
         if stopped_by:
             self.note(f"stopped by {stopped_by}: {progress.active} psets were in flight; "
@@ -196,16 +198,16 @@ class Reporter:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def line(self, progress: MapProgress) -> str:
+    def line(self, progress: MapProgress, eta: bool = True) -> str:
         elapsed = time.monotonic() - self.started
         done = progress.finished + progress.failures - progress.resumed
         rate = done / elapsed if elapsed > 0 else 0.0
         left = progress.total - progress.finished - progress.failures if progress.total else None
-        eta = f", eta {duration_text(left / rate)}" if left and rate > 0 else ""
+        eta_text = f", eta {duration_text(left / rate)}" if eta and left and rate > 0 else ""
         stalled = f", {self.stalled} stalled" if self.stalled else ""
         return (f"{progress.finished}/{progress.total} finished, {progress.active} active"
                 f"{stalled}, {progress.failures} failed ({progress.exceptions} exceptions), "
-                f"{rate:.1f} psets/s{eta}")
+                f"{rate:.1f} psets/s{eta_text}")
 
     def open_bar(self, progress: MapProgress) -> None:
         from tqdm import tqdm  # imported when a terminal is there to draw on
