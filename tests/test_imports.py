@@ -129,3 +129,15 @@ def test_an_upward_import_is_found():
     graph = import_graph()
     graph["psmpi.store.lock"] = graph["psmpi.store.lock"] | {"psmpi.watch.progress"}
     assert upward_imports(graph) == [("psmpi.store.lock", "psmpi.watch.progress")]
+
+
+def test_the_distribution_ships_every_package_folder():
+    """pyproject.toml's package list (an explicit one once left out new folders)."""
+    import setuptools
+
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert '[tool.setuptools.packages.find]\ninclude = ["psmpi", "psmpi.*"]' in text
+    shipped = set(setuptools.find_packages(str(PACKAGE.parent), include=["psmpi", "psmpi.*"]))
+    folders = {".".join(p.parent.relative_to(PACKAGE.parent).parts)
+               for p in PACKAGE.rglob("__init__.py")}
+    assert folders <= shipped and {"psmpi.driver", "psmpi.worker"} <= folders
