@@ -131,7 +131,7 @@ def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
         An exception or a bad return value fails that pset only (see ``missing``).
     psets : list of dict, generator, DataFrame, psmpi.params.Space or Missing
         The parameter sets. Keys are str; values scalars, numpy scalars and small arrays,
-        datetimes, or lists, tuples and dicts of these (see README, Psets). A
+        datetimes, or lists, tuples and dicts of these (see docs/guide/values.md, Psets). A
         DataFrame's ``_`` columns are dropped; the ``missing`` of an earlier map gives
         its psets exactly as they were given.
     **kwargs

@@ -292,7 +292,7 @@ def _check(table: Table, key: str, v: Any, kind: str | None, col: _Column | None
             table._encoded[id(v)] = (v, _values.encode(v, note), note.used)
         except _values.Unencodable as exc:
             return (f"result {key!r} cannot be stored: {exc}; return values psmpi can "
-                    f"encode (see README, Values and the file format) or picklable ones"), None
+                    f"encode (see docs/guide/values.md) or picklable ones"), None
         kind = "general"
     elif kind == "int" and not I64_MIN <= int(v) <= I64_MAX:
         kind = "general"  # kept exact
