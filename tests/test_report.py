@@ -1,6 +1,7 @@
 """`psmpi report`: pictures drawn from a real run; the timeline's time axis and lanes."""
 
 import base64
+import shutil
 import os
 import struct
 import subprocess
@@ -165,3 +166,35 @@ def test_busy_share_counts_the_time_the_survey_ran_not_the_gap_between_runs():
                                 frame([], [], [], []))})
     axis = report.TimeAxis(half["start"].to_numpy(), half["end"].to_numpy())
     assert report.busy_share(half, axis) == pytest.approx(7 / 8)
+
+
+def share_of(pixels: np.ndarray, colour: str, tolerance: float = 0.06) -> float:
+    """The share of ``pixels`` (RGB(A) floats) within ``tolerance`` of a hex colour."""
+    rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return float((np.abs(pixels[..., :3] - rgb).max(axis=-1) < tolerance).mean())
+
+
+def test_the_report_page_as_a_browser_shows_it(study, tmp_path):
+    """A screenshot of the HTML page in headless Chromium: the table and the picture are
+    there, the bars are drawn in the map's colour and the failed attempt in red, and the
+    runtime legend covers no bar (the picture keeps head room for it)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs chromium (.ci/run); it is missing")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    assert psmpi_cmd("report", study, cwd=study.parent).returncode == 0
+    shot = tmp_path / "page.png"
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--hide-scrollbars", "--window-size=1300,1100",
+                           f"--screenshot={shot}", (study.parent / "study-report.html").as_uri()],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert shot.exists(), proc.stderr
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (1100, 1300)
+    assert share_of(pixels, "#1f77b4") > 0.02   # the bars of the first map
+    assert share_of(pixels, "#d62728", 0.1) > 0.0005  # the failed pset, in red
+    top = pixels[:200]   # the page's title and status table, dark text on white
+    assert share_of(top, "#ffffff") > 0.7 and (top[..., :3].max(axis=-1) < 0.3).mean() > 0.005

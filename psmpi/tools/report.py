@@ -295,7 +295,10 @@ def draw_runtimes(ax: Any, ev: pd.DataFrame) -> None:
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     keep = [(h, lab) for h, lab in zip(handles, labels) if lab and not lab.startswith("_")]
-    ax.legend(*zip(*keep), fontsize=8, framealpha=0.9, edgecolor="none")
+    # Head room above the tallest bar, so the legend covers no bar.
+    ax.set_ylim(0, ax.get_ylim()[1] * (1.2 + 0.09 * len(keep)))
+    ax.legend(*zip(*keep), fontsize=8, framealpha=0.9, edgecolor="none", loc="upper right",
+              ncols=2 if len(keep) > 4 else 1)
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
