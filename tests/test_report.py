@@ -1,8 +1,8 @@
 """`psmpi report`: pictures drawn from a real run; the timeline's time axis and lanes."""
 
 import base64
-import shutil
 import os
+import shutil
 import struct
 import subprocess
 import sys
