@@ -8,6 +8,7 @@ parsers of ``psmpi.cli``, so it never drifts from ``psmpi --help``.
 import argparse
 import pathlib
 import sys
+import textwrap
 
 HERE = pathlib.Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
@@ -31,15 +32,26 @@ html_title = f"psmpi {release}"
 
 
 
+def wrapped(text: str, width: int = 88) -> str:
+    """Help text with its long lines (descriptions argparse leaves unwrapped) wrapped to fit
+    the page, each continuation indented as its line."""
+    out = []
+    for line in text.rstrip().splitlines():
+        indent = " " * (len(line) - len(line.lstrip()))
+        out.append(textwrap.fill(line, width, subsequent_indent=indent) if len(line) > width
+                   else line)
+    return "\n".join(out)
+
+
 def cli_help_page() -> str:
     """Every command's ``--help``, as ``psmpi`` prints it."""
     parser = build_parser()
     out = ["# `psmpi` command reference", "",
            "Generated from the command's own parsers: the same text as `psmpi COMMAND --help`.",
-           "", "```text", parser.format_help().rstrip(), "```", ""]
+           "", "```text", wrapped(parser.format_help()), "```", ""]
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():
-        out += [f"## `psmpi {name}`", "", "```text", sub.format_help().rstrip(), "```", ""]
+        out += [f"## `psmpi {name}`", "", "```text", wrapped(sub.format_help()), "```", ""]
     return "\n".join(out)
 
 
@@ -52,3 +64,4 @@ def write_cli_help(app) -> None:
 
 def setup(app):
     app.connect("builder-inited", write_cli_help)
+highlight_language = "none"  # a fence without a language is text (layouts, output), not Python
