@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..stopping import ignore_stop_signals
 from ..store.lock import pid_alive
+from ..worker import setup as worker_setup
 from ..worker import task as task_module
 from ..worker.task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
 from .base import Group, Held, Options, crashed, option, resolve_ncores
@@ -94,15 +95,22 @@ class Beacons:
 
 
 def start_worker(raw, lock) -> None:
-    """Initializer of each worker process: claim a beacon row, then ignore stop signals."""
+    """Initializer of each worker process: claim a beacon row, then ignore stop signals.
+
+    The lowest free row: its number is the process's worker slot (its GPUs, see
+    psmpi.worker.setup), so a process that replaces one that ended takes over its slot. A
+    pool never has more live processes than workers, and the rows of a discarded pool are
+    cleared (:meth:`MultiprocessingBackend.discard_pool`), so slots stay below the workers.
+    """
     ignore_stop_signals()
     rows = np.frombuffer(raw, dtype=np.float64).reshape(-1, 3)
     with lock:
-        for row in rows:
+        for slot, row in enumerate(rows):
             pid = int(row[0])
             if pid == 0 or not pid_alive(pid):  # free, or left by a process that ended
                 row[:] = (os.getpid(), -1, 0.0)
                 task_module.BEACON = row
+                worker_setup.SLOT = slot
                 return
 
 
@@ -179,6 +187,10 @@ class MultiprocessingBackend(PoolBackend):
                 manager.join(JOIN_SECONDS)  # dead workers: it ends at once; never wait forever
         else:
             executor.shutdown(wait=True, cancel_futures=True)  # idle workers exit on their own
+        # Its processes are gone (a killed one may linger a moment as a zombie): the next
+        # pool's workers take the slots from 0 again, and with them the same GPUs.
+        with self.beacons.lock:
+            self.beacons.rows[:] = 0.0
 
     def start(self, task: Task) -> Task:
         self.timeout = task.timeout
