@@ -18,8 +18,7 @@ from the layers below it; ``tests/test_imports.py`` checks)::
 
 from . import history, params, utils
 from .api import init, map
-from .errors import (BackendError, ConfigError, InternalError, PsetError, PsmpiError, SetupError,
-                     StoreError)
+from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, SetupError, StoreError
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
