@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from test_mpi import MPIEXEC, clean_env, launch
@@ -238,3 +239,16 @@ def test_setup_context_is_public_and_frozen():
     context = psmpi.SetupContext(1, 0, "host", ("0",), "mpi")
     with pytest.raises(AttributeError):
         context.rank = 2
+
+
+def test_the_readme_example_runs(tmp_path):
+    import re
+    import subprocess
+    readme = (Path(HERE).parent / "README.md").read_text()
+    section = readme.split("## Worker set-up and GPUs", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                          text=True, env=clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "[10, 20]" in done.stdout
