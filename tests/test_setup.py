@@ -252,3 +252,38 @@ def test_the_readme_example_runs(tmp_path):
                           text=True, env=clean_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "[10, 20]" in done.stdout
+
+
+def _raising_setup(context):
+    raise AssertionError("a dry run must not run the set-up")
+
+
+def test_a_dry_run_runs_no_setup(tmp_path):
+    results = psmpi.map(lambda pset: {"y": 1}, [{"a": 1}, {"a": 2}], backend="serial",
+                        out=str(tmp_path / "dry.h5"), simulate=True, setup=_raising_setup,
+                        verbose=0, vstats=0, logfile=False)
+    assert results.progress.finished == 2 and not results.missing
+
+
+_CALLS: list = []
+
+
+def _counting_setup(context):
+    _CALLS.append(context)
+    return len(_CALLS)
+
+
+def _seen(pset, system_kwargs, user_kwargs):
+    return {"seen": system_kwargs["setup"], "ctx": psmpi.context().setup}
+
+
+def test_serial_setup_in_process_once_per_map():
+    _CALLS.clear()
+    for _ in range(2):
+        results = psmpi.map(_seen, [{"a": i} for i in range(5)], backend="serial", out=None,
+                            setup=_counting_setup, group_size=1, verbose=0, vstats=0,
+                            logfile=False)
+        assert results.results["seen"].tolist() == [len(_CALLS)] * 5
+        assert results.results["ctx"].tolist() == [len(_CALLS)] * 5
+    assert len(_CALLS) == 2
+    assert _CALLS[0] == psmpi.SetupContext(0, 0, _CALLS[0].host, (), "serial")

@@ -72,7 +72,9 @@ class MapRun:
             backend.check_gpus(settings.gpus_per_worker)
         self.task = task.Task(worker, name, backend.name, settings.user_kwargs,
                               calc_dir=settings.calc_dir, timeout=settings.timeout,
-                              setup=settings.setup, gpus_per_worker=settings.gpus_per_worker)
+                              # a dry run calls no user code: no set-up either
+                              setup=None if settings.simulate else settings.setup,
+                              gpus_per_worker=settings.gpus_per_worker)
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
