@@ -102,6 +102,8 @@ def test_setup_runs_again_in_each_new_process(tmp_path):
     check_once_per_process(report, records, "multiprocessing")
     assert len({row["pid"] for row in report["rows"]}) == 6  # a new process per group
     assert len(records) >= 6
+    # each replacement took a freed slot, never one beyond the 2 workers
+    assert {record["local_rank"] for record in records} <= {0, 1}
 
 
 def test_setup_and_gpus_run_again_after_a_worker_is_killed(tmp_path):

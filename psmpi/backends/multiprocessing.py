@@ -46,6 +46,9 @@ from .pool import HEARTBEAT_SECONDS, PoolBackend
 # How often psets are checked against their timeout.
 POLL_SECONDS = HEARTBEAT_SECONDS
 START_METHODS = tuple(multiprocessing.get_all_start_methods())
+# How long a new worker process waits for a slot below the number of workers (its
+# predecessor is still exiting) before it takes a higher one.
+SLOT_WAIT_SECONDS = 5.0
 # How long a discarded pool's manager thread may take to finish once its workers are dead.
 JOIN_SECONDS = 10.0
 
@@ -94,24 +97,33 @@ class Beacons:
                 if start > 0 and again[2] == start and pid_alive(int(pid))]
 
 
-def start_worker(raw, lock) -> None:
+def start_worker(raw, lock, workers: int | None = None) -> None:
     """Initializer of each worker process: claim a beacon row, then ignore stop signals.
 
     The lowest free row: its number is the process's worker slot (its GPUs, see
     psmpi.worker.setup), so a process that replaces one that ended takes over its slot. A
-    pool never has more live processes than workers, and the rows of a discarded pool are
-    cleared (:meth:`MultiprocessingBackend.discard_pool`), so slots stay below the workers.
+    pool never has more live processes than ``workers``, and the rows of a discarded pool
+    are cleared (:meth:`MultiprocessingBackend.discard_pool`); but a replacement may start
+    while the process it replaces is still exiting, so it waits a moment for a slot below
+    ``workers`` to free up rather than take one beyond them.
     """
     ignore_stop_signals()
     rows = np.frombuffer(raw, dtype=np.float64).reshape(-1, 3)
-    with lock:
-        for slot, row in enumerate(rows):
-            pid = int(row[0])
-            if pid == 0 or not pid_alive(pid):  # free, or left by a process that ended
-                row[:] = (os.getpid(), -1, 0.0)
-                task_module.BEACON = row
-                worker_setup.SLOT = slot
+    deadline = time.monotonic() + SLOT_WAIT_SECONDS
+    while True:
+        with lock:
+            free = [slot for slot, row in enumerate(rows)
+                    if int(row[0]) == 0 or not pid_alive(int(row[0]))]  # free, or its process ended
+            late = time.monotonic() > deadline
+            if free and (workers is None or free[0] < workers or late):
+                rows[free[0]] = (os.getpid(), -1, 0.0)
+                task_module.BEACON = rows[free[0]]
+                worker_setup.SLOT = free[0]
                 return
+            if late:  # no row at all: unwatched, and in no slot (GPUs would fail loudly)
+                worker_setup.SLOT = len(rows)
+                return
+        time.sleep(0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +178,7 @@ class MultiprocessingBackend(PoolBackend):
                 kwargs["max_tasks_per_child"] = self.max_tasks_per_child
             self.executor = ProcessPoolExecutor(
                 self.workers, mp_context=self.context, initializer=start_worker,
-                initargs=(self.beacons.raw, self.beacons.lock), **kwargs)
+                initargs=(self.beacons.raw, self.beacons.lock, self.workers), **kwargs)
         return self.executor
 
     def discard_pool(self, kill: bool = False) -> None:

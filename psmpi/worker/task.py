@@ -206,7 +206,7 @@ class Task:
                     rank, local_rank if local_rank is not None else slot or 0, HOST, gpus,
                     self.backend))
             done = worker_setup.Prepared(value, None, gpus)
-        except Exception as exc:  # user code: reported to the driver, which stops the map
+        except (Exception, SystemExit) as exc:  # user code: the driver stops the map
             done = worker_setup.Prepared(None, (describe(exc), traceback.format_exc()), gpus)
         return worker_setup.remember(self.run_id, done)
 
