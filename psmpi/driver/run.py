@@ -220,7 +220,8 @@ class MapRun:
             self.inflight.pop(index, None)
         self.guard.returned(outcome.indexes)
         message, remote = outcome.setup_error
-        where = f"rank {outcome.rank}" if self.backend.name == "mpi" else "worker process"
+        where = {"mpi": f"rank {outcome.rank}", "serial": "this process (serial backend)"
+                 }.get(self.backend.name, "worker process")
         raise SetupError(
             f"the set-up function {self.task.setup_name}() raised {message} on {where} "
             f"(host {outcome.host}, pid {outcome.pid}), so the map {self.name!r} stopped "
