@@ -18,7 +18,7 @@ from the layers below it; ``tests/test_imports.py`` checks)::
 
 from . import history, params, utils
 from .api import init, map
-from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, StoreError
+from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, SetupError, StoreError
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
@@ -28,13 +28,14 @@ from .tools.cleaning import clean
 from .tools.merging import merge
 from .tools.summary import MapSummary, failures, status
 from .worker.context import PsetContext, context
+from .worker.setup import SetupContext
 from .worker.timers import timer
 
 __version__ = "0.1.0"
 
 __all__ = [
     # running a survey
-    "init", "map", "params", "context", "PsetContext", "timer", "utils",
+    "init", "map", "params", "context", "PsetContext", "SetupContext", "timer", "utils",
     "MapResults", "MapProgress", "Missing", "PerfStats", "Timings",
     # study workflows: batch templates, post-processing, programs per pset
     "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
@@ -43,5 +44,5 @@ __all__ = [
     "read", "status", "MapSummary", "failures", "merge", "clean",
     # errors
     "PsmpiError", "ConfigError", "PsetError", "StoreError", "BackendError", "InternalError",
-    "__version__",
+    "SetupError", "__version__",
 ]

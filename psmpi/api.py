@@ -73,8 +73,13 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
     **kwargs
         Defaults for every later ``map()``: ``verbose``, ``limit``, ``ncores``,
         ``max_tasks_per_child``, ``group_size``, ``out``, ``keep_results``, ... and option
-        dicts named after a backend (``multiprocessing={...}``). ``PSMPI_*`` environment
-        variables override them; ``map()`` keywords override them for one map.
+        dicts named after a backend (``multiprocessing={...}``). ``setup=fn``: ``fn(context)``
+        (a :class:`psmpi.SetupContext`) runs once in each worker process before its first
+        pset, its value is ``system_kwargs["setup"]`` and ``psmpi.context().setup``; a set-up
+        that raises stops ``map()`` with :class:`psmpi.SetupError`. ``gpus_per_worker=k``
+        gives each worker process of a node its own ``k`` GPUs (``CUDA_VISIBLE_DEVICES`` and
+        the AMD/Intel equivalents). ``PSMPI_*`` environment variables override them;
+        ``map()`` keywords override them for one map.
     """
     if backend is not None:
         kwargs["backend"] = backend
@@ -135,13 +140,22 @@ def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
         DataFrame's ``_`` columns are dropped; the ``missing`` of an earlier map gives
         its psets exactly as they were given.
     **kwargs
-        Any setting of ``init()`` for this map only, plus ``name`` (the map's group in
-        the file; default: the worker's name) and ``user_kwargs``.
+        Any setting of ``init()`` for this map only (``setup``, ``gpus_per_worker``, ...),
+        plus ``name`` (the map's group in the file; default: the worker's name) and
+        ``user_kwargs``.
 
     Returns
     -------
     MapResults
         ``.results`` (DataFrame, pset order), ``.missing``, ``.progress``, ``.stats``.
+
+    Raises
+    ------
+    SetupError
+        The ``setup=`` function raised on a worker (rank, host and its traceback in the
+        message); what was committed before is kept.
+    ConfigError
+        A bad setting, or fewer GPUs on a node than ``gpus_per_worker`` × its workers.
 
     Examples
     --------

@@ -227,6 +227,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("timeout", None, _optional(_check_positive_number), _parse_optional_float,
            "seconds a pset may run; multiprocessing and ray kill its worker and store it as "
            "a timeout failure, MPI reports it (mpi={'abort_on_timeout': True} aborts)"),
+    Option("setup", None, _check_callable, None,
+           "setup(context) runs once per worker process before its first pset; its return "
+           "value is system_kwargs['setup'] and psmpi.context().setup"),
+    Option("gpus_per_worker", None, _optional(_int_in(1, math.inf)), _parse_optional_int,
+           "GPUs given to each worker process of a node (sets CUDA_VISIBLE_DEVICES and the "
+           "AMD/Intel equivalents); the node's devices: PSMPI_NODE_GPUS, Slurm or nvidia-smi"),
 ] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
      for b in BACKEND_NAMES]}
 
@@ -262,6 +268,8 @@ class Settings:
     repeat: bool
     calc_dir: str
     timeout: float | None
+    setup: Callable | None
+    gpus_per_worker: int | None
     serial: dict | None
     multiprocessing: dict | None
     mpi: dict | None

@@ -10,6 +10,7 @@ Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
      │    └── DamageError   part of the file fails its checksum or cannot be decoded
      ├── BackendError       a backend cannot start (not installed, wrong launch)
      │    └── PsetTimeout   a pset ran past timeout= and the backend ends the run (MPI)
+     ├── SetupError         the set-up function (setup=) raised on a worker
      └── InternalError      an invariant of psmpi itself failed: a bug, report it
 
 Failures of *user* code (a worker raising, returning a non-dict, returning a value that
@@ -70,6 +71,24 @@ class DamageError(StoreError):
     The message names the file, the table and, for raw data, the column and the rows;
     :func:`psmpi.store.check` surveys the whole file.
     """
+
+
+class SetupError(PsmpiError, RuntimeError):
+    """The set-up function (``setup=``) raised in a worker process: the map stops.
+
+    Raised by ``map()`` once, for the first worker that reported it; what was committed
+    before stays. ``rank``, ``host`` and ``pid`` say where it ran, ``remote_traceback`` is
+    the set-up's traceback there (also in the message).
+    """
+
+    def __init__(self, message: str, rank: int = -1, host: str = "", pid: int = -1,
+                 remote_traceback: str = ""):
+        super().__init__(message)
+        self.rank, self.host, self.pid = rank, host, pid
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.rank, self.host, self.pid, self.remote_traceback)
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:

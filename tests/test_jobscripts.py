@@ -38,6 +38,7 @@ SBATCH_OPTIONS = {
     "job-name", "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "time", "output",
     "error", "account", "partition", "mem", "mem-per-cpu", "signal", "requeue",
     "open-mode", "qos", "constraint", "exclusive", "mail-type", "mail-user",
+    "gpus-per-node", "gres",
 }
 
 
@@ -62,8 +63,8 @@ def enabled(name: str) -> dict[str, str | None]:
 # --- static checks ----------------------------------------------------------------------
 
 def test_the_scripts_are_there():
-    assert NAMES == sorted(["mpi.sbatch", "mpi-mpiexec.sbatch", "multiprocessing.sbatch",
-                            "requeue.sbatch"])
+    assert NAMES == sorted(["gpu.sbatch", "mpi.sbatch", "mpi-mpiexec.sbatch",
+                            "multiprocessing.sbatch", "requeue.sbatch"])
 
 
 @pytest.mark.parametrize("path", SCRIPTS + CI_SCRIPTS, ids=lambda p: p.name)
@@ -128,6 +129,19 @@ def test_multiprocessing_is_one_node():
     assert "export PSMPI_BACKEND=multiprocessing" in body
     assert "export PSMPI_NCORES=${SLURM_CPUS_PER_TASK" in body
     assert not re.search(r"^\s*(srun|mpiexec)\b", body, re.M), "one node needs no launcher"
+
+
+def test_gpu_script_has_a_rank_per_gpu_block_and_one_for_rank_0():
+    on = enabled("gpu.sbatch")
+    body = text("gpu.sbatch")
+    default = re.search(r"^GPUS_PER_WORKER=\$\{GPUS_PER_WORKER:-(\d+)\}", body, re.M)
+    assert default, "GPUS_PER_WORKER must be a variable with a default"
+    assert on["nodes"] == "1"
+    assert int(on["ntasks"]) == int(on["gpus-per-node"]) // int(default[1]) + 1, on
+    assert "export PSMPI_GPUS_PER_WORKER=$GPUS_PER_WORKER" in body
+    assert config.OPTIONS["gpus_per_worker"].env_var == "PSMPI_GPUS_PER_WORKER"
+    assert re.search(r"^srun --mpi=pmi2 --kill-on-bad-exit=1 python ", body, re.M)
+    assert "--gpus-per-task" not in on and "gpu-bind" not in body.split("srun --mpi")[1]
 
 
 def test_requeue_has_every_piece():
@@ -303,6 +317,15 @@ def test_requeue_stops_at_max_restarts(fake, restarts, requeued):
 def test_requeue_that_fails_keeps_status_75(fake):
     code, out = fake.run("requeue.sbatch", FAKE_EXIT=75, FAKE_SCONTROL_RC=1)
     assert code == 75 and "scontrol requeue failed" in out, out
+
+
+@pytest.mark.parametrize("status", [0, 75])
+def test_gpu_script_runs_the_study_with_srun(fake, status):
+    code, out = fake.run("gpu.sbatch", "--x", "1 2", FAKE_EXIT=status, GPUS_PER_WORKER=2)
+    assert code == status, out
+    assert "2 GPU(s) per worker rank" in out and f"survey exited with status {status}" in out
+    assert fake.tools() == ["srun --mpi=pmi2 --kill-on-bad-exit=1 python " + str(FAKE_SURVEY)
+                            + " --x 1 2"]
 
 
 @pytest.mark.parametrize("name", SIMPLE)

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from ..worker.task import CRASHED, GroupOutcome, Task, failed_outcome
+from ..worker.setup import check_enough_gpus, node_gpus
+from ..worker.task import CRASHED, HOST, GroupOutcome, Task, failed_outcome
 
 Group = list[tuple[int, dict]]  # (pset index, pset) pairs
 
@@ -155,6 +156,11 @@ class Backend(abc.ABC):
         a backend may yield None (at most every ~0.2 s) so the driver can report progress
         and keep deadlines. When ``groups`` runs out, the groups in flight are finished.
         """
+
+    def check_gpus(self, gpus_per_worker: int) -> None:
+        """ConfigError, before any compute, if a node has too few GPUs for
+        ``gpus_per_worker`` per worker process. Here: every worker runs on this host."""
+        check_enough_gpus(gpus_per_worker, self.n_workers, node_gpus(), f"on host {HOST}")
 
     def held(self) -> list[Held]:
         """What each busy worker is running now and for how long.

@@ -69,6 +69,7 @@ import cloudpickle
 
 from ..errors import BackendError, InternalError, PsetTimeout, warn
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
+from ..worker import setup as worker_setup
 from ..worker.task import HOST, GroupOutcome, Task
 from . import base
 from .base import Backend, Group, Held, Options, option
@@ -206,6 +207,7 @@ class MPIBackend(Backend):
         MPI = import_mpi()
         world = MPI.COMM_WORLD
         self.master: Master | None = None
+        self.layout = node_layout(MPI) if world.Get_size() > 1 else None
         if world.Get_size() == 1:
             warn("psmpi: backend 'mpi' has a single MPI process, so the psets run in "
                  "this process one after the other; start the script with "
@@ -235,6 +237,14 @@ class MPIBackend(Backend):
             return
         yield from self.master.run(task, groups, self.settings)
 
+    def check_gpus(self, gpus_per_worker: int) -> None:
+        if self.layout is None:  # a single process: like the serial backend
+            super().check_gpus(gpus_per_worker)
+            return
+        for host, workers, devices in self.layout.nodes:
+            worker_setup.check_enough_gpus(gpus_per_worker, workers, devices,
+                                           f"(worker ranks) on host {host}")
+
     def held(self) -> list[Held]:
         # In a single process the driver waits inside the pset: nothing to tell.
         return [] if self.master is None else self.master.held()
@@ -251,6 +261,46 @@ class MPIBackend(Backend):
         if self.master is not None:
             self.master.abandoned = True
         self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLayout:
+    """Where this rank sits on its node, and (on rank 0) every node's workers and GPUs."""
+
+    local_rank: int              # this rank's number among the ranks of its node
+    slot: int | None             # its number among the worker ranks (> 0) of its node
+    nodes: list[tuple[str, int, tuple[str, ...]]]  # rank 0: (host, worker ranks, GPUs) per node
+
+
+_layout: NodeLayout | None = None
+
+
+def node_layout(MPI) -> NodeLayout:
+    """The ranks of each node, from MPI itself (``COMM_TYPE_SHARED``: one communicator per
+    shared-memory node), whatever launcher started the job. Collective: every rank calls it
+    once, when it first constructs the backend; later calls (rank 0 may construct the
+    backend again for a map with other settings) return what the first found.
+
+    A worker's GPU slot counts only worker ranks: rank 0 computes nothing, so on its node the
+    devices go to the other ranks.
+    """
+    global _layout
+    if _layout is None:
+        world = MPI.COMM_WORLD
+        rank = world.Get_rank()
+        node = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+        try:
+            ranks = node.allgather(rank)
+            local_rank = node.Get_rank()
+        finally:
+            node.Free()
+        workers = sorted(r for r in ranks if r > 0)
+        # One entry per node, sent by its lowest rank (the GPUs it sees are the node's).
+        mine = (HOST, len(workers), worker_setup.node_gpus()) if rank == min(ranks) else None
+        gathered = world.gather(mine, root=0)
+        nodes = [entry for entry in gathered if entry is not None] if rank == 0 else []
+        _layout = NodeLayout(local_rank, workers.index(rank) if rank > 0 else None, nodes)
+    return _layout
 
 
 class Job:
@@ -540,6 +590,8 @@ class Worker:
         self.task: Task | None = None
         self.digest: bytes | None = None
         self.fault = os.environ.get(FAULT_ENV) == f"worker-internal:{self.rank}"
+        layout = node_layout(MPI)
+        worker_setup.SLOT, worker_setup.LOCAL_RANK = layout.slot, layout.local_rank
 
     def serve_forever(self) -> NoReturn:
         # Rank 0 decides when the job ends (the launcher signals every rank): a worker dying

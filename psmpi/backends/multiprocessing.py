@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..stopping import ignore_stop_signals
 from ..store.lock import pid_alive
+from ..worker import setup as worker_setup
 from ..worker import task as task_module
 from ..worker.task import CRASHED, EXCEPTION, GroupOutcome, Task, describe, failed_outcome
 from .base import Group, Held, Options, crashed, option, resolve_ncores
@@ -45,6 +46,9 @@ from .pool import HEARTBEAT_SECONDS, PoolBackend
 # How often psets are checked against their timeout.
 POLL_SECONDS = HEARTBEAT_SECONDS
 START_METHODS = tuple(multiprocessing.get_all_start_methods())
+# How long a new worker process waits for a slot below the number of workers (its
+# predecessor is still exiting) before it takes a higher one.
+SLOT_WAIT_SECONDS = 5.0
 # How long a discarded pool's manager thread may take to finish once its workers are dead.
 JOIN_SECONDS = 10.0
 
@@ -93,17 +97,33 @@ class Beacons:
                 if start > 0 and again[2] == start and pid_alive(int(pid))]
 
 
-def start_worker(raw, lock) -> None:
-    """Initializer of each worker process: claim a beacon row, then ignore stop signals."""
+def start_worker(raw, lock, workers: int | None = None) -> None:
+    """Initializer of each worker process: claim a beacon row, then ignore stop signals.
+
+    The lowest free row: its number is the process's worker slot (its GPUs, see
+    psmpi.worker.setup), so a process that replaces one that ended takes over its slot. A
+    pool never has more live processes than ``workers``, and the rows of a discarded pool
+    are cleared (:meth:`MultiprocessingBackend.discard_pool`); but a replacement may start
+    while the process it replaces is still exiting, so it waits a moment for a slot below
+    ``workers`` to free up rather than take one beyond them.
+    """
     ignore_stop_signals()
     rows = np.frombuffer(raw, dtype=np.float64).reshape(-1, 3)
-    with lock:
-        for row in rows:
-            pid = int(row[0])
-            if pid == 0 or not pid_alive(pid):  # free, or left by a process that ended
-                row[:] = (os.getpid(), -1, 0.0)
-                task_module.BEACON = row
+    deadline = time.monotonic() + SLOT_WAIT_SECONDS
+    while True:
+        with lock:
+            free = [slot for slot, row in enumerate(rows)
+                    if int(row[0]) == 0 or not pid_alive(int(row[0]))]  # free, or its process ended
+            late = time.monotonic() > deadline
+            if free and (workers is None or free[0] < workers or late):
+                rows[free[0]] = (os.getpid(), -1, 0.0)
+                task_module.BEACON = rows[free[0]]
+                worker_setup.SLOT = free[0]
                 return
+            if late:  # no row at all: unwatched, and in no slot (GPUs would fail loudly)
+                worker_setup.SLOT = len(rows)
+                return
+        time.sleep(0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +178,7 @@ class MultiprocessingBackend(PoolBackend):
                 kwargs["max_tasks_per_child"] = self.max_tasks_per_child
             self.executor = ProcessPoolExecutor(
                 self.workers, mp_context=self.context, initializer=start_worker,
-                initargs=(self.beacons.raw, self.beacons.lock), **kwargs)
+                initargs=(self.beacons.raw, self.beacons.lock, self.workers), **kwargs)
         return self.executor
 
     def discard_pool(self, kill: bool = False) -> None:
@@ -179,6 +199,10 @@ class MultiprocessingBackend(PoolBackend):
                 manager.join(JOIN_SECONDS)  # dead workers: it ends at once; never wait forever
         else:
             executor.shutdown(wait=True, cancel_futures=True)  # idle workers exit on their own
+        # Its processes are gone (a killed one may linger a moment as a zombie): the next
+        # pool's workers take the slots from 0 again, and with them the same GPUs.
+        with self.beacons.lock:
+            self.beacons.rows[:] = 0.0
 
     def start(self, task: Task) -> Task:
         self.timeout = task.timeout

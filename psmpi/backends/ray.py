@@ -446,6 +446,13 @@ class RayBackend(PoolBackend):
     options_class = RayOptions
     survives_crashes = True  # ray retries a dead worker's task, then splits the group
 
+    def check_gpus(self, gpus_per_worker: int) -> None:
+        # A ray task runs in whichever worker process ray picks: no stable slot to give
+        # devices to. Ray shares out GPUs itself and sets CUDA_VISIBLE_DEVICES per task.
+        raise ConfigError(f"gpus_per_worker={gpus_per_worker} is not for the ray backend: ray "
+                          f"gives each task its own GPUs and sets CUDA_VISIBLE_DEVICES itself; "
+                          f"use ray={{'num_gpus': {gpus_per_worker}}} instead")
+
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)
         self.ray = import_ray()

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .. import config, layout, params
 from ..backends import Backend
-from ..errors import PsetError, PsetTimeout
+from ..errors import PsetError, PsetTimeout, SetupError
 from ..results import MapProgress, MapResults, Missing
 from ..stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from ..store import Store, Table
@@ -68,8 +68,13 @@ class MapRun:
         self.settings = settings
         self.backend = backend
         self.name = name
+        if settings.gpus_per_worker:  # too few devices: an error before any compute
+            backend.check_gpus(settings.gpus_per_worker)
         self.task = task.Task(worker, name, backend.name, settings.user_kwargs,
-                              calc_dir=settings.calc_dir, timeout=settings.timeout)
+                              calc_dir=settings.calc_dir, timeout=settings.timeout,
+                              # a dry run calls no user code: no set-up either
+                              setup=None if settings.simulate else settings.setup,
+                              gpus_per_worker=settings.gpus_per_worker)
         self.stream, self.length = checked_psets(psets)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
@@ -185,6 +190,8 @@ class MapRun:
         """Record outcomes as they come; False if the drain period ran out first."""
         try:
             for outcome in outcomes:
+                if outcome is not None and outcome.setup_error is not None:
+                    self.setup_failed(outcome)
                 if outcome is not None:  # None: a heartbeat while workers compute
                     self.observe(outcome, grouper)
                     self.recorder.record(outcome)
@@ -205,6 +212,22 @@ class MapRun:
             close = getattr(outcomes, "close", None)
             if close is not None:
                 close()
+
+    def setup_failed(self, outcome: task.GroupOutcome) -> NoReturn:
+        """A worker's set-up raised: stop the map. Its psets never ran, so they count as
+        no attempt; what came back before is committed as the map winds down."""
+        for index in outcome.indexes:
+            self.inflight.pop(index, None)
+        self.guard.returned(outcome.indexes)
+        message, remote = outcome.setup_error
+        where = {"mpi": f"rank {outcome.rank}", "serial": "this process (serial backend)"
+                 }.get(self.backend.name, "worker process")
+        raise SetupError(
+            f"the set-up function {self.task.setup_name}() raised {message} on {where} "
+            f"(host {outcome.host}, pid {outcome.pid}), so the map {self.name!r} stopped "
+            f"before that worker ran any pset; results committed so far are kept. Fix the "
+            f"set-up and run again. Its traceback on the worker:\n{remote}",
+            outcome.rank, outcome.host, outcome.pid, remote)
 
     def observe(self, outcome: task.GroupOutcome, grouper: Grouper | None) -> None:
         """Learn from a group that came back: runtimes for grouping, and it is safe now."""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from ..store.bookkeeping import pset_id
+from . import setup as worker_setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +27,7 @@ class PsetContext:
     backend: str
     rank: int
     host: str
+    setup: Any = None  # what setup(context) returned in this worker process (setup=)
 
 
 _current: PsetContext | None = None
@@ -51,7 +54,8 @@ def context() -> PsetContext:
         ``run_id``, ``pset_id``, ``pset_index``, ``pset_hash``, ``map_name``, ``calc_dir``
         (``<calc_dir>/<pset_id>``, the directory for this pset's own files: create it if you
         use it), ``backend``, ``rank``, ``host``. The same values land in the pset's row as
-        ``_run_id``, ``_pset_id``, ``_calc_dir``, ...
+        ``_run_id``, ``_pset_id``, ``_calc_dir``, ... ``setup`` is what the set-up function
+        (``setup=``) returned in this worker process, None without one.
 
     Raises
     ------
@@ -75,8 +79,10 @@ def context() -> PsetContext:
                                "while psmpi.map() runs it")
         task, index, digest, rank, host = _pending
         the_id = pset_id(task.pset_key, index)
+        done = worker_setup.prepared(task.run_id)
         _current = PsetContext(task.run_id, the_id, index, digest, task.map_name,
-                               os.path.join(task.calc_dir, the_id), task.backend, rank, host)
+                               os.path.join(task.calc_dir, the_id), task.backend, rank, host,
+                               done.value if done is not None else None)
     return _current
 
 

@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..store import bookkeeping
 from ..values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 from . import context, timers
+from . import setup as worker_setup
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
@@ -86,6 +87,10 @@ class GroupOutcome(NamedTuple):
     # The whole group as {key: values in group order}, pset keys then result keys; then
     # payloads are all None and errors is empty. None: the rows are in payloads.
     columns: dict[str, tuple] | None = None
+    # ("Type: message", traceback) of the set-up (setup=) that failed in this process: then
+    # no pset of the group ran (indexes lists them, the other lists are empty) and the
+    # driver stops the map with a SetupError.
+    setup_error: tuple[str, str] | None = None
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
@@ -117,12 +122,25 @@ def call_mode(worker: Callable) -> int:
 _FUNCTIONS: dict[str, Callable] = {}  # worker-side cache: blob digest -> function
 
 
+def load_function(digest: str, blob: bytes, filename: str | None) -> Callable:
+    """The function cloudpickled in ``blob``, unpickled once per process."""
+    fn = _FUNCTIONS.get(digest)
+    if fn is None:
+        if len(_FUNCTIONS) > 64:  # a greedy loop of many maps must not grow this forever
+            _FUNCTIONS.clear()
+        fn = _FUNCTIONS[digest] = cloudpickle.loads(blob)
+        if filename:
+            restore_filename(fn, filename)
+    return fn
+
+
 class Task:
     """The user's worker function plus everything needed to call it, picklable by value."""
 
     def __init__(self, worker: Callable, map_name: str, backend: str,
                  user_kwargs: dict | None = None, run_id: str | None = None,
-                 calc_dir: str = "calc", timeout: float | None = None):
+                 calc_dir: str = "calc", timeout: float | None = None,
+                 setup: Callable | None = None, gpus_per_worker: int | None = None):
         self.mode = call_mode(worker)
         # cloudpickle ships functions by value, so lambdas, closures and functions defined
         # in __main__ after init() reach the workers.
@@ -140,19 +158,26 @@ class Task:
         self.timeout = timeout  # seconds per pset (timeout=); enforced by the backend
         # Tells a worker process that two groups belong to the same map (wait_seconds).
         self.token = os.urandom(8)
+        # setup(context) runs once per worker process and map before its first pset
+        # (psmpi.worker.setup); shipped by value like the worker.
+        self.setup_name = getattr(setup, "__name__", repr(setup)) if setup else None
+        self.setup_blob = cloudpickle.dumps(setup) if setup is not None else None
+        self.setup_digest = (hashlib.blake2b(self.setup_blob, digest_size=16).hexdigest()
+                             if self.setup_blob is not None else None)
+        setup_function = python_function(setup) if setup is not None else None
+        self.setup_filename = setup_function.__code__.co_filename if setup_function else None
+        self.gpus_per_worker = gpus_per_worker
 
     def function(self) -> Callable:
-        fn = _FUNCTIONS.get(self.digest)
-        if fn is None:
-            if len(_FUNCTIONS) > 64:  # a greedy loop of many maps must not grow this forever
-                _FUNCTIONS.clear()
-            fn = _FUNCTIONS[self.digest] = cloudpickle.loads(self.blob)
-            if self.filename:
-                restore_filename(fn, self.filename)
-        return fn
+        return load_function(self.digest, self.blob, self.filename)
 
     def __call__(self, group: list[tuple[int, dict]], rank: int = 0) -> GroupOutcome:
         fn = self.function()
+        if self.setup_blob is not None or self.gpus_per_worker:
+            done = worker_setup.prepared(self.run_id) or self.prepare(rank)
+            if done.error is not None:  # reported by every group this process is given
+                return GroupOutcome([index for index, _ in group], [], [], {}, [], [], rank,
+                                    HOST, os.getpid(), setup_error=done.error)
         started = time.perf_counter()
         outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid(), {}, {})
         results = self.run_group(fn, group, rank, outcome)
@@ -165,6 +190,25 @@ class Task:
         wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
         return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
                                 peak_rss=utils.peak_rss(), columns=columns)
+
+    def prepare(self, rank: int) -> worker_setup.Prepared:
+        """This process's GPUs, then setup(context): once per process and map, cached."""
+        slot, local_rank = worker_setup.SLOT, worker_setup.LOCAL_RANK
+        gpus: tuple[str, ...] = ()
+        try:
+            gpus = worker_setup.worker_gpus(self.gpus_per_worker, slot)
+            if self.gpus_per_worker:
+                worker_setup.make_visible(gpus)  # before the set-up loads anything on a GPU
+            value = None
+            if self.setup_blob is not None:
+                setup = load_function(self.setup_digest, self.setup_blob, self.setup_filename)
+                value = setup(worker_setup.SetupContext(
+                    rank, local_rank if local_rank is not None else slot or 0, HOST, gpus,
+                    self.backend))
+            done = worker_setup.Prepared(value, None, gpus)
+        except (Exception, SystemExit) as exc:  # user code: the driver stops the map
+            done = worker_setup.Prepared(None, (describe(exc), traceback.format_exc()), gpus)
+        return worker_setup.remember(self.run_id, done)
 
     def run_group(self, fn: Callable, group: list[tuple[int, dict]], rank: int,
                   outcome: GroupOutcome) -> list[dict | None]:
@@ -238,7 +282,8 @@ class Task:
         the_context = context.context()
         return {"pset_index": index, "map_name": self.map_name, "backend": self.backend,
                 "rank": rank, "host": HOST, "run_id": self.run_id,
-                "pset_id": the_context.pset_id, "calc_dir": the_context.calc_dir}
+                "pset_id": the_context.pset_id, "calc_dir": the_context.calc_dir,
+                "setup": the_context.setup}
 
     @staticmethod
     def pickled(result: dict) -> tuple[bytes | None, tuple | None]:
