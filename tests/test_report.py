@@ -139,7 +139,7 @@ def frame(hosts, ranks, pids, starts, runtime=1.0):
 def test_lanes_are_ranks_under_mpi_and_reused_by_processes_one_after_the_other():
     mpi = report.events({"m": (frame(["h"] * 3, [2, 1, 2], [10, 11, 10], [0, 0, 1]), frame([], [], [], []))})
     lane, labels, processes = report.lanes(mpi)
-    assert labels == ["rank 1", "rank 2"] and lane.tolist() == [1, 0, 1] and processes == 2
+    assert labels == ["worker 1", "worker 2"] and lane.tolist() == [1, 0, 1] and processes == 2
     # pid 7 ran after pid 5 died: one lane; pid 6 ran alongside: its own lane.
     pool = report.events({"m": (frame(["h"] * 4, [0] * 4, [5, 6, 7, 7], [0, 0.5, 2, 3]),
                                 frame([], [], [], []))})
@@ -198,3 +198,13 @@ def test_the_report_page_as_a_browser_shows_it(study, tmp_path):
     assert share_of(pixels, "#d62728", 0.1) > 0.0005  # the failed pset, in red
     top = pixels[:200]   # the page's title and status table, dark text on white
     assert share_of(top, "#ffffff") > 0.7 and (top[..., :3].max(axis=-1) < 0.3).mean() > 0.005
+
+
+def test_multiprocessing_rows_name_their_worker_in_rank_and_the_report_draws_a_lane_each(study):
+    import psmpi
+
+    ranks = psmpi.read(study, name="nap")["_rank"]
+    assert set(ranks) <= {1, 2} and len(set(ranks)) == 2, ranks.value_counts()  # ncores=2
+    ev = report.events({"nap": (psmpi.read(study, name="nap"),
+                                psmpi.read(study, name="nap", failures=True))})
+    assert report.lanes(ev)[1] == ["worker 1", "worker 2"]

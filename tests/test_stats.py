@@ -88,7 +88,8 @@ def test_usage_per_worker_process_adds_up_to_the_wall_clock():
                     backend="multiprocessing", ncores=2, group_size=1)
     usage = res.stats.usage
     assert 1 <= len(usage) <= 2 and usage["psets"].sum() == 20 and usage["groups"].sum() == 20
-    assert all(label == f"pid {pid}" for label, pid in zip(usage["worker"], usage["pid"]))
+    assert all(label == f"worker {rank}, pid {pid}" and rank in (1, 2)
+               for label, rank, pid in zip(usage["worker"], usage["rank"], usage["pid"]))
     assert (usage["busy"] >= usage["psets"] * 0.005).all()
     # idle is what is left of the map's wall-clock time (never below 0)
     parts = usage[["busy", "psmpi", "waiting", "idle"]].sum(axis=1)

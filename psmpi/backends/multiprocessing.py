@@ -66,12 +66,19 @@ def run_group(task: Task, group: Group) -> GroupOutcome | WorkerExit:
     the driver and end the survey (SystemExit with the worker's exit code).
     """
     try:
-        return task(group)
+        return task(group, rank=worker_number())
     except SystemExit as exc:
         return WorkerExit(exc.code)
     except BaseException as exc:  # as on ray: the group fails, nothing is retried
         return failed_outcome(group, EXCEPTION, f"on the worker process: {describe(exc)}",
                               traceback.format_exc())
+
+
+def worker_number() -> int:
+    """This pool process's number, 1..ncores, as its rows' ``_rank``: its worker slot plus
+    one, as worker ranks under MPI count from 1 (a process that replaces one takes over its
+    number); 0 in a process without a slot."""
+    return worker_setup.SLOT + 1 if worker_setup.SLOT is not None else 0
 
 
 class Beacons:

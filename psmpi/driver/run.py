@@ -81,7 +81,7 @@ class MapRun:
         self.inflight: dict[int, dict] = {}
         self.stop = stop
         self.abandoned = 0  # psets in flight when the drain period ran out
-        self.perf = PerfCollector()
+        self.perf = PerfCollector(backend.name)
         # Set up by execute once the store is open:
         self.writer: RowWriter
         self.recorder: Recorder

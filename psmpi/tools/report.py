@@ -5,8 +5,10 @@ carries (``_time_utc``, ``_pset_runtime``, ``_rank``, ``_host``, ``_pid``).
 matplotlib is imported only here, and only when a report is drawn, with its Agg backend and
 without pyplot (no global state, no display needed), so ``import psmpi`` stays light.
 
-Reading the timeline: one lane per MPI rank, or per worker process (processes that ran one
-after the other, as after a pool restart or in a resumed run, share a lane). Idle gaps
+Reading the timeline: one lane per worker (``_rank``: an MPI rank, or a multiprocessing
+worker's number, which a replacement process takes over); in files whose rows all have
+rank 0 (the serial backend, or an older psmpi's multiprocessing), one lane per process, and
+processes that ran one after the other (after a pool restart, in a resumed run) share one. Idle gaps
 longer than a minute (say, between a killed run and its resumption) are cut out and marked,
 so a resumed survey stays readable.
 """
@@ -126,8 +128,9 @@ class TimeAxis:
 def lanes(ev: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
     """The timeline lane of each event, the lanes' labels, and how many processes ran.
 
-    Under MPI (some rank > 0) a lane is a rank. Otherwise it is a worker process, and
-    processes that ran one after the other (on one host) share a lane. A pset whose process
+    Where rows carry a worker number (some ``_rank`` > 0: MPI ranks, multiprocessing
+    workers) a lane is a worker. Otherwise it is a process, and processes that ran one
+    after the other (on one host) share a lane. A pset whose process
     is unknown (one that crashed it, recorded with pid -1) goes to a last lane of its own.
     """
     hosts = ev["host"].nunique() > 1
@@ -137,9 +140,9 @@ def lanes(ev: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
     if (ran["rank"] > 0).any():
         keys = sorted(set(zip(ran["host"], ran["rank"])), key=lambda k: (k[1], k[0]))
         index = {k: i for i, k in enumerate(keys)}
-        labels = [f"{h} rank {r}" if hosts else f"rank {r}" for h, r in keys]
+        labels = [f"{h} worker {r}" if hosts else f"worker {r}" for h, r in keys]
         lane[known] = [index[k] for k in zip(ran["host"], ran["rank"])]
-        processes = len(keys)
+        processes = ran[["host", "pid"]].drop_duplicates().shape[0]
     else:
         lane_of, lane_host = _pack_processes(ran)
         # A lane of one process is named by its pid (to find it in logs); if some lane
@@ -306,13 +309,13 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 
 
 def _timeline_title(lane: np.ndarray, x1: np.ndarray, n_workers: int, processes: int,
-                    mpi: bool, size: float) -> str:
+                    size: float) -> str:
     """Lanes, psets per lane, and how long the first idle worker waited for the last."""
     mine = lane < n_workers
     counts = np.bincount(lane[mine], minlength=n_workers)
     each = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
     text = _plural(n_workers, "lane")
-    if processes > n_workers and not mpi:
+    if processes > n_workers:
         text += f" for {processes} processes that ran one after another"
     text += f", {each} psets each"
     if n_workers > 1:
@@ -351,8 +354,7 @@ def draw_timeline(ax: Any, ev: pd.DataFrame, lane: np.ndarray, labels: list[str]
                                for i, b in enumerate(busy)], fontsize=fontsize)
         right.set_ylabel("busy", fontsize=9)
     _mark_gaps(ax, axis, size, label=True)
-    mpi = bool((ev["rank"] > 0).any())
-    ax.set_title(_timeline_title(lane, x1, n_workers, processes, mpi, size), loc="left", fontsize=11)
+    ax.set_title(_timeline_title(lane, x1, n_workers, processes, size), loc="left", fontsize=11)
     ax.set_xlabel(f"time since the first pset started [{unit}]")
     ax.grid(axis="x", alpha=0.3)
 
@@ -397,7 +399,7 @@ def draw(path: str, frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
         span = float(axis(ev["end"].max()))
         unit, size = _unit(span)
         busy = busy_share(ev, axis)
-        mpi = bool((ev["rank"] > 0).any())
+        workers = len(labels) - (labels[-1:] == ["process unknown"])
         draw_progress(ax_progress, ev, axis, size, unit, totals, names)
         draw_runtimes(ax_runtimes, ev)
         draw_timeline(ax_timeline, ev, lane, labels, axis, size, unit, len(names), processes)
@@ -406,7 +408,7 @@ def draw(path: str, frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
         n_gaps = len(axis.gaps)
         cut = f" ({n_gaps} idle gap{'s' * (n_gaps > 1)} cut out)" if n_gaps else ""
         detail = (f"from {when}, {_duration(span)} of activity{cut} on "
-                  f"{_plural(processes, 'MPI rank') if mpi else _plural(processes, 'process', 'processes')}, "
+                  f"{_plural(workers, 'worker')} ({_plural(processes, 'process', 'processes')}), "
                   f"{busy:.0%} busy")
     else:
         for ax in (ax_progress, ax_runtimes, ax_timeline):

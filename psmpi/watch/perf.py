@@ -30,6 +30,7 @@ class WorkerTally:
     rank: int
     host: str
     pid: int
+    backend: str = ""
     groups: int = 0
     psets: int = 0
     busy: float = 0.0       # in the worker function
@@ -38,13 +39,17 @@ class WorkerTally:
     peak_rss: int = 0
 
     def label(self) -> str:
-        return f"rank {self.rank}" if self.rank > 0 else f"pid {self.pid}"
+        if self.rank <= 0:
+            return f"pid {self.pid}"
+        # A multiprocessing worker's number is taken over by the process replacing it.
+        return f"rank {self.rank}" if self.backend == "mpi" else f"worker {self.rank}, pid {self.pid}"
 
 
 class PerfCollector:
     """Accumulates the measurements of one map; :meth:`stats` turns them into PerfStats."""
 
-    def __init__(self):
+    def __init__(self, backend: str = ""):
+        self.backend = backend
         self.driver_cpu_start = time.process_time()
         self.runtimes = array.array("d")
         self.cpu_times = array.array("d")
@@ -74,7 +79,8 @@ class PerfCollector:
         key = (outcome.host, outcome.pid)
         worker = self.workers.get(key)
         if worker is None:
-            worker = self.workers[key] = WorkerTally(outcome.rank, outcome.host, outcome.pid)
+            worker = self.workers[key] = WorkerTally(outcome.rank, outcome.host, outcome.pid,
+                                                                 self.backend)
         busy = sum(outcome.runtimes)
         worker.groups += 1
         worker.psets += n
