@@ -13,12 +13,14 @@ from the layers below it; ``tests/test_imports.py`` checks)::
     tools/        status, failures, merge, clean, report over results files
     driver/       one map: the orchestration loop, psets, groups, crash guard, recording
     api           init() and map()
+    executor      psmpi.Executor: submit psets as results arrive (adaptive surveys)
     cli/          the psmpi command
 """
 
 from . import history, params, utils
 from .api import init, map
-from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, StoreError
+from .errors import BackendError, ConfigError, InternalError, PsetError, PsetFailed, PsmpiError, StoreError
+from .executor import Executor, ExecutorStopped
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
@@ -34,7 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # running a survey
-    "init", "map", "params", "context", "PsetContext", "timer", "utils",
+    "init", "map", "Executor", "ExecutorStopped", "params", "context", "PsetContext", "timer", "utils",
     "MapResults", "MapProgress", "Missing", "PerfStats", "Timings",
     # study workflows: batch templates, post-processing, programs per pset
     "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
@@ -43,5 +45,6 @@ __all__ = [
     "read", "status", "MapSummary", "failures", "merge", "clean",
     # errors
     "PsmpiError", "ConfigError", "PsetError", "StoreError", "BackendError", "InternalError",
+    "PsetFailed",
     "__version__",
 ]
