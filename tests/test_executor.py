@@ -19,9 +19,9 @@ import time
 import uuid
 
 import pytest
+from test_resume_kill import kill, study_processes
 
 import psmpi
-from test_resume_kill import kill, study_processes
 
 HERE = pathlib.Path(__file__).parent
 ROOT = HERE.parent
@@ -129,7 +129,8 @@ def stored_xs(path):
     if not path.exists():
         return collections.Counter()
     code = ("import sys, psmpi\ntry:\n    df = psmpi.read(sys.argv[1], name='adaptive')\n"
-            "except psmpi.StoreError:\n    sys.exit(0)\nprint('\\n'.join(repr(x) for x in df['x']))")
+            "except psmpi.StoreError:\n    sys.exit(0)\n"
+            "print('\\n'.join(repr(x) for x in df.get('x', [])))")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
