@@ -53,7 +53,7 @@ def cost_of(x: float) -> float:
 def evaluate(pset: dict) -> dict:
     cost = cost_of(pset["x"])
     time.sleep(cost)
-    return {"f": -(pset["x"] - 0.3) ** 2, "cost": cost}
+    return {**pset, "f": -(pset["x"] - 0.3) ** 2, "cost": cost}
 
 
 class Proposer:
