@@ -158,8 +158,9 @@ def uninterrupted(tmp_path, backend, ranks=None):
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("backend, ranks", [("multiprocessing", None), ("serial", None),
-                                            ("mpi", 2), ("mpi", 4)],
-                         ids=["multiprocessing", "serial", "mpiexec-n2", "mpiexec-n4"])
+                                            ("mpi", 1), ("mpi", 2), ("mpi", 4)],
+                         ids=["multiprocessing", "serial", "mpiexec-n1", "mpiexec-n2",
+                              "mpiexec-n4"])
 def test_killed_adaptive_study_resumes_with_the_same_answer(tmp_path, backend, ranks):
     answer, submitted = uninterrupted(tmp_path, backend, ranks)
     rng = random.Random(int(os.environ.get("PSMPI_KILL_SEED", "0")) or None)
@@ -215,11 +216,14 @@ def test_ray_runs_the_adaptive_study_and_a_rerun_replays_it(tmp_path):
     assert answers[0] == answers[1] == answers[2]
 
 
-def test_sigterm_drains_exits_75_and_a_rerun_finishes(tmp_path):
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("backend, ranks", [("multiprocessing", None), ("mpi", 3)],
+                         ids=["multiprocessing", "mpiexec-n3"])
+def test_sigterm_drains_exits_75_and_a_rerun_finishes(tmp_path, backend, ranks):
     path, calls, seen = tmp_path / "a.h5", tmp_path / "calls", tmp_path / "seen"
     calls.write_text("")
     token = uuid.uuid4().hex
-    proc = start(path, "multiprocessing", 0, calls, seen, token, 0.02)
+    proc = start(path, backend, 0, calls, seen, token, 0.02, ranks)
     time.sleep(2.0)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -227,10 +231,11 @@ def test_sigterm_drains_exits_75_and_a_rerun_finishes(tmp_path):
     assert "stopped by SIGTERM" in err and "answer" not in out
     drained = stored_xs(path)
     assert sum(drained.values()) > 0
-    proc = start(path, "multiprocessing", 1, calls, seen, token, 0.0)
+    proc = start(path, backend, 1, calls, seen, token, 0.0, ranks)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert sum(n for x, n in read_calls(calls)[1].items()) < 300
+    assert not study_processes(token)
 
 
 # -- the examples, killed and resumed
