@@ -155,6 +155,7 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(self, **kwargs: Any):
         config.check_kwargs(kwargs, "Executor()")
+        api.refuse_if_executor_running("another Executor was made")
         if not api._session.initialised:
             api.init()
         self.settings = config.resolve(kwargs, api._session.init_kwargs)
@@ -167,8 +168,15 @@ class Executor(concurrent.futures.Executor):
         self.lock = threading.Lock()  # submissions: indexes, the resume index, the queue
         self.exits = contextlib.ExitStack()
         self.stop = self.exits.enter_context(StopRequest())
-        self.store = self.exits.enter_context(
-            Store.open(self.path, fsync_interval=self.settings.fsync_interval))
+        try:
+            self.store = self.exits.enter_context(
+                Store.open(self.path, fsync_interval=self.settings.fsync_interval))
+        except BaseException:
+            self.exits.close()
+            raise
+        # The backend is this Executor's until close(): no map() or other Executor meanwhile.
+        api._session.executor = self.name
+        self.exits.callback(setattr, api._session, "executor", None)
         self.futures: dict[int, tuple[concurrent.futures.Future, dict]] = {}
         self.run: MapRun | None = None
         self.source: Submissions | None = None
@@ -180,7 +188,11 @@ class Executor(concurrent.futures.Executor):
         self.error: BaseException | None = None  # what ended the driver thread
         self.shut = False
         self.started = time.monotonic()
-        self.read_committed()
+        try:
+            self.read_committed()
+        except BaseException:
+            self.exits.close()
+            raise
         atexit.register(self.shutdown_at_exit)
 
     # -- the user thread

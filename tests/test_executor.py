@@ -102,6 +102,17 @@ def test_one_worker_per_executor_and_no_submit_after_shutdown(tmp_path):
         ex.submit(square, {"x": 2})
 
 
+def test_no_map_or_second_executor_while_an_executor_owns_the_backend(tmp_path):
+    with psmpi.Executor(out=tmp_path / "a.h5", backend="serial", verbose=0) as ex:
+        ex.submit(square, {"x": 1}).result()
+        with pytest.raises(psmpi.BackendError, match="shut it down first"):
+            psmpi.map(square, [{"x": 2}], out=None, backend="serial", verbose=0)
+        with pytest.raises(psmpi.BackendError, match="shut it down first"):
+            psmpi.Executor(out=None, backend="serial", verbose=0)
+    res = psmpi.map(square, [{"x": 2}], out=None, backend="serial", verbose=0)
+    assert res.results["y"].tolist() == [4]
+
+
 def test_the_driver_thread_is_idle_while_nothing_is_submitted(tmp_path):
     """Waiting for submissions costs no busy loop: the process's CPU stays near zero."""
     with psmpi.Executor(out=None, backend="multiprocessing", ncores=1, verbose=0) as ex:
