@@ -38,7 +38,7 @@ import numpy as np
 
 from . import api, config, layout, params
 from .driver import workflow
-from .driver.crashguard import NoCrashGuard
+from .driver.crashguard import CrashGuard, NoCrashGuard
 from .driver.grouping import Grouper
 from .driver.run import MapRun, out_path
 from .driver.source import PsetChecker, ResumeIndex
@@ -74,21 +74,39 @@ class Submissions:
 
     def __init__(self, n_workers: int, group_size: int | None, stop: StopRequest,
                  futures: dict[int, tuple[concurrent.futures.Future, dict]],
-                 inflight: dict[int, dict]):
+                 inflight: dict[int, dict], guard: CrashGuard | NoCrashGuard | None = None):
         self.queue: collections.deque[tuple[int, dict]] = collections.deque()
         self.ready = threading.Condition()
         self.closed = False
         self.stop = stop
         self.futures = futures
         self.inflight = inflight
+        self.guard = guard or NoCrashGuard()
         self.n_workers = max(1, n_workers)
         # Sizes groups from the runtimes measured so far (fed by MapRun.observe).
         self.sizer = Grouper(iter(()), n_workers, None, group_size)
+        # The crash guard's suspects: each runs alone, nothing beside it, so that a death
+        # is blamed on it only; and the psets given up on, to be stored as failures.
+        self.alone: set[int] = set()
+        self.running_alone: int | None = None
+        self.given_up: list[tuple[int, dict, int]] = []  # (index, pset, attempts)
 
-    def put(self, index: int, pset: dict) -> None:
+    def put(self, index: int, pset: dict, alone: bool = False) -> None:
         with self.ready:
             self.queue.append((index, pset))
+            if alone:
+                self.alone.add(index)
             self.ready.notify_all()
+
+    def give_up(self, index: int, pset: dict, attempts: int) -> None:
+        with self.ready:
+            self.given_up.append((index, pset, attempts))
+            self.ready.notify_all()
+
+    def take_given_up(self) -> list[tuple[int, dict, int]]:
+        with self.ready:
+            taken, self.given_up = self.given_up, []
+            return taken
 
     def close(self) -> None:
         with self.ready:
@@ -100,23 +118,45 @@ class Submissions:
 
     def __next__(self) -> list[tuple[int, dict]]:
         with self.ready:
-            if self.stop.requested or (self.closed and not self.queue):
+            if self.stop.requested or (self.closed and not self.queue and not self.given_up):
                 raise StopIteration
-            # Split what is queued evenly over the workers, in groups of a measured size.
-            size = min(self.sizer.next_size(), math.ceil(len(self.queue) / self.n_workers))
-            taken = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+            taken = self.take()
         group = [(index, pset) for index, pset in taken
                  if self.futures[index][0].set_running_or_notify_cancel()]
         for index, _ in taken:
             if self.futures[index][0].cancelled():
                 del self.futures[index]
+        if group:
+            self.guard.sent(group)  # in the attempt log before a worker gets it
         self.inflight.update(group)
         return group
+
+    def take(self) -> list[tuple[int, dict]]:
+        """The next group from the queue (with ``ready`` held); empty if nothing may go now."""
+        if self.running_alone is not None:
+            if self.running_alone in self.inflight:
+                return []  # a suspect runs: nothing beside it
+            self.running_alone = None
+        if self.queue and self.queue[0][0] in self.alone:
+            if self.inflight:
+                return []  # a suspect is next: wait for the workers to empty
+            index, pset = self.queue.popleft()
+            self.alone.discard(index)
+            self.running_alone = index
+            return [(index, pset)]
+        # Split what is queued evenly over the workers, in groups of a measured size,
+        # up to the next suspect.
+        size = min(self.sizer.next_size(), math.ceil(len(self.queue) / self.n_workers))
+        taken = []
+        while self.queue and len(taken) < size and self.queue[0][0] not in self.alone:
+            taken.append(self.queue.popleft())
+        return taken
 
     def wait_for_work(self, seconds: float) -> None:
         """Wait up to ``seconds`` until something is submitted, or the end."""
         with self.ready:
-            if not self.queue and not self.closed and not self.stop.requested:
+            if (not self.queue and not self.given_up and not self.closed
+                    and not self.stop.requested):
                 self.ready.wait(seconds)
 
     def pending(self) -> int:
@@ -223,15 +263,30 @@ class Executor(concurrent.futures.Executor):
             self.next_index += 1
             row = -1 if self.resume is None else int(self.resume.take([params.pset_hash(pset)])[0])
             if row >= 0:  # committed by an earlier run: the same answer, no compute
+                self.run.guard.committed(index)
                 future.set_running_or_notify_cancel()
                 future.set_result(dict(self.stored[row]))
                 self.run.progress.resumed += 1
                 self.run.progress.finished += 1
             else:
                 self.futures[index] = (future, pset)
-                self.source.put(index, pset)
+                self.hand_over(index, pset)
             self.run.progress.total = self.next_index
             return future
+
+    def hand_over(self, index: int, pset: dict) -> None:
+        """Queue the pset; a suspect of the crash guard runs alone, or is given up on."""
+        suspects = getattr(self.run.guard, "suspects", None)
+        if suspects is None or index not in suspects.counts:
+            self.source.put(index, pset)
+            return
+        alone, crashed = len(suspects.alone), len(suspects.crashed)
+        if list(suspects.hold_back([(index, pset)])):
+            self.source.put(index, pset)  # a first-time suspect, or another pset than before
+        elif len(suspects.crashed) > crashed:
+            self.source.give_up(*suspects.crashed[-1])
+        elif len(suspects.alone) > alone:
+            self.source.put(index, pset, alone=True)
 
     def refuse_if_done(self) -> None:
         if self.shut:
@@ -254,12 +309,9 @@ class Executor(concurrent.futures.Executor):
         run.length = None  # unknown: psets arrive as they are submitted
         run.writer = run.row_writer(self.store)
         run.start(self.store, run.writer.tables["results"].n_rows)
-        # The crash guard runs suspects alone at the end of a map; an Executor has no end
-        # to wait for, so a pset that kills a serial or MPI run is not held back.
-        run.guard = NoCrashGuard()
         self.run = run
         self.source = Submissions(self.backend.n_workers, self.settings.group_size, self.stop,
-                                  self.futures, run.inflight)
+                                  self.futures, run.inflight, run.guard)
         self.seen = {"results": 0, "failures": 0}  # rows of the writer resolved so far
         self.thread = threading.Thread(target=self.drive, name=f"psmpi-executor-{self.name}",
                                        daemon=True)
@@ -343,6 +395,12 @@ class Executor(concurrent.futures.Executor):
                     if outcome is not None:
                         run.observe(outcome, self.source.sizer)
                         run.recorder.record(outcome)
+                    given_up = self.source.take_given_up()
+                    if given_up:  # died with their process max_attempts times: failures
+                        run.recorder.store_given_up(
+                            [run.guard.giving_up(index, pset, count, {})
+                             for index, pset, count in given_up])
+                        self.commit()
                     # Whatever arrived is committed together: when the backend has nothing
                     # more right now, when nobody's work is queued, or when a batch is due.
                     if run.writer.n_buffered and (outcome is None or run.writer.due()
@@ -387,10 +445,17 @@ class Executor(concurrent.futures.Executor):
                                                     row[layout.TRACEBACK]))
 
     def wind_down(self) -> None:
-        """Commit what came back; futures left without a row get the reason."""
+        """Commit what came back, save the crash guard's counts; futures left without a row
+        get the reason."""
+        run = self.run
         try:
-            if self.error is None or self.run.writer.n_buffered:
-                self.commit()
+            try:
+                if self.error is None or run.writer.n_buffered:
+                    self.commit()
+            finally:
+                with self.lock:
+                    run.guard.save(run.writer.stored_pset_indexes(), run.recorder.timed_out,
+                                   run.inflight)
         except BaseException as exc:  # noqa: BLE001
             self.error = self.error or exc
         if self.error is not None:

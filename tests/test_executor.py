@@ -227,6 +227,47 @@ def test_ray_runs_the_adaptive_study_and_a_rerun_replays_it(tmp_path):
     assert answers[0] == answers[1] == answers[2]
 
 
+POISON_STUDY = """
+import os, sys, psmpi
+
+def worker(pset):
+    if pset["x"] == 3:
+        os._exit(3)  # kills the process running it: with serial, the whole run
+    return {"y": pset["x"] * 2}
+
+if __name__ == "__main__":
+    psmpi.init(backend=sys.argv[1], verbose=0)
+    with psmpi.Executor(out="poison.h5", name="p") as ex:
+        for future in [ex.submit(worker, {"x": x}) for x in range(6)]:
+            try:
+                print("row", future.result())
+            except psmpi.PsetFailed as exc:
+                print("failed", exc.pset, exc.kind)
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend, ranks", [("serial", None), ("mpi", 3)],
+                         ids=["serial", "mpiexec-n3"])
+def test_a_pset_that_kills_the_run_is_given_up_after_max_attempts(tmp_path, backend, ranks):
+    (tmp_path / "poison.py").write_text(POISON_STUDY)
+    command = [sys.executable, "poison.py", backend]
+    if ranks:
+        command = [str(MPIEXEC), "-n", str(ranks)] + command
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    codes = []
+    for _ in range(6):
+        proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, env=env)
+        codes.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+    assert codes[-1] == 0 and len(codes) <= 4, codes  # runs alone once, then given up
+    assert "failed {'x': 3} crashed" in proc.stdout, proc.stdout
+    assert proc.stdout.count("row ") == 5
+    assert sorted(psmpi.read(tmp_path / "poison.h5", name="p")["x"]) == [0, 1, 2, 4, 5]
+
+
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("backend, ranks", [("multiprocessing", None), ("mpi", 3)],
                          ids=["multiprocessing", "mpiexec-n3"])
