@@ -37,6 +37,11 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
       (workers still busy with groups nobody           MPI.Finalize(); C exit(0)
        will collect: MPI Abort)
 
+An empty group from the driver (a :class:`psmpi.Executor` waiting for submissions) leaves
+the free workers idle without ending the run; the master's idle sleep then ends as soon as
+something is submitted. After a burst of outcomes the master yields None, so the driver
+commits them together at once.
+
 Nobody waits in a blocking MPI call: MPICH's blocking calls spin at 100 % of a core and
 hold back Python signal handlers until they return. Every wait is ``improbe``/``test`` plus a
 sleep that grows while idle. Messages go through ``mpi4py.util.pkl5`` so results over

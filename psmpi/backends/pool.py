@@ -11,6 +11,11 @@ group in flight a suspect, run one at a time; psets past the timeout fail and th
 their group runs again. Each backend decides which rule applies (ray retries a task
 itself first; only a broken ProcessPoolExecutor loses every group in flight).
 
+An empty group from the driver (a :class:`psmpi.Executor` with nothing submitted) means
+"nothing now, not the end": the skeleton keeps collecting, waits on results in short steps
+while a worker has room, waits on the driver's queue when nothing is in flight, and yields
+None after every burst of outcomes so the driver commits them at once.
+
 A backend supplies the primitives: :meth:`~PoolBackend.submit` (into ``self.pending``),
 :meth:`~PoolBackend.wait`, :meth:`~PoolBackend.collect` (the outcomes of a finished
 handle, or none, having put its psets up to run again) and :meth:`~PoolBackend.drop`
