@@ -285,7 +285,8 @@ class Executor(concurrent.futures.Executor):
             self.source.put(index, pset)  # a first-time suspect, or another pset than before
         elif len(suspects.crashed) > crashed:
             self.source.give_up(*suspects.crashed[-1])
-        elif len(suspects.alone) > alone:
+        else:  # held back to run alone
+            assert len(suspects.alone) > alone
             self.source.put(index, pset, alone=True)
 
     def refuse_if_done(self) -> None:
