@@ -13,12 +13,23 @@ from the layers below it; ``tests/test_imports.py`` checks)::
     tools/        status, failures, merge, clean, report over results files
     driver/       one map: the orchestration loop, psets, groups, crash guard, recording
     api           init() and map()
+    executor      psmpi.Executor: submit psets as results arrive (adaptive surveys)
     cli/          the psmpi command
 """
 
 from . import history, params, utils
 from .api import init, map
-from .errors import BackendError, ConfigError, InternalError, PsetError, PsmpiError, SetupError, StoreError
+from .errors import (
+    BackendError,
+    ConfigError,
+    InternalError,
+    PsetError,
+    PsetFailed,
+    PsmpiError,
+    SetupError,
+    StoreError,
+)
+from .executor import Executor, ExecutorStopped
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
@@ -35,7 +46,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # running a survey
-    "init", "map", "params", "context", "PsetContext", "SetupContext", "timer", "utils",
+    "init", "map", "Executor", "ExecutorStopped", "params", "context", "PsetContext", "SetupContext",
+    "timer", "utils",
     "MapResults", "MapProgress", "Missing", "PerfStats", "Timings",
     # study workflows: batch templates, post-processing, programs per pset
     "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
@@ -44,5 +56,5 @@ __all__ = [
     "read", "status", "MapSummary", "failures", "merge", "clean",
     # errors
     "PsmpiError", "ConfigError", "PsetError", "StoreError", "BackendError", "InternalError",
-    "SetupError", "__version__",
+    "SetupError", "PsetFailed", "__version__",
 ]

@@ -26,6 +26,7 @@ class _Session:
         self.backend_key: tuple | None = None
         self.names_used: collections.Counter = collections.Counter()
         self.mpi_started = False  # worker ranks are serving: this process is rank 0
+        self.executor: str | None = None  # the name of the psmpi.Executor using the backend
 
     def close_backend(self) -> None:
         if self.backend is not None:
@@ -84,6 +85,7 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
     if backend is not None:
         kwargs["backend"] = backend
     config.check_kwargs(kwargs, "init()")
+    refuse_if_executor_running("init() was called")
     _session.close_backend()
     _session.init_kwargs = kwargs
     _session.initialised = True
@@ -176,8 +178,17 @@ def map(worker: Callable, psets: Any, **kwargs: Any) -> MapResults:
     return results
 
 
+def refuse_if_executor_running(what: str) -> None:
+    """One user of the backend at a time: an Executor's driver thread owns it until shutdown."""
+    if _session.executor is not None:
+        raise BackendError(f"{what} while psmpi.Executor {_session.executor!r} is running: it "
+                           f"owns the backend until its shutdown() (or the end of its with "
+                           f"block); shut it down first")
+
+
 def _map(worker: Callable, psets: Any, kwargs: dict[str, Any]) -> MapResults:
     config.check_kwargs(kwargs, "map()")
+    refuse_if_executor_running("map() was called")
     if not _session.initialised:
         init()
     settings = config.resolve(kwargs, _session.init_kwargs)

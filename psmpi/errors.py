@@ -8,13 +8,15 @@ Every exception psmpi raises on purpose derives from :class:`PsmpiError`::
      ├── StoreError         the results file (or a file psmpi writes) cannot be opened,
      │    │                 locked or written, e.g. on a full disk
      │    └── DamageError   part of the file fails its checksum or cannot be decoded
+     ├── PsetFailed         a pset submitted to psmpi.Executor failed (its future raises it)
      ├── BackendError       a backend cannot start (not installed, wrong launch)
      │    └── PsetTimeout   a pset ran past timeout= and the backend ends the run (MPI)
      ├── SetupError         the set-up function (setup=) raised on a worker
      └── InternalError      an invariant of psmpi itself failed: a bug, report it
 
 Failures of *user* code (a worker raising, returning a non-dict, returning a value that
-cannot be stored) are never raised: they become rows of ``MapResults.missing``.
+cannot be stored) are never raised: they become rows of ``MapResults.missing``; with
+``psmpi.Executor`` they are stored the same way and the pset's future raises PsetFailed.
 """
 
 from __future__ import annotations
@@ -98,3 +100,23 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, category, stacklevel=level)
+
+
+class PsetFailed(PsmpiError):
+    """A pset submitted to :class:`psmpi.Executor` failed; its future raises this.
+
+    The failure is stored in the ``failures`` table like a failure of ``map()``.
+    ``pset``: the pset as submitted; ``kind``: ``exception``, ``bad_result``, ``crashed``,
+    ``timeout``, ...; ``message``: what went wrong; ``remote_traceback``: the worker's
+    traceback ("" when there is none, e.g. for a crash).
+    """
+
+    def __init__(self, pset: dict, kind: str, message: str, remote_traceback: str = ""):
+        super().__init__(f"pset {pset!r} failed ({kind}): {message}")
+        self.pset = pset
+        self.kind = kind
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self):
+        return type(self), (self.pset, self.kind, self.message, self.remote_traceback)

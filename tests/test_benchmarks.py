@@ -67,3 +67,16 @@ def test_store_values_writers_write_every_row(tmp_path, scenario):
                 assert json.loads(raw) == json.loads(json.dumps(want, default=str))
             else:
                 assert got == want and (raw.decode() if isinstance(raw, bytes) else raw) == want
+
+
+@pytest.mark.timeout(300)
+def test_adaptive_benchmark_quick_run_measures_every_system():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "adaptive.py"), "--quick",
+                           "-n", "100", "--ranks", "3"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr  # the table goes to stderr, with the progress
+    for system in ("executor", "map-rounds", "futures"):
+        assert f"| {system} |" in out, out
+    assert "FAILED" not in out

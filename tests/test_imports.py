@@ -104,7 +104,7 @@ def test_a_circle_is_found():
 LAYERS = [
     {"errors", "layout", "values", "utils", "stopping", "params", "config", "results"},
     {"store"}, {"worker"}, {"backends"}, {"watch"}, {"study"}, {"history"}, {"tools"},
-    {"driver"}, {"api"}, {"cli", "__main__"},
+    {"driver"}, {"api", "executor"}, {"cli", "__main__"},
 ]
 
 

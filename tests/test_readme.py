@@ -39,3 +39,18 @@ def test_readme_study_runs_with_python_and_under_mpiexec(tmp_path):
         proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "3 20 60" in proc.stdout  # a=3, b=20, y=60
+
+
+def test_the_executor_example_of_the_docs_runs_with_python_and_under_mpiexec(tmp_path):
+    import subprocess
+    import sys
+
+    section = (ROOT / "docs" / "guide" / "adaptive.md").read_text()
+    (tmp_path / "adaptive.py").write_text(re.search(r"```python\n(.*?)```", section, re.S).group(1))
+    mpiexec = str(pathlib.Path(sys.executable).parent / "mpiexec")
+    for command in ([sys.executable, "adaptive.py"], [sys.executable, "adaptive.py"],
+                    [mpiexec, "-n", "3", sys.executable, "adaptive.py"]):
+        proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "best x 0.3008" in proc.stdout, proc.stdout  # the same answer, resumed or not
+    assert "24 resumed" in proc.stderr  # the second and third runs replay the file

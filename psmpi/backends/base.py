@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -111,6 +112,19 @@ def is_instance(value: Any, hint: Any) -> bool:
     return isinstance(value, typing.get_origin(hint) or hint)
 
 
+def wait_for_groups(groups: Any, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``groups`` to have a group to hand out.
+
+    A source that can be woken (an Executor's queue: ``wait_for_work``) returns as soon as
+    something is submitted; any other iterator is slept on.
+    """
+    wait = getattr(groups, "wait_for_work", None)
+    if wait is None:
+        time.sleep(seconds)
+    else:
+        wait(seconds)
+
+
 @dataclasses.dataclass(frozen=True)
 class Held:
     """Psets a worker is running now, and for how long (stalled-worker reports)."""
@@ -155,6 +169,11 @@ class Backend(abc.ABC):
         worker process died yields outcomes of kind ``crashed`` for its psets. While waiting,
         a backend may yield None (at most every ~0.2 s) so the driver can report progress
         and keep deadlines. When ``groups`` runs out, the groups in flight are finished.
+
+        ``groups`` may yield an empty group: nothing to hand out now, but not the end (an
+        :class:`psmpi.Executor` waiting for its user to submit more). The backend keeps
+        collecting, asks again soon, and waits with :func:`wait_for_groups` when it has
+        nothing else to wait for, never spinning a core.
         """
 
     def check_gpus(self, gpus_per_worker: int) -> None:

@@ -37,6 +37,11 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
       (workers still busy with groups nobody           MPI.Finalize(); C exit(0)
        will collect: MPI Abort)
 
+An empty group from the driver (a :class:`psmpi.Executor` waiting for submissions) leaves
+the free workers idle without ending the run; the master's idle sleep then ends as soon as
+something is submitted. After a burst of outcomes the master yields None, so the driver
+commits them together at once.
+
 Nobody waits in a blocking MPI call: MPICH's blocking calls spin at 100 % of a core and
 hold back Python signal handlers until they return. Every wait is ``improbe``/``test`` plus a
 sleep that grows while idle. Messages go through ``mpi4py.util.pkl5`` so results over
@@ -62,7 +67,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import cloudpickle
@@ -159,10 +164,10 @@ class Backoff:
         self.delay = 0.0
         self.spin_until = time.monotonic() + SPIN_SECONDS
 
-    def sleep(self, cap: float) -> None:
+    def sleep(self, cap: float, sleeper: Callable[[float], None] = time.sleep) -> None:
         if time.monotonic() < self.spin_until:
             return
-        time.sleep(min(self.delay, cap))
+        sleeper(min(self.delay, cap))
         self.delay = min(cap, max(POLL_MIN, POLL_GROWTH * self.delay))
 
 
@@ -233,6 +238,10 @@ class MPIBackend(Backend):
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
         if self.master is None:  # a single process: in process, like the serial backend
             for group in groups:
+                if not group:  # nothing to run yet (an Executor), not the end
+                    base.wait_for_groups(groups, HEARTBEAT_SECONDS)
+                    yield None
+                    continue
                 yield task(group, 0)
             return
         yield from self.master.run(task, groups, self.settings)
@@ -312,7 +321,9 @@ class Job:
         self.blob = cloudpickle.dumps(task)
         self.digest = hashlib.blake2b(self.blob, digest_size=16).digest()
         self.groups = iter(groups)
+        self.source = groups  # what the driver passed: an Executor's can be woken on submit
         self.exhausted = False
+        self.starved = False  # the driver had nothing to hand out at the last pull
         self.outstanding = 0  # groups sent and not yet back
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
@@ -320,10 +331,12 @@ class Job:
         self.group_seconds = 0.0  # running mean of compute time per group
 
     def next_group(self) -> Group | None:
-        """The next group, pulled only now that a worker is free; None at the end."""
+        """The next group, pulled only now that a worker is free; None at the end, or when
+        the driver has nothing to hand out now (``starved``: an Executor, ask again soon)."""
         group = None if self.exhausted else next(self.groups, None)
         self.exhausted = group is None
-        return group
+        self.starved = group is not None and not group
+        return group or None
 
     def arrive(self, outcome: GroupOutcome) -> None:
         seconds, _ = outcome.measured()
@@ -382,6 +395,7 @@ class Master:
         # Workers still busy with a group of an abandoned run may take a second group.
         self.single = collections.deque(r for r, n in enumerate(self.inflight) if n == 1)
         backoff, last_yield = Backoff(), time.monotonic()
+        yielded = False  # an outcome since the last None
         watch_timeout = task.timeout is not None and settings["abort_on_timeout"]
         next_timeout_check = last_yield + TIMEOUT_CHECK_SECONDS
         while True:
@@ -395,16 +409,21 @@ class Master:
                     while job.arrived:  # what came back is committed before the abort
                         yield job.arrived.popleft()
                     raise self.timeout_error(task.timeout, timed_out)
-            if job.arrived or now - last_yield >= HEARTBEAT_SECONDS:
+            if job.arrived or yielded or now - last_yield >= HEARTBEAT_SECONDS:
                 if job.arrived:
                     backoff.reset()
+                # None also once all that arrived was yielded: the driver may commit it now
+                yielded = bool(job.arrived)
                 yield job.arrived.popleft() if job.arrived else None
                 last_yield = time.monotonic()
             elif job.exhausted and not job.outstanding:
                 return
             else:
                 self.reap_sends()
-                backoff.sleep(self.poll_cap(job, settings))
+                # Starved (an Executor): a submission ends the sleep, a free worker gets it now.
+                backoff.sleep(self.poll_cap(job, settings),
+                              (lambda s: base.wait_for_groups(job.source, s)) if job.starved
+                              else time.sleep)
 
     def poll_cap(self, job: Job, settings: dict) -> float:
         share = MASTER_LATENCY_SHARE * job.typical_seconds()

@@ -11,6 +11,11 @@ group in flight a suspect, run one at a time; psets past the timeout fail and th
 their group runs again. Each backend decides which rule applies (ray retries a task
 itself first; only a broken ProcessPoolExecutor loses every group in flight).
 
+An empty group from the driver (a :class:`psmpi.Executor` with nothing submitted) means
+"nothing now, not the end": the skeleton keeps collecting, waits on results in short steps
+while a worker has room, waits on the driver's queue when nothing is in flight, and yields
+None after every burst of outcomes so the driver commits them at once.
+
 A backend supplies the primitives: :meth:`~PoolBackend.submit` (into ``self.pending``),
 :meth:`~PoolBackend.wait`, :meth:`~PoolBackend.collect` (the outcomes of a finished
 handle, or none, having put its psets up to run again) and :meth:`~PoolBackend.drop`
@@ -25,11 +30,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..worker.task import TIMEOUT, GroupOutcome, Task, failed_outcome
-from .base import Backend, Group
+from .base import Backend, Group, wait_for_groups
 
 # While waiting, run() yields None this often: it bounds how late the driver reports,
 # commits and acts on a signal.
 HEARTBEAT_SECONDS = 0.2
+# While some worker has room and the driver had nothing to hand out (an Executor waiting
+# for submissions), wait for results this long at a time, then ask the driver again.
+STARVED_POLL_SECONDS = 0.002
 # Groups in flight per worker: one running, one queued, so a worker never waits for us.
 IN_FLIGHT_PER_WORKER = 2
 
@@ -46,6 +54,7 @@ class PoolBackend(Backend):
         # run one at a time, so whichever kills its worker is known to be guilty.
         self.suspects: collections.deque[Group] = collections.deque()
         self.exhausted = False  # the driver's groups ran out
+        self.starved = False  # the driver had nothing to hand out at the last refill
 
     # -- what a backend supplies
 
@@ -84,16 +93,21 @@ class PoolBackend(Backend):
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
         handle = self.start(task)
-        groups = iter(groups)
-        self.exhausted = False
+        source, groups = groups, iter(groups)
+        self.exhausted = self.starved = False
         try:
             while True:
                 self.refill(handle, groups)
                 if not self.pending:
-                    if self.exhausted and not self.again and not self.suspects:
+                    if self.again or self.suspects:
+                        continue  # the pool refused a group: it was rebuilt, try again
+                    if self.exhausted:
                         return
-                    continue  # the pool refused a group: it was rebuilt, try again
-                done = self.wait(HEARTBEAT_SECONDS)
+                    wait_for_groups(source, HEARTBEAT_SECONDS)  # nothing submitted yet
+                    yield None
+                    continue
+                # A free worker must not wait a heartbeat for work submitted meanwhile.
+                done = self.wait(STARVED_POLL_SECONDS if self.starved else HEARTBEAT_SECONDS)
                 self.watch()
                 if not done:
                     yield None  # heartbeat: the driver reports progress and keeps deadlines
@@ -106,6 +120,7 @@ class PoolBackend(Backend):
                 # Workers get their next groups before the driver stores these outcomes.
                 self.refill(handle, groups)
                 yield from outcomes
+                yield None  # all that arrived was yielded: the driver may commit it now
         finally:
             if self.pending:
                 # Left early (a second stop signal, an error on the driver, the drain ran
@@ -122,6 +137,7 @@ class PoolBackend(Backend):
                 if not self.submit(task, group, again=True):
                     self.suspects.appendleft(group)
             return
+        self.starved = False
         limit = IN_FLIGHT_PER_WORKER * self.capacity()
         while len(self.pending) < limit:
             again = bool(self.again)
@@ -133,6 +149,9 @@ class PoolBackend(Backend):
                 group = next(groups, None)
                 if group is None:
                     self.exhausted = True
+                    break
+                self.starved = not group
+                if self.starved:  # nothing to hand out now (an Executor): ask again soon
                     break
             if not self.submit(task, group, again):
                 self.again.appendleft(group)  # it never ran: first in line once the pool is back

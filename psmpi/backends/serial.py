@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..worker.task import GroupOutcome, Task
-from .base import Backend, Group, Options
+from .base import Backend, Group, Options, wait_for_groups
+
+# With nothing submitted yet (an Executor), how long to wait before a heartbeat.
+IDLE_SECONDS = 0.2
 
 
 class SerialBackend(Backend):
@@ -24,4 +27,8 @@ class SerialBackend(Backend):
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         for group in groups:
+            if not group:  # nothing to run yet, not the end
+                wait_for_groups(groups, IDLE_SECONDS)
+                yield None
+                continue
             yield task(group)
