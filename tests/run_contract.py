@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
                 print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
             else:
                 print(f"ok   {name} ({time.monotonic() - t0:.2f} s)", flush=True)
-    ranks = os.environ.get("PMI_SIZE", "1")
+    ranks = psmpi.config.launched_by_mpi() or 1  # PMI_SIZE (MPICH), OMPI_COMM_WORLD_SIZE, ...
     print(f"contract on backend {backend!r} ({ranks} rank(s)): {len(names) - len(failed)} passed, "
           f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''} "
           f"in {time.monotonic() - started:.1f} s", flush=True)

@@ -34,6 +34,18 @@ pytestmark = pytest.mark.skipif(
 _LEAKY_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCALNRANKS", "PSMPI_")
 
 
+def launcher_is_open_mpi() -> bool:
+    """Whether the mpiexec beside the Python executable is Open MPI's (CI runs these tests
+    against MPICH's wheel and against Debian's Open MPI)."""
+    if not os.path.exists(MPIEXEC):
+        return False
+    done = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=30)
+    return "Open MPI" in done.stdout + done.stderr or "OpenRTE" in done.stdout + done.stderr
+
+
+OPEN_MPI = launcher_is_open_mpi()
+
+
 def clean_env(extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LEAKY_PREFIXES)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, HERE, env.get("PYTHONPATH")]))
@@ -176,6 +188,13 @@ def test_signal_to_mpiexec_drains_and_exits_75(tmp_path, signum, nap, abandoned)
     proc.send_signal(signum)
     code, out, err = finish(proc, timeout=30)
     took = time.monotonic() - signalled
+    if OPEN_MPI and signum != signal.SIGUSR1:
+        # Open MPI's mpirun forwards SIGUSR1 but turns SIGTERM and SIGINT into a kill of
+        # the job (SIGTERM to every rank, SIGKILL soon after): no drain, and what was
+        # committed stays (docs/getting-started.md says so).
+        assert code != 0 and "finished" not in out and took < 15, f"{code}\n{out}\n{err}"
+        assert read_rows(out_file, "long") >= 0  # the file opens and reads
+        return
     assert code == 75 and "finished" not in out, f"{code}\n{out}\n{err}"
     assert f"stopped by {signal.Signals(signum).name}" in err, err
     assert took < (4 if abandoned else 5), f"ended {took:.1f} s after the signal"

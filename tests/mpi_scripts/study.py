@@ -12,7 +12,9 @@ import pandas as pd
 
 import psmpi
 
-SIZE = int(os.environ.get("PMI_SIZE", "1"))  # the launcher's, read without importing mpi4py
+SIZE = psmpi.config.launched_by_mpi() or 1  # the launcher's, read without importing mpi4py
+# This rank, as MPICH's Hydra and Open MPI's mpirun tell it.
+RANK = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "?"))
 
 
 def square_or_fail(pset):
@@ -63,7 +65,7 @@ def check_small_maps():
 def main(outdir):
     psmpi.init(verbose=0)
     with open(os.path.join(outdir, "ranks.txt"), "a") as f:  # rank 0 only, or init() leaked
-        f.write(os.environ.get("PMI_RANK", "?") + "\n")
+        f.write(RANK + "\n")
     check_matches_serial(os.path.join(outdir, "study.h5"))
     check_greedy_loop()
     check_small_maps()
