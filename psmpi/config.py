@@ -59,6 +59,30 @@ def _parse_str(text: str) -> str:
     return text
 
 
+def _parse_shard(text: str) -> tuple[int, int] | bool | None:
+    """``PSMPI_SHARD``: "k/n" (shard k of n, k from 0), "off" (no sharding, not even in a
+    Slurm job array), "" or "auto" (a Slurm job array's, else none)."""
+    value = text.strip().lower()
+    if value in ("", "auto", "none"):
+        return None
+    if value in ("off", "no", "false", "0"):
+        return False
+    k, sep, n = value.partition("/")
+    if not sep:
+        raise ValueError(text)
+    return int(k), int(n)
+
+
+def _check_shard(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)) \
+            and value[1] >= 1 and 0 <= value[0] < value[1]:
+        return None
+    return ("must be (k, n) with 0 <= k < n (shard k of n), False (no sharding) or None "
+            "(a Slurm job array's task, else no sharding)")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -227,6 +251,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("timeout", None, _optional(_check_positive_number), _parse_optional_float,
            "seconds a pset may run; multiprocessing and ray kill its worker and store it as "
            "a timeout failure, MPI reports it (mpi={'abort_on_timeout': True} aborts)"),
+    Option("shard", None, _check_shard, _parse_shard,
+           "(k, n): compute only shard k of n of the psets into its own file beside out "
+           "(psmpi merge joins them); None: a Slurm job array's task, else all psets"),
 ] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
      for b in BACKEND_NAMES]}
 
@@ -262,6 +289,7 @@ class Settings:
     repeat: bool
     calc_dir: str
     timeout: float | None
+    shard: tuple[int, int] | bool | None
     serial: dict | None
     multiprocessing: dict | None
     mpi: dict | None
