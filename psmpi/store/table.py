@@ -234,6 +234,21 @@ class Table:
         """
         return _commit.append_values(self, values, k, columns)
 
+    def append_from(self, source: Table, lo: int, hi: int) -> range | None:
+        """Commit rows [lo, hi) of table ``source`` in bulk, copied as stored.
+
+        The fast way to copy between tables of one schema (``psmpi merge``): no value is
+        decoded. Only when both tables have the same columns of the same kinds, dtypes and
+        shapes (a str column here may be narrower; it is widened).
+
+        Returns
+        -------
+        range or None
+            The row numbers the rows were committed as; None if the schemas differ (nothing
+            is written: copy those rows with :meth:`admit` and :meth:`append`).
+        """
+        return _commit.append_from(self, source, lo, hi)
+
     def transpose(self, rows: list[dict]) -> dict[str, Any]:
         """``{key: values of the rows}`` of admitted rows; keys outside the schema hold only None."""
         return _commit.transpose(self, rows)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import layout
 from ..errors import StoreError
@@ -16,6 +19,7 @@ from ..store import Store, Table, bookkeeping, maps_in, open_h5
 from ..store.attempts import AttemptLog
 from ..store.lock import release_lock, take_lock
 from ..study.post import is_null
+from .shards import ShardFile, shard_files
 from .summary import table
 
 _COPY_CHUNK = 4096
@@ -185,3 +189,161 @@ def remove_maps(path: str, names: Sequence[str]) -> dict[str, int]:
     """Rewrite the results file ``path`` without the maps ``names``; rows kept per map."""
     check_psmpi_file(path)
     return _rewrite(path, [path], skip=names)
+
+
+# ---------------------------------------------------------------------- shards
+# Rows copied at a time from a shard; for rows with arrays, about 8 bytes x elements each.
+_BULK_ROWS = 1 << 16
+
+
+def _one_study(path: str, shards: list[ShardFile]) -> list[ShardFile]:
+    """``shards``, checked to be shards of one split (one shard count)."""
+    if not shards:
+        raise StoreError(f"there are no shard files beside {path} (named like "
+                         f"{os.path.basename(layout.shard_path(path, 0, 10))})")
+    counts = sorted({s.n for s in shards})
+    if len(counts) > 1:
+        raise StoreError(f"the shard files beside {path} belong to studies split in "
+                         f"{' and '.join(map(str, counts))} shards: they are shards of different "
+                         f"studies; move the old ones away and merge again")
+    return shards
+
+
+def _fingerprints(shards: list[ShardFile]) -> dict[str, tuple[str, int]]:
+    """Per map of the shard files: (study fingerprint, study's pset count), checked to be
+    the same in every shard file."""
+    seen: dict[str, tuple[str, int, str]] = {}
+    for shard in shards:
+        with open_h5(shard.path, "r") as f:
+            for name in maps_in(f):
+                attrs = f[name].attrs
+                if layout.STUDY_FINGERPRINT_ATTR not in attrs:
+                    raise StoreError(f"map {name!r} of {shard.path} was not written as a shard "
+                                     f"(it has no study fingerprint); merge it with "
+                                     f"`psmpi merge OUT {shard.path}` instead")
+                mine = (str(attrs[layout.STUDY_FINGERPRINT_ATTR]),
+                        int(attrs.get(layout.STUDY_N_PSETS_ATTR, -1)))
+                first = seen.setdefault(name, (*mine, shard.path))
+                if first[:2] != mine:
+                    raise StoreError(f"map {name!r} of {shard.path} is a shard of a different "
+                                     f"study than the one in {first[2]} (other psets, pset count "
+                                     f"or shard split): refusing to merge them; move the shard "
+                                     f"files of the old study away")
+    return {name: value[:2] for name, value in seen.items()}
+
+
+def _merged_so_far(f: Any, name: str, fingerprint: str, path: str) -> dict[str, list[int]]:
+    """Rows (results, failures) of each shard that ``path`` already holds for map ``name``."""
+    if name not in f:
+        return {}
+    attrs = f[name].attrs
+    if layout.MERGED_SHARDS_ATTR not in attrs:
+        raise StoreError(f"{path} already has a map {name!r} that was not merged from shards; "
+                         f"merge the shards into another file")
+    if str(attrs.get(layout.STUDY_FINGERPRINT_ATTR)) != fingerprint:
+        raise StoreError(f"{path} holds map {name!r} merged from the shards of a different "
+                         f"study (other psets, pset count or shard split): refusing to add these "
+                         f"shards; merge them into another file")
+    return json.loads(attrs[layout.MERGED_SHARDS_ATTR])
+
+
+def _bulk_copy(source: Table, target: Table, lo: int, where: str) -> int:
+    """Copy rows [lo, n_rows) of ``source`` into ``target``: column by column as stored, or
+    row by row where the two tables' columns differ (and then widen ``target``)."""
+    for start in range(lo, source.n_rows, _BULK_ROWS):
+        end = min(source.n_rows, start + _BULK_ROWS)
+        if target.append_from(source, start, end) is None:
+            for chunk in range(start, end, _COPY_CHUNK):
+                _copy_rows(source, target, chunk, min(end, chunk + _COPY_CHUNK), where)
+    return source.n_rows - lo
+
+
+def _copy_rows(source: Table, target: Table, lo: int, hi: int, where: str) -> None:
+    rows = _rows(source, lo, hi)
+    for row in rows:
+        problem = target.admit(row)
+        if problem is not None:
+            raise StoreError(f"cannot merge {where}: {problem}")
+    target.append(rows)
+
+
+def _merged_before(path: str, studies: dict[str, tuple[str, int]]) -> dict[str, dict]:
+    """Per map: the rows of each shard that the study file ``path`` already holds."""
+    if not os.path.exists(path):
+        return {name: {} for name in studies}
+    with open_h5(path, "r") as f:
+        return {name: _merged_so_far(f, name, fp, path) for name, (fp, _) in studies.items()}
+
+
+def _add_shards(store: Store, shards: list[ShardFile], studies: dict[str, tuple[str, int]],
+                merged: dict[str, dict], out: str) -> dict[str, int]:
+    """Append to ``store`` what each shard holds beyond ``merged`` (updated)."""
+    added: collections.Counter = collections.Counter()
+    for shard in shards:
+        with open_h5(shard.path, "r") as f:
+            for name in maps_in(f):
+                done = merged[name].setdefault(str(shard.k), [0, 0])
+                for i, kind in enumerate(layout.TABLE_KINDS):
+                    source = table(f, name, kind)
+                    n = source.n_rows if source is not None else 0
+                    if n < done[i]:
+                        raise StoreError(f"{shard.path} holds {n} {kind} rows of map {name!r} "
+                                         f"but {done[i]} were merged into {out} before: the "
+                                         f"shard file was replaced or rewritten; merge the "
+                                         f"shards into a new file")
+                    if n > done[i]:
+                        source.unpickle = "keep"
+                        added[name] += _bulk_copy(source, store.table(name, kind), done[i],
+                                                  f"map {name!r} ({kind}) of {shard.path}")
+                        done[i] = n
+    for name, (fp, n_psets) in studies.items():
+        attrs = {layout.STUDY_FINGERPRINT_ATTR: fp,
+                 layout.MERGED_SHARDS_ATTR: json.dumps(merged[name], sort_keys=True)}
+        if n_psets >= 0:
+            store.note_planned(name, n_psets)
+        store.note_map_attrs(name, attrs)
+    return dict(added)
+
+
+def merge_shards(path: str) -> dict[str, int]:
+    """Build (or extend) the study file ``path`` from the shard files beside it.
+
+    Each shard's rows are copied once: the file records how many rows of each shard it
+    holds, so merging again, after more shards finished or a straggler was resumed, adds
+    only the new rows. Columns are copied in bulk as stored (no value is decoded) where the
+    shards' columns match. ``path`` is written whole beside itself and moved into place, so
+    it is never half-merged; shard files being written give their committed rows.
+
+    Parameters
+    ----------
+    path : str
+        The study's file, e.g. ``study.h5`` for shards ``study.shard-000-of-004.h5`` ...
+
+    Returns
+    -------
+    dict of str to int
+        Rows (results and failures) added per map.
+
+    Raises
+    ------
+    StoreError
+        If there are no shard files, they are shards of different studies (other psets,
+        map name or shard count), or ``path`` holds another study's maps.
+    """
+    path = os.fspath(path)
+    shards = _one_study(path, shard_files(path))
+    studies = _fingerprints(shards)
+    lock = take_lock(path)  # refuses a file a running survey or merge writes
+    tmp = layout.merging_path(path, os.getpid())
+    try:
+        merged = _merged_before(path, studies)
+        if os.path.exists(path):
+            shutil.copyfile(path, tmp)
+        with Store.open(tmp) as store:
+            added = _add_shards(store, shards, studies, merged, path)
+        os.replace(tmp, path)
+        return added
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        release_lock(lock)
