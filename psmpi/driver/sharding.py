@@ -72,17 +72,22 @@ def _slurm_array_shard(environ: Mapping[str, str]) -> Shard | None:
     """The shard of a Slurm job array's task: its index among the array's indexes.
 
     Slurm sets SLURM_ARRAY_TASK_ID, _MIN, _MAX and _COUNT; an array of evenly spaced indexes
-    (``--array=0-99`` or ``--array=0-99:2``) is a study of COUNT shards.
+    (``--array=0-99`` or ``--array=0-99:2``) is a study of COUNT shards. Without _MIN the
+    array starts at 0; without _COUNT it has every index from _MIN to _MAX.
     """
     task_id = environ.get("SLURM_ARRAY_TASK_ID")
     if not task_id:
         return None
     try:
         index = int(task_id)
-        low = int(environ.get("SLURM_ARRAY_TASK_MIN", index))
-        high = int(environ.get("SLURM_ARRAY_TASK_MAX", index))
-        count = int(environ.get("SLURM_ARRAY_TASK_COUNT", high - low + 1))
-    except ValueError:
+        low = int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        if "SLURM_ARRAY_TASK_COUNT" in environ:
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            high = int(environ.get("SLURM_ARRAY_TASK_MAX", low + count - 1))
+        else:
+            high = int(environ["SLURM_ARRAY_TASK_MAX"])
+            count = high - low + 1
+    except (KeyError, ValueError):
         raise ConfigError(f"cannot read this Slurm job array's indexes (SLURM_ARRAY_TASK_ID="
                           f"{task_id!r}); set PSMPI_SHARD=k/n in the job script") from None
     step = (high - low) // (count - 1) if count > 1 else 1
