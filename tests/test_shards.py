@@ -98,6 +98,9 @@ def test_environment_wins_over_the_keyword(tmp_path, monkeypatch):
 def test_shard_setting_is_checked():
     assert config.resolve({}, {}, environ={"PSMPI_SHARD": "3/10"}).shard == (3, 10)
     assert config.resolve({}, {}, environ={"PSMPI_SHARD": "off"}).shard is False
+    assert config.resolve({}, {}, environ={"PSMPI_SHARD": "array:0-9"}).shard == "array:0-9"
+    with pytest.raises(ConfigError, match="PSMPI_SHARD"):
+        config.resolve({}, {}, environ={"PSMPI_SHARD": "array:0"})
     with pytest.raises(ConfigError, match="PSMPI_SHARD"):
         config.resolve({}, {}, environ={"PSMPI_SHARD": "10/10"})
     with pytest.raises(ConfigError, match="PSMPI_SHARD"):
@@ -128,6 +131,13 @@ def test_slurm_array_uneven_indexes_are_refused_and_off_switches_it_off():
     with pytest.raises(ConfigError, match="PSMPI_SHARD=k/n"):
         _slurm_array_shard(env)
     assert shard_for(False, env) is None
+    env["SLURM_ARRAY_TASK_ID"] = "12"  # a resubmitted part of the array 10-13
+    assert shard_for("array:10-13", env) == Shard(2, 4, 10, 1)
+    assert shard_for("array:0-6:2", {"SLURM_ARRAY_TASK_ID": "4"}) == Shard(2, 4, 0, 2)
+    with pytest.raises(ConfigError, match="not one"):
+        shard_for("array:0-3", {})
+    with pytest.raises(ConfigError, match="PSMPI_SHARD=k/n"):
+        shard_for("array:0-3", {"SLURM_ARRAY_TASK_ID": "4"})
     assert shard_for(None, {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "1"}) is None
 
 
@@ -250,11 +260,12 @@ def test_status_shows_every_shard_and_the_resubmit_line(tmp_path, monkeypatch):
                   limit=limit)
     states = shards_status(str(out))
     assert [s.state for s in states] == ["done", "missing", "incomplete", "missing"]
-    assert resubmit_line(states) == "sbatch --array=11-13 array.sbatch study.py"
+    line = "sbatch --array=11-13 --export=ALL,PSMPI_SHARD=array:10-13 array.sbatch study.py"
+    assert resubmit_line(states) == line
     proc = subprocess.run([sys.executable, "-m", "psmpi", "status", str(out)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "sbatch --array=11-13 array.sbatch study.py" in proc.stdout
+    assert line in proc.stdout
     assert "8 done, 0 failed, 15 left of 23" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "psmpi", "merge", str(out)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -308,7 +308,7 @@ def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
 def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,
             name: str) -> MapResults:
     """Run one map to the end, or drain and exit with EXIT_INCOMPLETE on a stop signal."""
-    shard = shard_for(settings.shard, os.environ)
+    shard = shard_for(settings.shard, os.environ, settings.job_script)
     path = out_path(settings.out)
     if shard is not None and path is not None:  # every shard its own file, beside the study's
         path = layout.shard_path(path, shard.k, shard.n)

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .. import params
+from .. import config, params
 from ..errors import ConfigError, PsetError
 from ..worker import task
 
@@ -39,8 +39,8 @@ class Shard:
     """Shard ``k`` of ``n``, and how to resubmit it when it ran in a Slurm job array.
 
     ``array_min`` and ``array_step`` give shard k's array index, ``array_min + k *
-    array_step``; ``job_script`` is the command that submitted it (``PSMPI_JOB_SCRIPT``,
-    which jobscripts/array.sbatch sets), None if unknown.
+    array_step``; ``job_script`` is the command that submitted it (the ``job_script``
+    option, ``PSMPI_JOB_SCRIPT``, which jobscripts/array.sbatch sets), None if unknown.
     """
 
     k: int
@@ -55,20 +55,33 @@ class Shard:
                 "job_script": self.job_script, "directory": self.directory}
 
 
-def shard_for(setting: Any, environ: Mapping[str, str]) -> Shard | None:
+def shard_for(setting: Any, environ: Mapping[str, str], job_script: str | None = None
+              ) -> Shard | None:
     """The shard this map computes: ``setting`` (the ``shard`` option), else a Slurm job
-    array's task; None for the whole study (no setting, not in an array, or one shard)."""
+    array's task; None for the whole study (no setting, not in an array, or one shard).
+    ``job_script``: the command that submitted the job (the ``job_script`` option)."""
     if setting is False:
         return None
-    if setting is not None:
+    if isinstance(setting, str):  # "array:LOW-HIGH[:STEP]": part of that array resubmitted
+        low, high, step = config.SHARD_ARRAY.match(setting).groups()
+        if "SLURM_ARRAY_TASK_ID" not in environ:
+            raise ConfigError(f"shard={setting!r} is for tasks of a Slurm job array, and this "
+                              f"process is not one (no SLURM_ARRAY_TASK_ID)")
+        step = int(step or 1)
+        array = {"SLURM_ARRAY_TASK_ID": environ["SLURM_ARRAY_TASK_ID"],
+                 "SLURM_ARRAY_TASK_MIN": low, "SLURM_ARRAY_TASK_MAX": high,
+                 "SLURM_ARRAY_TASK_COUNT": str((int(high) - int(low)) // step + 1)}
+        shard = _slurm_array_shard({**environ, **array}, job_script)
+    elif setting is not None:
         k, n = setting
-        shard = Shard(k, n, job_script=environ.get("PSMPI_JOB_SCRIPT"))
+        shard = Shard(k, n, job_script=job_script)
     else:
-        shard = _slurm_array_shard(environ)
+        shard = _slurm_array_shard(environ, job_script)
     return None if shard is None or shard.n == 1 else shard
 
 
-def _slurm_array_shard(environ: Mapping[str, str]) -> Shard | None:
+def _slurm_array_shard(environ: Mapping[str, str], job_script: str | None = None
+                       ) -> Shard | None:
     """The shard of a Slurm job array's task: its index among the array's indexes.
 
     Slurm sets SLURM_ARRAY_TASK_ID, _MIN, _MAX and _COUNT; an array of evenly spaced indexes
@@ -91,13 +104,14 @@ def _slurm_array_shard(environ: Mapping[str, str]) -> Shard | None:
         raise ConfigError(f"cannot read this Slurm job array's indexes (SLURM_ARRAY_TASK_ID="
                           f"{task_id!r}); set PSMPI_SHARD=k/n in the job script") from None
     step = (high - low) // (count - 1) if count > 1 else 1
-    if count > 1 and (step * (count - 1) != high - low or (index - low) % step):
+    if not low <= index <= high or count < 1 or (
+            count > 1 and (step * (count - 1) != high - low or (index - low) % step)):
         raise ConfigError(f"this Slurm job array's indexes {low}-{high} ({count} tasks) are not "
                           f"evenly spaced, so psmpi cannot tell which shard task {index} is; "
                           f"submit --array=0-{count - 1} or set PSMPI_SHARD=k/n in the job "
                           f"script")
     return Shard((index - low) // step, count, array_min=low, array_step=step,
-                 job_script=environ.get("PSMPI_JOB_SCRIPT"),
+                 job_script=job_script,
                  directory=environ.get("SLURM_SUBMIT_DIR"))
 
 

@@ -132,9 +132,11 @@ def left_overall(shards: list[ShardState]) -> dict[str, dict]:
 def resubmit_line(shards: list[ShardState]) -> str | None:
     """The command that runs again the shards that are neither done, failed nor running.
 
-    In a Slurm job array: ``sbatch --array=<their indexes> <job script>``, the job script as
-    recorded by the shards (``PSMPI_JOB_SCRIPT``, which jobscripts/array.sbatch sets) or
-    ``<job script>`` to fill in; otherwise the PSMPI_SHARD values to run them with.
+    In a Slurm job array: ``sbatch --array=<their indexes> --export=ALL,PSMPI_SHARD=array:
+    <the whole array> <job script>`` (PSMPI_SHARD tells the tasks the array they belong to:
+    a resubmitted part is an array of its own), the job script as recorded by the shards
+    (``PSMPI_JOB_SCRIPT``, which jobscripts/array.sbatch sets) or ``<job script>`` to fill
+    in; otherwise the PSMPI_SHARD values to run them with.
     """
     todo = [s for s in shards if s.state in (MISSING, INCOMPLETE)]
     if not todo:
@@ -143,8 +145,11 @@ def resubmit_line(shards: list[ShardState]) -> str | None:
                  is not None), None)
     if info is None:
         return "run them again with " + ", ".join(f"PSMPI_SHARD={s.k}/{s.n}" for s in todo)
-    indexes = [info["array_min"] + s.k * info.get("array_step", 1) for s in todo]
-    line = f"sbatch --array={ranges(indexes)} {info.get('job_script') or '<job script>'}"
+    low, step = info["array_min"], info.get("array_step", 1)
+    indexes = [low + s.k * step for s in todo]
+    array = f"array:{low}-{low + (shards[0].n - 1) * step}" + (f":{step}" if step != 1 else "")
+    line = (f"sbatch --array={ranges(indexes)} --export=ALL,PSMPI_SHARD={array} "
+            f"{info.get('job_script') or '<job script>'}")
     where = info.get("directory")
     if where and os.path.realpath(where) != os.path.realpath(os.getcwd()):
         line = f"cd {where} && {line}"
