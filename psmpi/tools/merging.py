@@ -249,12 +249,18 @@ def _merged_so_far(f: Any, name: str, fingerprint: str, path: str) -> dict[str, 
 
 def _bulk_copy(source: Table, target: Table, lo: int, where: str) -> int:
     """Copy rows [lo, n_rows) of ``source`` into ``target``: column by column as stored, or
-    row by row where the two tables' columns differ (and then widen ``target``)."""
-    for start in range(lo, source.n_rows, _BULK_ROWS):
+    row by row where the two tables' columns differ, which makes ``target``'s columns those
+    of the rows (a new table's first row creates them): 1 row, then 64, then 4096 at a
+    time until the bulk copy can go on."""
+    start, by_rows = lo, 1
+    while start < source.n_rows:
         end = min(source.n_rows, start + _BULK_ROWS)
-        if target.append_from(source, start, end) is None:
-            for chunk in range(start, end, _COPY_CHUNK):
-                _copy_rows(source, target, chunk, min(end, chunk + _COPY_CHUNK), where)
+        if target.append_from(source, start, end) is not None:
+            start, by_rows = end, 1
+            continue
+        end = min(source.n_rows, start + by_rows)
+        _copy_rows(source, target, start, end, where)
+        start, by_rows = end, min(_COPY_CHUNK, by_rows * 64)
     return source.n_rows - lo
 
 
