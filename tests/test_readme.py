@@ -39,3 +39,18 @@ def test_readme_study_runs_with_python_and_under_mpiexec(tmp_path):
         proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "3 20 60" in proc.stdout  # a=3, b=20, y=60
+
+
+def test_readme_shards_example_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    section = (ROOT / "README.md").read_text().split("## One survey over many jobs: shards")[1]
+    (tmp_path / "shards.py").write_text(re.search(r"```python\n(.*?)```", section, re.S)[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PSMPI_", "SLURM_"))}
+    proc = subprocess.run([sys.executable, "shards.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 psets merged" in proc.stdout
+    assert len(list(tmp_path.glob("study.shard-*-of-004.h5"))) == 4
