@@ -13,6 +13,8 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import layout
 from ..errors import StoreError
 from ..store import Store, Table, bookkeeping, maps_in, open_h5
@@ -42,13 +44,14 @@ class _Dedup:
         self.failure_source: dict[str, int] = {}
         self.attempts: set[tuple] = set()
 
-    def results(self, rows: list[dict], source: int) -> list[bool]:
-        keep = []
-        for row in rows:
-            h = row[layout.PSET_HASH]
-            self.seen[h] += 1
-            self.result_sources[h].add(source)
-            keep.append(self.seen[h] > self.present[h])
+    def results(self, hashes: list[str], source: int) -> np.ndarray:
+        """Which of the result rows of ``source`` with these pset hashes to keep."""
+        keep = np.empty(len(hashes), dtype=bool)
+        seen, present, sources = self.seen, self.present, self.result_sources
+        for i, h in enumerate(hashes):
+            seen[h] += 1
+            sources[h].add(source)
+            keep[i] = seen[h] > present[h]
         return keep
 
     def end_of_source(self) -> None:
@@ -86,18 +89,58 @@ def _rows(table: Table, lo: int, hi: int) -> list[dict]:
 
 def _copy_table(source: Table, target: Table, keep_rows: Callable[[list[dict]], list[bool]],
                 where: str) -> int:
+    """Copy the rows of ``source`` that ``keep_rows`` keeps, row by row (failures)."""
     copied = 0
     for lo in range(0, source.n_rows, _COPY_CHUNK):
-        rows = _rows(source, lo, min(source.n_rows, lo + _COPY_CHUNK))
-        kept = [row for row, keep in zip(rows, keep_rows(rows)) if keep]
-        for row in kept:
-            problem = target.admit(row)
-            if problem is not None:
-                raise StoreError(f"cannot merge {where}: {problem}. The maps of that name hold "
-                                 f"different results; merge them under different names")
-        target.append(kept)
-        copied += len(kept)
+        hi = min(source.n_rows, lo + _COPY_CHUNK)
+        rows = _rows(source, lo, hi)
+        copied += _copy_rows(source, target, lo, hi, where, np.array(keep_rows(rows), bool),
+                             rows)
     return copied
+
+
+def _copy_rows(source: Table, target: Table, lo: int, hi: int, where: str,
+               keep: np.ndarray | None = None, rows: list[dict] | None = None) -> int:
+    """Copy rows [lo, hi) of ``source`` (those ``keep`` says) through admit and append."""
+    rows = _rows(source, lo, hi) if rows is None else rows
+    if keep is not None:
+        rows = [row for row, k in zip(rows, keep.tolist()) if k]
+    for row in rows:
+        problem = target.admit(row)
+        if problem is not None:
+            raise StoreError(f"cannot merge {where}: {problem}. The maps of that name hold "
+                             f"different results; merge them under different names")
+    target.append(rows)
+    return len(rows)
+
+
+def _copy_kept(source: Table, target: Table, lo: int, keep: np.ndarray, where: str) -> int:
+    """Copy the rows [lo, lo + len(keep)) of ``source`` that ``keep`` marks into ``target``.
+
+    Blocks of rows all kept go column by column as stored (:meth:`Table.append_from`);
+    others, and blocks where the two tables' columns differ, row by row, which makes
+    ``target``'s columns those of the rows (a new table's first row creates them): 1 row,
+    then 64, then 4096 at a time until the bulk copy can go on.
+    """
+    start, end_all, by_rows = lo, lo + len(keep), 1
+    while start < end_all:
+        end = min(end_all, start + _BULK_ROWS)
+        whole = bool(keep[start - lo:end - lo].all())
+        if whole and target.append_from(source, start, end) is not None:
+            start, by_rows = end, 1
+            continue
+        end = min(end_all, start + (by_rows if whole else _COPY_CHUNK))
+        _copy_rows(source, target, start, end, where, keep[start - lo:end - lo])
+        start, by_rows = end, min(_COPY_CHUNK, by_rows * 64)
+    return int(keep.sum())
+
+
+def _copy_results(source: Table, target: Table, dedup: _Dedup, k: int, where: str) -> int:
+    """Copy the result rows of source ``k`` that no earlier source holds (:class:`_Dedup`)."""
+    hashes = source.read_column(bookkeeping.stored_name(source.columns, layout.PSET_HASH))
+    keep = dedup.results(hashes.tolist(), k)
+    dedup.end_of_source()
+    return _copy_kept(source, target, 0, keep, where)
 
 
 def copy_maps(sources: Sequence[str], target: str, skip: Sequence[str] = ()) -> dict[str, int]:
@@ -118,13 +161,15 @@ def copy_maps(sources: Sequence[str], target: str, skip: Sequence[str] = ()) -> 
                         found = table(f, name, kind)
                         if name in skip or found is None:
                             continue
-                        d = dedup[name]
-                        keep = d.results if kind == "results" else d.failures
-                        copied[name] += _copy_table(found, store.table(name, kind),
-                                                    lambda rows, keep=keep, k=k: keep(rows, k),
-                                                    f"map {name!r} ({kind}) of {source}")
+                        d, where = dedup[name], f"map {name!r} ({kind}) of {source}"
+                        found.unpickle = "keep"
                         if kind == "results":
-                            d.end_of_source()
+                            copied[name] += _copy_results(found, store.table(name, kind), d, k,
+                                                          where)
+                        else:
+                            copied[name] += _copy_table(found, store.table(name, kind),
+                                                        lambda rows, k=k, d=d: d.failures(rows, k),
+                                                        where)
     return dict(copied)
 
 
@@ -247,32 +292,6 @@ def _merged_so_far(f: Any, name: str, fingerprint: str, path: str) -> dict[str, 
     return json.loads(attrs[layout.MERGED_SHARDS_ATTR])
 
 
-def _bulk_copy(source: Table, target: Table, lo: int, where: str) -> int:
-    """Copy rows [lo, n_rows) of ``source`` into ``target``: column by column as stored, or
-    row by row where the two tables' columns differ, which makes ``target``'s columns those
-    of the rows (a new table's first row creates them): 1 row, then 64, then 4096 at a
-    time until the bulk copy can go on."""
-    start, by_rows = lo, 1
-    while start < source.n_rows:
-        end = min(source.n_rows, start + _BULK_ROWS)
-        if target.append_from(source, start, end) is not None:
-            start, by_rows = end, 1
-            continue
-        end = min(source.n_rows, start + by_rows)
-        _copy_rows(source, target, start, end, where)
-        start, by_rows = end, min(_COPY_CHUNK, by_rows * 64)
-    return source.n_rows - lo
-
-
-def _copy_rows(source: Table, target: Table, lo: int, hi: int, where: str) -> None:
-    rows = _rows(source, lo, hi)
-    for row in rows:
-        problem = target.admit(row)
-        if problem is not None:
-            raise StoreError(f"cannot merge {where}: {problem}")
-    target.append(rows)
-
-
 def _merged_before(path: str, studies: dict[str, tuple[str, int]]) -> dict[str, dict]:
     """Per map: the rows of each shard that the study file ``path`` already holds."""
     if not os.path.exists(path):
@@ -299,7 +318,8 @@ def _add_shards(store: Store, shards: list[ShardFile], studies: dict[str, tuple[
                                          f"shards into a new file")
                     if n > done[i]:
                         source.unpickle = "keep"
-                        added[name] += _bulk_copy(source, store.table(name, kind), done[i],
+                        added[name] += _copy_kept(source, store.table(name, kind), done[i],
+                                                  np.ones(n - done[i], bool),
                                                   f"map {name!r} ({kind}) of {shard.path}")
                         done[i] = n
     for name, (fp, n_psets) in studies.items():
