@@ -279,3 +279,35 @@ def test_resubmit_without_an_array_names_the_shard_settings():
     shards = [ShardState(s.k, s.n, f"f{s.k}", st, []) for s, st in zip(states, ("done", "missing"))]
     assert resubmit_line(shards) == "run them again with PSMPI_SHARD=1/2"
     assert ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+
+
+def test_append_from_widens_a_narrower_str_column(tmp_path):
+    with Store.open(tmp_path / "s.h5") as store:
+        t = store.table("m")
+        rows = [{"s": "long" * 20, "i": i} for i in range(3)]
+        assert all(t.admit(r) is None for r in rows)
+        t.append(rows)
+    with Store.open(tmp_path / "t.h5") as store:
+        t = store.table("m")
+        assert t.admit({"s": "ab", "i": -1}) is None
+        t.append([{"s": "ab", "i": -1}])
+        with open_h5(str(tmp_path / "s.h5"), "r") as f:
+            assert t.append_from(Table(f["m/results"]), 0, 3) == range(1, 4)
+            t2 = Table(f["m/results"])
+        assert t2.n_rows == 3
+    got = psmpi.read(str(tmp_path / "t.h5"), "m")
+    assert got["s"].tolist() == ["ab"] + ["long" * 20] * 3 and got["i"].tolist() == [-1, 0, 1, 2]
+
+
+def test_append_from_refuses_other_columns_and_writes_nothing(tmp_path):
+    with Store.open(tmp_path / "s.h5") as store:
+        t = store.table("m")
+        assert t.admit({"x": 1.5}) is None
+        t.append([{"x": 1.5}])
+    with Store.open(tmp_path / "t.h5") as store:
+        t = store.table("m")
+        assert t.admit({"x": 1}) is None  # an int column: another kind
+        t.append([{"x": 1}])
+        with open_h5(str(tmp_path / "s.h5"), "r") as f:
+            assert t.append_from(Table(f["m/results"]), 0, 1) is None
+        assert t.n_rows == 1
