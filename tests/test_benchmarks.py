@@ -67,3 +67,19 @@ def test_store_values_writers_write_every_row(tmp_path, scenario):
                 assert json.loads(raw) == json.loads(json.dumps(want, default=str))
             else:
                 assert got == want and (raw.decode() if isinstance(raw, bytes) else raw) == want
+
+
+def test_merge_quick_run_reports_both_scenarios_and_the_target(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "merge.py"), "--quick", "--inputs",
+                           "--dir", str(tmp_path)], check=False, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for scenario in ("scalars", "arrays"):
+        for merge in ("psmpi", "h5py"):
+            assert f"| {scenario} | {merge} |" in proc.stdout, (scenario, merge)
+        line = next(ln for ln in proc.stdout.splitlines()
+                    if f"hand-written copy, {scenario}:" in ln)
+        assert ": met (" in line or ": MISSED (" in line, line
+    assert proc.stdout.count("6,000 rows") == 0 and "round 1: psmpi: 6,000 rows" in proc.stderr
+    assert os.listdir(tmp_path) == []
