@@ -311,3 +311,16 @@ def test_append_from_refuses_other_columns_and_writes_nothing(tmp_path):
         with open_h5(str(tmp_path / "s.h5"), "r") as f:
             assert t.append_from(Table(f["m/results"]), 0, 1) is None
         assert t.n_rows == 1
+
+
+def test_merge_of_inputs_keeps_a_hash_as_often_as_the_source_with_most_copies():
+    """psmpi.merge's deduplication, now in numpy: n copies in one source, m in another,
+    max(n, m) kept."""
+    from psmpi.tools.merging import _Dedup
+
+    dedup = _Dedup()
+    hashes = [[b"b", b"a", b"b"], [b"b", b"b", b"b", b"c"], [b"a", b"c", b"a"], []]
+    keep = [dedup.results(np.array(h, "S32"), k).tolist() for k, h in enumerate(hashes)]
+    assert keep == [[True, True, True], [False, False, True, True], [False, False, True], []]
+    assert dict(zip(dedup.present.hashes.tolist(), dedup.present.counts.tolist())) == {
+        b"a": 2, b"b": 3, b"c": 1}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -27,6 +28,42 @@ from .summary import table
 _COPY_CHUNK = 4096
 
 
+@dataclasses.dataclass(frozen=True)
+class _Counts:
+    """How often each pset hash occurs: sorted distinct hashes (bytes) and their counts."""
+
+    hashes: np.ndarray
+    counts: np.ndarray
+
+    def of(self, hashes: np.ndarray) -> np.ndarray:
+        """The count of each of ``hashes`` (0 if absent)."""
+        if not len(self.hashes):
+            return np.zeros(len(hashes), np.int64)
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == hashes, self.counts[at], 0)
+
+    def merged(self, other: _Counts) -> _Counts:
+        """Both, a hash in both with the larger count."""
+        hashes = np.concatenate([self.hashes, other.hashes])
+        counts = np.concatenate([self.counts, other.counts])
+        order = np.argsort(hashes, kind="stable")
+        hashes, counts = hashes[order], counts[order]
+        first = np.ones(len(hashes), bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        if not len(hashes):
+            return self
+        return _Counts(hashes[first], np.maximum.reduceat(counts, np.flatnonzero(first)))
+
+
+def _holds(sorted_hashes: np.ndarray, h: Any) -> bool:
+    """Whether pset hash ``h`` (str, from a row) is among ``sorted_hashes`` (bytes)."""
+    if not isinstance(h, str) or not len(sorted_hashes):
+        return False
+    key = np.bytes_(h.encode())
+    at = min(int(np.searchsorted(sorted_hashes, key)), len(sorted_hashes) - 1)
+    return bool(sorted_hashes[at] == key)
+
+
 class _Dedup:
     """Which rows of one map to copy so that no pset is stored twice.
 
@@ -38,26 +75,30 @@ class _Dedup:
     """
 
     def __init__(self) -> None:
-        self.present: collections.Counter = collections.Counter()  # copies from earlier sources
-        self.seen: collections.Counter = collections.Counter()     # copies in this source so far
-        self.result_sources: dict[str, set[int]] = collections.defaultdict(set)
+        # copies of each pset hash from earlier sources: sorted hashes and their counts
+        self.present = _Counts(np.empty(0, "S32"), np.empty(0, np.int64))
+        self.result_hashes: dict[int, np.ndarray] = {}  # per source: its sorted result hashes
         self.failure_source: dict[str, int] = {}
         self.attempts: set[tuple] = set()
 
-    def results(self, hashes: list[str], source: int) -> np.ndarray:
-        """Which of the result rows of ``source`` with these pset hashes to keep."""
-        keep = np.empty(len(hashes), dtype=bool)
-        seen, present, sources = self.seen, self.present, self.result_sources
-        for i, h in enumerate(hashes):
-            seen[h] += 1
-            sources[h].add(source)
-            keep[i] = seen[h] > present[h]
+    def results(self, hashes: np.ndarray, source: int) -> np.ndarray:
+        """Which result rows of ``source``, with these pset hashes (bytes) in order, to keep:
+        the n-th copy of a hash in this source is kept if earlier sources had fewer than n.
+        In numpy: psmpi merge copies millions of rows."""
+        hashes = np.asarray(hashes, dtype="S32")
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        first = np.ones(len(hashes), bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        starts = np.flatnonzero(first)
+        run = np.cumsum(first) - 1
+        mine = _Counts(ordered[first], np.diff(np.append(starts, len(hashes))))
+        before = self.present.of(mine.hashes)
+        keep = np.empty(len(hashes), bool)
+        keep[order] = np.arange(len(hashes)) - starts[run] + 1 > before[run]
+        self.present = self.present.merged(_Counts(mine.hashes, np.maximum(mine.counts, before)))
+        self.result_hashes[source] = mine.hashes
         return keep
-
-    def end_of_source(self) -> None:
-        for h, n in self.seen.items():
-            self.present[h] = max(self.present[h], n)
-        self.seen.clear()
 
     def failures(self, rows: list[dict], source: int) -> list[bool]:
         keep = []
@@ -66,7 +107,8 @@ class _Dedup:
             attempt = tuple(None if is_null(v) else v for v in (
                 h, row.get(layout.PSET_INDEX), row.get(layout.TIME_UTC), row.get(layout.PID),
                 row.get(layout.HOST)))
-            elsewhere = bool(self.result_sources.get(h, set()) - {source})
+            elsewhere = any(_holds(hashes, h) for other, hashes in self.result_hashes.items()
+                            if other != source)
             owner = self.failure_source.setdefault(h, source)
             keep.append(not elsewhere and owner == source and attempt not in self.attempts)
             self.attempts.add(attempt)
@@ -125,6 +167,9 @@ def _copy_kept(source: Table, target: Table, lo: int, keep: np.ndarray, where: s
     start, end_all, by_rows = lo, lo + len(keep), 1
     while start < end_all:
         end = min(end_all, start + _BULK_ROWS)
+        if not keep[start - lo:end - lo].any():  # another source holds them all
+            start = end
+            continue
         whole = bool(keep[start - lo:end - lo].all())
         if whole and target.append_from(source, start, end) is not None:
             start, by_rows = end, 1
@@ -137,9 +182,9 @@ def _copy_kept(source: Table, target: Table, lo: int, keep: np.ndarray, where: s
 
 def _copy_results(source: Table, target: Table, dedup: _Dedup, k: int, where: str) -> int:
     """Copy the result rows of source ``k`` that no earlier source holds (:class:`_Dedup`)."""
-    hashes = source.read_column(bookkeeping.stored_name(source.columns, layout.PSET_HASH))
-    keep = dedup.results(hashes.tolist(), k)
-    dedup.end_of_source()
+    hashes = source.read_column(bookkeeping.stored_name(source.columns, layout.PSET_HASH),
+                                decode=False)
+    keep = dedup.results(hashes, k)
     return _copy_kept(source, target, 0, keep, where)
 
 
