@@ -17,9 +17,9 @@ merge reads the same bytes either way. Then, in every round, in turn:
             Fletcher-32 filter in one output file; fsync at the end
 
 Each timing runs from nothing to the closed, fsynced output; the output is removed before
-the next. ``--inputs`` also times ``psmpi.merge`` over two of the files given as inputs
-(the general merge of files that are not shards: the results deduplicated by pset hash,
-then copied in bulk where a block is kept whole), for comparison.
+the next. ``--inputs`` also times ``psmpi.merge`` of two files of ROWS different psets
+given as inputs (the general merge of files that are not shards: the results deduplicated
+by pset hash, then copied in bulk where a block is kept whole), for comparison.
 
     python benchmarks/merge.py                           # 100 files x 100,000 rows, 3 rounds
     python benchmarks/merge.py --files 20 --rows 100000  # smaller
@@ -62,13 +62,13 @@ def columns(k0: int, n: int, arrays: bool) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_shard(path: str, rows: int, n_files: int, arrays: bool) -> None:
-    """Shard 0 of ``n_files``: ``rows`` rows of map "m", written column-wise as a map's
-    driver writes them, with the shard attributes of a sharded map."""
+def write_shard(path: str, rows: int, n_files: int, arrays: bool, first: int = 0) -> None:
+    """Shard 0 of ``n_files``: ``rows`` rows of map "m" (psets ``first``...), written
+    column-wise as a map's driver writes them, with the shard attributes of a sharded map."""
     with Store.open(path) as store:
         table = store.table("m")
         for lo in range(0, rows, BLOCK):
-            cols = columns(lo, min(BLOCK, rows - lo), arrays)
+            cols = columns(first + lo, min(BLOCK, rows - lo), arrays)
             v = cols.pop("v", None)
             if v is None:
                 table.append_values({}, len(cols["a"]), cols)
@@ -156,13 +156,17 @@ def measure(folder: str, shards: list[str], rounds: int) -> dict[str, list[float
     return rates
 
 
-def as_inputs(folder: str, shards: list[str]) -> float:
-    """rows/s of psmpi.merge (the general merge, deduplicating) over two shard files."""
+def as_inputs(folder: str, shards: list[str], rows: int, arrays: bool) -> float:
+    """rows/s of psmpi.merge (the general merge, deduplicating) of the first shard file and
+    a file of as many other psets: every row is kept."""
+    other = os.path.join(folder, "other.h5")
+    write_shard(other, rows, 1, arrays, first=rows)
     out = os.path.join(folder, "inputs.h5")
     started = time.perf_counter()
-    counts = psmpi.merge(shards[:2], out)
+    counts = psmpi.merge([shards[0], other], out)
     seconds = time.perf_counter() - started
     os.remove(out)
+    os.remove(other)
     return sum(counts.values()) / seconds
 
 
@@ -197,7 +201,8 @@ def main() -> None:
                 lines.append([scenario, name, fmt(mid), f"{fmt(low)} – {fmt(high)}",
                               fmt(mid * size / (args.files * args.rows) / 2**20)])
             if args.inputs:
-                extra.append((scenario, as_inputs(folder, shards)))
+                extra.append((scenario, as_inputs(folder, shards, args.rows,
+                                                  scenario == "arrays")))
     print(table(["rows", "merge", "rows/s median", "rows/s min – max", "input MiB/s"], lines))
     print()
     for scenario, (mid, low, high) in ratios:
@@ -206,7 +211,7 @@ def main() -> None:
               f"({mid:.2f}x, rounds {low:.2f} – {high:.2f})")
     for scenario, rate in extra:
         print(f"- psmpi.merge OUT IN IN (files given as inputs: deduplicated by pset hash, "
-              f"then in bulk), {scenario}, two files: {fmt(rate)} rows/s")
+              f"then in bulk), {scenario}, two files of different psets: {fmt(rate)} rows/s")
     print(f"\n- load average (1 min) after the run: {os.getloadavg()[0]:.1f}")
 
 

@@ -170,6 +170,17 @@ class Table:
         """Names of the columns in the file, in creation order."""
         return [c.name for c in self._cols.values() if c.ds is not None]
 
+    def bytes_per_row(self) -> float:
+        """About how many bytes one committed row takes: its columns, and its share of the
+        heaps of general and ragged columns (to size blocks of rows copied at once)."""
+        total = 0.0
+        for col in self._cols.values():
+            if col.ds is not None:
+                total += col.ds.dtype.itemsize * int(np.prod(col.ds.shape[1:], dtype=np.int64))
+            if col.kind in _HEAP_KINDS and self._n:
+                total += col.heap_end / self._n + 8 * col.ndim
+        return total
+
     # ------------------------------------------------------------------ writing
     def admit(self, row: dict) -> str | None:
         """Check that ``row`` can be stored and record the schema changes it implies.

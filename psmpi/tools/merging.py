@@ -26,6 +26,9 @@ from .shards import ShardFile, shard_files
 from .summary import table
 
 _COPY_CHUNK = 4096
+# Bytes of rows copied at a time in bulk (a commit each): fewer, larger writes; the memory
+# a merge needs beyond h5py's.
+_BULK_BYTES = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,8 +168,9 @@ def _copy_kept(source: Table, target: Table, lo: int, keep: np.ndarray, where: s
     then 64, then 4096 at a time until the bulk copy can go on.
     """
     start, end_all, by_rows = lo, lo + len(keep), 1
+    block = max(_COPY_CHUNK, int(_BULK_BYTES // max(1.0, source.bytes_per_row())))
     while start < end_all:
-        end = min(end_all, start + _BULK_ROWS)
+        end = min(end_all, start + block)
         if not keep[start - lo:end - lo].any():  # another source holds them all
             start = end
             continue
@@ -282,9 +286,6 @@ def remove_maps(path: str, names: Sequence[str]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- shards
-# Rows copied at a time from a shard; for rows with arrays, about 8 bytes x elements each.
-_BULK_ROWS = 1 << 16
-
 
 def _one_study(path: str, shards: list[ShardFile]) -> list[ShardFile]:
     """``shards``, checked to be shards of one split (one shard count)."""
