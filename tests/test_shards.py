@@ -324,3 +324,25 @@ def test_merge_of_inputs_keeps_a_hash_as_often_as_the_source_with_most_copies():
     assert keep == [[True, True, True], [False, False, True, True], [False, False, True], []]
     assert dict(zip(dedup.present.hashes.tolist(), dedup.present.counts.tolist())) == {
         b"a": 2, b"b": 3, b"c": 1}
+
+
+def test_shards_of_a_generator_know_their_length_once_complete(tmp_path):
+    out = tmp_path / "study.h5"
+    for k in range(2):
+        res = psmpi.map(square, ({"a": i} for i in range(9)), name="square", out=out,
+                        backend="serial", verbose=0, shard=(k, 2))
+        assert res.results["a"].tolist() == list(range(k, 9, 2))
+    states = shards_status(str(out))
+    assert [s.state for s in states] == ["done", "done"]
+    assert [s.maps[0].total for s in states] == [5, 4]
+    assert states[0].study_psets == {"square": 9}
+    psmpi.merge_shards(str(out))
+    [summary] = psmpi.status(str(out))
+    assert (summary.total, summary.done, summary.remaining) == (9, 9, 0)
+
+
+def test_a_generator_shard_stopped_by_limit_stays_incomplete(tmp_path):
+    out = tmp_path / "study.h5"
+    psmpi.map(square, ({"a": i} for i in range(9)), name="square", out=out, backend="serial",
+              verbose=0, shard=(0, 2), limit=2)
+    assert shards_status(str(out))[0].state == "incomplete"

@@ -105,6 +105,7 @@ class MapRun:
         finally:
             self.wind_down()
         self.settle_progress(committed_before)
+        self.note_length_found(store)
         return self.finish(time.monotonic() - started, store.path)
 
     def row_writer(self, store: Store) -> RowWriter:
@@ -146,6 +147,17 @@ class MapRun:
                                  self.settings.max_attempts, self.task.timeout)
         self.watch = Watch(self.backend, self.reporter, self.perf.runtimes, self.inflight,
                            self.task.timeout, store.path, self.name)
+
+    def note_length_found(self, store: Store) -> None:
+        """A shard of psets from a generator: once every pset was read, how many there are
+        (of the shard and of the study), so that ``psmpi status`` can call it complete."""
+        stream = self.stream
+        if self.length is not None or store.path is None or self.shard is None \
+                or not getattr(stream, "exhausted", False) or self.stop.requested \
+                or self.settings.limit:
+            return
+        store.note_planned(self.name, self.progress.total)
+        store.note_map_attrs(self.name, {layout.STUDY_N_PSETS_ATTR: np.int64(stream.seen)})
 
     def shard_attrs(self) -> dict:
         """What ``psmpi merge`` and ``psmpi status`` need to know of this shard."""

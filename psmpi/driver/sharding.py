@@ -22,7 +22,7 @@ import hashlib
 import heapq
 import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .. import config, params
@@ -125,19 +125,36 @@ def fingerprint(name: str, n_shards: int, split: str, length: int | None,
 
 def select(shard: Shard, stream: Iterator[tuple[int, dict]], length: int | None,
            cost: Callable | None, name: str
-           ) -> tuple[Iterator[tuple[int, dict]], int | None, str]:
+           ) -> tuple[Iterable[tuple[int, dict]], int | None, str]:
     """Shard ``shard``'s psets of ``stream``, how many there are, and the study fingerprint."""
     head = list(itertools.islice(stream, FINGERPRINT_PSETS))
     hashes = [params.pset_hash(pset) for _, pset in head]
     stream = itertools.chain(head, stream)
     if cost is None:
-        share = (item for item in stream if item[0] % shard.n == shard.k)
+        share = IndexShare(stream, shard)
         count = None if length is None else len(range(shard.k, length, shard.n))
         return share, count, fingerprint(name, shard.n, "index", length, hashes)
     items = list(stream)
     bins = balanced_bins([_cost(cost, index, pset) for index, pset in items], shard.n)
     mine = [item for item, b in zip(items, bins) if b == shard.k]
     return iter(mine), len(mine), fingerprint(name, shard.n, "cost", len(items), hashes)
+
+
+class IndexShare:
+    """The psets of ``stream`` whose index is k mod n; ``seen`` counts every pset read, so
+    that a generator's length is known once it is exhausted."""
+
+    def __init__(self, stream: Iterator[tuple[int, dict]], shard: Shard):
+        self.stream, self.k, self.n = stream, shard.k, shard.n
+        self.seen = 0
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        for index, pset in self.stream:
+            self.seen = index + 1
+            if index % self.n == self.k:
+                yield index, pset
+        self.exhausted = True
 
 
 def _cost(cost: Callable, index: int, pset: dict) -> float:
