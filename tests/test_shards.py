@@ -346,3 +346,31 @@ def test_a_generator_shard_stopped_by_limit_stays_incomplete(tmp_path):
     psmpi.map(square, ({"a": i} for i in range(9)), name="square", out=out, backend="serial",
               verbose=0, shard=(0, 2), limit=2)
     assert shards_status(str(out))[0].state == "incomplete"
+
+
+def test_status_tells_failed_and_running_shards_and_prints_json(tmp_path):
+    from psmpi.store.lock import release_lock, take_lock
+
+    def worker(pset):
+        if pset["a"] == 1:
+            raise ValueError("one")
+        return {"y": 1}
+
+    out = tmp_path / "study.h5"
+    for k in range(3):
+        psmpi.map(worker, PSETS, name="square", out=out, backend="serial", verbose=0,
+                  shard=(k, 3))
+    lock = take_lock(str(tmp_path / "study.shard-002-of-003.h5"))  # as a running survey
+    try:
+        states = shards_status(str(out))
+        assert [s.state for s in states] == ["done", "failed", "running"]
+        assert resubmit_line(states) is None
+        proc = subprocess.run([sys.executable, "-m", "psmpi", "status", "--json", str(out)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        release_lock(lock)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [s["state"] for s in report["shards"]] == ["done", "failed", "running"]
+    assert report["overall"]["square"] == {"done": 22, "failed": 1, "total": 23, "left": 0}
+    assert report["resubmit"] is None
