@@ -374,3 +374,17 @@ def test_status_tells_failed_and_running_shards_and_prints_json(tmp_path):
     assert [s["state"] for s in report["shards"]] == ["done", "failed", "running"]
     assert report["overall"]["square"] == {"done": 22, "failed": 1, "total": 23, "left": 0}
     assert report["resubmit"] is None
+
+
+def test_merge_skips_a_map_a_shard_created_but_never_wrote(tmp_path):
+    out = tmp_path / "study.h5"
+    run_shard(out, 0, 2)
+    with Store.open(tmp_path / "study.shard-001-of-002.h5") as store:
+        store.table("square")  # killed before its attributes and first commit
+    assert psmpi.merge_shards(str(out)) == {"square": 12}
+    with Store.open(tmp_path / "study.shard-001-of-002.h5") as store:
+        t = store.table("square")
+        assert t.admit({"y": 1}) is None
+        t.append([{"y": 1}])
+    with pytest.raises(StoreError, match="not written as a shard"):
+        psmpi.merge_shards(str(out))

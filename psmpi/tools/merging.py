@@ -308,6 +308,8 @@ def _fingerprints(shards: list[ShardFile]) -> dict[str, tuple[str, int]]:
         with open_h5(shard.path, "r") as f:
             for name in maps_in(f):
                 attrs = f[name].attrs
+                if layout.STUDY_FINGERPRINT_ATTR not in attrs and not _has_rows(f, name):
+                    continue  # a shard killed before its first commit: nothing to merge
                 if layout.STUDY_FINGERPRINT_ATTR not in attrs:
                     raise StoreError(f"map {name!r} of {shard.path} was not written as a shard "
                                      f"(it has no study fingerprint); merge it with "
@@ -321,6 +323,11 @@ def _fingerprints(shards: list[ShardFile]) -> dict[str, tuple[str, int]]:
                                      f"or shard split): refusing to merge them; move the shard "
                                      f"files of the old study away")
     return {name: value[:2] for name, value in seen.items()}
+
+
+def _has_rows(f: Any, name: str) -> bool:
+    return any(t is not None and t.n_rows for t in (table(f, name, kind)
+                                                    for kind in layout.TABLE_KINDS))
 
 
 def _merged_so_far(f: Any, name: str, fingerprint: str, path: str) -> dict[str, list[int]]:
@@ -353,6 +360,8 @@ def _add_shards(store: Store, shards: list[ShardFile], studies: dict[str, tuple[
     for shard in shards:
         with open_h5(shard.path, "r") as f:
             for name in maps_in(f):
+                if name not in studies:  # no rows and no fingerprint: nothing to merge
+                    continue
                 done = merged[name].setdefault(str(shard.k), [0, 0])
                 for i, kind in enumerate(layout.TABLE_KINDS):
                     source = table(f, name, kind)
