@@ -36,7 +36,7 @@ from .study.command import CommandError, run_command
 from .study.post import filter_rows, missing_psets, print_table
 from .study.templates import prep_batch
 from .tools.cleaning import clean
-from .tools.merging import merge
+from .tools.merging import merge, merge_shards
 from .tools.summary import MapSummary, failures, status
 from .worker.context import PsetContext, context
 from .worker.setup import SetupContext
@@ -53,7 +53,7 @@ __all__ = [
     "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
     "prep_batch", "history",
     # results files, as the `psmpi` command handles them
-    "read", "status", "MapSummary", "failures", "merge", "clean",
+    "read", "status", "MapSummary", "failures", "merge", "merge_shards", "clean",
     # errors
     "PsmpiError", "ConfigError", "PsetError", "StoreError", "BackendError", "InternalError",
     "SetupError", "PsetFailed", "__version__",

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +58,39 @@ def _parse_out(text: str) -> str | None:
 
 def _parse_str(text: str) -> str:
     return text
+
+
+def _parse_shard(text: str) -> tuple[int, int] | bool | None:
+    """``PSMPI_SHARD``: "k/n" (shard k of n, k from 0), "array:LOW-HIGH[:STEP]" (a task of
+    the Slurm job array LOW-HIGH, when part of it is resubmitted), "off" (no sharding, not
+    even in a Slurm job array), "" or "auto" (a Slurm job array's, else none)."""
+    value = text.strip().lower()
+    if value in ("", "auto", "none"):
+        return None
+    if value in ("off", "no", "false", "0"):
+        return False
+    if value.startswith("array:"):
+        return value
+    k, sep, n = value.partition("/")
+    if not sep:
+        raise ValueError(text)
+    return int(k), int(n)
+
+
+SHARD_ARRAY = re.compile(r"array:(\d+)-(\d+)(?::(\d+))?$")
+
+
+def _check_shard(value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str) and SHARD_ARRAY.match(value):
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)) \
+            and value[1] >= 1 and 0 <= value[0] < value[1]:
+        return None
+    return ("must be (k, n) with 0 <= k < n (shard k of n), 'array:LOW-HIGH[:STEP]' (a task "
+            "of that Slurm job array), False (no sharding) or None (a Slurm job array's task, "
+            "else no sharding)")
 
 
 def _is_int(value: Any) -> bool:
@@ -233,6 +267,12 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("gpus_per_worker", None, _optional(_int_in(1, math.inf)), _parse_optional_int,
            "GPUs given to each worker process of a node (sets CUDA_VISIBLE_DEVICES and the "
            "AMD/Intel equivalents); the node's devices: PSMPI_NODE_GPUS, Slurm or nvidia-smi"),
+    Option("shard", None, _check_shard, _parse_shard,
+           "(k, n): compute only shard k of n of the psets into its own file beside out "
+           "(psmpi merge joins them); None: a Slurm job array's task, else all psets"),
+    Option("job_script", None, _check_optional_str, _parse_out,
+           "the command that submitted this job (a shard records it; psmpi status prints "
+           "it to resubmit the shards that are not complete)"),
 ] + [Option(b, None, _check_dict, None, f"options for the {b} backend only")
      for b in BACKEND_NAMES]}
 
@@ -270,6 +310,8 @@ class Settings:
     timeout: float | None
     setup: Callable | None
     gpus_per_worker: int | None
+    shard: tuple[int, int] | str | bool | None
+    job_script: str | None
     serial: dict | None
     multiprocessing: dict | None
     mpi: dict | None

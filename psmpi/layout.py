@@ -8,6 +8,8 @@ a name changes in one line.
 
 from __future__ import annotations
 
+import os
+
 # ---------------------------------------------------------------------- the results file
 FORMAT = 1                      # the file format; a file of a higher one is refused
 FORMAT_ATTR = "psmpi_format"    # attribute of the file's root group
@@ -15,6 +17,14 @@ FORMAT_ATTR = "psmpi_format"    # attribute of the file's root group
 CREATED_ATTR = "created"        # ISO UTC time the map was first written
 VERSION_ATTR = "psmpi_version"  # psmpi that created the map
 N_PSETS_ATTR = "n_psets"        # psets the latest run was given, if it knew (``psmpi status``)
+# attributes of a map's group in a shard file (one share of a study run as many jobs)
+SHARD_ATTR = "shard"            # int64 (k, n): this file is shard k of n
+STUDY_FINGERPRINT_ATTR = "study_fingerprint"  # str: the same in every shard of one study
+STUDY_N_PSETS_ATTR = "study_n_psets"  # psets of the whole study (-1: unknown)
+SHARD_RESUBMIT_ATTR = "resubmit"  # JSON: Slurm array offset, job script, directory
+# attribute of a map's group in the file merged from shards: JSON {shard k: [results rows,
+# failure rows] merged}, so a later merge adds only what is new
+MERGED_SHARDS_ATTR = "merged_shards"
 # the tables of a map, one group each
 RESULTS, FAILURES = "results", "failures"
 TABLE_KINDS = (RESULTS, FAILURES)
@@ -67,6 +77,28 @@ LOG_PREFIX, LOG_SUFFIX = ".psmpi-", ".log"
 # (``psmpi clean``). The names after ``<out>.``: <pid>.tmp (a results file being created),
 # merge-<pid>.tmp (psmpi merge), lock-<pid>-<hex>.tmp (a lock in the making).
 LEFTOVER_TMP = r"(?:merge-)?(\d+)\.tmp|lock-(\d+)-[0-9a-f]+\.tmp"
+
+
+# One study run as n jobs: shard k of ``study.h5`` writes ``study.shard-003-of-100.h5``
+# (k and n zero-padded to the width of n - 1, at least 3 digits).
+SHARD_NAME = "{stem}.shard-{k:0{w}d}-of-{n:0{w}d}{ext}"
+SHARD_PATTERN = r"\.shard-(\d+)-of-(\d+)"  # after the stem, before the extension
+
+
+def shard_path(path: str, k: int, n: int) -> str:
+    """The file shard ``k`` of ``n`` writes for the study whose file is ``path``."""
+    stem, ext = _split_ext(path)
+    return SHARD_NAME.format(stem=stem, k=k, n=n, w=max(3, len(str(n - 1))), ext=ext)
+
+
+def shard_glob_parts(path: str) -> tuple[str, str]:
+    """(stem, extension) of study file ``path``: its shard files are stem + pattern + ext."""
+    return _split_ext(path)
+
+
+def _split_ext(path: str) -> tuple[str, str]:
+    stem, ext = os.path.splitext(path)
+    return (stem, ext) if ext else (path, "")
 
 
 def lock_path(path: str) -> str:

@@ -8,7 +8,6 @@ the worker ranks serving, and the checks run on rank 0 only. Prints one line per
 summary; exits 1 if any check failed. (psmpi must be importable: installed, or PYTHONPATH.)
 """
 
-import os
 import sys
 import tempfile
 import time

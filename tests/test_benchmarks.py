@@ -80,3 +80,19 @@ def test_adaptive_benchmark_quick_run_measures_every_system():
     for system in ("executor", "map-rounds", "futures"):
         assert f"| {system} |" in out, out
     assert "FAILED" not in out
+
+
+def test_merge_quick_run_reports_both_scenarios_and_the_target(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "merge.py"), "--quick", "--inputs",
+                           "--dir", str(tmp_path)], check=False, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for scenario in ("scalars", "arrays"):
+        for merge in ("psmpi", "h5py"):
+            assert f"| {scenario} | {merge} |" in proc.stdout, (scenario, merge)
+        line = next(ln for ln in proc.stdout.splitlines()
+                    if f"hand-written copy, {scenario}:" in ln)
+        assert ": met (" in line or ": MISSED (" in line, line
+    assert proc.stdout.count("6,000 rows") == 0 and "round 1: psmpi: 6,000 rows" in proc.stderr
+    assert os.listdir(tmp_path) == []

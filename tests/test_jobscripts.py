@@ -37,7 +37,7 @@ CI_SCRIPTS = [ROOT / ".ci" / "slurm-up.sh", ROOT / ".ci" / "slurm-down.sh"]
 SBATCH_OPTIONS = {
     "job-name", "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "time", "output",
     "error", "account", "partition", "mem", "mem-per-cpu", "signal", "requeue",
-    "open-mode", "qos", "constraint", "exclusive", "mail-type", "mail-user",
+    "open-mode", "qos", "constraint", "exclusive", "mail-type", "mail-user", "array",
     "gpus-per-node", "gres",
 }
 
@@ -63,7 +63,7 @@ def enabled(name: str) -> dict[str, str | None]:
 # --- static checks ----------------------------------------------------------------------
 
 def test_the_scripts_are_there():
-    assert NAMES == sorted(["gpu.sbatch", "mpi.sbatch", "mpi-mpiexec.sbatch",
+    assert NAMES == sorted(["array.sbatch", "gpu.sbatch", "mpi.sbatch", "mpi-mpiexec.sbatch",
                             "multiprocessing.sbatch", "requeue.sbatch"])
 
 
@@ -203,7 +203,8 @@ echo "{tool} $*" >> "$FAKE_TOOLS_LOG"
 FAKE_BODIES = {
     "srun": 'while [[ $1 == -* ]]; do shift; done\nexec "$@"',
     "mpiexec": '[ "$1" = -n ] && shift 2\nexec "$@"',
-    "scontrol": 'exit "${FAKE_SCONTROL_RC:-0}"',
+    "scontrol": '[ -n "$FAKE_SCONTROL_SHOW" ] && echo "$FAKE_SCONTROL_SHOW"\n'
+                'exit "${FAKE_SCONTROL_RC:-0}"',
 }
 
 
@@ -342,6 +343,27 @@ def test_simple_scripts_run_the_study(fake, name, status):
                 "mpi-mpiexec.sbatch": ["mpiexec -n 3 python " + str(FAKE_SURVEY) + " --x 1 2"],
                 "multiprocessing.sbatch": []}[name]
     assert fake.tools() == expected
+
+
+def test_array_is_one_node_per_task_and_records_the_job_script():
+    on = enabled("array.sbatch")
+    assert re.fullmatch(r"0-\d+", on["array"]) and on["nodes"] == "1", on
+    assert "%A_%a" in on["output"], "one log per task"
+    body = text("array.sbatch")
+    assert "export PSMPI_NCORES=${SLURM_CPUS_PER_TASK" in body
+    assert 'scontrol show job "$SLURM_JOB_ID"' in body and "export PSMPI_JOB_SCRIPT" in body
+    assert "psmpi status" in body and "psmpi merge" in body and "PSMPI_SHARD=array:" in body
+
+
+@pytest.mark.parametrize("status", [0, 75])
+def test_array_runs_the_study_with_its_job_script(fake, status):
+    show = "   JobId=4242 JobName=survey\n   Command=/site/array.sbatch --x 1\n   WorkDir=/w"
+    code, out = fake.run("array.sbatch", "--x", "1", FAKE_EXIT=status, FAKE_SCONTROL_SHOW=show,
+                         SLURM_ARRAY_JOB_ID="4240", SLURM_ARRAY_TASK_ID="2")
+    assert code == status, out
+    assert f"job 4240 task 2: survey exited with status {status}" in out, out
+    assert fake.survey_runs() == ["args=['--x', '1'] restart=None ncores=2 "
+                                  "backend=multiprocessing job_script=/site/array.sbatch --x 1"]
 
 
 @pytest.mark.parametrize("name", NAMES)

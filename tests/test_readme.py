@@ -54,3 +54,18 @@ def test_the_executor_example_of_the_docs_runs_with_python_and_under_mpiexec(tmp
         assert proc.returncode == 0, proc.stderr
         assert "best x 0.3008" in proc.stdout, proc.stdout  # the same answer, resumed or not
     assert "24 resumed" in proc.stderr  # the second and third runs replay the file
+
+
+def test_readme_shards_example_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    section = (ROOT / "docs" / "guide" / "shards.md").read_text()
+    (tmp_path / "shards.py").write_text(re.search(r"```python\n(.*?)```", section, re.S)[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PSMPI_", "SLURM_"))}
+    proc = subprocess.run([sys.executable, "shards.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 psets merged" in proc.stdout
+    assert len(list(tmp_path.glob("study.shard-*-of-004.h5"))) == 4

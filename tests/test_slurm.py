@@ -24,6 +24,10 @@ is tests/slurm/survey.py. Every job is submitted at the start, so they run side 
   exactly once, the rows of the first run are those the file held when psmpi had stopped,
   and the second run resumed exactly those.
 
+* array.sbatch as an array of 4 tasks over one survey (a shard each): task 2's first run
+  is SIGKILLed mid-way; ``psmpi status`` prints the sbatch line that resubmits it alone;
+  run so, it resumes its shard file; ``psmpi merge`` then holds every pset once.
+
 With .ci/slurm-up.sh's settings (cred_expire=10, bf_interval=1) a requeued job restarts
 12-13 s after `scontrol requeue`; the whole file takes about a minute (90 s at most).
 """
@@ -197,6 +201,9 @@ def survey_variables(**extra: object) -> dict[str, str]:
 
 
 REQUEUE_OPTIONS = ["--time=1", "--signal=B:USR1@10"]
+# The array: 4 tasks over one survey of 60 psets (15 each, 0.3 s per pset on 2 workers);
+# task 2's first run is SIGKILLed at pset 38, its 10th.
+ARRAY_TASKS, ARRAY_PSETS, ARRAY_KILLED, ARRAY_KILL_AT = 4, 60, 2, 38
 MPI_TASKS = ["--nodes=1", "--ntasks-per-node=3"]          # rank 0 + two workers
 ONE_PROCESS = ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=2"]
 
@@ -217,6 +224,10 @@ def jobs(slurm, tmp_path_factory):
             complete),
         Job("multiprocessing", "multiprocessing.sbatch", base / "multiprocessing",
             [*ONE_PROCESS, "--time=5"], complete),
+        Job("array", "array.sbatch", base / "array",
+            [f"--array=0-{ARRAY_TASKS - 1}", *ONE_PROCESS, "--time=5"],
+            survey_variables(SURVEY_PSETS=ARRAY_PSETS, SURVEY_NAP_FIRST_RUN=0.3,
+                             SURVEY_KILL_AT=ARRAY_KILL_AT)),
         Job("requeue-srun", "requeue.sbatch", base / "requeue-srun",
             [*MPI_TASKS, *REQUEUE_OPTIONS], requeue),
         Job("requeue-mpiexec", "requeue.sbatch", base / "requeue-mpiexec",
@@ -305,4 +316,75 @@ def test_requeue_until_complete(slurm, jobs, name):
     assert first == committed == resumed and 0 < first < REQUEUE_PSETS, job.explain()
     assert (rows["restart"] == 1).sum() == REQUEUE_PSETS - first, job.explain()
     print(f"{name}: {first} rows in run 1, {REQUEUE_PSETS - first} in run 2; done "
+          f"{time.monotonic() - job.submitted:.1f} s after submission")
+
+
+def array_logs(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(directory.glob("job-*.out"))}
+
+
+def wait_for_tasks(directory: Path, n: int, deadline: float, since: float) -> dict[str, str]:
+    """The logs of n array tasks once each has ended (said with what status it exited)."""
+    while True:
+        logs = array_logs(directory)
+        ended = [text for text in logs.values() if "survey exited with status" in text]
+        if len(ended) >= n:
+            return logs
+        if time.monotonic() - since > deadline:
+            pytest.fail(f"{len(ended)} of {n} array tasks ended after {deadline} s:\n{logs}")
+        time.sleep(0.5)
+
+
+def psmpi_cli(*args: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "psmpi", *args], cwd=cwd, text=True,
+                            capture_output=True, timeout=60,
+                            env={**slurm_env(), "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_array_with_a_killed_task_resubmitted_then_merged(slurm, jobs):
+    """An array of 4 over one survey; task 2 is SIGKILLed mid-way; `psmpi status` prints the
+    sbatch line for it alone; resubmitted so, it resumes its shard; the merge holds every
+    pset once."""
+    require(slurm)
+    job = jobs["array"]
+    logs = wait_for_tasks(job.directory, ARRAY_TASKS, COMPLETE_DEADLINE, job.submitted)
+    statuses = sorted(int(re.search(r"task (\d+): survey exited with status (\d+)", t)[2])
+                      for t in logs.values())
+    assert statuses == [0, 0, 0, 137], logs  # 128 + SIGKILL
+    killed = next(t for t in logs.values() if "status 137" in t)
+    assert f"task {ARRAY_KILLED}: survey exited" in killed, logs
+    shards = sorted(p.name for p in job.directory.glob("survey.shard-*.h5"))
+    assert shards == [f"survey.shard-{k:03d}-of-004.h5" for k in range(ARRAY_TASKS)], shards
+
+    status = psmpi_cli("status", "survey.h5", cwd=job.directory)
+    line = re.search(r"to resubmit the shards that are not complete: (?:cd (\S+) && )?"
+                     r"sbatch --array=(\S+) --export=ALL,PSMPI_SHARD=(\S+) (.+)", status)
+    assert line, status
+    assert line[2] == str(ARRAY_KILLED) and line[3] == f"array:0-{ARRAY_TASKS - 1}", status
+    assert line[4].strip() == str(JOBSCRIPTS / "array.sbatch"), status  # scontrol's Command=
+    assert "3 done, 1 incomplete" in status, status
+
+    # Resubmit as printed (plus the test's own variables, which a user's environment holds).
+    variables = ",".join(f"{k}={v}" for k, v in job.variables.items())
+    since = time.monotonic()
+    run("sbatch", "--parsable", f"--chdir={job.directory}",
+        f"--output={job.directory}/job-%j.out", "--job-name=psmpi-array-again",
+        *[o for o in job.options if not o.startswith("--array")], f"--array={line[2]}",
+        f"--export=ALL,{variables},PSMPI_SHARD={line[3]}", line[4].strip())
+    logs = wait_for_tasks(job.directory, ARRAY_TASKS + 1, REQUEUE_DEADLINE, since)
+    again = [t for t in logs.values() if "survey: run 1" in t and "complete," in t
+             and f"task {ARRAY_KILLED}:" in t]
+    assert again, logs
+    resumed = int(re.search(r"complete, \d+ rows, (\d+) resumed", again[-1])[1])
+    assert 0 < resumed < ARRAY_PSETS // ARRAY_TASKS, again[-1]  # the killed run's rows kept
+
+    psmpi_cli("merge", "survey.h5", cwd=job.directory)
+    rows = psmpi.read(str(job.directory / "survey.h5"), name="nap")
+    assert sorted(rows["_pset_index"]) == list(range(ARRAY_PSETS)), rows
+    assert sorted(rows["i"]) == list(range(ARRAY_PSETS)) and (rows["y"] == rows["i"] ** 2).all()
+    status = psmpi_cli("status", "survey.h5", cwd=job.directory)
+    assert "4 done" in status and "to resubmit" not in status, status
+    print(f"array: {resumed} rows of the killed task resumed; merged "
           f"{time.monotonic() - job.submitted:.1f} s after submission")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 from typing import Any
 
+from ..tools.shards import left_overall, resubmit_line, shards_status
 from ..tools.summary import running_now, status, writer_of
 from ..watch.stalls import seconds_text
 from .common import EXIT_OK, add_command, add_map_option, ago, or_unknown, text_table
@@ -21,7 +23,10 @@ def add_parser(subparsers: Any) -> None:
                     "the file records the total), and when the last pset finished. Also says "
                     "whether a survey is writing the file now and, while it runs, which worker "
                     "(rank or process, host) holds which psets for how long, marking stalled "
-                    "ones and those past timeout=.")
+                    "ones and those past timeout=. When shard files of FILE lie beside it (a "
+                    "study run as many jobs), also every shard's state (done, running, "
+                    "missing, failed, incomplete), what is left overall, and the sbatch "
+                    "line that resubmits the shards that are not complete.")
     p.add_argument("file", metavar="FILE")
     add_map_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -29,6 +34,47 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    shards = shards_status(args.file)
+    if shards and not os.path.exists(args.file):  # not merged yet: the shards only
+        return print_shards(args, shards)
+    code = print_file(args)
+    if shards:
+        print()
+        print_shards(args, shards)
+    return code
+
+
+def print_shards(args: argparse.Namespace, shards: list) -> int:
+    """Every shard's state, what is left overall, and how to resubmit the stragglers."""
+    overall, again = left_overall(shards), resubmit_line(shards)
+    if args.json:
+        print(json.dumps({"file": args.file, "shards": [s.as_dict() for s in shards],
+                          "overall": overall, "resubmit": again}, indent=2))
+        return EXIT_OK
+    print(f"{args.file}: {len(shards)} shards")
+    rows = []
+    for s in shards:
+        done = sum(m.done for m in s.maps)
+        failed = sum(m.failed + m.crashed for m in s.maps)
+        total = None if any(m.total is None for m in s.maps) or not s.maps else \
+            sum(m.total for m in s.maps)
+        rows.append((s.k, s.state, or_unknown(total) if s.maps else "-", done, failed,
+                     os.path.basename(s.path)))
+    print(text_table(("shard", "state", "psets", "done", "failed", "file"), rows))
+    for name, o in overall.items():
+        print(f"map {name!r} overall: {o['done']} done, {o['failed']} failed, "
+              f"{or_unknown(o['left'])} left of {or_unknown(o['total'])}")
+    counts = {state: sum(s.state == state for s in shards) for state in
+              ("done", "failed", "running", "incomplete", "missing")}
+    print(", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    if again:
+        print(f"to resubmit the shards that are not complete: {again}")
+    if counts["done"] + counts["failed"] == len(shards):
+        print(f"every shard is complete: psmpi merge {args.file}")
+    return EXIT_OK
+
+
+def print_file(args: argparse.Namespace) -> int:
     summaries = status(args.file, args.map)
     writer = writer_of(args.file)
     running = running_now(args.file)

@@ -1,7 +1,8 @@
 """One map on the driver: the orchestration loop and what it drives.
 
 ``run``: :class:`~psmpi.driver.run.MapRun`, the loop drawn at its top; ``source``: where the
-psets come from, their checks and resume; ``grouping``: group sizes; ``crashguard``: poison
+psets come from, their checks and resume; ``sharding``: which shard of a study this map
+computes and which psets that is; ``grouping``: group sizes; ``crashguard``: poison
 psets; ``recorder``: outcomes to rows, committed in batches; ``workflow``: simulate, backup
 and git around a map.
 

@@ -16,12 +16,14 @@ this module and its RowWriter (rows.py).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
+import numpy as np
 import pandas as pd
 
 from .. import config, layout, params
@@ -39,6 +41,7 @@ from . import workflow
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
 from .grouping import Grouper
 from .recorder import Recorder, RowWriter
+from .sharding import Shard, select, shard_for
 from .source import ResumeIndex, batches, checked_psets
 
 
@@ -64,7 +67,7 @@ class MapRun:
     """The state of one map() call while it runs."""
 
     def __init__(self, worker: Callable, psets: Any, settings: config.Settings,
-                 backend: Backend, name: str, stop: StopRequest):
+                 backend: Backend, name: str, stop: StopRequest, shard: Shard | None = None):
         self.settings = settings
         self.backend = backend
         self.name = name
@@ -76,6 +79,10 @@ class MapRun:
                               setup=None if settings.simulate else settings.setup,
                               gpus_per_worker=settings.gpus_per_worker)
         self.stream, self.length = checked_psets(psets)
+        self.shard, self.study_length, self.fingerprint = shard, self.length, ""
+        if shard is not None:  # only this shard's psets, under their study indexes
+            self.stream, self.length, self.fingerprint = select(
+                shard, self.stream, self.length, settings.cost, name)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
         self.inflight: dict[int, dict] = {}
@@ -103,6 +110,7 @@ class MapRun:
         finally:
             self.wind_down()
         self.settle_progress(committed_before)
+        self.note_length_found(store)
         return self.finish(time.monotonic() - started, store.path)
 
     def row_writer(self, store: Store) -> RowWriter:
@@ -136,12 +144,34 @@ class MapRun:
         self.reporter.start(self.progress, store.path)
         if self.length is not None and store.path is not None:
             store.note_planned(self.name, self.length)
+        if self.shard is not None and store.path is not None:
+            store.note_map_attrs(self.name, self.shard_attrs())
         self.recorder = Recorder(self.writer, self.inflight, self.progress, self.reporter,
                                  self.name)
         self.guard = crash_guard(store.path, self.name, self.backend.survives_crashes,
                                  self.settings.max_attempts, self.task.timeout)
         self.watch = Watch(self.backend, self.reporter, self.perf.runtimes, self.inflight,
                            self.task.timeout, store.path, self.name)
+
+    def note_length_found(self, store: Store) -> None:
+        """A shard of psets from a generator: once every pset was read, how many there are
+        (of the shard and of the study), so that ``psmpi status`` can call it complete."""
+        stream = self.stream
+        if self.length is not None or store.path is None or self.shard is None \
+                or not getattr(stream, "exhausted", False) or self.stop.requested \
+                or self.settings.limit:
+            return
+        store.note_planned(self.name, self.progress.total)
+        store.note_map_attrs(self.name, {layout.STUDY_N_PSETS_ATTR: np.int64(stream.seen)})
+
+    def shard_attrs(self) -> dict:
+        """What ``psmpi merge`` and ``psmpi status`` need to know of this shard."""
+        shard = self.shard
+        return {layout.SHARD_ATTR: np.array([shard.k, shard.n], dtype=np.int64),
+                layout.STUDY_FINGERPRINT_ATTR: self.fingerprint,
+                layout.STUDY_N_PSETS_ATTR: np.int64(-1 if self.study_length is None
+                                                    else self.study_length),
+                layout.SHARD_RESUBMIT_ATTR: json.dumps(shard.resubmit_info())}
 
     def todo(self, resume: ResumeIndex | None) -> Iterator[tuple[int, dict]]:
         """Psets still to compute: committed ones skipped, at most ``limit`` new ones."""
@@ -313,9 +343,13 @@ def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
 def run_map(worker: Callable, psets: Any, settings: config.Settings, backend: Backend,
             name: str) -> MapResults:
     """Run one map to the end, or drain and exit with EXIT_INCOMPLETE on a stop signal."""
-    path, worker = workflow.prepare(settings, out_path(settings.out), worker)
+    shard = shard_for(settings.shard, os.environ, settings.job_script)
+    path = out_path(settings.out)
+    if shard is not None and path is not None:  # every shard its own file, beside the study's
+        path = layout.shard_path(path, shard.k, shard.n)
+    path, worker = workflow.prepare(settings, path, worker)
     with StopRequest() as stop:
-        run = MapRun(worker, psets, settings, backend, name, stop)
+        run = MapRun(worker, psets, settings, backend, name, stop, shard)
         try:
             with Store.open(path, fsync_interval=settings.fsync_interval) as store:
                 results = run.execute(store)

@@ -93,6 +93,14 @@ def append_values(table: Table, values: dict[str, Any], k: int,
             else _gather(table, col, values.get(name), k)
             for name, col in table._cols.items()}
     table._encoded.clear()
+    return _commit_data(table, data, k)
+
+
+def _commit_data(table: Table, data: dict[str, tuple[np.ndarray, np.ndarray | None]],
+                 k: int) -> range:
+    """The two-phase commit of ``k`` rows gathered as ``{column: (array, nulls)}``, a heap
+    column's bytes waiting in its ``pending`` (offsets from their start)."""
+    store = table._store
     n0, n1 = table._n, table._n + k
     store._ensure_space()
     try:
@@ -130,6 +138,62 @@ def append_values(table: Table, values: dict[str, Any], k: int,
             col.heap_end += len(col.pending)
             col.pending, col.pending_shapes = b"", None
     return range(n0, n1)
+
+
+def append_from(table: Table, source: Table, lo: int, hi: int) -> range | None:
+    """Commit rows [lo, hi) of ``source`` as they are stored, column by column in bulk.
+
+    Only when both tables have the same columns of the same kinds, dtypes and shapes (a str
+    column of ``table`` may be narrower: it is widened); None otherwise, and nothing is
+    written: :meth:`Table.admit` and :meth:`Table.append` of the rows then do what it takes.
+    """
+    store = table._store
+    if store is None or store._f is None:
+        raise StoreError(f"{table} is read-only or its store is closed")
+    hi = min(hi, source._n)
+    if hi <= lo:
+        return range(table._n, table._n)
+    if not _same_schema(table, source):
+        return None
+    data = {}
+    for name, scol in source._cols.items():
+        col = table._cols[name]
+        where = f"column {name!r}"
+        array = _slice(source, scol.ds, lo, hi, where)
+        nulls = _nulls(source, scol, lo, hi)
+        if scol.kind in _HEAP_KINDS:
+            start = int(array[0]["offset"])
+            end = int(array[-1]["offset"]) + int(schema._lengths(array[-1]))
+            col.pending = _slice(source, scol.heap, start, end, f"the heap of {where}")
+            array = array.copy()
+            array["offset"] -= start
+            if scol.kind == "ragged":
+                col.pending_shapes = _slice(source, scol.shapes, lo, hi, f"the shapes of {where}")
+        elif scol.kind == "str" and scol.ds.dtype.itemsize > col.dtype.itemsize:
+            col.dtype = scol.ds.dtype  # widened by _prepare
+        data[name] = (array if scol.kind != "str" else array.astype(col.dtype, copy=False),
+                      nulls)
+    return _commit_data(table, data, hi - lo)
+
+
+def _same_schema(table: Table, source: Table) -> bool:
+    """Whether rows of ``source`` can be copied into ``table`` as stored (:func:`append_from`)."""
+    if table._cols.keys() != source._cols.keys():
+        return False
+    for name, scol in source._cols.items():
+        col = table._cols[name]
+        if col.ds is None or scol.ds is None or col.kind != scol.kind or col.shape != scol.shape:
+            return False
+        stored = _stored_as(col.ds) if col.kind in _HEAP_KINDS else (col.kind, col.ds.dtype)
+        if stored != (col.kind, col.dtype):
+            return False  # a schema change is pending in table
+        if scol.kind == "str":
+            if scol.ds.dtype.kind != "S" or col.ds.dtype.kind != "S":
+                return False  # an older writer's variable-length str
+        elif scol.ds.dtype != col.ds.dtype or (scol.kind == "ragged" and (
+                scol.dtype != col.dtype or scol.ndim != col.ndim)):
+            return False
+    return True
 
 
 def _settle(table: Table, values: dict[str, Any]) -> None:

@@ -154,6 +154,12 @@ class Store:
         self._file()[map_name].attrs[N_PSETS_ATTR] = np.int64(n_psets)
         self._file().flush()
 
+    def note_map_attrs(self, map_name: str, attrs: dict) -> None:
+        """Set attributes of map ``map_name``'s group (e.g. a shard's), flushed."""
+        self.table(map_name)
+        self._file()[map_name].attrs.update(attrs)
+        self._file().flush()
+
     def map_names(self) -> list[str]:
         """Names of the maps in the file, in creation order."""
         return maps_in(self._file())

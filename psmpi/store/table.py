@@ -170,6 +170,17 @@ class Table:
         """Names of the columns in the file, in creation order."""
         return [c.name for c in self._cols.values() if c.ds is not None]
 
+    def bytes_per_row(self) -> float:
+        """About how many bytes one committed row takes: its columns, and its share of the
+        heaps of general and ragged columns (to size blocks of rows copied at once)."""
+        total = 0.0
+        for col in self._cols.values():
+            if col.ds is not None:
+                total += col.ds.dtype.itemsize * int(np.prod(col.ds.shape[1:], dtype=np.int64))
+            if col.kind in _HEAP_KINDS and self._n:
+                total += col.heap_end / self._n + 8 * col.ndim
+        return total
+
     # ------------------------------------------------------------------ writing
     def admit(self, row: dict) -> str | None:
         """Check that ``row`` can be stored and record the schema changes it implies.
@@ -233,6 +244,21 @@ class Table:
         :meth:`transpose` of rows :meth:`admit` accepted.
         """
         return _commit.append_values(self, values, k, columns)
+
+    def append_from(self, source: Table, lo: int, hi: int) -> range | None:
+        """Commit rows [lo, hi) of table ``source`` in bulk, copied as stored.
+
+        The fast way to copy between tables of one schema (``psmpi merge``): no value is
+        decoded. Only when both tables have the same columns of the same kinds, dtypes and
+        shapes (a str column here may be narrower; it is widened).
+
+        Returns
+        -------
+        range or None
+            The row numbers the rows were committed as; None if the schemas differ (nothing
+            is written: copy those rows with :meth:`admit` and :meth:`append`).
+        """
+        return _commit.append_from(self, source, lo, hi)
 
     def transpose(self, rows: list[dict]) -> dict[str, Any]:
         """``{key: values of the rows}`` of admitted rows; keys outside the schema hold only None."""

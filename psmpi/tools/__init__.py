@@ -2,7 +2,8 @@
 ``psmpi`` command is a shell over.
 
 ``summary``: per-map status and the failures (``psmpi.status``, ``psmpi.failures``);
-``merging``: ``psmpi.merge`` and removing maps; ``cleaning``: ``psmpi.clean``; ``report``:
+``merging``: ``psmpi.merge``, ``psmpi.merge_shards`` and removing maps; ``shards``: the
+shard files of a study run as many jobs and their state; ``cleaning``: ``psmpi.clean``; ``report``:
 the pictures of ``psmpi report``.
 
 May import the foundations, :mod:`psmpi.store`, :mod:`psmpi.study` (filters) and

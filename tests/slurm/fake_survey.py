@@ -6,8 +6,8 @@
                   seconds and exit with status 75, as psmpi does (a time limit of 30 s
                   otherwise: exit 99)
 
-Its arguments, SLURM_RESTART_COUNT, PSMPI_NCORES and PSMPI_BACKEND go to FAKE_LOG, one line
-per run.
+Its arguments, SLURM_RESTART_COUNT, PSMPI_NCORES and PSMPI_BACKEND (and PSMPI_JOB_SCRIPT if
+set) go to FAKE_LOG, one line per run.
 """
 
 import os
@@ -20,7 +20,9 @@ def main():
     with open(os.environ["FAKE_LOG"], "a") as log:
         log.write(f"args={sys.argv[1:]} restart={os.environ.get('SLURM_RESTART_COUNT')} "
                   f"ncores={os.environ.get('PSMPI_NCORES')} "
-                  f"backend={os.environ.get('PSMPI_BACKEND')}\n")
+                  f"backend={os.environ.get('PSMPI_BACKEND')}"
+                  + (f" job_script={os.environ['PSMPI_JOB_SCRIPT']}"
+                     if os.environ.get("PSMPI_JOB_SCRIPT") else "") + "\n")
     if "FAKE_EXIT" in os.environ:
         sys.exit(int(os.environ["FAKE_EXIT"]))
     got = []
