@@ -59,3 +59,16 @@ def test_the_documentation_builds_without_a_warning(tmp_path):
     assert "psmpi status" in page and "psmpi merge" in page  # generated from the parsers
     assert "psmpi.map" in (out / "reference" / "api.html").read_text()
     shutil.rmtree(out)
+
+
+def test_the_file_layout_reference_names_every_on_disk_name():
+    from psmpi import layout
+
+    page = (DOCS / "reference" / "file-layout.md").read_text()
+    names = [value for name, value in vars(layout).items()
+             if name.isupper() and isinstance(value, str) and "{" not in value
+             and "(" not in value]
+    names += list(layout.LEGACY_NAMES)
+    assert len(names) > 30
+    missing = [n for n in names if n not in page]
+    assert not missing, f"docs/reference/file-layout.md does not name {missing}"
