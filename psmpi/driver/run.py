@@ -28,7 +28,7 @@ import pandas as pd
 
 from .. import config, layout, params
 from ..backends import Backend
-from ..errors import PsetError, PsetTimeout, SetupError
+from ..errors import PsetTimeout, SetupError
 from ..results import MapProgress, MapResults, Missing
 from ..stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from ..store import Store, Table
@@ -41,7 +41,7 @@ from . import workflow
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
 from .grouping import Grouper
 from .recorder import Recorder, RowWriter
-from .sharding import Shard, select, shard_for
+from .sharding import Shard, pset_cost, select, shard_for
 from .source import ResumeIndex, batches, checked_psets
 
 
@@ -326,16 +326,7 @@ def most_expensive_first(todo, cost: Callable) -> Iterator[tuple[int, dict]]:
     after the others. It needs every pending pset in memory once.
     """
     items = list(todo)
-    costs = []
-    for index, pset in items:
-        try:
-            value = float(cost(pset))
-        except Exception as exc:
-            raise PsetError(f"cost() failed for pset {index} {pset!r}: {task.describe(exc)}; "
-                            f"it must return a number for every pset") from exc
-        if value != value:
-            raise PsetError(f"cost() returned NaN for pset {index} {pset!r}")
-        costs.append(-value)
+    costs = [-pset_cost(cost, index, pset) for index, pset in items]
     order = sorted(range(len(items)), key=costs.__getitem__)
     return iter([items[i] for i in order])
 

@@ -135,7 +135,7 @@ def select(shard: Shard, stream: Iterator[tuple[int, dict]], length: int | None,
         count = None if length is None else len(range(shard.k, length, shard.n))
         return share, count, fingerprint(name, shard.n, "index", length, hashes)
     items = list(stream)
-    bins = balanced_bins([_cost(cost, index, pset) for index, pset in items], shard.n)
+    bins = balanced_bins([pset_cost(cost, index, pset) for index, pset in items], shard.n)
     mine = [item for item, b in zip(items, bins) if b == shard.k]
     return iter(mine), len(mine), fingerprint(name, shard.n, "cost", len(items), hashes)
 
@@ -157,7 +157,8 @@ class IndexShare:
         self.exhausted = True
 
 
-def _cost(cost: Callable, index: int, pset: dict) -> float:
+def pset_cost(cost: Callable, index: int, pset: dict) -> float:
+    """``cost(pset)`` as a float; a PsetError naming the pset if it fails or is NaN."""
     try:
         value = float(cost(pset))
     except Exception as exc:
