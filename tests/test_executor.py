@@ -136,6 +136,14 @@ def start(path, backend, run, calls, seen, token, sleep, ranks=None, **extra):
                             stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_new_rows(path, rows_before: int, proc, timeout: float = 90.0) -> None:
+    """Until this run has committed rows of its own (or has ended)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and sum(stored_xs(path).values()) <= rows_before:
+        assert time.monotonic() < deadline, f"the study committed nothing in {timeout} s"
+        time.sleep(0.2)
+
+
 def stored_xs(path):
     """x -> how many result rows of the study the file holds (reading in a subprocess)."""
     if not path.exists():
@@ -185,7 +193,11 @@ def test_killed_adaptive_study_resumes_with_the_same_answer(tmp_path, backend, r
     for run in range(8):
         before[run] = stored_xs(path)
         proc = start(path, backend, run, calls, seen, token, 0.02, ranks)
-        time.sleep(rng.uniform(0.8, 2.0))
+        if run % 2:  # however slow the start-up (a loaded machine): kill once rows are in
+            wait_for_new_rows(path, sum(before[run].values()), proc)
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.8, 2.0))
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read()
             break
