@@ -48,6 +48,7 @@ class Placement:
     hosts: tuple[tuple[str, int, tuple[str, ...]], ...]
     cores_per_rank: int
     whole_nodes: bool = False
+    slurm: bool = False  # the allocation is a Slurm job's: launch with srun
 
     @property
     def ranks(self) -> int:
@@ -166,6 +167,7 @@ class Scheduler:
             for earlier in passed_over:  # a later pset starts in their place
                 earlier[1] += 1
             passed_over = []
+            placement = dataclasses.replace(placement, slurm=self.allocation.slurm)
             self.take(placement)
             del self.waiting[key]
             self.running[key] = placement
