@@ -1,0 +1,138 @@
+"""Ensembles of MPI applications on this machine: psets asking 1, 2 and 3 ranks of an
+allocation of 4 cores (PSMPI_HOSTS=localhost:4), launched by run_mpi with the mpich wheel's
+mpiexec; and the exact command lines built for srun, MPICH and Open MPI."""
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import psmpi
+from psmpi.backends.scheduling import Placement
+from psmpi.study.mpirun import gpu_env, launch_command
+
+APP = str(Path(__file__).parent / "scripts" / "mpi_app.py")
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+needs_mpich = pytest.mark.skipif(not os.access(MPIEXEC, os.X_OK),
+                                 reason="needs the mpich wheel's mpiexec beside Python")
+
+
+def app_worker(pset):
+    here = psmpi.context()
+    out = os.path.join(here.calc_dir, "app.json")
+    t0 = time.time()
+    done = psmpi.run_mpi([sys.executable, APP, out, "{seconds}"], pset, timeout=60)
+    t1 = time.time()
+    with open(out) as file:
+        app = json.load(file)
+    return {"size": app["size"], "t0": t0, "t1": t1, "app_start": app["start"],
+            "app_end": app["end"], "reserved": here.reservation.ranks,
+            "returncode": done["returncode"]}
+
+
+def max_in_use(rows):
+    """The most ranks in use at any instant, from the intervals each pset held its cores."""
+    events = sorted([(row["t0"], row["ranks"]) for row in rows]
+                    + [(row["t1"], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+@needs_mpich
+def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    monkeypatch.setenv("PSMPI_LAUNCHER", "mpich")
+    psets = [{"ranks": ranks, "seconds": 0.5, "k": k} for k in range(3) for ranks in (1, 2, 3)]
+    results = psmpi.map(app_worker, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                        out="ens.h5", calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0,
+                        logfile=False)
+    assert not len(results.missing), results.missing
+    rows = results.results.to_dict("records")
+    assert len(rows) == len(psets)
+    for row in rows:
+        assert row["size"] == row["ranks"] == row["reserved"]
+        assert row["returncode"] == 0
+        assert row["t0"] <= row["app_start"] <= row["app_end"] <= row["t1"]
+    assert max_in_use(rows) <= 4
+    assert max_in_use(rows) >= 3  # psets did run side by side
+    # a pset's run directory holds its output files
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == len(psets)
+    assert all((d / "stdout.txt").exists() and (d / "stderr.txt").exists() for d in run_dirs)
+
+
+def test_a_pset_larger_than_the_allocation_is_refused_before_compute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    ran = tmp_path / "ran"
+
+    def worker(pset):
+        ran.write_text("x")
+        return {"x": 1}
+
+    with pytest.raises(psmpi.ConfigError, match=r"pset 1 \{'ranks': 5\} asks for 5 rank.*"
+                                                r"localhost: 4 cores.*PSMPI_HOSTS"):
+        psmpi.map(worker, [{"ranks": 1}, {"ranks": 5}], resources=lambda p: {"ranks": p["ranks"]},
+                  out=None, verbose=0, vstats=0, logfile=False)
+    assert not ran.exists()
+
+
+def test_a_failing_application_is_a_failed_pset_and_the_rest_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        return psmpi.run_mpi([sys.executable, "-c", "import sys; sys.exit({code})"], pset,
+                             launcher="{cmd}")
+
+    results = psmpi.map(worker, [{"code": 0}, {"code": 3}], resources={"ranks": 1}, out=None,
+                        calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0, logfile=False)
+    assert results.results["returncode"].tolist() == [0]
+    assert len(results.missing) == 1 and "exited with status 3" in str(
+        results.missing.to_dict("records")[0])
+
+
+def test_resources_need_the_ensemble_backend():
+    with pytest.raises(psmpi.ConfigError, match="resources= needs the ensemble backend"):
+        psmpi.map(lambda p: p, [{"a": 1}], resources={"ranks": 1}, backend="serial", out=None,
+                  verbose=0, vstats=0, logfile=False)
+
+
+def test_run_mpi_outside_an_ensemble_says_what_to_do():
+    with pytest.raises(psmpi.PsetError, match="resources="):
+        psmpi.run_mpi(["true"], {}, cwd=".")
+
+
+TWO_HOSTS = Placement((("n01", 2, ("0", "1")), ("n02", 1, ("0",))), cores_per_rank=4)
+ONE_HOST = Placement((("node7", 3, ()),), cores_per_rank=1)
+
+
+@pytest.mark.parametrize("placement, launcher, expected", [
+    (ONE_HOST, "srun",
+     "srun --exact --nodes=1 --ntasks=3 --cpus-per-task=1 --nodelist=node7 ./app --a 1"),
+    (TWO_HOSTS, "srun",
+     "srun --exact --nodes=2 --ntasks=3 --cpus-per-task=4 --nodelist=n01,n02 "
+     "--distribution=block --gpus-per-task=1 ./app --a 1"),
+    (ONE_HOST, "mpich", "/bin/mpiexec -n 3 -hosts node7:3 ./app --a 1"),
+    (TWO_HOSTS, "mpich", "/bin/mpiexec -n 3 -hosts n01:2,n02:1 ./app --a 1"),
+    (TWO_HOSTS, "openmpi", "/bin/mpiexec -n 3 --host n01:2,n02:1 --bind-to none ./app --a 1"),
+    (TWO_HOSTS, "aprun -n {ranks} -d {cores_per_rank} -L {hosts} {cmd}",
+     "aprun -n 3 -d 4 -L n01,n02 ./app --a 1"),
+])
+def test_golden_command_lines(placement, launcher, expected):
+    argv = launch_command(["./app", "--a", "1"], placement, launcher, mpiexec="/bin/mpiexec")
+    assert shlex.join(argv) == expected
+
+
+def test_gpus_reach_the_application_by_every_vendor_variable():
+    assert gpu_env(("2", "3")) == {"CUDA_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "2,3",
+                                   "ROCR_VISIBLE_DEVICES": "2,3", "ZE_AFFINITY_MASK": "2,3"}
+    assert gpu_env(()) == {}
