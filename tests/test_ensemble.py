@@ -67,6 +67,15 @@ def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monke
     run_dirs = list((tmp_path / "runs").iterdir())
     assert len(run_dirs) == len(psets)
     assert all((d / "stdout.txt").exists() and (d / "stderr.txt").exists() for d in run_dirs)
+    # resume: the same map again launches nothing and returns every row
+    again = psmpi.map(not_called, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                      out="ens.h5", name="app_worker", calc_dir=str(tmp_path / "runs"),
+                      verbose=0, vstats=0, logfile=False)
+    assert len(again.results) == len(psets) and not len(again.missing)
+
+
+def not_called(pset):
+    raise AssertionError("a done pset ran again")
 
 
 def test_a_pset_larger_than_the_allocation_is_refused_before_compute(tmp_path, monkeypatch):
@@ -136,3 +145,39 @@ def test_gpus_reach_the_application_by_every_vendor_variable():
     assert gpu_env(("2", "3")) == {"CUDA_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "2,3",
                                    "ROCR_VISIBLE_DEVICES": "2,3", "ZE_AFFINITY_MASK": "2,3"}
     assert gpu_env(()) == {}
+
+
+def test_a_timeout_ends_the_whole_launch(tmp_path):
+    """The launcher and the program it started (here a shell and its sleeping child) stop."""
+    marker = tmp_path / "child.pid"
+    t0 = time.monotonic()
+    with pytest.raises(psmpi.CommandError, match="did not finish within 0.5 s"):
+        psmpi.run_mpi(["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"], {}, timeout=0.5,
+                      cwd=str(tmp_path), reservation=ONE_HOST, launcher="{cmd}")
+    assert time.monotonic() - t0 < 10
+    child = int(marker.read_text())
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{child}") or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the launched program's child outlived the timeout")
+
+
+def test_gpu_psets_get_distinct_devices(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    monkeypatch.setenv("PSMPI_NODE_GPUS", "2")
+
+    def worker(pset):
+        done = psmpi.run_mpi([sys.executable, "-c", "import os, time; time.sleep(0.3); "
+                              "print(os.environ['CUDA_VISIBLE_DEVICES'], time.time())"],
+                             pset, launcher="{cmd}")
+        device, at = done["stdout"].split()
+        return {"device": device, "at": float(at)}
+
+    results = psmpi.map(worker, [{"k": k} for k in range(4)],
+                        resources={"ranks": 1, "gpus_per_rank": 1}, out=None,
+                        calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0, logfile=False)
+    rows = results.results
+    assert sorted(rows["device"]) == ["0", "0", "1", "1"]

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from ..worker import context
+from ..worker import context, launches
 from ..worker.task import EXCEPTION, HOST, GroupOutcome, Task, describe, failed_outcome
 from . import allocation as allocation_module
 from .base import Backend, Group, Held, Options, option, wait_for_groups
@@ -68,6 +68,18 @@ class EnsembleBackend(Backend):
         done: queue.Queue = queue.Queue()
         psets: dict[int, dict] = {}
         source, groups = groups, iter(groups)
+        try:
+            yield from self.loop(task, groups, source, scheduler, psets, done)
+        finally:
+            if scheduler.running:
+                # Left with applications running (the drain ran out, a second signal, an
+                # error on the driver): nobody will read them; they must not outlive us.
+                launches.stop_all()
+            self.started.clear()
+
+    def loop(self, task: Task, groups: Iterator[Group], source: Any, scheduler: Scheduler,
+             psets: dict[int, dict], done: queue.Queue) -> Iterator[GroupOutcome | None]:
+        """The body of :meth:`run`."""
         exhausted = False
         while True:
             if not exhausted:
@@ -137,5 +149,6 @@ class EnsembleBackend(Backend):
             raise ConfigError("gpus_per_worker= does not apply to resources=: ask for GPUs per "
                               "pset with resources={'gpus_per_rank': N}")
 
-    def close(self) -> None:
-        self.started.clear()
+    def abandon(self) -> None:
+        launches.stop_all()
+        self.close()

@@ -20,7 +20,6 @@ import functools
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError, PsetError
+from ..worker import launches
 from ..worker.context import context
 from .command import MAX_OUTPUT, CommandError, _default_signals, _shorten, format_args
 
@@ -35,7 +35,6 @@ LAUNCHERS = ("srun", "mpich", "openmpi")
 # Variables that restrict a program to its GPUs (NVIDIA, AMD, Intel).
 GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                  "ZE_AFFINITY_MASK")
-_KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a timed-out launch
 
 
 def find_mpiexec() -> str:
@@ -129,20 +128,6 @@ def default_launcher(reservation: Any) -> str:
     return mpi_flavour(find_mpiexec())
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the launch's process group, SIGKILL it after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=_KILL_GRACE)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _tail(path: str, limit: int | None) -> str:
     with open(path, errors="replace") as file:
         return _shorten(file.read(), limit)
@@ -218,15 +203,18 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
                                     preexec_fn=_default_signals)
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
+    launches.register(proc)
     timed_out = False
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        _stop_group(proc)
+        launches.stop([proc])
     except BaseException:  # interrupted (a drain, the driver stopping): end every rank
-        _stop_group(proc)
+        launches.stop([proc])
         raise
+    finally:
+        launches.unregister(proc)
     result = {"returncode": proc.returncode, "stdout": _tail(out_path, max_output),
               "stderr": _tail(err_path, max_output), "runtime": time.monotonic() - t0,
               "timed_out": timed_out, "command": shlex.join(command),
