@@ -181,3 +181,32 @@ def test_gpu_psets_get_distinct_devices(tmp_path, monkeypatch):
                         calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0, logfile=False)
     rows = results.results
     assert sorted(rows["device"]) == ["0", "0", "1", "1"]
+
+
+def test_a_drain_starts_nothing_more_stops_the_applications_and_resume_ends_it(tmp_path):
+    import signal
+    import subprocess
+
+    from psmpi.stopping import EXIT_INCOMPLETE
+    script = Path(__file__).parent / "scripts" / "ensemble_drain.py"
+    pids = tmp_path / "pids"
+    env = dict(os.environ, PSMPI_HOSTS="localhost:2", APP_PIDS=str(pids),
+               PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), "s.h5", "30"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_INCOMPLETE, out
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2, out  # nothing started after the signal, though pset 0 ended
+    assert psmpi.read(str(tmp_path / "s.h5"))["a"].tolist() == [0]  # done in the drain: kept
+    for pid in started:  # the application still running at the end of the drain was stopped
+        assert not os.path.exists(f"/proc/{pid}") or " Z " in Path(f"/proc/{pid}/stat").read_text()
+    again = subprocess.run([sys.executable, str(script), "s.h5", "0"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "complete 6" in again.stdout, again.stdout + again.stderr
+    assert len(pids.read_text().split()) == 2 + 5

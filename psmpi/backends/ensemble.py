@@ -8,7 +8,8 @@ worker function runs (``psmpi.context().reservation``; the worker calls
 map (:func:`psmpi.backends.allocation.detect`).
 
 Every pset the driver has to hand out is read and checked before anything starts, so a
-pset asking more than the allocation holds is refused before any compute. Psets run one
+pset asking more than the allocation holds is refused before any compute. On a stop
+signal no waiting pset starts; those running get the drain period, then are stopped. Psets run one
 per thread (groups are split); the threads mostly wait for their launched program.
 ``timeout=`` of the map does not apply (a thread cannot be stopped): give ``run_mpi`` its
 own ``timeout``.
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
+from ..stopping import stop_requested
 from ..worker import context, launches
 from ..worker.task import EXCEPTION, HOST, GroupOutcome, Task, describe, failed_outcome
 from . import allocation as allocation_module
@@ -84,6 +86,9 @@ class EnsembleBackend(Backend):
         while True:
             if not exhausted:
                 exhausted = self.take_all(groups, scheduler, psets)
+            if stop_requested():  # draining: the psets not started stay to do (resume)
+                exhausted = True
+                scheduler.waiting.clear()
             for index, placement in scheduler.start():
                 self.launch(task, (index, psets.pop(index)), placement, done)
             if scheduler.idle:
