@@ -210,3 +210,22 @@ def test_a_drain_starts_nothing_more_stops_the_applications_and_resume_ends_it(t
                            capture_output=True, text=True, timeout=60)
     assert "complete 6" in again.stdout, again.stdout + again.stderr
     assert len(pids.read_text().split()) == 2 + 5
+
+
+def test_with_cost_the_dearest_start_first_and_small_psets_fill_in(tmp_path, monkeypatch):
+    """On one 2-core host: costs put the 2-rank pset first; the 1-rank psets pair up after."""
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        start = time.time()
+        time.sleep(0.5)
+        return {"start": start, "end": time.time()}
+
+    psets = [{"ranks": 1, "c": 1}, {"ranks": 1, "c": 2}, {"ranks": 2, "c": 9}]
+    results = psmpi.map(worker, psets, resources=lambda p: {"ranks": p["ranks"]},
+                        cost=lambda p: p["c"], out=None, verbose=0, vstats=0, logfile=False)
+    rows = results.results.sort_values("start").to_dict("records")
+    assert [row["c"] for row in rows][0] == 9
+    big = rows[0]
+    assert all(row["start"] >= big["end"] for row in rows[1:])  # never more than 2 cores
+    assert rows[2]["start"] < rows[1]["end"]  # the two small ones side by side
