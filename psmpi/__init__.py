@@ -33,6 +33,7 @@ from .executor import Executor, ExecutorStopped
 from .results import MapProgress, MapResults, Missing, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
+from .study.mpirun import run_mpi
 from .study.post import filter_rows, missing_psets, print_table
 from .study.templates import prep_batch
 from .tools.cleaning import clean
@@ -50,7 +51,7 @@ __all__ = [
     "timer", "utils",
     "MapResults", "MapProgress", "Missing", "PerfStats", "Timings",
     # study workflows: batch templates, post-processing, programs per pset
-    "run_command", "CommandError", "filter_rows", "print_table", "missing_psets",
+    "run_command", "run_mpi", "CommandError", "filter_rows", "print_table", "missing_psets",
     "prep_batch", "history",
     # results files, as the `psmpi` command handles them
     "read", "status", "MapSummary", "failures", "merge", "merge_shards", "clean",

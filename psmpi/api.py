@@ -12,7 +12,7 @@ from typing import Any
 from . import config
 from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
 from .driver.run import run_map
-from .errors import BackendError
+from .errors import BackendError, ConfigError
 from .results import MapResults
 
 
@@ -95,8 +95,10 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
 
 def backend_for(settings: config.Settings) -> Backend:
     """The running backend if it matches ``settings``, else a newly started one."""
-    name = settings.backend or auto_backend_name()
     ranks = launched_by_mpi()
+    # resources=: psets launch MPI applications from this one process (not under mpiexec)
+    ensemble = settings.resources is not None and ranks <= 1
+    name = settings.backend or ("ensemble" if ensemble else auto_backend_name())
     # Once the MPI backend runs, only rank 0 is here and other backends are safe to use.
     if ranks > 1 and name != "mpi" and not _session.mpi_started:
         raise BackendError(f"this script was started by an MPI launcher with {ranks} ranks but "
@@ -104,6 +106,12 @@ def backend_for(settings: config.Settings) -> Backend:
                            f"survey. Leave backend unset (MPI is chosen under mpiexec) or start "
                            f"the script with plain python")
     options = settings.backend_options(name)
+    if settings.resources is not None:
+        if name != "ensemble":
+            raise ConfigError(f"resources= needs the ensemble backend, not backend={name!r}: "
+                              f"leave backend unset and run the script with plain python "
+                              f"(not under mpiexec)")
+        options["resources"] = settings.resources
     key = (name, settings.ncores, settings.max_tasks_per_child, repr(sorted(options.items())))
     if _session.backend is None or _session.backend_key != key:
         _session.close_backend()

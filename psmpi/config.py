@@ -25,7 +25,7 @@ from . import params
 from .errors import ConfigError
 
 # Backends whose option dicts (``multiprocessing={...}``) are accepted by init() and map().
-BACKEND_NAMES = ("serial", "multiprocessing", "mpi", "ray")
+BACKEND_NAMES = ("serial", "multiprocessing", "mpi", "ray", "ensemble")
 
 # The default output file is derived from the script name; this marks "not given".
 AUTO = "auto"
@@ -169,6 +169,12 @@ def _check_str(value: Any) -> str | None:
     return None if isinstance(value, str) and value else "must be a non-empty str"
 
 
+def _check_resources(value: Any) -> str | None:
+    if value is None or isinstance(value, dict) or callable(value):
+        return None
+    return "must be a dict like {'ranks': 4} or a function of the pset returning one"
+
+
 def _check_callable(value: Any) -> str | None:
     return None if value is None or callable(value) else "must be a callable or None"
 
@@ -238,6 +244,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "passed as the third argument to worker(pset, system_kwargs, user_kwargs)"),
     Option("cost", None, _check_callable, None,
            "cost(pset) -> float: expected cost, most expensive psets are sent first"),
+    Option("resources", None, _check_resources, None,
+           "per pset MPI ranks/cores/GPUs (a dict or a function of the pset): each pset "
+           "launches an MPI application (psmpi.run_mpi) on cores reserved for it"),
     Option("max_attempts", 3, _int_in(1, math.inf), _parse_int,
            "a pset whose worker process died this many times is marked crashed and skipped"),
     Option("logfile", True, _check_bool, _parse_bool,
@@ -297,6 +306,7 @@ class Settings:
     commit_seconds: float
     user_kwargs: dict | None
     cost: Callable | None
+    resources: dict | Callable | None
     max_attempts: int
     logfile: bool
     carbon_server: str | None
@@ -316,6 +326,7 @@ class Settings:
     multiprocessing: dict | None
     mpi: dict | None
     ray: dict | None
+    ensemble: dict | None
 
     def backend_options(self, backend: str) -> dict:
         """The option dict given for ``backend`` (empty if none)."""

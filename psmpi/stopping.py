@@ -50,6 +50,7 @@ class StopRequest:
         self.since = time.monotonic()
 
     def __enter__(self) -> StopRequest:
+        _active.append(self)
         # Python only lets the main thread install handlers; elsewhere signals keep their
         # default behaviour, and committed rows are still safe.
         if threading.current_thread() is threading.main_thread():
@@ -58,6 +59,8 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self in _active:
+            _active.remove(self)
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous.clear()
@@ -65,6 +68,15 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+_active: list[StopRequest] = []  # the StopRequests entered and not left, innermost last
+
+
+def stop_requested() -> bool:
+    """Whether a stop signal came while a map or Executor runs: a backend that queued psets
+    itself (the ensemble backend) starts no more of them."""
+    return any(stop.requested for stop in _active)
 
 
 def until_stopped(items: Iterable[T], stop: StopRequest) -> Iterator[T]:

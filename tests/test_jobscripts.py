@@ -64,7 +64,7 @@ def enabled(name: str) -> dict[str, str | None]:
 
 def test_the_scripts_are_there():
     assert NAMES == sorted(["array.sbatch", "gpu.sbatch", "mpi.sbatch", "mpi-mpiexec.sbatch",
-                            "multiprocessing.sbatch", "requeue.sbatch"])
+                            "multiprocessing.sbatch", "requeue.sbatch", "mpi-apps.sbatch"])
 
 
 @pytest.mark.parametrize("path", SCRIPTS + CI_SCRIPTS, ids=lambda p: p.name)
@@ -296,6 +296,21 @@ def test_requeue_passes_the_warning_on_and_requeues(fake, launch):
     ncores = "2" if value == "" else None  # plain python: one worker per allocated core
     assert fake.survey_runs() == [f"args=['a', 'two words'] restart=None ncores={ncores} "
                                   f"backend=None"]
+
+
+def test_mpi_apps_runs_one_driver_passes_the_warning_on_and_requeues(fake):
+    """mpi-apps.sbatch: plain python (the driver launches the applications itself), SIGUSR1
+    reaches it, status 75 requeues."""
+    proc = fake.start("mpi-apps.sbatch", "a", FAKE_DRAIN=1.0)
+    wait_for_file(fake.path / "ready", proc)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "time-limit warning (SIGUSR1)" in out and "incomplete: requeueing" in out, out
+    assert fake.tools() == ["scontrol requeue 4242"]  # no srun in front of the driver
+    assert fake.survey_runs() == ["args=['a'] restart=None ncores=None backend=None"]
+    code, out = fake.run("mpi-apps.sbatch", FAKE_EXIT=0)
+    assert code == 0 and "the survey is complete" in out, out
 
 
 @pytest.mark.parametrize("status", [0, 3])

@@ -27,6 +27,7 @@ _REGISTRY = {
     "multiprocessing": ("psmpi.backends.multiprocessing", "MultiprocessingBackend"),
     "mpi": ("psmpi.backends.mpi", "MPIBackend"),
     "ray": ("psmpi.backends.ray", "RayBackend"),
+    "ensemble": ("psmpi.backends.ensemble", "EnsembleBackend"),
 }
 
 _INSTALL_HINT = {

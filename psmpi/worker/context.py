@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from typing import Any
 
 from ..store.bookkeeping import pset_id
@@ -28,21 +29,31 @@ class PsetContext:
     rank: int
     host: str
     setup: Any = None  # what setup(context) returned in this worker process (setup=)
+    # The hosts, cores and GPUs reserved for this pset (an ensemble's Placement), else None.
+    reservation: Any = None
 
 
-_current: PsetContext | None = None
 _pending: tuple | None = None  # what enter() set: the context is built only when asked for
+# The same per thread: the ensemble backend runs psets in threads of one process at once.
+_thread = threading.local()
 
 
 def enter(task, index: int, digest: str, rank: int, host: str) -> None:
     """Called by the task before each worker call (cheap: the context is built lazily)."""
-    global _pending, _current
-    _pending, _current = (task, index, digest, rank, host), None
+    global _pending
+    _pending = (task, index, digest, rank, host)
+    _thread.pending, _thread.current = _pending, None
 
 
 def leave() -> None:
-    global _pending, _current
-    _pending, _current = None, None
+    global _pending
+    _pending = None
+    _thread.pending = _thread.current = None
+
+
+def reserve(reservation: Any) -> None:
+    """What this thread's next psets hold (the ensemble backend's placement; None: nothing)."""
+    _thread.reservation = reservation
 
 
 def context() -> PsetContext:
@@ -55,7 +66,9 @@ def context() -> PsetContext:
         (``<calc_dir>/<pset_id>``, the directory for this pset's own files: create it if you
         use it), ``backend``, ``rank``, ``host``. The same values land in the pset's row as
         ``_run_id``, ``_pset_id``, ``_calc_dir``, ... ``setup`` is what the set-up function
-        (``setup=``) returned in this worker process, None without one.
+        (``setup=``) returned in this worker process, None without one. ``reservation``:
+        under ``resources=``, the hosts, cores and GPUs held for this pset (what
+        :func:`psmpi.run_mpi` launches on), else None.
 
     Raises
     ------
@@ -72,18 +85,20 @@ def context() -> PsetContext:
     ...           vstats=0, logfile=False).results["dir_is_per_pset"].tolist()
     [True]
     """
-    global _current
-    if _current is None:
-        if _pending is None:
+    here = getattr(_thread, "current", None)
+    if here is None:
+        entry = getattr(_thread, "pending", None)
+        if entry is None:
             raise RuntimeError("psmpi.context() is only available inside a worker function "
                                "while psmpi.map() runs it")
-        task, index, digest, rank, host = _pending
+        task, index, digest, rank, host = entry
         the_id = pset_id(task.pset_key, index)
         done = worker_setup.prepared(task.run_id)
-        _current = PsetContext(task.run_id, the_id, index, digest, task.map_name,
-                               os.path.join(task.calc_dir, the_id), task.backend, rank, host,
-                               done.value if done is not None else None)
-    return _current
+        here = _thread.current = PsetContext(
+            task.run_id, the_id, index, digest, task.map_name,
+            os.path.join(task.calc_dir, the_id), task.backend, rank, host,
+            done.value if done is not None else None, getattr(_thread, "reservation", None))
+    return here
 
 
 def pending() -> tuple | None:

@@ -1,0 +1,231 @@
+"""Ensembles of MPI applications on this machine: psets asking 1, 2 and 3 ranks of an
+allocation of 4 cores (PSMPI_HOSTS=localhost:4), launched by run_mpi with the mpich wheel's
+mpiexec; and the exact command lines built for srun, MPICH and Open MPI."""
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import psmpi
+from psmpi.backends.scheduling import Placement
+from psmpi.study.mpirun import gpu_env, launch_command
+
+APP = str(Path(__file__).parent / "scripts" / "mpi_app.py")
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+needs_mpich = pytest.mark.skipif(not os.access(MPIEXEC, os.X_OK),
+                                 reason="needs the mpich wheel's mpiexec beside Python")
+
+
+def app_worker(pset):
+    here = psmpi.context()
+    out = os.path.join(here.calc_dir, "app.json")
+    t0 = time.time()
+    done = psmpi.run_mpi([sys.executable, APP, out, "{seconds}"], pset, timeout=60)
+    t1 = time.time()
+    with open(out) as file:
+        app = json.load(file)
+    return {"size": app["size"], "t0": t0, "t1": t1, "app_start": app["start"],
+            "app_end": app["end"], "reserved": here.reservation.ranks,
+            "returncode": done["returncode"]}
+
+
+def max_in_use(rows):
+    """The most ranks in use at any instant, from the intervals each pset held its cores."""
+    events = sorted([(row["t0"], row["ranks"]) for row in rows]
+                    + [(row["t1"], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+@needs_mpich
+def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    monkeypatch.setenv("PSMPI_LAUNCHER", "mpich")
+    psets = [{"ranks": ranks, "seconds": 0.5, "k": k} for k in range(3) for ranks in (1, 2, 3)]
+    results = psmpi.map(app_worker, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                        out="ens.h5", calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0,
+                        logfile=False)
+    assert not len(results.missing), results.missing
+    rows = results.results.to_dict("records")
+    assert len(rows) == len(psets)
+    for row in rows:
+        assert row["size"] == row["ranks"] == row["reserved"]
+        assert row["returncode"] == 0
+        assert row["t0"] <= row["app_start"] <= row["app_end"] <= row["t1"]
+    assert max_in_use(rows) <= 4
+    assert max_in_use(rows) >= 3  # psets did run side by side
+    # a pset's run directory holds its output files
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == len(psets)
+    assert all((d / "stdout.txt").exists() and (d / "stderr.txt").exists() for d in run_dirs)
+    # resume: the same map again launches nothing and returns every row
+    again = psmpi.map(not_called, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                      out="ens.h5", name="app_worker", calc_dir=str(tmp_path / "runs"),
+                      verbose=0, vstats=0, logfile=False)
+    assert len(again.results) == len(psets) and not len(again.missing)
+
+
+def not_called(pset):
+    raise AssertionError("a done pset ran again")
+
+
+def test_a_pset_larger_than_the_allocation_is_refused_before_compute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    ran = tmp_path / "ran"
+
+    def worker(pset):
+        ran.write_text("x")
+        return {"x": 1}
+
+    with pytest.raises(psmpi.ConfigError, match=r"pset 1 \{'ranks': 5\} asks for 5 rank.*"
+                                                r"localhost: 4 cores.*PSMPI_HOSTS"):
+        psmpi.map(worker, [{"ranks": 1}, {"ranks": 5}], resources=lambda p: {"ranks": p["ranks"]},
+                  out=None, verbose=0, vstats=0, logfile=False)
+    assert not ran.exists()
+
+
+def test_a_failing_application_is_a_failed_pset_and_the_rest_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        return psmpi.run_mpi([sys.executable, "-c", "import sys; sys.exit({code})"], pset,
+                             launcher="{cmd}")
+
+    results = psmpi.map(worker, [{"code": 0}, {"code": 3}], resources={"ranks": 1}, out=None,
+                        calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0, logfile=False)
+    assert results.results["returncode"].tolist() == [0]
+    assert len(results.missing) == 1 and "exited with status 3" in str(
+        results.missing.to_dict("records")[0])
+
+
+def test_resources_need_the_ensemble_backend():
+    with pytest.raises(psmpi.ConfigError, match="resources= needs the ensemble backend"):
+        psmpi.map(lambda p: p, [{"a": 1}], resources={"ranks": 1}, backend="serial", out=None,
+                  verbose=0, vstats=0, logfile=False)
+
+
+def test_run_mpi_outside_an_ensemble_says_what_to_do():
+    with pytest.raises(psmpi.PsetError, match="resources="):
+        psmpi.run_mpi(["true"], {}, cwd=".")
+
+
+TWO_HOSTS = Placement((("n01", 2, ("0", "1")), ("n02", 1, ("0",))), cores_per_rank=4)
+ONE_HOST = Placement((("node7", 3, ()),), cores_per_rank=1)
+
+
+@pytest.mark.parametrize("placement, launcher, expected", [
+    (ONE_HOST, "srun",
+     "srun --exact --nodes=1 --ntasks=3 --cpus-per-task=1 --nodelist=node7 ./app --a 1"),
+    (TWO_HOSTS, "srun",
+     "srun --exact --nodes=2 --ntasks=3 --cpus-per-task=4 --nodelist=n01,n02 "
+     "--distribution=block --gpus-per-task=1 ./app --a 1"),
+    (ONE_HOST, "mpich", "/bin/mpiexec -n 3 -hosts node7:3 ./app --a 1"),
+    (TWO_HOSTS, "mpich", "/bin/mpiexec -n 3 -hosts n01:2,n02:1 ./app --a 1"),
+    (TWO_HOSTS, "openmpi", "/bin/mpiexec -n 3 --host n01:2,n02:1 --bind-to none ./app --a 1"),
+    (TWO_HOSTS, "aprun -n {ranks} -d {cores_per_rank} -L {hosts} {cmd}",
+     "aprun -n 3 -d 4 -L n01,n02 ./app --a 1"),
+])
+def test_golden_command_lines(placement, launcher, expected):
+    argv = launch_command(["./app", "--a", "1"], placement, launcher, mpiexec="/bin/mpiexec")
+    assert shlex.join(argv) == expected
+
+
+def test_gpus_reach_the_application_by_every_vendor_variable():
+    assert gpu_env(("2", "3")) == {"CUDA_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "2,3",
+                                   "ROCR_VISIBLE_DEVICES": "2,3", "ZE_AFFINITY_MASK": "2,3"}
+    assert gpu_env(()) == {}
+
+
+def test_a_timeout_ends_the_whole_launch(tmp_path):
+    """The launcher and the program it started (here a shell and its sleeping child) stop."""
+    marker = tmp_path / "child.pid"
+    t0 = time.monotonic()
+    with pytest.raises(psmpi.CommandError, match="did not finish within 0.5 s"):
+        psmpi.run_mpi(["sh", "-c", f"sleep 30 & echo $! > {marker}; wait"], {}, timeout=0.5,
+                      cwd=str(tmp_path), reservation=ONE_HOST, launcher="{cmd}")
+    assert time.monotonic() - t0 < 10
+    child = int(marker.read_text())
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{child}") or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the launched program's child outlived the timeout")
+
+
+def test_gpu_psets_get_distinct_devices(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:4")
+    monkeypatch.setenv("PSMPI_NODE_GPUS", "2")
+
+    def worker(pset):
+        done = psmpi.run_mpi([sys.executable, "-c", "import os, time; time.sleep(0.3); "
+                              "print(os.environ['CUDA_VISIBLE_DEVICES'], time.time())"],
+                             pset, launcher="{cmd}")
+        device, at = done["stdout"].split()
+        return {"device": device, "at": float(at)}
+
+    results = psmpi.map(worker, [{"k": k} for k in range(4)],
+                        resources={"ranks": 1, "gpus_per_rank": 1}, out=None,
+                        calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0, logfile=False)
+    rows = results.results
+    assert sorted(rows["device"]) == ["0", "0", "1", "1"]
+
+
+def test_a_drain_starts_nothing_more_stops_the_applications_and_resume_ends_it(tmp_path):
+    import signal
+    import subprocess
+
+    from psmpi.stopping import EXIT_INCOMPLETE
+    script = Path(__file__).parent / "scripts" / "ensemble_drain.py"
+    pids = tmp_path / "pids"
+    env = dict(os.environ, PSMPI_HOSTS="localhost:2", APP_PIDS=str(pids),
+               PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), "s.h5", "30"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not (pids.exists() and len(pids.read_text().split()) == 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_INCOMPLETE, out
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2, out  # nothing started after the signal, though pset 0 ended
+    assert psmpi.read(str(tmp_path / "s.h5"))["a"].tolist() == [0]  # done in the drain: kept
+    for pid in started:  # the application still running at the end of the drain was stopped
+        assert not os.path.exists(f"/proc/{pid}") or " Z " in Path(f"/proc/{pid}/stat").read_text()
+    again = subprocess.run([sys.executable, str(script), "s.h5", "0"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "complete 6" in again.stdout, again.stdout + again.stderr
+    assert len(pids.read_text().split()) == 2 + 5
+
+
+def test_with_cost_the_dearest_start_first_and_small_psets_fill_in(tmp_path, monkeypatch):
+    """On one 2-core host: costs put the 2-rank pset first; the 1-rank psets pair up after."""
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        start = time.time()
+        time.sleep(0.5)
+        return {"start": start, "end": time.time()}
+
+    psets = [{"ranks": 1, "c": 1}, {"ranks": 1, "c": 2}, {"ranks": 2, "c": 9}]
+    results = psmpi.map(worker, psets, resources=lambda p: {"ranks": p["ranks"]},
+                        cost=lambda p: p["c"], out=None, verbose=0, vstats=0, logfile=False)
+    rows = results.results.sort_values("start").to_dict("records")
+    assert [row["c"] for row in rows][0] == 9
+    big = rows[0]
+    assert all(row["start"] >= big["end"] for row in rows[1:])  # never more than 2 cores
+    assert rows[2]["start"] < rows[1]["end"]  # the two small ones side by side
