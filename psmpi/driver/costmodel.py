@@ -1,10 +1,11 @@
 """``cost="auto"``: a model of pset runtime learned while the map runs, longest-predicted first.
 
 The model (:class:`CostModel`) is ridge-regularised least squares of ``log(runtime)`` on the
-numeric values of a pset and their logs (``log(|x| + eps)``, ``eps`` a thousandth of the
-typical ``|x|``), so that runtimes growing like a power, an exponential or a step of a value
-are all close to linear in some feature. It is refit each time the number of runtimes seen
-grew by a quarter, on at most ``MAX_SAMPLES`` runtimes (a uniform sample of them beyond).
+numeric values of a pset and their logs (``log(|x|)``, ``|x|`` raised to the 5th percentile
+of the values seen where it is below, so that zeros do not dominate), so that runtimes
+growing like a power or an exponential of a value are linear in some feature. It is refit
+each time the number of runtimes seen grew by a quarter, on at most ``MAX_SAMPLES``
+runtimes (a uniform sample of them beyond).
 
 It is trusted only when it explains the runtimes: its R² over 5-fold cross-validation
 (each fold predicted by a fit on the other four) must reach ``MIN_R2``. When runtimes do not
@@ -118,7 +119,7 @@ class CostModel:
         self.fitted_at = self.seen
         x, y = np.array(self.x), np.array(self.y)
         self.median = float(np.median(y))
-        eps = 1e-3 * np.median(np.abs(x), axis=0) + 1e-300
+        eps = log_floor(x)
         design = self.raw_design(x, eps)
         mean, std = design.mean(axis=0), design.std(axis=0)
         keep = std > 1e-12 * (1 + np.abs(mean))  # constant columns say nothing
@@ -140,12 +141,24 @@ class CostModel:
 
     @staticmethod
     def raw_design(x: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        return np.hstack([x, np.log(np.abs(x) + eps)])
+        return np.hstack([x, np.log(np.maximum(np.abs(x), eps))])
 
     def standardized(self, design: np.ndarray, keep: np.ndarray) -> np.ndarray:
         _, mean, std = self.scale
         design = ((design - mean) / std)[:, keep]
         return np.hstack([np.ones((len(design), 1)), design])
+
+
+def log_floor(x: np.ndarray) -> np.ndarray:
+    """Per column, the smallest |value| whose log is taken as it is: the 5th percentile of
+    the nonzero |values| (1 for a column of zeros). Below it, values share its log, so that
+    a value of 0 (log -inf) or near it does not dominate the fit."""
+    floors = np.ones(x.shape[1])
+    for j, column in enumerate(np.abs(x).T):
+        nonzero = column[column > 0]
+        if len(nonzero):
+            floors[j] = np.percentile(nonzero, 5)
+    return floors
 
 
 def ridge(design: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -197,7 +210,7 @@ class LearnedOrder:
         self.fill()
         if not self.heap:
             raise StopIteration
-        if self.handed_out < self.explore and not self.model.trusted:
+        if self.keys and self.handed_out < self.explore and not self.model.trusted:
             entry = self.take_spread()
         else:
             entry = heapq.heappop(self.heap)
@@ -206,6 +219,10 @@ class LearnedOrder:
         if x is not None:
             self.in_flight[index] = x
         return index, pset
+
+    def learning(self) -> bool:
+        """True while psets with numeric values wait for the model's first fit."""
+        return bool(self.keys) and self.model.fitted_at == 0
 
     def observe(self, outcome: GroupOutcome) -> None:
         """Learn the runtimes of a finished group; refit and re-sort when due."""

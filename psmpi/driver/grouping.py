@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..worker.task import GroupOutcome
 
@@ -27,8 +27,12 @@ class Grouper:
     """Cut a stream of ``(index, pset)`` into groups; feed it outcomes via :meth:`observe`."""
 
     def __init__(self, items: Iterator[tuple[int, dict]], n_workers: int,
-                 total: int | None, group_size: int | None):
+                 total: int | None, group_size: int | None,
+                 learning: Callable[[], bool] | None = None):
         self.items = items
+        # cost="auto" (costmodel.py): True until its first fit. Groups of one until then, so
+        # that psets are not grouped in list order before their runtimes are known.
+        self.learning = learning
         self.n_workers = max(1, n_workers)
         self.total = total
         self.fixed = group_size
@@ -45,6 +49,8 @@ class Grouper:
     def next_size(self) -> int:
         if self.fixed:
             return self.fixed
+        if self.learning is not None and self.learning():
+            return 1
         if self.measured_psets < self.n_workers:
             # Too few samples: one short pset must not make the next groups huge (a pset
             # might take hours), so groups grow only once every worker reported one.
