@@ -214,3 +214,25 @@ def test_psmpi_cost_auto_from_the_environment_runs_a_map(tmp_path, monkeypatch):
     assert sorted(started) == list(range(60))
     # The order was learned: after exploring, the longest remaining psets came first.
     assert started != list(range(60)) and started.index(59) < 30, started
+
+
+def test_groups_end_once_their_predicted_seconds_reach_the_target():
+    # Longest predicted first: groups sized for the mean pset would put the longest ones
+    # together; with cost="auto" a group ends once its predicted runtime is enough work.
+    from psmpi.driver.grouping import TARGET_SECONDS, Grouper
+
+    seconds = [1e-4 * 2 ** ((i % 40) / 4) for i in range(400)]  # up to 0.086 s
+    order = LearnedOrder([(i, {"n": i % 40}) for i in range(400)], 2)
+    grouper = Grouper(order, 2, 400, None, order)
+    sizes, runs = [], []
+    for group in grouper:
+        indexes = [index for index, _ in group]
+        if order.model.trusted:
+            sizes.append(len(group))
+            runs.append(sum(seconds[i] for i in indexes))
+        result = outcome(indexes, [seconds[i] for i in indexes])
+        grouper.observe(result)
+        order.observe(result)
+    assert order.model.trusted and runs
+    assert max(runs) < 1.5 * max(seconds) and max(runs) < 2 * TARGET_SECONDS
+    assert max(sizes) > 1  # short psets still travel together

@@ -202,6 +202,9 @@ class LearnedOrder:
         # model is trusted, then minus the predicted log runtime.
         self.heap: list[list] = []
         self.in_flight: dict[int, np.ndarray] = {}  # features of psets handed out
+        # Predicted seconds of the pset handed out last (0.0 unless the model is trusted):
+        # the Grouper ends a group once its psets' predictions add up to enough work.
+        self.last_seconds = 0.0
 
     def __iter__(self) -> LearnedOrder:
         return self
@@ -215,7 +218,8 @@ class LearnedOrder:
         else:
             entry = heapq.heappop(self.heap)
         self.handed_out += 1
-        _, _, index, pset, x = entry
+        key, _, index, pset, x = entry
+        self.last_seconds = math.exp(-key) if self.model.trusted else 0.0
         if x is not None:
             self.in_flight[index] = x
         return index, pset

@@ -107,7 +107,7 @@ class MapRun:
         todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
         grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
                           self.settings.group_size,
-                          None if self.learned is None else self.learned.learning)
+                          self.learned)
         try:
             self.compute(grouper)  # groups to the backend; outcomes observed and recorded
         finally:
