@@ -1,7 +1,10 @@
 """cost="auto": the runtime model learned on the fly (psmpi/driver/costmodel.py)."""
 
 import heapq
+import importlib.util
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -13,6 +16,11 @@ from psmpi.driver import costmodel
 from psmpi.driver.costmodel import CostModel, LearnedOrder
 from psmpi.errors import ConfigError
 from psmpi.worker.task import GroupOutcome
+
+
+def mpi_available() -> bool:
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return importlib.util.find_spec("mpi4py") is not None and os.path.exists(mpiexec)
 
 
 def outcome(indexes, runtimes):
@@ -236,3 +244,33 @@ def test_groups_end_once_their_predicted_seconds_reach_the_target():
     assert order.model.trusted and runs
     assert max(runs) < 1.5 * max(seconds) and max(runs) < 2 * TARGET_SECONDS
     assert max(sizes) > 1  # short psets still travel together
+
+
+MPI_SCRIPT = '''
+import sys, time
+import psmpi
+
+def nap(pset):
+    time.sleep(pset["seconds"])
+    return {"slept": pset["seconds"]}
+
+psmpi.init(backend="mpi", verbose=0)
+res = psmpi.map(nap, [{"n": n, "seconds": 0.004 * n} for n in range(1, 41)], out=sys.argv[1],
+                name="nap")
+print("rows", len(res), len(res.missing.df))
+'''
+
+
+@pytest.mark.skipif(not mpi_available(), reason="needs mpi4py and the mpich wheel's mpiexec")
+def test_auto_on_mpi_from_the_environment(tmp_path):
+    from test_mpi import launch
+    script = tmp_path / "auto_mpi.py"
+    script.write_text(MPI_SCRIPT)
+    out = str(tmp_path / "mpi.h5")
+    code, stdout, stderr, _ = launch(3, str(script), out, timeout=120,
+                                     env={"PSMPI_COST": "auto"})
+    assert code == 0 and "rows 40 0" in stdout, f"{stdout}\n{stderr}"
+    started = psmpi.read(out, "nap").sort_values("_time_utc", kind="stable")["n"].tolist()
+    assert sorted(started) == list(range(1, 41))
+    # List order starts the 5 longest last (positions 35-39).
+    assert np.median([started.index(n) for n in range(36, 41)]) < 30, started
