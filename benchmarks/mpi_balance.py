@@ -33,8 +33,10 @@ SYSTEMS = {
     "psmpi-cost": "the same with cost=lambda p: p['duration'] (longest expected first)",
     "psmpi-auto": "the same with cost=\"auto\" (a runtime model learned from the runtimes of "
                   "finished psets, here of p['duration'], no hint)",
-    "psmpi-auto-hidden": "cost=\"auto\" on psets {'i': i} whose worker looks its duration up: "
-                         "runtimes unrelated to the values, so list order (compare with psmpi)",
+    "psmpi-hidden": "psets {'i': i} whose worker looks its duration up, no cost hint (list "
+                    "order, as psmpi)",
+    "psmpi-auto-hidden": "the same with cost=\"auto\": runtimes unrelated to the values, so "
+                         "the model is never trusted and the order stays list order",
     "psmpi-g1": "the same as psmpi with group_size=1",
     "psmpi-if2": "the same as psmpi with mpi={'in_flight': 2} (a second group queued on every "
                  "busy worker)",
@@ -146,6 +148,8 @@ def run_one(system: str) -> dict:
         return run_psmpi({"cost": lambda p: p["duration"]})
     if system == "psmpi-auto":
         return run_psmpi({"cost": "auto"})
+    if system == "psmpi-hidden":
+        return run_psmpi({}, hidden=True)
     if system == "psmpi-auto-hidden":
         return run_psmpi({"cost": "auto"}, hidden=True)
     if system == "psmpi-g1":
