@@ -31,6 +31,12 @@ SYSTEMS = {
     "psmpi": "psmpi.map(nap, psets, out='balance.h5'), backend='mpi', defaults (adaptive "
              "groups, no cost hint)",
     "psmpi-cost": "the same with cost=lambda p: p['duration'] (longest expected first)",
+    "psmpi-auto": "the same with cost=\"auto\" (a runtime model learned from the runtimes of "
+                  "finished psets, here of p['duration'], no hint)",
+    "psmpi-hidden": "psets {'i': i} whose worker looks its duration up, no cost hint (list "
+                    "order, as psmpi)",
+    "psmpi-auto-hidden": "the same with cost=\"auto\": runtimes unrelated to the values, so "
+                         "the model is never trusted and the order stays list order",
     "psmpi-g1": "the same as psmpi with group_size=1",
     "psmpi-if2": "the same as psmpi with mpi={'in_flight': 2} (a second group queued on every "
                  "busy worker)",
@@ -44,7 +50,7 @@ SYSTEMS = {
                   "list: reverse order)",
 }
 PEER_MODULES = {"futures": "mpi4py", "schwimmbad": "schwimmbad"}
-TARGETS = {"psmpi": 0.88, "psmpi-cost": 0.97}
+TARGETS = {"psmpi": 0.88, "psmpi-cost": 0.97, "psmpi-auto": 0.95}
 
 
 def durations() -> list[float]:
@@ -84,15 +90,24 @@ def nap(pset):
     return {"slept": pset["duration"]}
 
 
-def run_psmpi(options: dict) -> dict:
+def nap_hidden(pset):
+    duration = DURATIONS[pset["i"]]
+    time.sleep(duration)
+    return {"duration": duration}
+
+
+DURATIONS = durations()
+
+
+def run_psmpi(options: dict, hidden: bool = False) -> dict:
     import psmpi
     psmpi.init(backend="mpi", verbose=0, **options)
     psmpi.map(nap, [{"i": i, "duration": 0.0} for i in range(WORKERS)], out=None,
               name="warmup")
-    psets = make_psets()
+    psets = [{"i": i} for i in range(N_PSETS)] if hidden else make_psets()
     counts = common.instrument_master()  # counts the groups sent
     wall0, t0 = time.time(), time.perf_counter()
-    res = psmpi.map(nap, psets, out="balance.h5", name="bench")
+    res = psmpi.map(nap_hidden if hidden else nap, psets, out="balance.h5", name="bench")
     makespan = time.perf_counter() - t0
     assert len(res) == N_PSETS and not len(res.missing.df)
     rows = psmpi.read("balance.h5", "bench")
@@ -131,6 +146,12 @@ def run_one(system: str) -> dict:
         return run_psmpi({})
     if system == "psmpi-cost":
         return run_psmpi({"cost": lambda p: p["duration"]})
+    if system == "psmpi-auto":
+        return run_psmpi({"cost": "auto"})
+    if system == "psmpi-hidden":
+        return run_psmpi({}, hidden=True)
+    if system == "psmpi-auto-hidden":
+        return run_psmpi({"cost": "auto"}, hidden=True)
     if system == "psmpi-g1":
         return run_psmpi({"group_size": 1})
     if system == "psmpi-if2":

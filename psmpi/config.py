@@ -179,6 +179,12 @@ def _check_callable(value: Any) -> str | None:
     return None if value is None or callable(value) else "must be a callable or None"
 
 
+def _check_cost(value: Any) -> str | None:
+    if value is None or callable(value) or value == "auto":
+        return None
+    return "must be a callable cost(pset) -> float, \"auto\" or None"
+
+
 # Settings paramsurvey documents as PARAMSURVEY_<NAME> variables. Their values mean the same
 # in psmpi (psmpi accepts more: backends serial and mpi, group_size=auto), so they are read
 # as they are.
@@ -242,8 +248,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "or once the oldest buffered row is this old"),
     Option("user_kwargs", None, _check_dict, None,
            "passed as the third argument to worker(pset, system_kwargs, user_kwargs)"),
-    Option("cost", None, _check_callable, None,
-           "cost(pset) -> float: expected cost, most expensive psets are sent first"),
+    Option("cost", None, _check_cost, _parse_str,
+           "cost(pset) -> float: expected cost, most expensive psets are sent first; "
+           "\"auto\": learned from the runtimes while the map runs"),
     Option("resources", None, _check_resources, None,
            "per pset MPI ranks/cores/GPUs (a dict or a function of the pset): each pset "
            "launches an MPI application (psmpi.run_mpi) on cores reserved for it"),
@@ -305,7 +312,7 @@ class Settings:
     commit_rows: int
     commit_seconds: float
     user_kwargs: dict | None
-    cost: Callable | None
+    cost: Callable | str | None  # "auto": learned while the map runs
     resources: dict | Callable | None
     max_attempts: int
     logfile: bool

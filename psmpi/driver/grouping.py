@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 
 from ..worker.task import GroupOutcome
+from .costmodel import LearnedOrder
 
 # Work per group: long enough that sending a group (0.1-0.5 ms) costs at most 1 %, short
 # enough that psets of skewed durations still spread evenly over the workers.
@@ -27,8 +28,14 @@ class Grouper:
     """Cut a stream of ``(index, pset)`` into groups; feed it outcomes via :meth:`observe`."""
 
     def __init__(self, items: Iterator[tuple[int, dict]], n_workers: int,
-                 total: int | None, group_size: int | None):
+                 total: int | None, group_size: int | None,
+                 learned: LearnedOrder | None = None):
         self.items = items
+        # cost="auto" (costmodel.py): groups of one until its first fit, so that psets are
+        # not grouped in list order before any runtime is known; then groups end once their
+        # predicted runtime reaches TARGET_SECONDS, since longest-first would otherwise put
+        # the longest psets together in groups sized for the mean one.
+        self.learned = learned
         self.n_workers = max(1, n_workers)
         self.total = total
         self.fixed = group_size
@@ -45,6 +52,8 @@ class Grouper:
     def next_size(self) -> int:
         if self.fixed:
             return self.fixed
+        if self.learned is not None and self.learned.learning():
+            return 1
         if self.measured_psets < self.n_workers:
             # Too few samples: one short pset must not make the next groups huge (a pset
             # might take hours), so groups grow only once every worker reported one.
@@ -59,8 +68,21 @@ class Grouper:
     def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
         items = iter(self.items)
         while True:
-            group = list(itertools.islice(items, self.next_size()))
+            group = self.take(items, self.next_size())
             if not group:
                 return
             self.handed_out += len(group)
             yield group
+
+    def take(self, items: Iterator[tuple[int, dict]], size: int) -> list[tuple[int, dict]]:
+        """The next group: ``size`` items, or fewer once their predicted seconds reach
+        TARGET_SECONDS (cost="auto" with a trusted model)."""
+        if self.learned is None or size == 1:
+            return list(itertools.islice(items, size))
+        group, seconds = [], 0.0
+        for item in items:
+            group.append(item)
+            seconds += self.learned.last_seconds
+            if len(group) >= size or seconds >= TARGET_SECONDS:
+                break
+        return group

@@ -38,6 +38,7 @@ from ..watch.progress import Reporter
 from ..watch.stalls import Watch
 from ..worker import task
 from . import workflow
+from .costmodel import LearnedOrder
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
 from .grouping import Grouper
 from .recorder import Recorder, RowWriter
@@ -89,6 +90,7 @@ class MapRun:
         self.stop = stop
         self.abandoned = 0  # psets in flight when the drain period ran out
         self.perf = PerfCollector(backend.name)
+        self.learned: LearnedOrder | None = None  # cost="auto": the order learned on the fly
         # Set up by execute once the store is open:
         self.writer: RowWriter
         self.recorder: Recorder
@@ -104,7 +106,8 @@ class MapRun:
         self.start(store, committed_before)
         todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
         grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
-                          self.settings.group_size)
+                          self.settings.group_size,
+                          self.learned)
         try:
             self.compute(grouper)  # groups to the backend; outcomes observed and recorded
         finally:
@@ -191,8 +194,12 @@ class MapRun:
                     self.progress.finished += 1
 
     def ordered(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
-        """``todo`` without the psets the crash guard holds back; with cost=, dearest first."""
+        """``todo`` without the psets the crash guard holds back; with cost=, dearest first
+        (cost="auto": longest predicted first, by a model learned from the runtimes)."""
         todo = self.guard.hold_back(todo)
+        if self.settings.cost == "auto":
+            self.learned = LearnedOrder(todo, self.backend.n_workers)
+            return self.learned
         if self.settings.cost is not None:
             todo = most_expensive_first(todo, self.settings.cost)
         return todo
@@ -263,6 +270,8 @@ class MapRun:
         """Learn from a group that came back: runtimes for grouping, and it is safe now."""
         if grouper is not None:
             grouper.observe(outcome)
+        if self.learned is not None:
+            self.learned.observe(outcome)
         self.guard.returned(outcome.indexes)
         self.perf.add(outcome)
 

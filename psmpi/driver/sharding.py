@@ -124,13 +124,13 @@ def fingerprint(name: str, n_shards: int, split: str, length: int | None,
 
 
 def select(shard: Shard, stream: Iterator[tuple[int, dict]], length: int | None,
-           cost: Callable | None, name: str
+           cost: Callable | str | None, name: str
            ) -> tuple[Iterable[tuple[int, dict]], int | None, str]:
     """Shard ``shard``'s psets of ``stream``, how many there are, and the study fingerprint."""
     head = list(itertools.islice(stream, FINGERPRINT_PSETS))
     hashes = [params.pset_hash(pset) for _, pset in head]
     stream = itertools.chain(head, stream)
-    if cost is None:
+    if cost is None or cost == "auto":  # "auto" learns costs only while running
         share = IndexShare(stream, shard)
         count = None if length is None else len(range(shard.k, length, shard.n))
         return share, count, fingerprint(name, shard.n, "index", length, hashes)

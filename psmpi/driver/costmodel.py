@@ -1,0 +1,293 @@
+"""``cost="auto"``: a model of pset runtime learned while the map runs, longest-predicted first.
+
+The model (:class:`CostModel`) is ridge-regularised least squares of ``log(runtime)`` on the
+numeric values of a pset and their logs (``log(|x|)``, ``|x|`` raised to the 5th percentile
+of the values seen where it is below, so that zeros do not dominate), so that runtimes
+growing like a power or an exponential of a value are linear in some feature. It is refit
+each time the number of runtimes seen grew by a quarter, on at most ``MAX_SAMPLES``
+runtimes (a uniform sample of them beyond).
+
+It is trusted only when it explains the runtimes: its R² over 5-fold cross-validation
+(each fold predicted by a fit on the other four) must reach ``MIN_R2``. When runtimes do not
+depend on the values (random), it is not trusted and the psets keep list order, so the
+order is never worse than without ``cost=``.
+
+:class:`LearnedOrder` hands out the pending psets: first a few spread across the pending
+ones (the model then sees the whole range), then list order until the model is trusted, then
+the longest predicted first, re-sorted at every refit. It reads at most ``WINDOW`` psets
+ahead of the ones handed out (a generator is never read all at once), so it reorders within
+that window; a map's last ``WINDOW`` psets, which decide how evenly the workers finish, are
+all sorted together. Memory: ``WINDOW`` psets and their features, plus ``MAX_SAMPLES``
+feature rows.
+
+Psets without numeric values, or whose numeric keys differ from the first pset's, get no
+prediction: they are handed out at the median predicted runtime (in list order between
+themselves, which is list order for a map of such psets).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import numbers
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ..worker.task import GroupOutcome
+
+# Pending psets read ahead of those handed out: the reordering window.
+WINDOW = 10_000
+# Runtimes needed before the first fit; and a fit needs at least this many per parameter.
+MIN_SAMPLES = 12
+SAMPLES_PER_PARAMETER = 3
+# Runtimes kept for fitting (a uniform sample beyond: reservoir sampling).
+MAX_SAMPLES = 2000
+# A refit once the runtimes seen grew by this factor.
+REFIT_GROWTH = 1.25
+# Cross-validated R² the model needs before it reorders anything.
+MIN_R2 = 0.5
+FOLDS = 5
+# Numeric keys used as features, at most (the first ones, in the first pset's key order).
+MAX_KEYS = 16
+RIDGE = 1e-3
+# Runtimes below this are taken as this (the log of 0 is no runtime).
+MIN_RUNTIME = 1e-6
+
+
+def numeric_keys(pset: dict) -> list[str]:
+    """The keys of ``pset`` whose values are real numbers (bools excluded), in its order."""
+    return [key for key, value in pset.items()
+            if isinstance(value, numbers.Real) and not isinstance(value, bool)][:MAX_KEYS]
+
+
+def features(pset: dict, keys: list[str]) -> np.ndarray | None:
+    """The values of ``keys`` in ``pset`` as floats; None unless all are finite numbers."""
+    if not keys:
+        return None
+    values = []
+    for key in keys:
+        value = pset.get(key) if isinstance(pset, dict) else None
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        values.append(value)
+    return np.array(values)
+
+
+class CostModel:
+    """Least squares of log runtime on pset values and their logs; see the module docstring."""
+
+    def __init__(self, seed: int = 0):
+        self.x: list[np.ndarray] = []
+        self.y: list[float] = []
+        self.seen = 0
+        self.fitted_at = 0
+        self.rng = np.random.default_rng(seed)
+        self.r2 = -math.inf
+        self.coef: np.ndarray | None = None
+        self.scale: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.median = 0.0
+        self.keep = np.zeros(0, dtype=bool)  # the design columns the fit uses
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the last fit explains the runtimes well enough to reorder by it."""
+        return self.coef is not None and self.r2 >= MIN_R2
+
+    def add(self, x: np.ndarray, runtime: float) -> None:
+        """One pset's features and its measured runtime (NaN or inf runtimes are ignored)."""
+        if not math.isfinite(runtime) or runtime < 0:
+            return
+        y = math.log(max(runtime, MIN_RUNTIME))
+        self.seen += 1
+        if len(self.y) < MAX_SAMPLES:
+            self.x.append(x)
+            self.y.append(y)
+            return
+        slot = int(self.rng.integers(self.seen))
+        if slot < MAX_SAMPLES:
+            self.x[slot], self.y[slot] = x, y
+
+    def refit_due(self) -> bool:
+        return self.seen >= MIN_SAMPLES and self.seen >= REFIT_GROWTH * self.fitted_at
+
+    def fit(self) -> None:
+        """Fit on the runtimes kept; set ``r2`` from cross-validation."""
+        self.fitted_at = self.seen
+        x, y = np.array(self.x), np.array(self.y)
+        self.median = float(np.median(y))
+        eps = log_floor(x)
+        design = self.raw_design(x, eps)
+        mean, std = design.mean(axis=0), design.std(axis=0)
+        keep = std > 1e-12 * (1 + np.abs(mean))  # constant columns say nothing
+        if not keep.any() or len(y) < SAMPLES_PER_PARAMETER * (keep.sum() + 1):
+            self.coef, self.r2 = None, -math.inf
+            return
+        self.scale = (eps, mean, np.where(keep, std, 1.0))
+        design = self.standardized(design, keep)
+        self.r2 = cross_validated_r2(design, y)
+        self.coef = ridge(design, y)
+        self.keep = keep
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted log runtime of each row of ``x`` (the median one before any fit)."""
+        if self.coef is None or self.scale is None:
+            return np.full(len(x), self.median)
+        design = self.standardized(self.raw_design(x, self.scale[0]), self.keep)
+        return design @ self.coef
+
+    @staticmethod
+    def raw_design(x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        return np.hstack([x, np.log(np.maximum(np.abs(x), eps))])
+
+    def standardized(self, design: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        _, mean, std = self.scale
+        design = ((design - mean) / std)[:, keep]
+        return np.hstack([np.ones((len(design), 1)), design])
+
+
+def log_floor(x: np.ndarray) -> np.ndarray:
+    """Per column, the smallest |value| whose log is taken as it is: the 5th percentile of
+    the nonzero |values| (1 for a column of zeros). Below it, values share its log, so that
+    a value of 0 (log -inf) or near it does not dominate the fit."""
+    floors = np.ones(x.shape[1])
+    for j, column in enumerate(np.abs(x).T):
+        nonzero = column[column > 0]
+        if len(nonzero):
+            floors[j] = np.percentile(nonzero, 5)
+    return floors
+
+
+def ridge(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients minimising |design @ c - y|² + RIDGE·n·|c[1:]|² (the intercept is free)."""
+    n, p = design.shape
+    penalty = RIDGE * n * np.eye(p)
+    penalty[0, 0] = 0.0
+    return np.linalg.solve(design.T @ design + penalty, design.T @ y)
+
+
+def cross_validated_r2(design: np.ndarray, y: np.ndarray) -> float:
+    """1 - (squared error of out-of-fold predictions) / (variance of y about its mean)."""
+    total = float(np.sum((y - y.mean()) ** 2))
+    if total <= 0:
+        return -math.inf  # all runtimes equal: no order to learn
+    fold = np.arange(len(y)) % FOLDS
+    error = 0.0
+    for k in range(FOLDS):
+        test = fold == k
+        coef = ridge(design[~test], y[~test])
+        error += float(np.sum((design[test] @ coef - y[test]) ** 2))
+    return 1.0 - error / total
+
+
+class LearnedOrder:
+    """Iterate ``(index, pset)`` from ``todo`` in the order the cost model suggests.
+
+    Feed it each finished group through :meth:`observe`.
+    """
+
+    def __init__(self, todo: Iterable[tuple[int, dict]], n_workers: int,
+                 window: int = WINDOW):
+        self.source: Iterator[tuple[int, dict]] | None = iter(todo)
+        self.window = max(1, window)
+        self.explore = max(MIN_SAMPLES, n_workers)  # psets spread over the pending ones
+        self.handed_out = 0
+        self.model = CostModel()
+        self.keys: list[str] | None = None
+        self.seq = 0
+        # Heap of [key, seq, index, pset, features]: key is seq (list order) until the
+        # model is trusted, then minus the predicted log runtime.
+        self.heap: list[list] = []
+        self.in_flight: dict[int, np.ndarray] = {}  # features of psets handed out
+        # Predicted seconds of the pset handed out last (0.0 unless the model is trusted):
+        # the Grouper ends a group once its psets' predictions add up to enough work.
+        self.last_seconds = 0.0
+
+    def __iter__(self) -> LearnedOrder:
+        return self
+
+    def __next__(self) -> tuple[int, dict]:
+        self.fill()
+        if not self.heap:
+            raise StopIteration
+        if self.keys and self.handed_out < self.explore and not self.model.trusted:
+            entry = self.take_spread()
+        else:
+            entry = heapq.heappop(self.heap)
+        self.handed_out += 1
+        key, _, index, pset, x = entry
+        self.last_seconds = math.exp(-key) if self.model.trusted else 0.0
+        if x is not None:
+            self.in_flight[index] = x
+        return index, pset
+
+    def learning(self) -> bool:
+        """True while psets with numeric values wait for the model's first fit."""
+        return bool(self.keys) and self.model.fitted_at == 0
+
+    def observe(self, outcome: GroupOutcome) -> None:
+        """Learn the runtimes of a finished group; refit and re-sort when due."""
+        if len(outcome.runtimes) != len(outcome.indexes):
+            return  # a group that never ran (a set-up failure): nothing measured
+        for index, runtime in zip(outcome.indexes, outcome.runtimes):
+            x = self.in_flight.pop(index, None)
+            if x is not None:
+                self.model.add(x, runtime)
+        if self.model.refit_due():
+            self.model.fit()
+            self.rekey()
+
+    def fill(self) -> None:
+        """Read psets until ``window`` are pending or the source is exhausted."""
+        while self.source is not None and len(self.heap) < self.window:
+            item = next(self.source, None)
+            if item is None:
+                self.source = None
+                return
+            index, pset = item
+            if self.keys is None:
+                self.keys = numeric_keys(pset) if isinstance(pset, dict) else []
+            x = features(pset, self.keys)
+            entry = [self.key(x, self.seq), self.seq, index, pset, x]
+            self.seq += 1
+            heapq.heappush(self.heap, entry)
+
+    def key(self, x: np.ndarray | None, seq: int) -> float:
+        if not self.model.trusted:
+            return float(seq)
+        if x is None:
+            return -self.model.median
+        return -float(self.model.predict(x[None, :])[0])
+
+    def rekey(self) -> None:
+        """Re-sort the pending psets by the new fit (or back to list order if untrusted)."""
+        if not self.heap:
+            return
+        if self.model.trusted:
+            known = [entry for entry in self.heap if entry[4] is not None]
+            if known:
+                predicted = self.model.predict(np.array([entry[4] for entry in known]))
+                for entry, value in zip(known, predicted.tolist()):
+                    entry[0] = -value
+            for entry in self.heap:
+                if entry[4] is None:
+                    entry[0] = -self.model.median
+        else:
+            for entry in self.heap:
+                entry[0] = float(entry[1])
+        heapq.heapify(self.heap)
+
+    def take_spread(self) -> list:
+        """A pending pset far from those taken before: the golden-ratio sequence over the
+        pending ones (in list order while nothing is learned, since the heap is then
+        ordered by arrival)."""
+        position = int((self.handed_out * 0.6180339887498949) % 1.0 * len(self.heap))
+        entry = self.heap[position]
+        last = self.heap.pop()
+        if position < len(self.heap):
+            self.heap[position] = last
+            heapq.heapify(self.heap)
+        return entry
