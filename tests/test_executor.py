@@ -192,7 +192,7 @@ def test_killed_adaptive_study_resumes_with_the_same_answer(tmp_path, backend, r
     kills = 0
     for run in range(8):
         before[run] = stored_xs(path)
-        proc = start(path, backend, run, calls, seen, token, 0.02, ranks)
+        proc = start(path, backend, run, calls, seen, token, 0.06, ranks)  # slow enough for 3 kills anywhere
         if run % 2:  # however slow the start-up (a loaded machine): kill once rows are in
             wait_for_new_rows(path, sum(before[run].values()), proc)
             time.sleep(rng.uniform(0.0, 0.3))
