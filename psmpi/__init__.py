@@ -3,7 +3,7 @@
 This module only re-exports. The package, from the bottom up (each layer imports only
 from the layers below it; ``tests/test_imports.py`` checks)::
 
-    foundations   errors, layout, values, utils, stopping, params, config, results
+    foundations   errors, layout, values, utils, stopping, params, config, results, missing
     store/        the results file: tables, lock, attempt log, bookkeeping ids
     worker/       what runs on a worker: task, context(), timers
     backends/     how groups reach workers: serial, multiprocessing, ray, mpi
@@ -30,7 +30,7 @@ from .errors import (
     StoreError,
 )
 from .executor import Executor, ExecutorStopped
-from .results import MapProgress, MapResults, Missing, PerfStats, Timings
+from .results import MapProgress, MapResults, PerfStats, Timings
 from .store import read
 from .study.command import CommandError, run_command
 from .study.mpirun import run_mpi
@@ -44,6 +44,17 @@ from .worker.setup import SetupContext
 from .worker.timers import timer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``psmpi.Missing`` on first use (PEP 562): the class derives from pandas.DataFrame, and
+    ``import psmpi`` must not import pandas (every MPI rank imports psmpi; workers never need
+    pandas). Every other name above imports neither pandas nor h5py."""
+    if name == "Missing":
+        from .missing import Missing
+
+        return Missing
+    raise AttributeError(f"module 'psmpi' has no attribute {name!r}")
 
 __all__ = [
     # running a survey

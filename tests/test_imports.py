@@ -102,7 +102,8 @@ def test_a_circle_is_found():
 # The layers of psmpi/__init__.py's docstring, bottom first: a module may import only from
 # its own layer and the layers below it.
 LAYERS = [
-    {"errors", "layout", "values", "utils", "stopping", "params", "config", "results"},
+    {"errors", "layout", "values", "utils", "stopping", "params", "config", "results",
+     "missing"},
     {"store"}, {"worker"}, {"backends"}, {"watch"}, {"study"}, {"history"}, {"tools"},
     {"driver"}, {"api", "executor"}, {"cli", "__main__"},
 ]

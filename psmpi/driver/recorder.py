@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .. import config, layout, params
 from ..errors import PsetTimeout, StoreError
@@ -27,6 +26,8 @@ from ..worker import task
 from .crashguard import GivenUp
 
 if TYPE_CHECKING:  # the reporter is only called: rows.py need not sit above progress.py
+    import pandas as pd
+
     from ..watch.progress import Reporter
 
 # Bookkeeping columns of every row, collected per row as a tuple in this order and written

@@ -21,15 +21,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
-import pandas as pd
 
 from .. import config, layout, params
 from ..backends import Backend
 from ..errors import PsetTimeout, SetupError
-from ..results import MapProgress, MapResults, Missing
+from ..results import MapProgress, MapResults
 from ..stopping import EXIT_INCOMPLETE, StopRequest, until_stopped
 from ..store import Store, Table
 from ..store.bookkeeping import RunStamp
@@ -44,6 +43,9 @@ from .grouping import Grouper
 from .recorder import Recorder, RowWriter
 from .sharding import Shard, pset_cost, select, shard_for
 from .source import ResumeIndex, batches, checked_psets
+
+if TYPE_CHECKING:
+    pass
 
 
 def default_out_path() -> str:
@@ -315,6 +317,10 @@ class MapRun:
 
     def finish(self, wall: float, path: str | None) -> MapResults:
         """This map's rows read back, and the closing report."""
+        import pandas as pd
+
+        from ..missing import Missing
+
         if self.settings.keep_results:
             rows = self.writer.read("results", user_columns_only=True)
         else:

@@ -9,16 +9,18 @@ map where it stands; what was computed before it is committed and kept.
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from .. import params
 from ..backends.resources import RESOURCES_KEY, ResourcedPset, resource_problems, split_resources
 from ..errors import PsetError
-from ..results import Missing
+
+if TYPE_CHECKING:
+    pass
 
 T = TypeVar("T")
 
@@ -78,9 +80,16 @@ def compress(indexes: list[int]) -> str:
 
 def as_iterable(psets: Any) -> tuple[Iterable, bool]:
     """The psets as something to iterate, and whether it can be iterated twice."""
-    if isinstance(psets, Missing):  # results.missing: its psets exactly as they were given
-        return psets.to_psets(), True
-    if isinstance(psets, (pd.DataFrame, params.Space)):
+    # Without pandas imported the psets cannot be a DataFrame: rank 0 then hands out its
+    # first groups without paying pandas' import, which its workers would wait for.
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(psets, pd.DataFrame):
+        from ..missing import Missing
+
+        if isinstance(psets, Missing):  # results.missing: its psets exactly as they were given
+            return psets.to_psets(), True
+        return params.as_space(psets), True
+    if isinstance(psets, params.Space):
         return params.as_space(psets), True
     if isinstance(psets, (list, tuple)):
         return psets, True

@@ -24,11 +24,14 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .. import layout
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LEGACY_NAMES = layout.LEGACY_NAMES
 TIME_COLUMN = layout.TIME_UTC  # float64 POSIX seconds (UTC) on disk; a UTC datetime when read
@@ -159,6 +162,7 @@ def with_current_names(frame: pd.DataFrame) -> pd.DataFrame:
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """Stored rows as :func:`psmpi.read` gives them: today's column names, and
     ``_time_utc`` as UTC datetimes (stored as float POSIX seconds; NaN -> NaT)."""
+    import pandas as pd
     frame = with_current_names(frame)
     if TIME_COLUMN not in frame.columns:
         return frame
@@ -167,6 +171,7 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
 
 def posix_seconds(times: pd.Series) -> pd.Series:
     """``_time_utc`` values as float POSIX seconds, whether read as datetimes or raw."""
+    import pandas as pd
     if isinstance(times.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(times):
         epoch = pd.Timestamp(0, tz="UTC") if isinstance(times.dtype, pd.DatetimeTZDtype) \
             else pd.Timestamp(0)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-
-import h5py
+from typing import TYPE_CHECKING
 
 from ..errors import DamageError, PsmpiError
 from ..layout import TABLE_KINDS, lock_path
 from .damage import _H5_ERRORS, _merged, _ranges_text, _reason
 from .file import open_h5
 from .table import Table
+
+if TYPE_CHECKING:
+    import h5py
 
 
 @dataclasses.dataclass
@@ -99,6 +101,7 @@ def check(path: str | os.PathLike) -> CheckReport:
         The file cannot be opened at all (missing, not HDF5 or damaged at its start, not a
         psmpi file, or it has links or datasets that reach outside it).
     """
+    import h5py
     path = os.fspath(path)
     report = CheckReport(path, being_written=os.path.exists(lock_path(path)))
     with open_h5(path, "r") as f:

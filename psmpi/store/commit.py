@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from .. import values as _values
@@ -47,6 +46,8 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
+    import h5py
+
     from .table import Table
 
 # Rows copied at a time when a column is widened.
@@ -56,6 +57,7 @@ _COPY_ROWS = 1 << 20
 def _create_counter(group: h5py.Group) -> None:
     """``n_committed``: a scalar stored in its object header (compact layout), which HDF5
     checksums; a chunk of its own would cost more and the scalar stays plain to read."""
+    import h5py
     plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     plist.set_layout(h5py.h5d.COMPACT)
     ds = h5py.h5d.create(group.id, N_COMMITTED.encode(), h5py.h5t.STD_I64LE,
@@ -70,6 +72,7 @@ def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Datas
 
 def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
     """Grow ``ds`` to ``n0 + len(array)`` rows and write ``array`` there (h5py's low-level API)."""
+    import h5py
     ds.id.set_extent((n0 + array.shape[0],) + array.shape[1:])
     space = ds.id.get_space()
     space.select_hyperslab((n0,) + (0,) * (array.ndim - 1), array.shape)
@@ -100,6 +103,7 @@ def _commit_data(table: Table, data: dict[str, tuple[np.ndarray, np.ndarray | No
                  k: int) -> range:
     """The two-phase commit of ``k`` rows gathered as ``{column: (array, nulls)}``, a heap
     column's bytes waiting in its ``pending`` (offsets from their start)."""
+    import h5py
     store = table._store
     n0, n1 = table._n, table._n + k
     store._ensure_space()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
 
 # h5py's errors on a damaged file: a failed checksum or read is an OSError, a damaged object
 # header often a KeyError, a bad name or string a UnicodeDecodeError (a ValueError).
@@ -84,6 +87,7 @@ def _torn_chunk(ds: h5py.Dataset, n: int) -> tuple[int, np.ndarray] | None:
 
 def _filtered_chunk(rows: np.ndarray) -> bytes:
     """``rows`` (one whole chunk) as HDF5 stores it with the Fletcher-32 filter."""
+    import h5py
     with h5py.File(f"psmpi-chunk-{uuid.uuid4().hex}.h5", "w", driver="core",
                    backing_store=False) as f:
         ds = f.create_dataset("c", data=rows, chunks=rows.shape, fletcher32=True)

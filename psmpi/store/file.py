@@ -15,9 +15,8 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from ..errors import ConfigError, DamageError, InternalError, PsmpiError, StoreError
@@ -36,6 +35,9 @@ from .damage import _CHECK_HINT, _H5_ERRORS, _reason
 from .lock import release_lock, take_lock, utc_now
 from .schema import _check_name
 from .table import Table
+
+if TYPE_CHECKING:
+    import h5py
 
 # psmpi stops writing when less than this is free on the file's file system: HDF5 2.0
 # segfaults inside H5Dwrite when the disk fills (measured), so the only clean way out is to
@@ -88,6 +90,7 @@ class Store:
             The directory is missing or unwritable, another live process holds the lock,
             or the file is not a psmpi HDF5 file.
         """
+        import h5py
         if path is None:
             f = h5py.File(f"psmpi-memory-{uuid.uuid4().hex}.h5", "w", driver="core",
                           backing_store=False, track_order=True, libver=_WRITE_LIBVER)
@@ -120,6 +123,7 @@ class Store:
 
     def table(self, map_name: str, kind: str = RESULTS) -> Table:
         """The table ``kind`` ("results" or "failures") of map ``map_name``, created if missing."""
+        import h5py
         problem = _check_name(map_name)
         if problem is not None:
             raise ConfigError(problem + "; choose another name=")
@@ -301,6 +305,7 @@ def _cover_the_whole_file(f: h5py.File) -> bool:
 
 def _create_empty(path: str) -> None:
     """Make ``path`` an empty results file: written beside it, then renamed into place."""
+    import h5py
     tmp = creating_path(path, os.getpid())
     try:
         with h5py.File(tmp, "w", locking=False, track_order=True, libver=_CREATE_LIBVER) as f:
@@ -323,6 +328,7 @@ def open_h5(path: str, mode: str) -> h5py.File:
     open another file. Datasets with external storage or a virtual layout are refused where
     psmpi opens them (:class:`Table`), before their data is touched.
     """
+    import h5py
     if mode == "r" and not os.path.isfile(path):
         raise StoreError(f"{path} does not exist")
     if mode == "r" and os.path.getsize(path) == 0:
@@ -359,16 +365,15 @@ def open_h5(path: str, mode: str) -> h5py.File:
     return f
 
 
-_LINK_KINDS = {h5py.h5l.TYPE_SOFT: "a soft link", h5py.h5l.TYPE_EXTERNAL: "an external link"}
-
-
 def _check_links(f: h5py.File, path: str) -> None:
     """Refuse every link that is not a hard link (psmpi writes none); names the first few."""
+    import h5py
     found: list[str] = []
+    link_kinds = {h5py.h5l.TYPE_SOFT: "a soft link", h5py.h5l.TYPE_EXTERNAL: "an external link"}
 
     def visit(name: bytes, info: Any) -> None:
         if info.type != h5py.h5l.TYPE_HARD:
-            kind = _LINK_KINDS.get(info.type, "a user-defined link")
+            kind = link_kinds.get(info.type, "a user-defined link")
             try:
                 target = f.id.links.get_val(name)
                 target = (":".join(t.decode("utf-8", "replace") for t in target)
@@ -391,6 +396,7 @@ def _check_links(f: h5py.File, path: str) -> None:
 
 def maps_in(f: h5py.File) -> list[str]:
     """Names of the maps in an open results file, in creation order."""
+    import h5py
     try:
         return [name for name, obj in f.items() if isinstance(obj, h5py.Group)]
     except _H5_ERRORS as exc:

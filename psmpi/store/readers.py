@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import h5py
-
 from ..errors import DamageError, InternalError, PsmpiError, StoreError
 from ..layout import FAILURES, RESULTS, lock_path
 from .bookkeeping import readable
@@ -19,6 +17,7 @@ from .file import maps_in, open_h5
 from .table import Table
 
 if TYPE_CHECKING:
+    import h5py
     import pandas as pd
 
 T = TypeVar("T")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from .. import values as _values
@@ -17,6 +16,7 @@ from .damage import _H5_ERRORS, _bad_ranges, _NoColumn, _torn_chunk
 from .schema import _Column
 
 if TYPE_CHECKING:
+    import h5py
     import pandas as pd
 
     from .table import Table

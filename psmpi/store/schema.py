@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from .. import values as _values
@@ -29,6 +28,8 @@ from ..values import (
 )
 
 if TYPE_CHECKING:
+    import h5py
+
     from .table import Table
 
 # Every chunk psmpi writes carries a Fletcher-32 checksum that HDF5 verifies on each read:
@@ -131,6 +132,7 @@ def _check_name(name: Any, what: str = "map name") -> str | None:
 
 def _check_storage(ds: h5py.Dataset) -> None:
     """Refuse a dataset whose data lives outside the file: HDF5 would read and write there."""
+    import h5py
     plist = ds.id.get_create_plist()
     what = None
     if plist.get_layout() == h5py.h5d.VIRTUAL:
@@ -146,6 +148,7 @@ def _check_storage(ds: h5py.Dataset) -> None:
 
 def _kind_of(ds: h5py.Dataset) -> str:
     """A column's kind: its dataset's shape and dtype decide it (the attribute only says it)."""
+    import h5py
     if ds.dtype.names == _POINTER.names:
         return "general"
     if ds.dtype.names == _RAGGED.names:

@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from ..errors import DamageError, PsmpiError
@@ -32,6 +31,7 @@ from .damage import _CHECK_HINT, _H5_ERRORS, _ranges_text, _reason
 from .schema import _HEAP_KINDS, _check_storage, _Column, _kind_of, _lengths
 
 if TYPE_CHECKING:
+    import h5py
     import pandas as pd
 
     from .file import Store

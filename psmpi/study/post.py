@@ -15,12 +15,13 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import layout, params
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}
@@ -97,11 +98,13 @@ def filter_rows(df: pd.DataFrame, conditions: Sequence[tuple]) -> pd.DataFrame:
 
     Examples
     --------
+    >>> import pandas as pd
     >>> df = pd.DataFrame({"a": [1, 2, 3], "b": [None, "u", "v"]})
     >>> filter_rows(df, [("a", "in", [1, 3]), ("b", "!=", None)])
        a  b
     2  3  v
     """
+    import pandas as pd
     if isinstance(conditions, tuple) and conditions and isinstance(conditions[0], str):
         raise ConfigError(f"conditions must be a list of conditions: [{conditions!r}]")
     mask = pd.Series(True, index=df.index)
@@ -126,6 +129,7 @@ def print_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *,
 
     Examples
     --------
+    >>> import pandas as pd
     >>> print_table(pd.DataFrame({"a": [1, 20], "_pset_hash": ["x", "y"], "y": [0.5, 1.0]}))
      a   y
      1 0.5
@@ -144,6 +148,7 @@ def print_table(df: pd.DataFrame, columns: Sequence[str] | None = None, *,
 
 
 def _stored(results: Any, name: str | None) -> pd.DataFrame:
+    import pandas as pd
     if isinstance(results, pd.DataFrame):
         return results
     if isinstance(results, (str, os.PathLike)):
@@ -185,6 +190,7 @@ def missing_psets(space: Any, results: Any, name: str | None = None, *,
 
     Examples
     --------
+    >>> import pandas as pd
     >>> stored = pd.DataFrame({"a": [1, 1], "b": [10, 20], "y": [0, 0]})
     >>> missing_psets({"a": [1, 2], "b": [10, 20]}, stored, on=["a", "b"]).to_list()
     [{'a': 2, 'b': 10}, {'a': 2, 'b': 20}]

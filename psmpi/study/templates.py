@@ -27,13 +27,15 @@ import shutil
 import string
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .. import layout, params
 from ..errors import ConfigError, PsetError, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Placeholders psmpi fills in besides the pset's own keys.
 RESERVED = (layout.PSET_HASH, layout.PSET_INDEX)
@@ -276,6 +278,7 @@ def prep_batch(psets: Any, templates_dir: str | os.PathLike = "templates",
         For invalid or identical psets, or psets lacking a key a template uses; all
         offenders are listed.
     """
+    import pandas as pd
     space = params.as_space(psets)
     plist = list(space)
     files, found = _read_templates(Path(templates_dir), machines)

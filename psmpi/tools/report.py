@@ -20,14 +20,16 @@ import datetime
 import html
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .. import layout
 from ..errors import PsmpiError
 from ..store.bookkeeping import posix_seconds
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FAILED_COLOUR = "#d62728"
 CRASHED_COLOUR = "#000000"
@@ -50,6 +52,7 @@ def _matplotlib() -> Any:
 # ---------------------------------------------------------------------- data
 def events(frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
     """One row per attempt with a known start: map, status, start, end, runtime, worker."""
+    import pandas as pd
     parts = []
     for order, (name, (results, failures)) in enumerate(frames.items()):
         for df, status in ((results, None), (failures, "failed")):
@@ -311,6 +314,7 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 def _timeline_title(lane: np.ndarray, x1: np.ndarray, n_workers: int, processes: int,
                     size: float) -> str:
     """Lanes, psets per lane, and how long the first idle worker waited for the last."""
+    import pandas as pd
     mine = lane < n_workers
     counts = np.bincount(lane[mine], minlength=n_workers)
     each = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"

@@ -7,16 +7,19 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import pandas as pd
 
 from .. import layout
 from ..errors import StoreError
 from ..store import Table, bookkeeping, maps_in, reading
 from ..store.lock import owner_of
 from ..watch.stalls import read_running
+
+if TYPE_CHECKING:
+    import h5py
+    import pandas as pd
 
 
 def table(f: h5py.File, name: str, kind: str) -> Table | None:
@@ -40,6 +43,7 @@ def unresolved_failures(results: Table | None, failures: Table | None) -> np.nda
     A pset is its (``_pset_index``, ``_pset_hash``) pair: a failure is resolved when a later
     run committed a result for the same pset.
     """
+    import pandas as pd
     if failures is None or failures.n_rows == 0:
         return np.empty(0, dtype=np.int64)
     fail = pd.DataFrame({"i": failures.read_column(layout.PSET_INDEX),
@@ -172,6 +176,7 @@ def failures(path: str, maps: Sequence[str] | None = None, every: bool = False,
     dict of str to pandas.DataFrame
         Map name to its failure rows (today's column names; empty if none).
     """
+    import pandas as pd
     def read(f: h5py.File) -> dict[str, pd.DataFrame]:
         out = {}
         for name in selected_maps(f, maps):
@@ -214,6 +219,7 @@ def common_failures(df: pd.DataFrame, n: int = 5) -> pd.Series:
     """The ``n`` most frequent exception messages of failure rows ``df``, with their counts;
     messages that differ only in numbers and quoted values count as one
     (:func:`message_pattern`)."""
+    import pandas as pd
     if not len(df):
         return pd.Series(dtype=int)
     return df[layout.EXCEPTION].astype(str).map(message_pattern).value_counts().head(n)

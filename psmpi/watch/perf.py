@@ -12,13 +12,16 @@ import array
 import dataclasses
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .. import utils
 from ..results import USAGE_COLUMNS, PerfStats, Timings, empty_usage
 from ..worker.task import GroupOutcome
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAN = array.array("d", [math.nan])
 
@@ -92,6 +95,7 @@ class PerfCollector:
         worker.peak_rss = max(worker.peak_rss, outcome.peak_rss)
 
     def usage(self, wall: float) -> pd.DataFrame:
+        import pandas as pd
         if not self.workers:
             return empty_usage()
         rows = []
