@@ -1,0 +1,235 @@
+"""Start-up: `import psmpi` beside numpy and mpi4py, and `mpiexec` to the first pset computed.
+
+Two parts, each with the systems taking turns in every round (the machine is shared: read
+the ratios):
+
+- imports: each module imported in a fresh `python -c` (the page cache is warm: "cold-ish"),
+  its wall and CPU time measured inside the process around the import statement alone; the
+  heavy modules it brought along (pandas, h5py) are listed. numpy and mpi4py give the scale:
+  psmpi needs numpy, and every MPI rank imports mpi4py. Target: `import psmpi` <= 0.15 s.
+- ranks: `mpiexec -n N` (4, 16, 64: oversubscribed on this machine's cores) of a study that
+  maps 3 psets per worker, each sleeping 0.2 s (one per group), writing its results file.
+  Each pset notes when it was computed; the driver notes when it started `mpiexec`. Reported:
+  seconds from `mpiexec` to the first pset computed, to the median worker's first pset, and to
+  the last worker's first pset (every worker busy), and how many workers computed one.
+  psmpi's ranks run the study script (every rank imports psmpi, rank 0 writes the file);
+  mpi4py.futures' run under `python -m mpi4py.futures`, its workers import only mpi4py.
+
+    python benchmarks/mpi_startup.py                          # 15 import rounds; 3 at 4/16/64 ranks
+    python benchmarks/mpi_startup.py --quick                  # 5 import rounds; 1 at 4/16 ranks
+    python benchmarks/mpi_startup.py --baseline /work/main    # also psmpi of another checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_IMPORT = 0.15  # seconds for `import psmpi`
+HEAVY = ("pandas", "h5py")
+SECONDS = 0.2
+PER_WORKER = 3
+IMPORTS = ["numpy", "mpi4py", "h5py", "pandas", "psmpi"]
+SYSTEMS = {
+    "psmpi": "every rank runs the script: `import psmpi`, then psmpi.map(stamp, psets, "
+             "out='startup.h5', group_size=1, verbose=0) (backend chosen: mpi); this checkout",
+    "futures": "mpi4py.futures.MPIPoolExecutor().map(stamp, psets, chunksize=1) under "
+               "`python -m mpi4py.futures`, no storage",
+    "baseline": "the psmpi study, with psmpi of the --baseline checkout",
+}
+PEER_MODULES = {"futures": "mpi4py"}
+
+
+# ---------------------------------------------------------------------- imports
+
+PROBE = """\
+import sys, time, json
+t0, c0 = time.perf_counter(), time.process_time()
+import {module}
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r})
+print("RESULT " + json.dumps({{"wall": wall, "cpu": cpu, "heavy": heavy}}))
+"""
+
+
+def import_time(module: str, pythonpath: str) -> dict:
+    """One fresh interpreter importing ``module``: wall and CPU seconds of the import."""
+    code = PROBE.format(module=module, heavy=set(HEAVY))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def measure_imports(reps: int, baseline: str | None) -> tuple[dict, dict]:
+    names = IMPORTS + (["psmpi (baseline)"] if baseline else [])
+
+    def measure(name: str) -> dict:
+        module = name.split()[0]
+        return import_time(module, baseline if "baseline" in name else CHECKOUT)
+
+    return common.interleaved(names, reps, measure)
+
+
+def report_imports(results: dict, failed: dict, reps: int, baseline: str | None) -> dict:
+    common.report_failures(failed, results)
+    print()
+    numpy_wall = statistics.median(r["wall"] for r in results["numpy"]) if results["numpy"] \
+        else float("nan")
+    rows, medians = [], {}
+    for name, runs in results.items():
+        if not runs:
+            continue
+        wall = common.spread([r["wall"] for r in runs])
+        cpu = statistics.median(r["cpu"] for r in runs)
+        medians[name] = wall[0]
+        heavy = sorted({m for r in runs for m in r["heavy"]})
+        rows.append([f"`import {name.split()[0]}`" + (" (baseline)" if "baseline" in name else ""),
+                     f"{wall[0]:.3f}", f"{wall[1]:.3f} – {wall[2]:.3f}", f"{cpu:.3f}",
+                     f"{wall[0] / numpy_wall:.2f}", ", ".join(heavy) or "–", len(runs)])
+    print(common.table(["import", "wall s, median", "min – max", "CPU s, median",
+                        "÷ numpy", "pandas/h5py loaded", "runs"], rows))
+    print()
+    if "psmpi" in medians:
+        met = medians["psmpi"] <= TARGET_IMPORT
+        print(f"- target `import psmpi` <= {TARGET_IMPORT} s: {'met' if met else '**missed**'} "
+              f"({medians['psmpi']:.3f} s, median of {len(results['psmpi'])})")
+    if baseline and "psmpi (baseline)" in medians and "psmpi" in medians:
+        print(f"- baseline {baseline} (`git rev-parse HEAD`: {git_head(baseline)}): "
+              f"this checkout takes {medians['psmpi'] / medians['psmpi (baseline)']:.2f}× "
+              f"its import time")
+    return medians
+
+
+def git_head(path: str) -> str:
+    done = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+# ---------------------------------------------------------------------- ranks
+
+def stamp(pset):
+    time.sleep(pset["seconds"])
+    rank = os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "-1"))
+    return {"t": time.time(), "rank": int(rank)}
+
+
+def make_psets(n_workers: int) -> list[dict]:
+    return [{"i": i, "seconds": SECONDS} for i in range(PER_WORKER * n_workers)]
+
+
+def firsts(t0: float, rows: list[dict], n_workers: int) -> dict:
+    """Seconds from ``t0`` (when mpiexec was started) to each worker's first pset."""
+    first: dict[int, float] = {}
+    for row in rows:
+        first[row["rank"]] = min(first.get(row["rank"], row["t"]), row["t"])
+    times = sorted(t - t0 for t in first.values())
+    return {"first": times[0], "median_worker": statistics.median(times), "last_worker":
+            times[-1], "workers_used": len(times), "workers": n_workers}
+
+
+def run_psmpi(t0: float, n_workers: int) -> dict:
+    import psmpi  # every rank: the import this benchmark is about
+    res = psmpi.map(stamp, make_psets(n_workers), out="startup.h5", group_size=1, verbose=0)
+    # rank 0 only from here: the other ranks served the map and stay in psmpi
+    assert len(res) == PER_WORKER * n_workers, res
+    return firsts(t0, list(res.iterdicts()), n_workers)
+
+
+def run_futures(t0: float, n_workers: int) -> dict:
+    from mpi4py.futures import MPIPoolExecutor
+    with MPIPoolExecutor() as executor:
+        rows = list(executor.map(stamp, make_psets(n_workers), chunksize=1))
+    return firsts(t0, rows, n_workers)
+
+
+def measure_ranks(system: str, ranks: int, baseline: str | None) -> dict:
+    pythonpath = baseline if system == "baseline" else CHECKOUT
+    one = "psmpi" if system == "baseline" else system
+    t0 = time.time()
+    command = common.mpi_command(ranks, __file__, ["--one", one, repr(t0), str(ranks - 1)],
+                                 futures=system == "futures")
+    return common.run_result(command, timeout=900, env={"PYTHONPATH": pythonpath,
+                                                        "PSMPI_LOGFILE": "0"})
+
+
+def report_ranks(systems: list[str], by_ranks: dict) -> None:
+    rows = []
+    for ranks, (results, failed) in by_ranks.items():
+        common.report_failures(failed, results)
+        futures = [r["first"] for r in results.get("futures", [])]
+        for system in systems:
+            runs = results.get(system, [])
+            if not runs:
+                continue
+            first = common.spread([r["first"] for r in runs])
+            ratio = common.ratio_cell([r["first"] / f for r, f in zip(runs, futures)]) \
+                if futures and system != "futures" else "–"
+            rows.append([ranks, system, f"{first[0]:.2f}", f"{first[1]:.2f} – {first[2]:.2f}",
+                         ratio,
+                         f"{statistics.median(r['median_worker'] for r in runs):.2f}",
+                         f"{statistics.median(r['last_worker'] for r in runs):.2f}",
+                         f"{min(r['workers_used'] for r in runs)}/{runs[0]['workers']}",
+                         len(runs)])
+    print(common.table(["ranks", "system", "s to first pset, median", "min – max",
+                        "÷ futures (round by round)", "s to median worker's first",
+                        "s to last worker's first", "workers that computed (min)", "rounds"],
+                       rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.round_options(parser, SYSTEMS, "5 import rounds; 1 round at 4 and 16 ranks",
+                         reps=3, quick_reps=1)
+    parser.add_argument("--ranks", help="comma-separated rank counts (default 4,16,64; "
+                                        "4,16 with --quick)")
+    parser.add_argument("--import-reps", type=int, help="import rounds (default 15, 5 quick)")
+    parser.add_argument("--baseline", help="a psmpi checkout to compare with")
+    parser.add_argument("--one", nargs=3, metavar=("SYSTEM", "T0", "WORKERS"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        system, t0, workers = args.one
+        out = globals()["run_" + system](float(t0), int(workers))
+        if out is not None:
+            common.emit(out)
+        return
+
+    reps = args.reps or (1 if args.quick else 3)
+    import_reps = args.import_reps or (5 if args.quick else 15)
+    ranks = [int(r) for r in (args.ranks or ("4,16" if args.quick else "4,16,64")).split(",")]
+    common.header("mpi_startup: `import psmpi`, and `mpiexec` to the first pset computed")
+    print(f"- imports: {import_reps} rounds, each module in a fresh interpreter in turn; "
+          f"ranks: {reps} round(s) at each of {ranks} ranks, each a fresh `mpiexec`")
+    print()
+    print("### Imports\n")
+    imports, failed = measure_imports(import_reps, args.baseline)
+    report_imports(imports, failed, import_reps, args.baseline)
+    print()
+    print(f"### From `mpiexec` to the first pset ({PER_WORKER} psets of {SECONDS} s per worker)\n")
+    wanted = [s for s in args.systems.split(",") if s and (s != "baseline" or args.baseline)]
+    systems = common.installed_systems(wanted, PEER_MODULES)
+    by_ranks = {n: common.interleaved(systems, reps, lambda s, n=n: measure_ranks(
+        s, n, args.baseline)) for n in ranks}
+    report_ranks(systems, by_ranks)
+    print()
+    print("Systems:")
+    common.list_systems(systems, {**SYSTEMS, "baseline": SYSTEMS["baseline"] +
+                                  f" ({args.baseline})"} if args.baseline else SYSTEMS)
+
+
+if __name__ == "__main__":
+    main()
