@@ -88,13 +88,13 @@ def report_imports(results: dict, failed: dict, reps: int, baseline: str | None)
     print()
     numpy_wall = statistics.median(r["wall"] for r in results["numpy"]) if results["numpy"] \
         else float("nan")
-    rows, medians = [], {}
+    rows, medians, cpus = [], {}, {}
     for name, runs in results.items():
         if not runs:
             continue
         wall = common.spread([r["wall"] for r in runs])
         cpu = statistics.median(r["cpu"] for r in runs)
-        medians[name] = wall[0]
+        medians[name], cpus[name] = wall[0], cpu
         heavy = sorted({m for r in runs for m in r["heavy"]})
         rows.append([f"`import {name.split()[0]}`" + (" (baseline)" if "baseline" in name else ""),
                      f"{wall[0]:.3f}", f"{wall[1]:.3f} – {wall[2]:.3f}", f"{cpu:.3f}",
@@ -103,13 +103,18 @@ def report_imports(results: dict, failed: dict, reps: int, baseline: str | None)
                         "÷ numpy", "pandas/h5py loaded", "runs"], rows))
     print()
     if "psmpi" in medians:
-        met = medians["psmpi"] <= TARGET_IMPORT
-        print(f"- target `import psmpi` <= {TARGET_IMPORT} s: {'met' if met else '**missed**'} "
-              f"({medians['psmpi']:.3f} s, median of {len(results['psmpi'])})")
+        # On a shared machine the wall time waits for other processes' turns; the CPU time
+        # is what the import itself costs, and what an idle machine's wall time would be.
+        for what, value in (("wall", medians["psmpi"]), ("CPU", cpus["psmpi"])):
+            met = value <= TARGET_IMPORT
+            print(f"- target `import psmpi` <= {TARGET_IMPORT} s, by the median {what} time: "
+                  f"{'met' if met else '**missed**'} ({value:.3f} s, "
+                  f"{len(results['psmpi'])} runs)")
     if baseline and "psmpi (baseline)" in medians and "psmpi" in medians:
-        print(f"- baseline {baseline} (`git rev-parse HEAD`: {git_head(baseline)}): "
-              f"this checkout takes {medians['psmpi'] / medians['psmpi (baseline)']:.2f}× "
-              f"its import time")
+        base = "psmpi (baseline)"
+        print(f"- baseline {baseline} (`git rev-parse HEAD`: {git_head(baseline)}): this "
+              f"checkout takes {medians['psmpi'] / medians[base]:.2f}× its import's wall time, "
+              f"{cpus['psmpi'] / cpus[base]:.2f}× its CPU time")
     return medians
 
 

@@ -2,7 +2,7 @@
 # Set up benchmarks/.venv (psmpi[mpi]: mpi4py and the mpich wheel, plus the peers), run every
 # MPI benchmark from a temporary directory with that venv's mpiexec, and write their markdown
 # reports to benchmarks/results-mpi.md (results-mpi-quick.md with --quick).
-#   bash benchmarks/run_mpi.sh            # full run, ~20 minutes on 2 cores
+#   bash benchmarks/run_mpi.sh            # full run, ~25 minutes on 2 cores
 #   bash benchmarks/run_mpi.sh --quick    # smoke run, ~2 minutes
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,7 +28,7 @@ cd "$work"
     echo "Each section gives its exact command; each measurement inside it is a fresh \`mpiexec\`."
     echo "The machine is shared and noisy: within a section the systems take turns in every round."
 } > "$work/results.md"
-for bench in mpi_throughput mpi_overhead mpi_balance mpi_idle mpi_scale mpi_memory; do
+for bench in mpi_throughput mpi_overhead mpi_balance mpi_idle mpi_scale mpi_memory mpi_startup; do
     echo "running $bench.py $mode" >&2
     echo >> "$work/results.md"
     "$py" "$here/$bench.py" $mode >> "$work/results.md"

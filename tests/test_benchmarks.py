@@ -96,3 +96,26 @@ def test_merge_quick_run_reports_both_scenarios_and_the_target(tmp_path):
         assert ": met (" in line or ": MISSED (" in line, line
     assert proc.stdout.count("6,000 rows") == 0 and "round 1: psmpi: 6,000 rows" in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.timeout(300)
+def test_mpi_startup_quick_run_times_imports_and_the_first_pset():
+    """One round of each part: the imports (with this checkout as the baseline too) and
+    `mpiexec -n 3` to the first pset, psmpi beside mpi4py.futures."""
+    if not (pathlib.Path(sys.executable).parent / "mpiexec").exists():
+        pytest.skip("needs the mpiexec of the mpich wheel beside the Python executable")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "mpi_startup.py"), "--quick",
+                           "--import-reps", "1", "--ranks", "3", "--baseline", str(ROOT)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    psmpi_row = next(ln for ln in out.splitlines() if ln.startswith("| `import psmpi` |"))
+    assert psmpi_row.split("|")[6].strip() == "–", psmpi_row  # neither pandas nor h5py
+    assert "| `import pandas` |" in out and "| pandas | 1 |" in out
+    for what in ("wall", "CPU"):
+        line = next(ln for ln in out.splitlines() if f"by the median {what} time" in ln)
+        assert ": met (" in line or ": **missed** (" in line, line
+    for system in ("psmpi", "futures", "baseline"):
+        assert f"| 3 | {system} |" in out, out
+    assert "2/2 | 1 |" in out and "FAILED" not in proc.stderr
