@@ -17,6 +17,8 @@ from the layers below it; ``tests/test_imports.py`` checks)::
     cli/          the psmpi command
 """
 
+from typing import TYPE_CHECKING
+
 from . import history, params, utils
 from .api import init, map
 from .errors import (
@@ -43,6 +45,9 @@ from .worker.context import PsetContext, context
 from .worker.setup import SetupContext
 from .worker.timers import timer
 
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ below
+    from .missing import Missing
+
 __version__ = "0.1.0"
 
 
@@ -55,6 +60,11 @@ def __getattr__(name: str) -> object:
 
         return Missing
     raise AttributeError(f"module 'psmpi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Missing"})  # tab completion offers the lazy name too
+
 
 __all__ = [
     # running a survey

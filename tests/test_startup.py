@@ -64,6 +64,7 @@ def test_every_public_name_resolves_and_missing_brings_pandas():
     """``psmpi.Missing`` (a DataFrame subclass) is looked up on first use (module __getattr__)."""
     code = ("import psmpi\n"
             "assert [n for n in psmpi.__all__ if getattr(psmpi, n, None) is None] == []\n"
+            "assert set(psmpi.__all__) <= set(dir(psmpi))\n"
             "import pandas\n"
             "assert issubclass(psmpi.Missing, pandas.DataFrame)\n"
             "from psmpi import Missing\n"
