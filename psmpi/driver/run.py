@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -43,9 +43,6 @@ from .grouping import Grouper
 from .recorder import Recorder, RowWriter
 from .sharding import Shard, pset_cost, select, shard_for
 from .source import ResumeIndex, batches, checked_psets
-
-if TYPE_CHECKING:
-    pass
 
 
 def default_out_path() -> str:

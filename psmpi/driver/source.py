@@ -11,16 +11,13 @@ from __future__ import annotations
 import collections
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .. import params
 from ..backends.resources import RESOURCES_KEY, ResourcedPset, resource_problems, split_resources
 from ..errors import PsetError
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 
