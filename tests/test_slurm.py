@@ -43,7 +43,9 @@ is tests/slurm/survey.py. Every job is submitted at the start, so they run side 
 * an srun that hangs (SIGSTOPped) when psmpi stops it: its step does not outlive it.
 
 With .ci/slurm-up.sh's settings (cred_expire=10, bf_interval=1) a requeued job restarts
-12-13 s after `scontrol requeue`; the whole file takes about a minute (90 s at most).
+12-13 s after `scontrol requeue`; the whole file takes about a minute and a half: 89 s on
+2 nodes of 8 CPUs (PSMPI_SLURM_NODES=2, as CI), 113 s on one node, where the ensemble
+jobs wait for CPUs; without them 87 s and 102 s (2026-12-05, the shared 2-core machine).
 """
 
 from __future__ import annotations
