@@ -24,6 +24,11 @@
 #   JobRequeue=1                   jobs are requeueable by default
 #   MpiDefault=none                jobs choose: srun --mpi=pmi2 (mpich), or mpiexec
 #   MailProg=/bin/true             no "MailProg is invalid" errors without a mailer
+#   FirstJobId=<from the clock>    job ids differ from one start to the next (-c starts again
+#                                  at 1 otherwise): MPICH under srun names its shared memory
+#                                  after <job>.<step>, and an application killed in a test
+#                                  leaves /dev/shm/mpich_shm_* behind, which made the same
+#                                  job.step of a later cluster fail in MPI_Init
 #   Slurm{ctld,d}Port              private ports, away from a system Slurm on 6817/6818
 #
 # PSMPI_SLURM_NODES=2 (or more): nodes n1, n2, ... all on this machine, one slurmd each
@@ -131,6 +136,7 @@ JobRequeue=1
 MinJobAge=300
 KillWait=5
 MailProg=/bin/true
+FirstJobId=$(( $(date +%s) % 60000000 + 1000 ))
 $NODE_LINES
 PartitionName=debug Nodes=$NODES Default=YES MaxTime=INFINITE State=UP
 CONF

@@ -40,7 +40,8 @@ is tests/slurm/survey.py. Every job is submitted at the start, so they run side 
   psets of 6 ranks over both nodes, of 2 ranks on 2 whole nodes, of 1 and 3 ranks. Each
   rank ran on the node psmpi reserved for it, and no node ever had more ranks at once
   than its 4 CPUs (a whole-node pset counting as all 4).
-* an srun that hangs (SIGSTOPped) when psmpi stops it: its step does not outlive it.
+* an srun that hangs (SIGSTOPped) when psmpi stops it, and one that times out: their
+  steps do not outlive them.
 
 With .ci/slurm-up.sh's settings (cred_expire=10, bf_interval=1) a requeued job restarts
 12-13 s after `scontrol requeue`; the whole file takes about a minute and a half: 89 s on
@@ -469,6 +470,7 @@ def test_ensemble_of_mpi_apps_drained_and_requeued(slurm, jobs):
              "incomplete: requeueing",
              "run 2 (requeued 1 of at most 20 times)",
              "apps: complete",
+             "apps: removed MPICH's leftovers of killed steps",
              "the survey is complete"]
     at = -1
     for line in story:
@@ -534,3 +536,4 @@ def test_a_hung_srun_leaves_no_job_step(slurm, jobs):
     assert re.search(r"steps before: \['\d+\.0 psmpi-\w+'\]", log), job.explain()
     assert "srun returncode -9" in log, job.explain()  # it had to be SIGKILLed
     assert "steps after: []" in log, job.explain()
+    assert re.search(r"timed out True after [\d.]+ s; steps then: \[\]", log), job.explain()

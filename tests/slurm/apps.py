@@ -12,10 +12,11 @@ APPS_MIX=nodes (a job of 2 nodes of 4 CPUs): psets of 6 ranks (over both nodes),
 ranks on 2 whole nodes, and of 1 and 3 ranks.
 
 APPS_NOLOCAL=1: the applications run with MPIR_CVAR_NOLOCAL=1 (MPICH uses no shared memory
-between ranks). The drain kills applications, and MPICH's shared memory segments
-(/dev/shm/mpich_shm_*) of those past MPI_Init stay behind, keyed to the job step; the
-requeued run numbers its steps from 0 again, and the step that gets a killed step's
-number fails in MPI_Init on this one machine (docs/guide/ensembles.md, Limits).
+between ranks). The drain kills applications, and MPICH's shared memory segment of each
+(/dev/shm/mpich_shm_<FNV-1a of "job.step">_<n>) stays behind; the requeued run numbers its
+steps from 0 again, and the step that gets a killed step's number fails in MPI_Init with
+"Out of memory" on this one machine (docs/guide/ensembles.md, Limits). Once complete, the
+study removes the segments its job left, so that no later job with the same id meets them.
 
 APPS_DRAIN_AT=k: in the job's first run, the worker of pset k asks Slurm for the job's
 time-limit warning (``scancel --batch --signal=USR1``), as the --signal of a time limit
@@ -24,6 +25,7 @@ signal the script prints the rows in the file and the job steps Slurm still has 
 (``squeue --steps``; none may be left), before exiting with psmpi's status.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -76,6 +78,23 @@ def job_steps() -> list[str]:
             if line.split() and not line.split()[0].endswith((".batch", ".extern"))]
 
 
+def fnv1a(text: str) -> int:
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def remove_mpich_leftovers(steps: int = 1000) -> list[str]:
+    """Remove the shared memory segments MPICH left for this job's steps (none runs now)."""
+    removed = []
+    for step in range(steps):
+        for path in glob.glob(f"/dev/shm/mpich_shm_{fnv1a(f'{JOB}.{step}'):x}_*"):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
 def main():
     restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     psets = psets_of(os.environ.get("APPS_MIX", "sizes"), int(os.environ.get("APPS_PER_SIZE", "4")))
@@ -98,6 +117,8 @@ def main():
     print(f"apps: complete, {len(results)} rows, {results.progress.resumed} resumed, backend "
           f"{results.stats.backend} with {results.stats.workers} workers, "
           f"{time.monotonic() - t0:.1f} s", flush=True)
+    print(f"apps: removed MPICH's leftovers of killed steps: {remove_mpich_leftovers()}",
+          flush=True)
 
 
 if __name__ == "__main__":

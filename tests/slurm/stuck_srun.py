@@ -6,7 +6,8 @@ shell that ignores it) as a job step, in a thread as the ensemble backend does; 
 then SIGSTOPped (as a hung srun would be), so only SIGKILL ends it, and an srun killed so
 leaves its step running. ``launches.stop_all()`` (what a drain that ran out or an error on
 the driver calls) must still leave no step of the job behind. Prints the steps before and
-after, and how long the stop took.
+after, and how long the stop took. Then a ``timeout=`` of run_mpi under srun: the step
+ends with it.
 """
 
 import os
@@ -56,6 +57,11 @@ def main():
     thread.join(30)
     print(f"stuck_srun: run_mpi returned {outcome['result']['returncode']}", flush=True)
     print(f"stuck_srun: steps after: {steps()}", flush=True)
+    t0 = time.monotonic()
+    timed = run_mpi(["sleep", "120"], {}, cwd=sys.argv[1], reservation=here, launcher="srun",
+                    timeout=3, check=False)
+    print(f"stuck_srun: timed out {timed['timed_out']} after {time.monotonic() - t0:.1f} s; "
+          f"steps then: {steps()}", flush=True)
 
 
 if __name__ == "__main__":
