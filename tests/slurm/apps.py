@@ -8,8 +8,8 @@ and end and the node of each rank; the row keeps them with what psmpi reserved (
 ``node:ranks,...``), the launch line and the run (``restart``: SLURM_RESTART_COUNT).
 
 APPS_MIX=sizes: APPS_PER_SIZE psets of each of 1, 2 and 3 ranks.
-APPS_MIX=nodes (a job of 2 nodes of 4 CPUs): psets of 6 ranks (over both nodes), of 2
-ranks on 2 whole nodes, and of 1 and 3 ranks.
+APPS_MIX=nodes (a job of 2 nodes of 2 CPUs): psets of 3 ranks (over both nodes), of 2
+ranks on 2 whole nodes, and of 1 and 2 ranks.
 
 APPS_NOLOCAL=1: the applications run with MPIR_CVAR_NOLOCAL=1 (MPICH uses no shared memory
 between ranks). The drain kills applications, and MPICH's shared memory segment of each
@@ -62,7 +62,7 @@ def launch(pset, system_kwargs, user_kwargs):
 def psets_of(mix: str, per_size: int) -> list[dict]:
     if mix == "sizes":
         return [{"k": k, "ranks": 1 + k % 3} for k in range(3 * per_size)]
-    kinds = [{"ranks": 6}, {"ranks": 2, "nodes": 2}, {"ranks": 1}, {"ranks": 3}]
+    kinds = [{"ranks": 3}, {"ranks": 2, "nodes": 2}, {"ranks": 1}, {"ranks": 2}]
     return [{"k": k, "nodes": 0, **kinds[k % len(kinds)]} for k in range(4 * per_size)]
 
 
