@@ -49,7 +49,7 @@ With .ci/slurm-up.sh's settings (cred_expire=10, bf_interval=1) a requeued job r
 on 2 nodes of 8 CPUs (PSMPI_SLURM_NODES=2, as CI), 113 s on one node, where the ensemble
 jobs wait for CPUs; without them 87-96 s and 102 s (2026-12-05, the shared 2-core machine;
 at a load of 100 from other work, the requeue jobs' second runs did not finish before
-their own warning, with or without the ensembles).
+their own warning; seen twice with the ensembles, the file without them not run then).
 """
 
 from __future__ import annotations
