@@ -24,7 +24,7 @@ wait_gone() { # wait up to $2 seconds for PID $1 to exit
 
 # Read the PIDs first: the daemons delete their PID files early while shutting down.
 CTLD=$(pid_of "$BASE/run/slurmctld.pid" slurmctld)
-SLURMD=$(pid_of "$BASE/run/slurmd.pid" slurmd)
+SLURMD=$(for file in "$BASE"/run/slurmd*.pid; do pid_of "$file" slurmd; done | tr '\n' ' ')
 MUNGED=$(pid_of "$BASE/munge/munged.pid" munged)
 
 if [ -n "$CTLD" ] && [ -f "$SLURM_CONF" ]; then
@@ -49,8 +49,8 @@ if [ -n "$MUNGED" ]; then
     munged --stop -S "$BASE/munge/munge.socket.2" >/dev/null 2>&1 || kill "$MUNGED" 2>/dev/null
     wait_gone "$MUNGED" 5 || kill -9 "$MUNGED" 2>/dev/null
 fi
-rm -f "$BASE/run/slurmctld.pid" "$BASE/run/slurmd.pid" "$BASE/munge/munged.pid"
+rm -f "$BASE/run/slurmctld.pid" "$BASE"/run/slurmd*.pid "$BASE/munge/munged.pid"
 if [ "${1:-}" = --clean ]; then
     rm -rf "$BASE"
 fi
-say "stopped (${CTLD:+slurmctld $CTLD }${SLURMD:+slurmd $SLURMD }${MUNGED:+munged $MUNGED})"
+say "stopped (${CTLD:+slurmctld $CTLD }${SLURMD:+slurmd ${SLURMD% } }${MUNGED:+munged $MUNGED})"

@@ -24,11 +24,22 @@
 #   JobRequeue=1                   jobs are requeueable by default
 #   MpiDefault=none                jobs choose: srun --mpi=pmi2 (mpich), or mpiexec
 #   MailProg=/bin/true             no "MailProg is invalid" errors without a mailer
+#   FirstJobId=<from the clock>    job ids differ from one start to the next (-c starts again
+#                                  at 1 otherwise): MPICH under srun names its shared memory
+#                                  after <job>.<step>, and an application killed in a test
+#                                  leaves /dev/shm/mpich_shm_* behind, which made the same
+#                                  job.step of a later cluster fail in MPI_Init
 #   Slurm{ctld,d}Port              private ports, away from a system Slurm on 6817/6818
+#
+# PSMPI_SLURM_NODES=2 (or more): nodes n1, n2, ... all on this machine, one slurmd each
+# (slurmd -N n1) on ports $SLURMD_PORT, +1, ...: Debian's Slurm 22.05 is built with
+# --enable-multiple-slurmd, so multi-node jobs and steps (srun -N 2, MPI over both) run for
+# real. Each node gets $NCPUS CPUs. With 1 (the default) the node is called localhost.
 set -euo pipefail
 
 BASE=${PSMPI_SLURM_BASE:-/tmp/psmpi-slurm}
 NCPUS=${PSMPI_SLURM_CPUS:-8}
+NNODES=${PSMPI_SLURM_NODES:-1}
 CTLD_PORT=${PSMPI_SLURM_CTLD_PORT:-16817}
 SLURMD_PORT=${PSMPI_SLURM_SLURMD_PORT:-16818}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -72,7 +83,25 @@ munged --key-file="$BASE/munge/munge.key" --socket="$MUNGE_SOCKET" \
        --seed-file="$BASE/munge/munged.seed"
 munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET" >/dev/null
 
-# 4. slurm.conf: one node called localhost, one partition called debug.
+# 4. slurm.conf: one node called localhost (or n1..nN on this machine), a partition debug.
+if [ "$NNODES" = 1 ]; then
+    NODES=localhost
+    SLURMD_FILES="SlurmdPidFile=$BASE/run/slurmd.pid
+SlurmdSpoolDir=$BASE/spool
+SlurmdLogFile=$BASE/log/slurmd.log"
+    NODE_LINES="NodeName=localhost CPUs=$NCPUS RealMemory=1000 State=UNKNOWN"
+else
+    NODES="n[1-$NNODES]"
+    SLURMD_FILES="SlurmdPidFile=$BASE/run/slurmd-%n.pid
+SlurmdSpoolDir=$BASE/spool/%n
+SlurmdLogFile=$BASE/log/slurmd-%n.log"
+    NODE_LINES=""
+    for i in $(seq 1 "$NNODES"); do
+        mkdir -p "$BASE/spool/n$i"
+        NODE_LINES+="NodeName=n$i NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + i - 1)) CPUs=$NCPUS RealMemory=1000 State=UNKNOWN
+"
+    done
+fi
 cat > "$BASE/etc/slurm.conf" <<CONF
 # Written by psmpi's .ci/slurm-up.sh: a private single-node test cluster.
 ClusterName=psmpi
@@ -85,11 +114,9 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 StateSaveLocation=$BASE/state
-SlurmdSpoolDir=$BASE/spool
 SlurmctldPidFile=$BASE/run/slurmctld.pid
-SlurmdPidFile=$BASE/run/slurmd.pid
 SlurmctldLogFile=$BASE/log/slurmctld.log
-SlurmdLogFile=$BASE/log/slurmd.log
+$SLURMD_FILES
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -109,26 +136,31 @@ JobRequeue=1
 MinJobAge=300
 KillWait=5
 MailProg=/bin/true
-NodeName=localhost CPUs=$NCPUS RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+FirstJobId=$(( $(date +%s) % 60000000 + 1000 ))
+$NODE_LINES
+PartitionName=debug Nodes=$NODES Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF=$BASE/etc/slurm.conf
 echo "export SLURM_CONF=$SLURM_CONF" > "$BASE/env.sh"
 
 # 5. The daemons (both daemonize and write their PID files).
 slurmctld -c -f "$SLURM_CONF"
-slurmd -f "$SLURM_CONF" -N localhost
+if [ "$NNODES" = 1 ]; then
+    slurmd -f "$SLURM_CONF" -N localhost
+else
+    for i in $(seq 1 "$NNODES"); do slurmd -f "$SLURM_CONF" -N "n$i"; done
+fi
 
-# 6. Wait until the node takes jobs.
+# 6. Wait until every node takes jobs.
 state=
 for _ in $(seq 1 120); do
-    state=$(sinfo -h -n localhost -o %T 2>/dev/null || true)
-    [ "$state" = idle ] && break
+    state=$(sinfo -h -n "$NODES" -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    [ "$state" = "idle " ] && break
     sleep 0.25
 done
-if [ "$state" != idle ]; then
-    say "the node did not become idle within 30 s (state: '${state:-no answer}'); logs:" >&2
-    tail -n 30 "$BASE/log/slurmctld.log" "$BASE/log/slurmd.log" >&2 || true
+if [ "$state" != "idle " ]; then
+    say "the nodes did not become idle within 30 s (state: '${state:-no answer}'); logs:" >&2
+    tail -n 30 "$BASE/log/slurmctld.log" "$BASE"/log/slurmd*.log >&2 || true
     exit 1
 fi
 sinfo

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import psmpi
-from psmpi.backends.scheduling import Placement
-from psmpi.study.mpirun import gpu_env, launch_command
+from psmpi.backends import allocation
+from psmpi.backends.scheduling import Placement, Request, Scheduler
+from psmpi.study.mpirun import gpu_env, launch_command, srun_env, srun_hostfile
 
 APP = str(Path(__file__).parent / "scripts" / "mpi_app.py")
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -122,14 +123,22 @@ def test_run_mpi_outside_an_ensemble_says_what_to_do():
 
 TWO_HOSTS = Placement((("n01", 2, ("0", "1")), ("n02", 1, ("0",))), cores_per_rank=4)
 ONE_HOST = Placement((("node7", 3, ()),), cores_per_rank=1)
+WHOLE_NODES = Placement((("n01", 2, ("0", "1")), ("n02", 2, ("0", "1"))), cores_per_rank=8,
+                        whole_nodes=True)
 
 
 @pytest.mark.parametrize("placement, launcher, expected", [
     (ONE_HOST, "srun",
-     "srun --exact --nodes=1 --ntasks=3 --cpus-per-task=1 --nodelist=node7 ./app --a 1"),
-    (TWO_HOSTS, "srun",
-     "srun --exact --nodes=2 --ntasks=3 --cpus-per-task=4 --nodelist=n01,n02 "
-     "--distribution=block --gpus-per-task=1 ./app --a 1"),
+     "srun --exact --nodes=1 --ntasks=3 --cpus-per-task=1 --nodelist=node7 "
+     "--job-name=psmpi-7 ./app --a 1"),
+    (TWO_HOSTS, "srun",  # the ranks of each node: SLURM_HOSTFILE (see below)
+     "srun --exact --nodes=2 --ntasks=3 --cpus-per-task=4 --distribution=arbitrary "
+     "--gpus-per-task=1 --job-name=psmpi-7 ./app --a 1"),
+    (WHOLE_NODES, "srun",  # no --exact: the step holds every CPU of its nodes
+     "srun --nodes=2 --ntasks=4 --cpus-per-task=8 --distribution=arbitrary "
+     "--gpus-per-task=1 --job-name=psmpi-7 ./app --a 1"),
+    (WHOLE_NODES, "mpich", "/bin/mpiexec -n 4 -hosts n01:2,n02:2 ./app --a 1"),
+    (WHOLE_NODES, "openmpi", "/bin/mpiexec -n 4 --host n01:2,n02:2 --bind-to none ./app --a 1"),
     (ONE_HOST, "mpich", "/bin/mpiexec -n 3 -hosts node7:3 ./app --a 1"),
     (TWO_HOSTS, "mpich", "/bin/mpiexec -n 3 -hosts n01:2,n02:1 ./app --a 1"),
     (TWO_HOSTS, "openmpi", "/bin/mpiexec -n 3 --host n01:2,n02:1 --bind-to none ./app --a 1"),
@@ -137,8 +146,42 @@ ONE_HOST = Placement((("node7", 3, ()),), cores_per_rank=1)
      "aprun -n 3 -d 4 -L n01,n02 ./app --a 1"),
 ])
 def test_golden_command_lines(placement, launcher, expected):
-    argv = launch_command(["./app", "--a", "1"], placement, launcher, mpiexec="/bin/mpiexec")
+    argv = launch_command(["./app", "--a", "1"], placement, launcher, mpiexec="/bin/mpiexec",
+                          step_name="psmpi-7")
     assert shlex.join(argv) == expected
+
+
+def test_srun_places_each_rank_on_its_reserved_node(tmp_path):
+    """Over several nodes srun takes the node of each rank from SLURM_HOSTFILE (written to
+    the run directory); a launch on one node drops one the job may have set."""
+    assert srun_hostfile(TWO_HOSTS) == "n01\nn01\nn02\n"
+    extra = srun_env(TWO_HOSTS, str(tmp_path))
+    assert extra == {"SLURM_HOSTFILE": str(tmp_path / "psmpi-hostfile"),
+                     "SLURM_NTASKS_PER_NODE": None}
+    assert (tmp_path / "psmpi-hostfile").read_text() == "n01\nn01\nn02\n"
+    assert srun_env(ONE_HOST, str(tmp_path)) == {"SLURM_HOSTFILE": None,
+                                                 "SLURM_NTASKS_PER_NODE": None}
+
+
+def test_scheduler_to_command_lines_on_fake_nodes():
+    """From a fake Slurm node list to the srun lines: a pset over two nodes, one on two whole
+    nodes with GPUs, and a one-rank pset back-filling a node."""
+    alloc = allocation.detect({"SLURM_JOB_NODELIST": "gpu[01-03]",
+                               "SLURM_JOB_CPUS_PER_NODE": "4(x3)", "SLURM_JOB_GPUS": "0,1"})
+    scheduler = Scheduler(alloc)
+    scheduler.add("spread", Request(6))
+    scheduler.add("whole", Request(2, gpus_per_rank=1, nodes=1))
+    scheduler.add("small", Request(1))
+    lines = {key: shlex.join(launch_command(["app"], placement, "srun", step_name=key))
+             for key, placement in scheduler.start()}
+    assert lines == {
+        "spread": "srun --exact --nodes=2 --ntasks=6 --cpus-per-task=1 "
+                  "--distribution=arbitrary --job-name=spread app",
+        "whole": "srun --nodes=1 --ntasks=2 --cpus-per-task=1 --nodelist=gpu03 "
+                 "--gpus-per-task=1 --job-name=whole app",
+        "small": "srun --exact --nodes=1 --ntasks=1 --cpus-per-task=1 --nodelist=gpu02 "
+                 "--job-name=small app"}
+    assert srun_hostfile(scheduler.running["spread"]) == "gpu01\n" * 4 + "gpu02\n" * 2
 
 
 def test_gpus_reach_the_application_by_every_vendor_variable():

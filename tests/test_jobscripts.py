@@ -186,8 +186,13 @@ def test_ci_scripts_start_the_settings_that_matter():
     up = CI_SCRIPTS[0].read_text()
     for setting in ("SlurmdParameters=config_overrides", "cred_expire=10", "bf_interval=1",
                     "sched_interval=2", "KillWait=5", "EnforcePartLimits=ALL", "JobRequeue=1",
-                    "MailProg=/bin/true", "slurmctld -c", "export SLURM_CONF="):
+                    "MailProg=/bin/true", "slurmctld -c", "export SLURM_CONF=",
+                    # several nodes on this machine: a slurmd each, on a port each
+                    "NodeHostname=localhost", "SlurmdPidFile=$BASE/run/slurmd-%n.pid",
+                    'slurmd -f "$SLURM_CONF" -N "n$i"'):
         assert setting in up, setting
+    # CI runs the ensembles over 2 nodes (tests/test_slurm.py fails without them there)
+    assert "PSMPI_SLURM_NODES=2 bash .ci/slurm-up.sh" in (ROOT / ".ci" / "run").read_text()
     down = CI_SCRIPTS[1].read_text()
     assert not re.search(r"\b(pkill|killall|pgrep)\b", up + down), "stop daemons by PID only"
     assert "scontrol shutdown" in down and "munged --stop" in down

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,17 +65,22 @@ def gpu_env(gpus: Sequence[str]) -> dict[str, str]:
 
 
 def launch_command(argv: list[str], reservation: Any, launcher: str,
-                   mpiexec: str = "mpiexec") -> list[str]:
+                   mpiexec: str = "mpiexec", step_name: str | None = None) -> list[str]:
     """The command line that starts ``argv`` on ``reservation`` (a Placement).
 
     ``launcher``: ``srun``, ``mpich``, ``openmpi``, or a template with ``{ranks}``,
     ``{hosts}`` (``h1,h2``), ``{host_ranks}`` (``h1:2,h2:1``), ``{nodes}``,
     ``{cores_per_rank}`` and ``{cmd}`` (the program and its arguments; appended if absent).
 
+    Under srun, ranks on several nodes go where they were reserved through
+    ``--distribution=arbitrary`` and the file :func:`srun_hostfile` (in ``SLURM_HOSTFILE``);
+    whole-node psets run without ``--exact``, so that the step has every CPU of its nodes;
+    ``step_name`` names the job step (``--job-name``), so that it can be found and cancelled.
+
     >>> from psmpi.backends.scheduling import Placement
     >>> here = Placement((("n1", 2, ()), ("n2", 1, ())), cores_per_rank=2)
-    >>> shlex.join(launch_command(["app", "x"], here, "srun"))
-    'srun --exact --nodes=2 --ntasks=3 --cpus-per-task=2 --nodelist=n1,n2 --distribution=block app x'
+    >>> shlex.join(launch_command(["app", "x"], here, "srun", step_name="psmpi-1"))
+    'srun --exact --nodes=2 --ntasks=3 --cpus-per-task=2 --distribution=arbitrary --job-name=psmpi-1 app x'
     >>> shlex.join(launch_command(["app"], here, "mpich"))
     'mpiexec -n 3 -hosts n1:2,n2:1 app'
     >>> shlex.join(launch_command(["app"], here, "openmpi"))
@@ -87,12 +93,19 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
     ranks = reservation.ranks
     gpus_per_rank = len(reservation.gpus) // ranks if ranks else 0
     if launcher == "srun":
-        cmd = ["srun", "--exact", f"--nodes={len(hosts)}", f"--ntasks={ranks}",
-               f"--cpus-per-task={reservation.cores_per_rank}", f"--nodelist={','.join(hosts)}"]
-        if len(hosts) > 1:  # Slurm fills the listed nodes in order (the reserved ranks)
-            cmd.append("--distribution=block")
+        # --exact: the step gets only its cores, so steps side by side share a node; a
+        # whole-node pset's step holds all of its nodes instead.
+        exact = [] if reservation.whole_nodes else ["--exact"]
+        cmd = ["srun", *exact, f"--nodes={len(hosts)}", f"--ntasks={ranks}",
+               f"--cpus-per-task={reservation.cores_per_rank}"]
+        if len(hosts) > 1:  # block or cyclic would ignore how many ranks each node holds;
+            cmd.append("--distribution=arbitrary")  # its hosts file names the nodes
+        else:
+            cmd.append(f"--nodelist={hosts[0]}")
         if gpus_per_rank:
             cmd.append(f"--gpus-per-task={gpus_per_rank}")
+        if step_name:
+            cmd.append(f"--job-name={step_name}")
         return cmd + argv
     if launcher == "mpich":
         return [mpiexec, "-n", str(ranks), "-hosts", host_ranks, *argv]
@@ -115,6 +128,33 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
                                   f"{{{exc.args[0]}}}; it knows {', '.join(values)} and "
                                   f"cmd") from None
     return out if "{cmd}" in shlex.split(launcher) else out + argv
+
+
+def srun_hostfile(reservation: Any) -> str:
+    """The ``SLURM_HOSTFILE`` of ``--distribution=arbitrary``: a node per rank, in order.
+
+    >>> from psmpi.backends.scheduling import Placement
+    >>> srun_hostfile(Placement((("n1", 1, ()), ("n2", 2, ())), cores_per_rank=1))
+    'n1\\nn2\\nn2\\n'
+    """
+    return "".join(f"{name}\n" * ranks for name, ranks, _ in reservation.hosts)
+
+
+def srun_env(reservation: Any, run_dir: str) -> dict[str, str | None]:
+    """The variables an srun launch sets (``None``: removes) on top of the job's.
+
+    ``SLURM_HOSTFILE``: the reserved node of each rank (a file in ``run_dir``) when the pset
+    spans nodes; else removed, since srun obeys one inherited from the job before any
+    ``--distribution``. ``SLURM_NTASKS_PER_NODE`` of the job is removed: the launch sets
+    its own task count (srun would warn that it cannot honour the job's).
+    """
+    extra: dict[str, str | None] = {"SLURM_HOSTFILE": None, "SLURM_NTASKS_PER_NODE": None}
+    if len(reservation.hosts) > 1:
+        path = os.path.join(run_dir, "psmpi-hostfile")
+        with open(path, "w") as file:
+            file.write(srun_hostfile(reservation))
+        extra["SLURM_HOSTFILE"] = os.path.abspath(path)
+    return extra
 
 
 def default_launcher(reservation: Any) -> str:
@@ -191,9 +231,16 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
     os.makedirs(run_dir, exist_ok=True)
     launcher = launcher or default_launcher(reservation)
     mpiexec = find_mpiexec() if launcher in ("mpich", "openmpi") else "mpiexec"
-    command = launch_command(format_args(args, pset), reservation, launcher, mpiexec)
-    extra = {} if launcher == "srun" else gpu_env(reservation.gpus)
-    full_env = {**os.environ, **extra, **{k: str(v) for k, v in (env or {}).items()}}
+    step = f"psmpi-{uuid.uuid4().hex[:12]}" if launcher == "srun" else None
+    command = launch_command(format_args(args, pset), reservation, launcher, mpiexec, step)
+    gpus = gpu_env(reservation.gpus) if step is None else {}  # srun binds GPUs itself
+    full_env = {**os.environ, **gpus, **{k: str(v) for k, v in (env or {}).items()}}
+    if step is not None:
+        for name, value in srun_env(reservation, run_dir).items():
+            if value is None:
+                full_env.pop(name, None)
+            else:
+                full_env[name] = value
     out_path, err_path = os.path.join(run_dir, "stdout.txt"), os.path.join(run_dir, "stderr.txt")
     t0 = time.monotonic()
     with open(out_path, "w") as out, open(err_path, "w") as err:
@@ -203,7 +250,7 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
                                     preexec_fn=_default_signals)
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
-    launches.register(proc)
+    launches.register(proc, step)
     timed_out = False
     try:
         proc.wait(timeout=timeout)
