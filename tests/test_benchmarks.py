@@ -96,3 +96,39 @@ def test_merge_quick_run_reports_both_scenarios_and_the_target(tmp_path):
         assert ": met (" in line or ": MISSED (" in line, line
     assert proc.stdout.count("6,000 rows") == 0 and "round 1: psmpi: 6,000 rows" in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def simulator():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import mpi_sim
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return mpi_sim
+
+
+def test_simulated_workers_run_every_pset_once_through_the_real_master(tmp_path):
+    mpi_sim = simulator()
+    result = mpi_sim.simulate(20, 0.05, rounds=3, directory=str(tmp_path))
+    assert result.psets == mpi_sim.planned_psets(20, 0.05, 3, None) == 100
+    rows = psmpi.read(tmp_path / "sim.h5", "sim")
+    assert sorted(rows["_pset_index"]) == list(range(100))
+    assert sorted(rows["y"]) == [i * 0.5 for i in range(100)]
+    # 20 workers on 50-ms psets: rank 0 mostly asleep, no worker ever waits for it
+    assert result.efficiency > 0.97 and result.utilisation < 0.5
+    assert 0.9 < result.overall <= 1.0
+
+
+def test_simulation_shows_a_saturated_rank_0():
+    # 1,000 workers on 1-ms psets, one per group: a million groups/s asked of rank 0
+    result = simulator().simulate(1000, 0.001, rounds=2, group_size=1)
+    assert result.utilisation > 0.95 and result.efficiency < 0.2
+    assert result.efficiency * 1000 / 0.001 * result.cost_per_group == pytest.approx(1, rel=0.2)
+
+
+def test_a_saturated_master_hands_every_arrival_to_the_driver_so_groups_grow():
+    # Yielding one outcome per pass, a master receiving hundreds per pass handed out all
+    # 10,000 psets in groups of one before the grouper saw a duration.
+    result = simulator().simulate(1000, 0.01, rounds=2)
+    assert result.groups < result.psets / 2
+    assert result.group_psets >= 10
