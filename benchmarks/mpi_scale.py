@@ -1,4 +1,4 @@
-"""Scale: 64 oversubscribed ranks (`mpiexec -n 64`, 63 workers on this machine's cores).
+"""Scale: 64 or more oversubscribed ranks (`mpiexec -n 64`), and a simulated frontier.
 
 Every pset sleeps 0.2 s; 20 psets per worker make the ideal makespan 4 s. Efficiency =
 (psets x 0.2 s / workers) / makespan, makespan = wall time of the map call. For psmpi, rank 0
@@ -6,10 +6,18 @@ also measures its own CPU time during the map, split by wrapping a few Master an
 methods in this process (instrumentation only, see common.instrument_master), which gives the
 master's cost per group (one GROUP message out, one DONE message back, the row stored) and
 what that implies for 10,000 ranks at 1-s groups. Starting 64 Python ranks takes ~25 s here;
-that is not timed.
+that is not timed. A rank count whose ranks would not fit in the available memory (~70 MiB
+each) is reported as not started rather than risking the OOM killer.
 
-    python benchmarks/mpi_scale.py           # 64 ranks, 3 rounds
-    python benchmarks/mpi_scale.py --quick   # 16 ranks, 1 round (smoke run)
+--simulate runs rank 0's real master loop and driver with simulated workers in this process
+(benchmarks/mpi_sim.py) and prints the steady-state efficiency of one rank 0 for 1k, 10k and
+100k workers on 0.01, 0.1 and 1-s psets, with adaptive groups and with group_size=1, and the
+frontier: the most workers one rank 0 keeps at efficiency >= 0.95.
+
+    python benchmarks/mpi_scale.py                       # 64 ranks, 3 rounds
+    python benchmarks/mpi_scale.py --ranks 64,128,256    # each rank count in turn
+    python benchmarks/mpi_scale.py --quick               # 16 ranks, 1 round (smoke run)
+    python benchmarks/mpi_scale.py --simulate            # the simulated frontier table
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ SECONDS = 0.2
 PER_WORKER = 20
 TARGET = 0.95
 EXTRAPOLATE_RANKS, EXTRAPOLATE_GROUP_SECONDS = 10000, 1.0
-# Private memory of one rank with psmpi, numpy, pandas, h5py and mpi4py imported (measured
-# on 64 ranks, /proc/PID/smaps_rollup), and the share of the available memory a run may take.
-RANK_MIB = 60
+# Memory of one rank with psmpi, numpy, pandas, h5py and mpi4py imported: PSS 69-75 MiB
+# (/proc/PID/smaps_rollup, 16 ranks of `mpiexec -n 16`, 2026-12-05), so 256 ranks need ~18
+# GiB; and the share of the available memory a run may take.
+RANK_MIB = 70
 MEMORY_SHARE = 0.7
 
 SYSTEMS = {
@@ -234,7 +243,7 @@ def memory_shortfall(nprocs: int) -> str | None:
     if needed <= MEMORY_SHARE * available:
         return None
     return (f"not started: {nprocs} ranks need ~{needed / 1024:.1f} GiB ({RANK_MIB} MiB of "
-            f"private memory each, measured) and only {available / 1024:.1f} GiB are available")
+            f"memory each, measured) and only {available / 1024:.1f} GiB are available")
 
 
 def measure(system: str, nprocs: int) -> dict:
