@@ -342,8 +342,9 @@ def main() -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="the simulated frontier: rank 0's real master loop and driver with "
                              "simulated workers in this process (benchmarks/mpi_sim.py)")
-    parser.add_argument("--workers", default="1000,10000,100000",
-                        help="--simulate: comma-separated worker counts")
+    parser.add_argument("--workers",
+                        help="--simulate: comma-separated worker counts (default "
+                             "1000,10000,100000; 100,1000 with --quick)")
     parser.add_argument("--seconds", default="0.01,0.1,1",
                         help="--simulate: comma-separated pset durations")
     parser.add_argument("--rounds", type=int, default=4,
@@ -351,9 +352,9 @@ def main() -> None:
     parser.add_argument("--mpi-us", default=f"{mpi_sim_defaults()[0]},{mpi_sim_defaults()[1]}",
                         help="--simulate: MPI's own CPU µs per message received,sent on rank 0 "
                              "(default: calibrated against 64 real ranks, see RECV_US)")
-    parser.add_argument("--budget", type=int, default=3_000_000,
-                        help="--simulate: most psets a simulated cell may take (default 3M); "
-                             "larger cells are modelled")
+    parser.add_argument("--budget", type=int,
+                        help="--simulate: most psets a simulated cell may take (default 3M, "
+                             "20k with --quick); larger cells are modelled")
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -363,9 +364,11 @@ def main() -> None:
         return
     if args.simulate:
         recv_us, send_us = (float(x) for x in args.mpi_us.split(","))
-        simulated_frontier([int(n) for n in args.workers.split(",")],
+        workers = args.workers or ("100,1000" if args.quick else "1000,10000,100000")
+        simulated_frontier([int(n) for n in workers.split(",")],
                            [float(x) for x in args.seconds.split(",")], args.rounds,
-                           recv_us * 1e-6, send_us * 1e-6, args.budget)
+                           recv_us * 1e-6, send_us * 1e-6,
+                           args.budget or (20_000 if args.quick else 3_000_000))
         return
 
     ranks = [int(n) for n in args.ranks.split(",")] if args.ranks else [16 if args.quick else 64]

@@ -132,3 +132,21 @@ def test_a_saturated_master_hands_every_arrival_to_the_driver_so_groups_grow():
     result = simulator().simulate(1000, 0.01, rounds=2)
     assert result.groups < result.psets / 2
     assert result.group_psets >= 10
+
+
+def test_mpi_scale_simulate_quick_prints_the_table_and_the_frontier(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "mpi_scale.py"), "--simulate",
+                           "--quick", "--seconds", "0.01,0.1", "--rounds", "2"],
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    table = out.split("| workers | pset s |")[1].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(r[0].strip("| "), r[1]) for r in rows] == [
+        ("100", "0.01"), ("100", "0.1"), ("1,000", "0.01"), ("1,000", "0.1")]
+    # 1,000 workers on 0.01-s psets one per group saturate rank 0: simulated, not modelled
+    assert float(rows[2][6]) < 0.5 and rows[2][9].strip(" |") == "1.00"
+    assert "| 0.01 | " in out.split("The frontier:")[1]
+    assert os.listdir(tmp_path) == []
