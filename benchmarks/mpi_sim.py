@@ -15,13 +15,16 @@ per message (matched probe, the pkl5 count message, progress), is charged as a c
 ``mpi_seconds`` = (per message received, per message sent); see ``benchmarks/mpi_scale.py``.
 
 Efficiency is measured in the steady state: over the window from the moment the last
-worker started its first group to the moment the first worker ran out of work for good,
+worker started its first group of the full size (the first groups hold one pset, until
+every worker reported a duration) to the moment the first worker ran out of work for good,
 the share of worker time spent computing. The psets come from a generator (no known
 length), so groups do not shrink towards the end and the window is the survey's body.
+Rank 0's CPU per group is measured over the same window.
 
-With ``tier=k``, the workers sit on nodes of ``k`` workers each behind a node master
-(``psmpi.backends.mpi``'s tier), and rank 0 exchanges batches with the node masters; the
-node masters are simulated too (each on its own core: its CPU is not rank 0's).
+Limits: one process plays every worker, so a simulated cell costs real time (~50-100 µs per
+group here) and cells of millions of psets are modelled instead (mpi_scale.py); the CPU
+rank 0 spends still rises when other processes share the cores (~20 % with 64-128 busy
+ranks beside it), since caches and context switches are not free.
 """
 
 from __future__ import annotations
