@@ -33,5 +33,8 @@ for bench in mpi_throughput mpi_overhead mpi_balance mpi_idle mpi_scale mpi_memo
     echo >> "$work/results.md"
     "$py" "$here/$bench.py" $mode >> "$work/results.md"
 done
+echo "running mpi_scale.py --simulate $mode" >&2
+echo >> "$work/results.md"
+"$py" "$here/mpi_scale.py" --simulate $mode >> "$work/results.md"
 mv "$work/results.md" "$out"
 echo "wrote $out" >&2

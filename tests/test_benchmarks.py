@@ -119,3 +119,56 @@ def test_mpi_startup_quick_run_times_imports_and_the_first_pset():
     for system in ("psmpi", "futures", "baseline"):
         assert f"| 3 | {system} |" in out, out
     assert "2/2 | 1 |" in out and "FAILED" not in proc.stderr
+
+def simulator():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import mpi_sim
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return mpi_sim
+
+
+def test_simulated_workers_run_every_pset_once_through_the_real_master(tmp_path):
+    mpi_sim = simulator()
+    result = mpi_sim.simulate(20, 0.05, rounds=3, directory=str(tmp_path))
+    assert result.psets == mpi_sim.planned_psets(20, 0.05, 3, None) == 100
+    rows = psmpi.read(tmp_path / "sim.h5", "sim")
+    assert sorted(rows["_pset_index"]) == list(range(100))
+    assert sorted(rows["y"]) == [i * 0.5 for i in range(100)]
+    # 20 workers on 50-ms psets: rank 0 mostly asleep, no worker ever waits for it
+    assert result.efficiency > 0.97 and result.utilisation < 0.5
+    assert 0.9 < result.overall <= 1.0
+
+
+def test_simulation_shows_a_saturated_rank_0():
+    # 1,000 workers on 1-ms psets, one per group: a million groups/s asked of rank 0
+    result = simulator().simulate(1000, 0.001, rounds=2, group_size=1)
+    assert result.utilisation > 0.95 and result.efficiency < 0.2
+    assert result.efficiency * 1000 / 0.001 * result.cost_per_group == pytest.approx(1, rel=0.2)
+
+
+def test_a_saturated_master_hands_every_arrival_to_the_driver_so_groups_grow():
+    # Yielding one outcome per pass, a master receiving hundreds per pass handed out all
+    # 10,000 psets in groups of one before the grouper saw a duration.
+    result = simulator().simulate(1000, 0.01, rounds=2)
+    assert result.groups < result.psets / 2
+    assert result.group_psets >= 10
+
+
+def test_mpi_scale_simulate_quick_prints_the_table_and_the_frontier(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "mpi_scale.py"), "--simulate",
+                           "--quick", "--seconds", "0.01,0.1", "--rounds", "2"],
+                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    table = out.split("| workers | pset s |")[1].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(r[0].strip("| "), r[1]) for r in rows] == [
+        ("100", "0.01"), ("100", "0.1"), ("1,000", "0.01"), ("1,000", "0.1")]
+    # 1,000 workers on 0.01-s psets one per group saturate rank 0: simulated, not modelled
+    assert float(rows[2][6]) < 0.5 and rows[2][9].strip(" |") == "1.00"
+    assert "| 0.01 | " in out.split("The frontier:")[1]
+    assert os.listdir(tmp_path) == []

@@ -48,3 +48,17 @@ def test_crashed_psets_do_not_count_as_measured():
     next(groups)
     grouper.observe(outcome(float("nan")))
     assert len(next(groups)) == 1
+
+
+def test_thousands_of_workers_get_groups_long_enough_for_rank_0_to_keep_up():
+    from psmpi.driver.grouping import MASTER_SECONDS_PER_GROUP, MASTER_SHARE
+    assert Grouper(items(1), 8, None, None).target_seconds() == TARGET_SECONDS
+    many = 10_000
+    grouper = Grouper(items(10**6), many, None, None)
+    assert grouper.target_seconds() == many * MASTER_SECONDS_PER_GROUP / MASTER_SHARE == 2.0
+    groups = iter(grouper)
+    for _ in range(many):
+        next(groups)
+    grouper.observe(outcome(*[0.1] * many))  # every worker measured a 0.1-s pset
+    # 2 s of work per group: rank 0 sends 5,000 groups/s to 10,000 workers, not 100,000
+    assert len(next(groups)) == 20

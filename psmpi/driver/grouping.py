@@ -2,7 +2,8 @@
 
 Small groups balance load; big groups amortise the per-message cost. With ``group_size``
 unset, groups are sized from the pset durations measured so far, aiming at
-``TARGET_SECONDS`` of work per group, and shrink towards the end of the survey (guided
+``TARGET_SECONDS`` of work per group (more with thousands of workers, so that rank 0
+keeps up), and shrink towards the end of the survey (guided
 self-scheduling) so that no worker is left with a long tail while the others idle.
 """
 
@@ -18,6 +19,13 @@ from .costmodel import LearnedOrder
 # Work per group: long enough that sending a group (0.1-0.5 ms) costs at most 1 %, short
 # enough that psets of skewed durations still spread evenly over the workers.
 TARGET_SECONDS = 0.05
+# With many workers, groups last long enough that the one process handing them out stays
+# at most MASTER_SHARE busy: rank 0 spends ~100 µs per group (GROUP out, DONE back, rows
+# stored; 64-128 real MPI ranks, benchmarks/results-mpi.md), so 10,000 workers get groups
+# of at least 2 s. Simulated (benchmarks/mpi_scale.py --simulate): without it, 10,000
+# workers with 0.1-s psets kept rank 0 saturated at efficiency 0.16.
+MASTER_SECONDS_PER_GROUP = 1e-4
+MASTER_SHARE = 0.5
 # Bounds the memory of one message and of the groups in flight.
 MAX_GROUP_SIZE = 5000
 # Near the end, a group is at most remaining / (TAIL_SHARE * workers) psets.
@@ -59,11 +67,15 @@ class Grouper:
             # might take hours), so groups grow only once every worker reported one.
             return 1
         mean = self.measured_seconds / self.measured_psets
-        size = MAX_GROUP_SIZE if mean <= 0 else int(TARGET_SECONDS / mean)
+        size = MAX_GROUP_SIZE if mean <= 0 else int(self.target_seconds() / mean)
         if self.total is not None:
             remaining = max(0, self.total - self.handed_out)
             size = min(size, math.ceil(remaining / (TAIL_SHARE * self.n_workers)))
         return max(1, min(size, MAX_GROUP_SIZE))
+
+    def target_seconds(self) -> float:
+        """Work per group: TARGET_SECONDS, or more where the workers would saturate rank 0."""
+        return max(TARGET_SECONDS, self.n_workers * MASTER_SECONDS_PER_GROUP / MASTER_SHARE)
 
     def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
         items = iter(self.items)
@@ -76,13 +88,13 @@ class Grouper:
 
     def take(self, items: Iterator[tuple[int, dict]], size: int) -> list[tuple[int, dict]]:
         """The next group: ``size`` items, or fewer once their predicted seconds reach
-        TARGET_SECONDS (cost="auto" with a trusted model)."""
+        the target (cost="auto" with a trusted model)."""
         if self.learned is None or size == 1:
             return list(itertools.islice(items, size))
         group, seconds = [], 0.0
         for item in items:
             group.append(item)
             seconds += self.learned.last_seconds
-            if len(group) >= size or seconds >= TARGET_SECONDS:
+            if len(group) >= size or seconds >= self.target_seconds():
                 break
         return group

@@ -1,0 +1,355 @@
+"""Rank 0's real master loop fed by simulated workers, in one process, without MPI.
+
+psmpi's :class:`~psmpi.backends.mpi.Master` and the driver behind it (grouping, recording,
+the HDF5 commits, the stall watch) run unchanged; only the communicator under them is fake.
+:class:`SimComm` implements the few calls the master makes (``isend``, ``improbe``,
+``irecv``, ``test``) and plays every worker: a group sent to rank r is unpickled, run
+through the real :class:`~psmpi.worker.task.Task` (so the DONE message rank 0 unpickles and
+records is the real outcome), and "finishes" after its simulated duration on a virtual clock.
+
+The virtual clock is rank 0's own CPU time, plus the time it would have slept (skipped, not
+slept), minus the CPU time the simulated workers took in this process. So rank 0's real
+per-message cost sets the pace, as on a dedicated core, and the shared machine's load does
+not (it is CPU time, not wall time). What the fake communicator cannot show, MPI's own cost
+per message (matched probe, the pkl5 count message, progress), is charged as a constant
+``mpi_seconds`` = (per message received, per message sent); see ``benchmarks/mpi_scale.py``.
+
+Efficiency is measured in the steady state: over the window from the moment the last
+worker started its first group of the full size (the first groups hold one pset, until
+every worker reported a duration) to the moment the first worker ran out of work for good,
+the share of worker time spent computing. The psets come from a generator (no known
+length), so groups do not shrink towards the end and the window is the survey's body.
+Rank 0's CPU per group is measured over the same window.
+
+Limits: one process plays every worker, so a simulated cell costs real time (~50-100 µs per
+group here) and cells of millions of psets are modelled instead (mpi_scale.py); the CPU
+rank 0 spends still rises when other processes share the cores (~20 % with 64-128 busy
+ranks beside it), since caches and context switches are not free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import itertools
+import math
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Iterator
+
+import cloudpickle
+
+import psmpi.backends.mpi as mpi
+from psmpi import config
+from psmpi.backends.base import Backend
+from psmpi.driver import recorder, run
+from psmpi.driver.grouping import MAX_GROUP_SIZE, Grouper
+from psmpi.watch import progress, stalls
+
+# Modules whose clock becomes the virtual one while a simulation runs.
+CLOCKED = (mpi, recorder, run, stalls, progress)
+# Time a message takes from one rank to another (MPI latency on a cluster network).
+LATENCY_SECONDS = 5e-6
+
+
+class VirtualClock:
+    """Rank 0's time: its CPU time since start, plus sleeps skipped, minus excluded CPU."""
+
+    def __init__(self):
+        self.origin = time.process_time()
+        self.excluded = 0.0
+        self.skipped = 0.0  # sleeps and charges
+        self.slept = 0.0
+
+    def now(self) -> float:
+        return time.process_time() - self.origin - self.excluded + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += max(0.0, seconds)
+        self.slept += max(0.0, seconds)
+
+    def charge(self, seconds: float) -> None:
+        """Advance the clock as if rank 0 had spent ``seconds`` of CPU."""
+        self.skipped += seconds
+
+    def busy(self) -> float:
+        """Rank 0's CPU so far (charges included, sleeps not)."""
+        return self.now() - self.slept
+
+    @contextlib.contextmanager
+    def paused(self):
+        """CPU spent inside is not rank 0's (a simulated worker's)."""
+        c0 = time.process_time()
+        try:
+            yield
+        finally:
+            self.excluded += time.process_time() - c0
+
+
+class VirtualTime:
+    """Stands in for the ``time`` module in the CLOCKED modules."""
+
+    def __init__(self, clock: VirtualClock):
+        self.clock = clock
+        self.epoch = time.time()
+
+    def monotonic(self) -> float:
+        return self.clock.now()
+
+    perf_counter = monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.sleep(seconds)
+
+    def time(self) -> float:
+        return self.epoch + self.clock.now()
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def virtual_time(clock: VirtualClock):
+    fake = VirtualTime(clock)
+    saved = [module.time for module in CLOCKED]
+    for module in CLOCKED:
+        module.time = fake
+    try:
+        yield
+    finally:
+        for module, real in zip(CLOCKED, saved):
+            module.time = real
+
+
+class Done:
+    """A completed request: what ``request.test()`` returns once it is done."""
+
+    def __init__(self, obj=None):
+        self.obj = obj
+
+    def test(self):
+        return True, self.obj
+
+
+class Arrived:
+    """A matched message: ``irecv()`` unpickles it on rank 0 (rank 0's cost, as with pkl5)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def irecv(self) -> Done:
+        return Done(pickle.loads(self.data))
+
+
+class Status:
+    source = -1
+
+    def Get_source(self) -> int:
+        return self.source
+
+
+class FakeMPI:
+    ANY_SOURCE = -1
+
+    @staticmethod
+    def Is_finalized() -> bool:
+        return False
+
+
+class SimComm:
+    """The communicator rank 0 sees: every other rank is a simulated worker.
+
+    Messages to a worker: pickled on rank 0 (its real cost), then, with the clock paused,
+    run by the worker (the real Task on the group) and answered with a DONE message that
+    becomes visible to rank 0 once the virtual clock passes the group's end.
+    """
+
+    def __init__(self, clock: VirtualClock, n_ranks: int, pset_seconds: float,
+                 mpi_seconds: tuple[float, float] = (0.0, 0.0), latency: float = LATENCY_SECONDS):
+        self.clock = clock
+        self.pset_seconds = pset_seconds
+        self.recv_seconds, self.send_seconds = mpi_seconds
+        self.latency = latency
+        self.pending: list[tuple[float, int, int, bytes]] = []  # (visible at, seq, rank, data)
+        self.seq = itertools.count()
+        self.free_at = [0.0] * n_ranks       # when each worker finishes what it holds
+        self.tasks: dict[bytes, object] = {}  # digest -> Task, unpickled once
+        self.busy: list[tuple[int, float, float, int]] = []  # (rank, start, end, psets)
+        self.messages = 0
+        # [virtual time, rank 0's CPU so far, psets] at each group sent: costs in any window
+        self.sent: list[list] = []
+
+    def isend(self, obj, dest: int, tag: int) -> Done:
+        data = pickle.dumps(obj, protocol=5)
+        self.clock.charge(self.send_seconds)
+        self.messages += 1
+        sent = self.clock.now()
+        entry = [sent, self.clock.busy(), 0]
+        self.sent.append(entry)
+        with self.clock.paused():
+            entry[2] = self.deliver(dest, data, sent)
+        return Done()
+
+    def improbe(self, source: int, tag: int, status: Status) -> Arrived | None:
+        if not self.pending or self.pending[0][0] > self.clock.now():
+            return None
+        _, _, rank, data = heapq.heappop(self.pending)
+        status.source = rank
+        self.clock.charge(self.recv_seconds)
+        self.messages += 1
+        return Arrived(data)
+
+    def deliver(self, rank: int, data: bytes, sent: float) -> int:
+        """Worker ``rank`` gets a message: it queues the group and answers when done.
+        Returns the psets of the group."""
+        kind, run_id, payload = pickle.loads(data)
+        if kind != mpi.GROUP:
+            return 0  # STOP and the like: the simulation ends with the map
+        outcome, end = self.run_group(rank, payload, sent + self.latency)
+        self.post(end + self.latency, rank, (mpi.DONE, run_id, outcome))
+        return len(outcome.indexes)
+
+    def run_group(self, rank: int, payload: tuple, arrival: float):
+        """The real Task on the group, stamped with its simulated start and runtimes."""
+        digest, blob, group = payload
+        if blob is not None and digest not in self.tasks:
+            self.tasks[digest] = cloudpickle.loads(blob)
+        outcome = self.tasks[digest](group, rank)
+        n = len(outcome.indexes)
+        start = max(arrival, self.free_at[rank])
+        end = start + n * self.pset_seconds
+        self.free_at[rank] = end
+        self.busy.append((rank, start, end, n))
+        outcome = outcome._replace(runtimes=[self.pset_seconds] * n,
+                                   group_seconds=n * self.pset_seconds)
+        return outcome, end
+
+    def post(self, visible: float, rank: int, obj) -> None:
+        heapq.heappush(self.pending, (visible, next(self.seq), rank,
+                                      pickle.dumps(obj, protocol=5)))
+
+
+class SimMaster(mpi.Master):
+    """The real Master on a SimComm (its __init__ would start MPI)."""
+
+    def __init__(self, comm: SimComm, size: int):
+        self.MPI, self.world, self.comm, self.status = FakeMPI, None, comm, Status()
+        self.setup(size)
+        self.stopped, self.abandoned = True, False  # no STOP round at exit
+
+
+class SimBackend(mpi.MPIBackend):
+    """MPIBackend around a SimMaster."""
+
+    def __init__(self, master: SimMaster, options: dict):
+        Backend.__init__(self, options)
+        self.settings = dataclasses.asdict(self.options)
+        self.master, self.layout = master, None
+
+
+def worker(pset: dict) -> dict:
+    return {"y": pset["i"] * 0.5}
+
+
+def psets(n: int) -> Iterator[dict]:
+    """A generator: the length is unknown, so groups keep their size to the end."""
+    return ({"i": i} for i in range(n))
+
+
+@dataclasses.dataclass
+class SimResult:
+    workers: int
+    pset_seconds: float
+    group_size: int | None
+    psets: int
+    groups: int
+    efficiency: float          # steady state (see the module docstring); NaN: no window
+    overall: float             # work / (workers × time to the last result)
+    cost_per_group: float      # rank 0's CPU seconds per group sent in the window (MPI charge
+                               # included): its cost in the steady state
+    utilisation: float         # share of rank 0's time busy in the window
+    group_psets: float         # mean psets of the groups sent in the window
+    virtual_seconds: float
+    real_seconds: float
+
+
+def full_group_size(workers: int, pset_seconds: float) -> int:
+    """The adaptive group size once every worker reported a duration (psmpi's Grouper)."""
+    target = Grouper([], workers, None, None).target_seconds()
+    return max(1, min(MAX_GROUP_SIZE, int(target / pset_seconds)))
+
+
+def planned_psets(workers: int, pset_seconds: float, rounds: int, group_size: int | None
+                  ) -> int:
+    """Psets for ``rounds`` full-size groups per worker, plus the first groups of one."""
+    size = group_size or full_group_size(workers, pset_seconds)
+    return rounds * workers * size + (0 if group_size else 2 * workers)
+
+
+def simulate(workers: int, pset_seconds: float, rounds: int = 4, group_size: int | None = None,
+             mpi_seconds: tuple[float, float] = (0.0, 0.0), directory: str | None = None) -> SimResult:
+    """Run one map of ``rounds`` groups per worker (at the expected group size) through the
+    real master and driver on a SimComm; the file is written in ``directory`` (a temporary
+    one by default)."""
+    n_psets = planned_psets(workers, pset_seconds, rounds, group_size)
+    clock = VirtualClock()
+    comm = SimComm(clock, workers + 1, pset_seconds, mpi_seconds)
+    backend = SimBackend(SimMaster(comm, workers + 1), {})
+    real0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        where = directory or stack.enter_context(tempfile.TemporaryDirectory(prefix="psmpi-sim-"))
+        settings = config.resolve({"group_size": group_size, "verbose": 0, "keep_results": False,
+                                   "out": os.path.join(where, "sim.h5")}, {})
+        stack.enter_context(virtual_time(clock))
+        start = clock.now()
+        result = run.run_map(worker, psets(n_psets), settings, backend, "sim")
+        assert result.progress.finished == n_psets, result.progress
+    first = min(sent for sent, _, _ in comm.sent)
+    last_end = max(end for _, _, end, _ in comm.busy)
+    window = steady_window(comm.busy, workers)
+    efficiency = cost = utilisation = group_psets = math.nan
+    if window is not None:
+        efficiency = busy_share(comm.busy, workers, *window)
+        cost, utilisation, group_psets = master_cost(comm.sent, *window)
+    return SimResult(workers, pset_seconds, group_size, n_psets, len(comm.busy), efficiency,
+                     n_psets * pset_seconds / (workers * (last_end - first)), cost, utilisation,
+                     group_psets, clock.now() - start, time.perf_counter() - real0)
+
+
+def steady_window(busy: list[tuple[int, float, float, int]], workers: int
+                  ) -> tuple[float, float] | None:
+    """From the moment the last worker started its first group of the full size (at least
+    half the largest group: the first groups are of one pset, until every worker reported
+    a duration) to the moment the first worker finished its last group; None if empty."""
+    full = max(n for *_, n in busy) / 2
+    first_start: dict[int, float] = {}
+    last_end: dict[int, float] = {}
+    for rank, start, end, n in busy:
+        if n >= full:
+            first_start[rank] = min(first_start.get(rank, math.inf), start)
+        last_end[rank] = max(last_end.get(rank, -math.inf), end)
+    if len(first_start) < workers:
+        return None
+    t1, t2 = max(first_start.values()), min(last_end.values())
+    return (t1, t2) if t2 > t1 else None
+
+
+def busy_share(busy: list[tuple[int, float, float, int]], workers: int, t1: float, t2: float
+               ) -> float:
+    """Share of the workers' time in [t1, t2] spent computing."""
+    computing = sum(max(0.0, min(end, t2) - max(start, t1)) for _, start, end, _ in busy)
+    return computing / (workers * (t2 - t1))
+
+
+def master_cost(sent: list[list], t1: float, t2: float) -> tuple[float, float, float]:
+    """Rank 0's CPU per group sent in [t1, t2], its busy share of that time, and the mean
+    psets of those groups."""
+    inside = [entry for entry in sent if t1 <= entry[0] <= t2]
+    if len(inside) < 2:
+        return math.nan, math.nan, math.nan
+    (ta, ca, _), (tb, cb, _) = inside[0], inside[-1]
+    psets = sum(n for _, _, n in inside[1:]) / (len(inside) - 1)
+    return (cb - ca) / (len(inside) - 1), (cb - ca) / (tb - ta), psets
