@@ -521,7 +521,7 @@ def _encoded(keys: tuple, values: list) -> bytes:
     The value tokens are :func:`psmpi.values.hash_token`'s; the common ones are inlined.
     """
     plan = _HASH_PLANS.get(keys) or _hash_plan(keys)
-    parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
+    parts = [HASH_HEADER]  # version tag, so a future encoding cannot collide
     append = parts.append
     try:
         for i, prefix in plan:
@@ -540,6 +540,18 @@ def _encoded(keys: tuple, values: list) -> bytes:
     except ValueError:  # an int beyond Python's str() digit limit: the slow path has no limit
         parts[1:] = [f"{prefix}{_token(keys[i], values[i])};" for i, prefix in plan]
     return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+HASH_HEADER = "psmpi-pset-1;"
+
+
+def encoded_part(key: str, value: Any) -> bytes:
+    """The bytes ``(key, value)`` adds to the canonical encoding of every pset holding it.
+
+    A pset's encoding is :data:`HASH_HEADER` then the parts of its keys in sorted order, so
+    the psets of a grid can be hashed from one part per axis value (psmpi.worker.spans).
+    """
+    return _encoded((key,), [value])[len(HASH_HEADER):]
 
 
 # Psets of a survey share a few key orders: for each, which value comes at which place of

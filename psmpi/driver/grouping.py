@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
+from ..worker.spans import Span
 from ..worker.task import GroupOutcome
 from .costmodel import LearnedOrder
 
@@ -27,10 +28,12 @@ TAIL_SHARE = 2
 class Grouper:
     """Cut a stream of ``(index, pset)`` into groups; feed it outcomes via :meth:`observe`."""
 
-    def __init__(self, items: Iterator[tuple[int, dict]], n_workers: int,
+    def __init__(self, items: Iterator[tuple[int, dict]] | None, n_workers: int,
                  total: int | None, group_size: int | None,
-                 learned: LearnedOrder | None = None):
+                 learned: LearnedOrder | None = None, span_end: int | None = None):
         self.items = items
+        # psets of a grid (spans.py): groups are the Spans of indexes [0, span_end), in order
+        self.span_end = span_end
         # cost="auto" (costmodel.py): groups of one until its first fit, so that psets are
         # not grouped in list order before any runtime is known; then groups end once their
         # predicted runtime reaches TARGET_SECONDS, since longest-first would otherwise put
@@ -65,7 +68,10 @@ class Grouper:
             size = min(size, math.ceil(remaining / (TAIL_SHARE * self.n_workers)))
         return max(1, min(size, MAX_GROUP_SIZE))
 
-    def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, dict]] | Span]:
+        if self.span_end is not None:
+            yield from self.spans(self.span_end)
+            return
         items = iter(self.items)
         while True:
             group = self.take(items, self.next_size())
@@ -73,6 +79,12 @@ class Grouper:
                 return
             self.handed_out += len(group)
             yield group
+
+    def spans(self, end: int) -> Iterator[Span]:
+        while self.handed_out < end:
+            start = self.handed_out
+            self.handed_out = min(end, start + self.next_size())
+            yield Span(start, self.handed_out)
 
     def take(self, items: Iterator[tuple[int, dict]], size: int) -> list[tuple[int, dict]]:
         """The next group: ``size`` items, or fewer once their predicted seconds reach

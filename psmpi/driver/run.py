@@ -41,9 +41,10 @@ from . import workflow
 from .costmodel import LearnedOrder
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
 from .grouping import Grouper
+from .inflight import InFlight
 from .recorder import Recorder, RowWriter
 from .sharding import Shard, pset_cost, select, shard_for
-from .source import ResumeIndex, batches, checked_psets
+from .source import ResumeIndex, batches, checked_psets, grid_of
 
 
 def default_out_path() -> str:
@@ -80,13 +81,16 @@ class MapRun:
                               setup=None if settings.simulate else settings.setup,
                               gpus_per_worker=settings.gpus_per_worker)
         self.stream, self.length = checked_psets(psets)
+        # psets of a grid, when they may travel as index ranges (Spans): see uses_spans
+        self.grid = grid_of(psets) if backend.takes_spans and shard is None \
+            and settings.cost is None else None
         self.shard, self.study_length, self.fingerprint = shard, self.length, ""
         if shard is not None:  # only this shard's psets, under their study indexes
             self.stream, self.length, self.fingerprint = select(
                 shard, self.stream, self.length, settings.cost, name)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
-        self.inflight: dict[int, dict] = {}
+        self.inflight = InFlight(self.grid)
         self.stop = stop
         self.abandoned = 0  # psets in flight when the drain period ran out
         self.perf = PerfCollector(backend.name)
@@ -104,10 +108,16 @@ class MapRun:
         committed_before = self.writer.tables["results"].n_rows
         resume = self.resume_index(self.writer.tables["results"])
         self.start(store, committed_before)
-        todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
-        grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
-                          self.settings.group_size,
-                          self.learned)
+        if self.uses_spans(resume):  # a grid, nothing to skip: groups are index ranges
+            self.task.grid = self.grid
+            grouper = Grouper(None, self.backend.n_workers, self.estimated_todo(0),
+                              self.settings.group_size,
+                              span_end=self.estimated_todo(0))
+        else:
+            todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
+            grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
+                              self.settings.group_size,
+                              self.learned)
         try:
             self.compute(grouper)  # groups to the backend; outcomes observed and recorded
         finally:
@@ -115,6 +125,11 @@ class MapRun:
         self.settle_progress(committed_before)
         self.note_length_found(store)
         return self.finish(time.monotonic() - started, store.path)
+
+    def uses_spans(self, resume: ResumeIndex | None) -> bool:
+        """Whether the groups can be Spans of the grid: its psets taken in order from the
+        first, none to skip (no committed row to match, no suspect to hold back)."""
+        return self.grid is not None and resume is None and not self.guard.holds_back()
 
     def row_writer(self, store: Store) -> RowWriter:
         results, failures = store.table(self.name, "results"), store.table(self.name, "failures")
@@ -219,7 +234,7 @@ class MapRun:
         """Remember what each group holds until its outcome comes back."""
         for group in groups:
             self.guard.sent(group)
-            self.inflight.update(group)
+            self.inflight.add(group)
             yield group
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], grouper: Grouper | None

@@ -19,6 +19,7 @@ from .. import params
 from ..backends.resources import RESOURCES_KEY, ResourcedPset, resource_problems, split_resources
 from ..errors import PsetError
 from ..results import Missing
+from ..worker.spans import Grid
 
 T = TypeVar("T")
 
@@ -109,6 +110,14 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
     if checker.resources_seen:
         return ((i, split_resources(pset)) for i, pset in enumerate(iterable)), total
     return enumerate(iterable), total
+
+
+def grid_of(psets: Any) -> Grid | None:
+    """The :class:`~psmpi.worker.spans.Grid` of psets given as a valid grid Space, else None."""
+    if not isinstance(psets, (pd.DataFrame, params.Space)):
+        return None
+    space = params.as_space(psets)
+    return Grid.of(space) if _grid_is_valid(space.axes) else None
 
 
 def _grid_is_valid(axes: dict | None) -> bool:

@@ -235,6 +235,11 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
     a column's types are checked once, and ints by their extremes, instead of every value."""
     changes = []
     for key, column in values.items():
+        if type(column) is np.ndarray:
+            problem = _admit_numpy_column(table, key, column, changes)
+            if problem is not None:
+                return problem
+            continue
         kinds = {COLUMN_KINDS.get(t) for t in set(map(type, column))}
         kinds.discard("null")
         if not kinds:
@@ -265,6 +270,29 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
             table._cols[key] = _new_column(key, kind, dtype, shape)
         else:
             col.change(kind, dtype, shape)
+    return None
+
+
+# dtypes of the numpy columns admit_columns takes whole (rank 0 rebuilds a grid's pset
+# columns as these, psmpi.worker.spans), and the kind of column each makes
+_NUMPY_COLUMN_KINDS = {np.dtype(np.int64): "int", np.dtype(np.float64): "float",
+                       np.dtype(np.bool_): "bool"}
+
+
+def _admit_numpy_column(table: Table, key: str, column: np.ndarray, changes: list
+                        ) -> str | None:
+    """admit_columns for a 1-d numpy column: by its dtype, into a new column or one of its
+    own kind only (a column of another kind: refused, so the caller stores row by row)."""
+    kind = _NUMPY_COLUMN_KINDS.get(column.dtype) if column.ndim == 1 else None
+    col = table._cols.get(key)
+    if kind is None or (col is not None and col.kind != kind):
+        return f"column {key!r} is a numpy array of another kind than the stored column"
+    if col is None and len(column):
+        problem, change = _check(table, key, column[0].item(), kind, col)
+        if problem is not None:
+            return problem
+        if change is not None:
+            changes.append(change)
     return None
 
 

@@ -32,11 +32,12 @@ import cloudpickle
 import numpy as np
 
 from .. import params, utils, values
-from ..errors import ConfigError
+from ..errors import ConfigError, InternalError
 from ..store import bookkeeping
 from ..values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 from . import context, timers
 from . import setup as worker_setup
+from .spans import Grid, Span, group_indexes
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
@@ -91,6 +92,9 @@ class GroupOutcome(NamedTuple):
     # no pset of the group ran (indexes lists them, the other lists are empty) and the
     # driver stops the map with a SetupError.
     setup_error: tuple[str, str] | None = None
+    # (start, stop) when the group was a Span of the map's Grid: indexes is that range, and
+    # columns (if not None) hold the result keys only, as the driver rebuilds the psets.
+    span: tuple[int, int] | None = None
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
@@ -167,29 +171,48 @@ class Task:
         setup_function = python_function(setup) if setup is not None else None
         self.setup_filename = setup_function.__code__.co_filename if setup_function else None
         self.gpus_per_worker = gpus_per_worker
+        # The map's psets when they form a grid sent as index ranges (spans.py): set by the
+        # driver when its backend takes Span groups; shipped once with the task.
+        self.grid: Grid | None = None
 
     def function(self) -> Callable:
         return load_function(self.digest, self.blob, self.filename)
 
-    def __call__(self, group: list[tuple[int, dict]], rank: int = 0) -> GroupOutcome:
+    def __call__(self, group: list[tuple[int, dict]] | Span, rank: int = 0) -> GroupOutcome:
+        """Run ``group`` (``(index, pset)`` pairs, or a Span of :attr:`grid`): its outcome."""
         fn = self.function()
         if self.setup_blob is not None or self.gpus_per_worker:
             done = worker_setup.prepared(self.run_id) or self.prepare(rank)
             if done.error is not None:  # reported by every group this process is given
-                return GroupOutcome([index for index, _ in group], [], [], {}, [], [], rank,
+                return GroupOutcome(list(group_indexes(group)), [], [], {}, [], [], rank,
                                     HOST, os.getpid(), setup_error=done.error)
         started = time.perf_counter()
-        outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid(), {}, {})
-        results = self.run_group(fn, group, rank, outcome)
+        span = None
+        if type(group) is Span:
+            if self.grid is None:
+                raise InternalError(f"a Span group {tuple(group)} reached a task without a grid")
+            span = (group.start, group.stop)
+            psets = self.grid.psets(*span)
+            digests = self.grid.hashes(*span)
+            items = list(zip(group.indexes(), psets))
+        else:
+            psets = [pset for _, pset in group]
+            digests = list(map(params.pset_hash, psets))
+            items = group
+        outcome = GroupOutcome([], digests, [], {}, [], [], rank, HOST, os.getpid(), {}, {},
+                               span=span)
+        results = self.run_group(fn, items, rank, outcome)
         if BEACON is not None:
             BEACON[2] = 0.0  # idle
-        columns = None if outcome.errors else as_columns(group, results)
+        # a span's psets are rebuilt by the driver: only the result keys travel
+        columns = None if outcome.errors else as_columns(None if span else psets, results)
         if columns is None:
             self.pickle_results(results, outcome)
         ended = time.perf_counter()
         wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
         return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
-                                peak_rss=utils.peak_rss(), columns=columns)
+                                peak_rss=utils.peak_rss(), columns=columns,
+                                indexes=range(*span) if span else outcome.indexes)
 
     def prepare(self, rank: int) -> worker_setup.Prepared:
         """This process's GPUs, then setup(context): once per process and map, cached."""
@@ -212,23 +235,22 @@ class Task:
 
     def run_group(self, fn: Callable, group: list[tuple[int, dict]], rank: int,
                   outcome: GroupOutcome) -> list[dict | None]:
-        """Call the worker on each pset, filling ``outcome``; the results, None where failed.
+        """Call the worker on each pset, filling ``outcome`` (its digests given); the
+        results, None where failed.
 
         The loop runs once per pset, so names are bound locally: for trivial psets it is
-        most of the time a worker spends (about 5 us per pset, half of it hashing).
+        most of the time a worker spends.
         """
         indexes, digests, t_starts, runtimes = (outcome.indexes, outcome.digests,
                                                 outcome.t_starts, outcome.runtimes)
         errors, cpu_times, sections = outcome.errors, outcome.cpu_times, outcome.timers
-        pset_hash, wall_clock, clock, cpu_clock = (params.pset_hash, time.time,
-                                                   time.perf_counter, time.process_time)
+        wall_clock, clock, cpu_clock = time.time, time.perf_counter, time.process_time
         one_arg, beacon = self.mode == 1, BEACON
         results: list[dict | None] = []
         runtime = math.inf  # the first pset's CPU time is measured
         for position, (index, pset) in enumerate(group):
             indexes.append(index)
-            digest = pset_hash(pset)
-            digests.append(digest)
+            digest = digests[position]  # hashed in bulk before the loop
             t_start = wall_clock()
             t_starts.append(t_start)
             if beacon is not None:  # start last: a reader never pairs a new pset with an old start
@@ -300,11 +322,11 @@ class Task:
 COLUMN_TYPES = values.SCALAR_COLUMN_TYPES
 
 
-def as_columns(group: list[tuple[int, dict]], results: list[dict]) -> dict[str, tuple] | None:
-    """The group's rows as ``{key: values}``, or None if they do not share keys and plain types."""
-    psets = [pset for _, pset in group]
+def as_columns(psets: list[dict] | None, results: list[dict]) -> dict[str, tuple] | None:
+    """The group's rows as ``{key: values}`` (result keys only if ``psets`` is None), or None
+    if they do not share keys and plain types."""
     columns = {}
-    for rows in (psets, results):
+    for rows in (results,) if psets is None else (psets, results):
         keys = tuple(rows[0])
         if not all(map(keys.__eq__, map(tuple, rows))):  # in C: no Python call per row
             return None
@@ -388,7 +410,7 @@ def failed_outcome(group: list[tuple[int, dict]], kind: str, message: str,
                    traceback_text: str = "") -> GroupOutcome:
     """The outcome of a group that no worker returned: every pset failed with ``kind``."""
     n = len(group)
-    return GroupOutcome([index for index, _ in group], [""] * n, [None] * n,
+    return GroupOutcome(list(group_indexes(group)), [""] * n, [None] * n,
                         {i: (kind, message, traceback_text) for i in range(n)},
                         [time.time()] * n, [math.nan] * n, -1, HOST, -1)
 
