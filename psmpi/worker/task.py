@@ -192,16 +192,16 @@ class Task:
             if self.grid is None:
                 raise InternalError(f"a Span group {tuple(group)} reached a task without a grid")
             span = (group.start, group.stop)
+            indexes: Any = group.indexes()
             psets = self.grid.psets(*span)
             digests = self.grid.hashes(*span)
-            items = list(zip(group.indexes(), psets))
         else:
+            indexes = [index for index, _ in group]
             psets = [pset for _, pset in group]
             digests = list(map(params.pset_hash, psets))
-            items = group
-        outcome = GroupOutcome([], digests, [], {}, [], [], rank, HOST, os.getpid(), {}, {},
+        outcome = GroupOutcome(indexes, digests, [], {}, [], [], rank, HOST, os.getpid(), {}, {},
                                span=span)
-        results = self.run_group(fn, items, rank, outcome)
+        results = self.run_group(fn, psets, rank, outcome)
         if BEACON is not None:
             BEACON[2] = 0.0  # idle
         # a span's psets are rebuilt by the driver: only the result keys travel
@@ -211,8 +211,7 @@ class Task:
         ended = time.perf_counter()
         wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
         return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
-                                peak_rss=utils.peak_rss(), columns=columns,
-                                indexes=range(*span) if span else outcome.indexes)
+                                peak_rss=utils.peak_rss(), columns=columns)
 
     def prepare(self, rank: int) -> worker_setup.Prepared:
         """This process's GPUs, then setup(context): once per process and map, cached."""
@@ -233,60 +232,74 @@ class Task:
             done = worker_setup.Prepared(None, (describe(exc), traceback.format_exc()), gpus)
         return worker_setup.remember(self.run_id, done)
 
-    def run_group(self, fn: Callable, group: list[tuple[int, dict]], rank: int,
-                  outcome: GroupOutcome) -> list[dict | None]:
-        """Call the worker on each pset, filling ``outcome`` (its digests given); the
-        results, None where failed.
+    def run_group(self, fn: Callable, psets: list[dict], rank: int, outcome: GroupOutcome
+                  ) -> list[dict | None]:
+        """Call the worker on each pset, filling ``outcome`` (its indexes and digests
+        given); the results, None where failed.
 
-        The loop runs once per pset, so names are bound locally: for trivial psets it is
-        most of the time a worker spends.
+        The loop runs once per pset, so it does as little as it can and names are bound
+        locally: for trivial psets it is most of the time a worker spends. The wall-clock
+        start of each call is derived from its perf_counter() start afterwards.
         """
-        indexes, digests, t_starts, runtimes = (outcome.indexes, outcome.digests,
-                                                outcome.t_starts, outcome.runtimes)
+        indexes, t_starts, runtimes = outcome.indexes, outcome.t_starts, outcome.runtimes
         errors, cpu_times, sections = outcome.errors, outcome.cpu_times, outcome.timers
-        wall_clock, clock, cpu_clock = time.time, time.perf_counter, time.process_time
-        one_arg, beacon = self.mode == 1, BEACON
+        clock, cpu_clock = time.perf_counter, time.process_time
+        one_arg, beacon, timed_sections = self.mode == 1, BEACON, timers.SECTIONS
+        # every pset of a span has the grid's keys in order (the common layout key below)
+        layouts = _RESULT_LAYOUTS
+        pset_keys = tuple(self.grid.keys) if outcome.span is not None else None
         results: list[dict | None] = []
+        append = results.append
         runtime = math.inf  # the first pset's CPU time is measured
-        for position, (index, pset) in enumerate(group):
-            indexes.append(index)
-            digest = digests[position]  # hashed in bulk before the loop
-            t_start = wall_clock()
-            t_starts.append(t_start)
-            if beacon is not None:  # start last: a reader never pairs a new pset with an old start
-                beacon[2] = 0.0
-                beacon[1] = index
-                beacon[2] = t_start
-            # process_time() is a system call: skipped after a trivial pset
-            measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
-            timers.begin_pset()
-            context.enter(self, index, digest, rank, HOST)
-            c0 = cpu_clock() if measure_cpu else 0.0
-            t0 = clock()
-            result = error = None
-            try:
-                if one_arg:
-                    result = fn(dict(pset))
+        cursor = context.enter_group(self, indexes, outcome.digests, rank, HOST)
+        wall_offset = time.time() - clock()
+        try:
+            for position, pset in enumerate(psets):
+                cursor.position = position
+                if beacon is not None:  # start last: a reader never pairs a new pset with an old start
+                    beacon[2] = 0.0
+                    beacon[1] = indexes[position]
+                    beacon[2] = time.time()
+                if timed_sections:  # sections timed outside a worker call: not this pset's
+                    timed_sections.clear()
+                # process_time() is a system call: skipped after a trivial pset
+                measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
+                c0 = cpu_clock() if measure_cpu else 0.0
+                t0 = clock()
+                try:
+                    if one_arg:
+                        result = fn(dict(pset))
+                    else:
+                        result = fn(dict(pset), self.system_kwargs(indexes[position], rank),
+                                    self.user_kwargs)
+                except Exception as exc:  # user code: its failure is data, not a crash of psmpi
+                    runtime = clock() - t0
+                    error = (EXCEPTION, describe(exc), traceback.format_exc())
                 else:
-                    result = fn(dict(pset), self.system_kwargs(index, rank), self.user_kwargs)
-            except Exception as exc:  # user code: its failure is data, not a crash of psmpi
-                error = (EXCEPTION, describe(exc), traceback.format_exc())
-            runtime = clock() - t0
-            if measure_cpu:
-                cpu_times[position] = cpu_clock() - c0
-            context.leave()
-            runtimes.append(runtime)
-            timed = timers.end_pset()
-            if timed:
-                sections[position] = timed
-            if error is None:
-                result, problem = checked_result(result, pset)
-                if problem is None:
-                    results.append(result)
-                    continue
-                error = (*problem, "")
-            errors[position] = error
-            results.append(None)
+                    runtime = clock() - t0
+                    error = None
+                t_starts.append(t0)
+                runtimes.append(runtime)
+                if measure_cpu:
+                    cpu_times[position] = cpu_clock() - c0
+                if timed_sections:
+                    sections[position] = timers.end_pset()
+                if error is None:
+                    # the common case: a dict of the same keys as the last, none a pset key
+                    if type(result) is dict and layouts.get(
+                            (tuple(result), pset_keys or tuple(pset))) == ():
+                        append(result)
+                        continue
+                    result, problem = checked_result(result, pset)
+                    if problem is None:
+                        append(result)
+                        continue
+                    error = (*problem, "")
+                errors[position] = error
+                append(None)
+        finally:
+            context.leave_group()
+        t_starts[:] = [wall_offset + t for t in t_starts]
         return results
 
     def pickle_results(self, results: list[dict | None], outcome: GroupOutcome) -> None:
