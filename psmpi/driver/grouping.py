@@ -21,6 +21,9 @@ from .costmodel import LearnedOrder
 TARGET_SECONDS = 0.05
 # Bounds the memory of one message and of the groups in flight.
 MAX_GROUP_SIZE = 5000
+# The same for Spans: their message is two ints and their outcome about 100 bytes a pset,
+# so groups of trivial psets can reach TARGET_SECONDS (fewer messages, outcomes, commits).
+MAX_SPAN_SIZE = 50000
 # Near the end, a group is at most remaining / (TAIL_SHARE * workers) psets.
 TAIL_SHARE = 2
 
@@ -61,12 +64,13 @@ class Grouper:
             # Too few samples: one short pset must not make the next groups huge (a pset
             # might take hours), so groups grow only once every worker reported one.
             return 1
+        largest = MAX_GROUP_SIZE if self.span_end is None else MAX_SPAN_SIZE
         mean = self.measured_seconds / self.measured_psets
-        size = MAX_GROUP_SIZE if mean <= 0 else int(TARGET_SECONDS / mean)
+        size = largest if mean <= 0 else int(TARGET_SECONDS / mean)
         if self.total is not None:
             remaining = max(0, self.total - self.handed_out)
             size = min(size, math.ceil(remaining / (TAIL_SHARE * self.n_workers)))
-        return max(1, min(size, MAX_GROUP_SIZE))
+        return max(1, min(size, largest))
 
     def __iter__(self) -> Iterator[list[tuple[int, dict]] | Span]:
         if self.span_end is not None:

@@ -186,7 +186,7 @@ class Recorder:
         for i, index in enumerate(outcome.indexes):
             pset = self.inflight.pop(index)
             # Workers hash the psets (in parallel); a group lost with its process did not.
-            digest = outcome.digests[i] or params.pset_hash(pset)
+            digest = outcome.digest(i) or params.pset_hash(pset)
             book = (index, digest, outcome.rank, outcome.host, outcome.pid, outcome.t_starts[i],
                     outcome.runtimes[i])
             error = errors.get(i)
@@ -217,8 +217,8 @@ class Recorder:
             values = self.inflight.grid.columns(*span)
             values.update(outcome.columns)
             index_column = np.arange(*span, dtype=np.int64)
-        book = dict(zip(BOOK_COLUMNS, (index_column, outcome.digests,
-                                       np.full(n, outcome.rank, np.int64), [outcome.host] * n,
+        book = dict(zip(BOOK_COLUMNS, (index_column, outcome.digest_column(),
+                                       np.full(n, outcome.rank, np.int64), np.full(n, outcome.host),
                                        np.full(n, outcome.pid, np.int64), outcome.t_starts,
                                        outcome.runtimes)))
         if self.writer.add_columns("results", values, book) is not None:
@@ -295,5 +295,11 @@ def joined(lists: Iterable[Sequence]) -> Sequence:
     lists = list(lists)
     if all(type(part) is np.ndarray for part in lists):
         return np.concatenate(lists)
-    return list(itertools.chain.from_iterable(
-        part.tolist() if type(part) is np.ndarray else part for part in lists))
+    return list(itertools.chain.from_iterable(map(_as_list, lists)))
+
+
+def _as_list(part: Sequence) -> Sequence:
+    """A column part as Python values; packed digests (``S32``) as the str they stand for."""
+    if type(part) is not np.ndarray:
+        return part
+    return part.astype(str).tolist() if part.dtype.kind == "S" else part.tolist()

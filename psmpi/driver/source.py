@@ -113,11 +113,14 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
 
 
 def grid_of(psets: Any) -> Grid | None:
-    """The :class:`~psmpi.worker.spans.Grid` of psets given as a valid grid Space, else None."""
-    if not isinstance(psets, (pd.DataFrame, params.Space)):
+    """The :class:`~psmpi.worker.spans.Grid` of psets given as a grid Space, else None.
+
+    For psets :func:`checked_psets` accepted: it checked them (a grid axis by axis).
+    Psets with per-pset resources are no grid here: each is split before it is sent.
+    """
+    if not isinstance(psets, params.Space) or RESOURCES_KEY in psets.keys:
         return None
-    space = params.as_space(psets)
-    return Grid.of(space) if _grid_is_valid(space.axes) else None
+    return Grid.of(psets)
 
 
 def _grid_is_valid(axes: dict | None) -> bool:

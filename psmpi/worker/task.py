@@ -67,8 +67,10 @@ class GroupOutcome(NamedTuple):
     faster, and the driver unpickles one of these for every group.
     """
 
-    indexes: list[int]                  # pset indexes, in the group's order
-    digests: list[str]                  # pset_hash of each, computed here to spare the driver
+    indexes: list[int] | range          # pset indexes, in the group's order (a span's: a range)
+    # pset_hash of each, computed here to spare the driver; a group sent as columns packs
+    # them into one ASCII bytes (32 per pset), which the driver stores without a str each
+    digests: list[str] | bytes
     payloads: list[bytes | None]        # the pickled result; None where the pset failed
     errors: dict[int, tuple[str, str, str]]  # position -> (kind, "Type: message", traceback)
     t_starts: list[float]               # time.time() when each worker call began
@@ -95,6 +97,18 @@ class GroupOutcome(NamedTuple):
     # (start, stop) when the group was a Span of the map's Grid: indexes is that range, and
     # columns (if not None) hold the result keys only, as the driver rebuilds the psets.
     span: tuple[int, int] | None = None
+
+    def digest(self, position: int) -> str:
+        """The pset_hash of the pset at ``position`` ("" where unknown)."""
+        if type(self.digests) is bytes:
+            return self.digests[32 * position:32 * position + 32].decode("ascii")
+        return self.digests[position]
+
+    def digest_column(self) -> Any:
+        """All digests as one column: an ``S32`` array if packed, else the list."""
+        if type(self.digests) is bytes:
+            return np.frombuffer(self.digests, dtype="S32")
+        return self.digests
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
@@ -208,6 +222,8 @@ class Task:
         columns = None if outcome.errors else as_columns(None if span else psets, results)
         if columns is None:
             self.pickle_results(results, outcome)
+        else:
+            outcome = outcome._replace(digests="".join(digests).encode("ascii"))
         ended = time.perf_counter()
         wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
         return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
