@@ -574,6 +574,8 @@ def _hash_plan(keys: tuple) -> tuple[tuple[int, str], ...]:
 
 _PSET_SCALAR_TYPES = _values.PSET_SCALAR_TYPES
 _GOOD_KEYS: set[str] = set()  # keys already checked: the common path is one set lookup
+# value types that need no check at all (a str must be tested for lone surrogates)
+_PLAIN_TYPES = _PSET_SCALAR_TYPES - {str}
 
 
 def key_problems(k: Any, what: str = "parameter") -> list[str]:
@@ -630,6 +632,9 @@ def pset_problems(pset: Any) -> list[str]:
     >>> len(pset_problems({"x": [object()], "_y": 1}))  # one problem each
     2
     """
+    if type(pset) is dict and _GOOD_KEYS.issuperset(pset) and \
+            _PLAIN_TYPES.issuperset(map(type, pset.values())):
+        return []  # the common case, tested in C: keys seen before, plain non-str values
     if not isinstance(pset, dict):
         return [f"a pset must be a dict {{name: value}}, not {type(pset).__name__}"]
     problems: list[str] = []

@@ -8,6 +8,8 @@ span unfolded into ``index -> pset`` entries, rebuilt from the grid.
 
 from __future__ import annotations
 
+import collections
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,6 +33,10 @@ class InFlight(dict):
             self.n_spanned += len(group)
         else:
             self.update(group)
+
+    def drop(self, indexes: Iterable[int]) -> None:
+        """Forget the psets ``indexes`` of a group that was no span (a loop in C)."""
+        collections.deque(map(functools.partial(dict.pop, self), indexes), maxlen=0)
 
     def pop_span(self, span: tuple[int, int]) -> None:
         """Forget a span that came back whole; it may have been unfolded meanwhile."""

@@ -226,9 +226,7 @@ class Recorder:
         if span is not None:
             self.inflight.pop_span(span)
         else:
-            pop = self.inflight.pop
-            for index in indexes:
-                pop(index)
+            self.inflight.drop(indexes)
         self.progress.finished += n
         return True
 
