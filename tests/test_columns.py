@@ -20,7 +20,15 @@ def test_a_group_of_plain_scalars_becomes_columns_in_order():
     cols = task.as_columns([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}],
                            [{"y": 1.5, "ok": True}, {"y": np.float64(2.5), "ok": None}])
     assert list(cols) == ["a", "b", "y", "ok"]
-    assert cols == {"a": (1, 2), "b": ("x", "y"), "y": (1.5, 2.5), "ok": (True, None)}
+    assert plain(cols) == {"a": [1, 2], "b": ["x", "y"], "y": [1.5, 2.5], "ok": [True, None]}
+    # one Python type of float, bool or int64: a numpy array; mixed, str or None: as given
+    assert cols["a"].dtype == np.int64 and type(cols["y"]) is tuple and type(cols["b"]) is tuple
+    wide = task.as_columns([{"a": 2**63}, {"a": 1}], [{"f": 0.5, "t": True}] * 2)
+    assert wide["a"] == (2**63, 1) and wide["f"].dtype == np.float64 and wide["t"].dtype == bool
+
+
+def plain(columns: dict) -> dict:
+    return {k: v.tolist() if isinstance(v, np.ndarray) else list(v) for k, v in columns.items()}
 
 
 @pytest.mark.parametrize("psets, results", [
@@ -43,7 +51,7 @@ def test_worker_sends_columns_unless_a_pset_failed():
 
     t = task.Task(worker, "m", "serial")
     fine = t(group_of({"a": 1}, {"a": 2}))
-    assert fine.columns == {"a": (1, 2), "y": (2, 4)} and fine.payloads == []
+    assert plain(fine.columns) == {"a": [1, 2], "y": [2, 4]} and fine.payloads == []
     mixed = t(group_of({"a": 1}, {"a": 3}))
     assert mixed.columns is None and mixed.payloads[0] is not None and mixed.payloads[1] is None
     assert mixed.errors[1][0] == task.EXCEPTION
@@ -244,3 +252,24 @@ def test_a_grid_with_limit_then_resumed_computes_each_pset_once(tmp_path):
     assert rest.progress.resumed == 30 and len(rest) == 100
     df = psmpi.read(tmp_path / "s.h5")
     assert sorted(df["_pset_index"]) == list(range(100))
+
+
+def test_numpy_columns_are_admitted_like_tuples_of_their_values(tmp_path):
+    """What the worker packs as arrays is stored as the same values as tuples: a new column,
+    one of its kind, ints into a float column; another kind refused (stored row by row)."""
+    batches = [{"i": np.array([1, 2]), "f": np.array([0.5, 1.5]), "b": np.array([True, False])},
+               {"i": np.array([3, 4]), "f": np.array([7, 2**60]), "b": np.array([False, True])}]
+    frames = []
+    for how in ("tuples", "arrays"):
+        with Store.open(tmp_path / f"{how}.h5") as s:
+            t = s.table("m")
+            for values in batches:
+                if how == "tuples":
+                    values = {k: tuple(v.tolist()) for k, v in values.items()}
+                assert t.admit_columns(values) is None
+                t.append_values(values, 2)
+            if how == "arrays":
+                assert "another kind" in t.admit_columns({"b": np.array([1.5, 2.5])})
+            frames.append(t.read())
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert frames[1]["f"].tolist() == [0.5, 1.5, 7, 2**60]

@@ -171,7 +171,8 @@ class Recorder:
         if outcome.columns is not None:
             if self.record_columns(outcome):
                 return
-            rows = [dict(zip(outcome.columns, values)) for values in zip(*outcome.columns.values())]
+            columns = [_as_list(column) for column in outcome.columns.values()]
+            rows = [dict(zip(outcome.columns, values)) for values in zip(*columns)]
         if outcome.span is not None:  # a span's psets as dicts, from here on
             self.inflight.unfold(outcome.span[0])
             if rows is not None:

@@ -281,14 +281,19 @@ _NUMPY_COLUMN_KINDS = {np.dtype(np.int64): "int", np.dtype(np.float64): "float",
 
 def _admit_numpy_column(table: Table, key: str, column: np.ndarray, changes: list
                         ) -> str | None:
-    """admit_columns for a 1-d numpy column: by its dtype, into a new column or one of its
-    own kind only (a column of another kind: refused, so the caller stores row by row)."""
+    """admit_columns for a 1-d numpy column: by its dtype, into a new column, one of its
+    own kind, or ints into a float column (checked by their extremes, as a tuple's are);
+    into any other column refused, so that the caller stores the rows one by one."""
     kind = _NUMPY_COLUMN_KINDS.get(column.dtype) if column.ndim == 1 else None
     col = table._cols.get(key)
-    if kind is None or (col is not None and col.kind != kind):
+    widened = col is not None and col.kind == "float" and kind == "int"
+    if kind is None or (col is not None and col.kind != kind and not widened):
         return f"column {key!r} is a numpy array of another kind than the stored column"
-    if col is None and len(column):
-        problem, change = _check(table, key, column[0].item(), kind, col)
+    if not len(column) or (col is not None and not widened):
+        return None
+    probes = (column.min().item(), column.max().item()) if kind == "int" else (column[0].item(),)
+    for v in probes:
+        problem, change = _check(table, key, v, kind, col)
         if problem is not None:
             return problem
         if change is not None:

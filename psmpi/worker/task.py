@@ -351,20 +351,36 @@ class Task:
 COLUMN_TYPES = values.SCALAR_COLUMN_TYPES
 
 
-def as_columns(psets: list[dict] | None, results: list[dict]) -> dict[str, tuple] | None:
+def as_columns(psets: list[dict] | None, results: list[dict]
+               ) -> dict[str, tuple | np.ndarray] | None:
     """The group's rows as ``{key: values}`` (result keys only if ``psets`` is None), or None
-    if they do not share keys and plain types."""
-    columns = {}
+    if they do not share keys and plain types.
+
+    A column of Python floats, of bools, or of ints within int64, is a numpy array: it
+    pickles as one buffer, and the driver stores it without a Python object per value.
+    """
+    columns: dict[str, Any] = {}
     for rows in (results,) if psets is None else (psets, results):
         keys = tuple(rows[0])
         if not all(map(keys.__eq__, map(tuple, rows))):  # in C: no Python call per row
             return None
         if keys:
             columns.update(zip(keys, zip(*map(dict.values, rows))))
-    for column in columns.values():
-        if not COLUMN_TYPES.issuperset(map(type, column)):
+    for key, column in columns.items():
+        kinds = set(map(type, column))
+        if not COLUMN_TYPES.issuperset(kinds):
             return None
+        dtype = _NUMPY_DTYPES.get(kinds.pop()) if len(kinds) == 1 else None
+        if dtype is not None:
+            try:
+                columns[key] = np.array(column, dtype=dtype)
+            except OverflowError:  # an int beyond int64: the store keeps it exact
+                pass
     return columns
+
+
+# Python types whose columns travel as numpy arrays, and their dtypes
+_NUMPY_DTYPES = {float: np.float64, bool: np.bool_, int: np.int64}
 
 
 # cloudpickle names the file of every function it ships by value "<dynamic-code>", so
