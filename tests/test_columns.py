@@ -243,15 +243,30 @@ def test_a_grid_goes_as_spans_and_stores_what_a_list_of_psets_stores(tmp_path):
     assert by_span.to_df().equals(by_list.to_df())
 
 
+def failing_at_22(pset):
+    if pset["a"] == 11 and pset["b"] == 0.5:  # pset 22
+        raise ValueError("fails every time")
+    return {"y": pset["a"] * pset["b"]}
+
+
 def test_a_grid_with_limit_then_resumed_computes_each_pset_once(tmp_path):
     space = psmpi.params.product({"a": range(50)}, {"b": [0.5, 1.5]})
-    first = spy_map(grid_worker, space, tmp_path / "s.h5", limit=30, name="m")
-    assert len(first) == 30 and all(type(g) is Span for g in GROUPS)
-    rest = spy_map(grid_worker, space, tmp_path / "s.h5", name="m")
-    assert all(type(g) is list for g in GROUPS)  # psets to skip: the general path
-    assert rest.progress.resumed == 30 and len(rest) == 100
+    first = spy_map(failing_at_22, space, tmp_path / "s.h5", limit=30, name="m")
+    assert len(first) == 29 and all(type(g) is Span for g in GROUPS)
+    assert sorted(i for g in GROUPS for i in g.indexes()) == list(range(30))
+    # a hole among the committed psets: pset 22 failed, so it runs again, as a span of one
+    rest = spy_map(failing_at_22, space, tmp_path / "s.h5", name="m")
+    assert all(type(g) is Span for g in GROUPS)
+    assert sorted(i for g in GROUPS for i in g.indexes()) == [22] + list(range(30, 100))
+    assert rest.progress.resumed == 29 and len(rest) == 99
     df = psmpi.read(tmp_path / "s.h5")
-    assert sorted(df["_pset_index"]) == list(range(100))
+    assert sorted(df["_pset_index"]) == [i for i in range(100) if i != 22]
+    assert df["_pset_hash"].tolist() == [psmpi.params.pset_hash(p) for p in
+                                         (list(space)[i] for i in df["_pset_index"])]
+    again = spy_map(failing_at_22, space, tmp_path / "s.h5", name="m")
+    assert [tuple(g) for g in GROUPS] == [(22, 23)]
+    assert again.progress.resumed == 99 and again.to_df().equals(rest.to_df())
+    assert again.missing.to_psets() == [{"a": 11, "b": 0.5}]
 
 
 def test_numpy_columns_are_admitted_like_tuples_of_their_values(tmp_path):

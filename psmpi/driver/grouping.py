@@ -33,10 +33,12 @@ class Grouper:
 
     def __init__(self, items: Iterator[tuple[int, dict]] | None, n_workers: int,
                  total: int | None, group_size: int | None,
-                 learned: LearnedOrder | None = None, span_end: int | None = None):
+                 learned: LearnedOrder | None = None,
+                 runs: Iterator[tuple[int, int]] | None = None):
         self.items = items
-        # psets of a grid (spans.py): groups are the Spans of indexes [0, span_end), in order
-        self.span_end = span_end
+        # psets of a grid (spans.py): groups are Spans cut from these runs of indexes to
+        # compute, [start, stop) each, in order; items is None then
+        self.runs = runs
         # cost="auto" (costmodel.py): groups of one until its first fit, so that psets are
         # not grouped in list order before any runtime is known; then groups end once their
         # predicted runtime reaches TARGET_SECONDS, since longest-first would otherwise put
@@ -64,7 +66,7 @@ class Grouper:
             # Too few samples: one short pset must not make the next groups huge (a pset
             # might take hours), so groups grow only once every worker reported one.
             return 1
-        largest = MAX_GROUP_SIZE if self.span_end is None else MAX_SPAN_SIZE
+        largest = MAX_GROUP_SIZE if self.runs is None else MAX_SPAN_SIZE
         mean = self.measured_seconds / self.measured_psets
         size = largest if mean <= 0 else int(TARGET_SECONDS / mean)
         if self.total is not None:
@@ -73,8 +75,8 @@ class Grouper:
         return max(1, min(size, largest))
 
     def __iter__(self) -> Iterator[list[tuple[int, dict]] | Span]:
-        if self.span_end is not None:
-            yield from self.spans(self.span_end)
+        if self.runs is not None:
+            yield from self.spans(self.runs)
             return
         items = iter(self.items)
         while True:
@@ -84,11 +86,14 @@ class Grouper:
             self.handed_out += len(group)
             yield group
 
-    def spans(self, end: int) -> Iterator[Span]:
-        while self.handed_out < end:
-            start = self.handed_out
-            self.handed_out = min(end, start + self.next_size())
-            yield Span(start, self.handed_out)
+    def spans(self, runs: Iterator[tuple[int, int]]) -> Iterator[Span]:
+        """Groups of consecutive indexes; a group never spans two runs."""
+        for start, stop in runs:
+            while start < stop:
+                end = min(stop, start + self.next_size())
+                self.handed_out += end - start
+                yield Span(start, end)
+                start = end
 
     def take(self, items: Iterator[tuple[int, dict]], size: int) -> list[tuple[int, dict]]:
         """The next group: ``size`` items, or fewer once their predicted seconds reach

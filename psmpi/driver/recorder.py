@@ -87,6 +87,10 @@ class RowWriter:
         self.stored_rows["results"].append(row)
         self.stored_indexes["results"].append(index)
 
+    def note_resumed_many(self, indexes: np.ndarray, rows: np.ndarray) -> None:
+        self.stored_rows["results"].frombytes(rows.astype(np.int64).tobytes())
+        self.stored_indexes["results"].frombytes(indexes.astype(np.int64).tobytes())
+
     def due(self) -> bool:
         return self.n_buffered >= self.commit_rows or self.buffered_bytes >= COMMIT_BYTES or (
             self.oldest is not None and time.monotonic() - self.oldest >= self.commit_seconds)

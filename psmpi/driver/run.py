@@ -63,6 +63,18 @@ def out_path(out: Any) -> str | None:
 
 # Psets hashed and looked up at once when resuming: one numpy query per batch.
 RESUME_BATCH = 4096
+# The same for a grid's psets (hashed in bulk, spans.py), in runs of indexes to compute.
+RESUME_BLOCK = 65536
+
+
+def runs_of(indexes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each run of consecutive values of the sorted ``indexes``."""
+    if not len(indexes):
+        return
+    breaks = np.flatnonzero(np.diff(indexes) != 1) + 1
+    starts = indexes[np.concatenate(([0], breaks))]
+    stops = indexes[np.concatenate((breaks - 1, [len(indexes) - 1]))] + 1
+    yield from zip(starts.tolist(), stops.tolist())
 
 
 class MapRun:
@@ -108,11 +120,11 @@ class MapRun:
         committed_before = self.writer.tables["results"].n_rows
         resume = self.resume_index(self.writer.tables["results"])
         self.start(store, committed_before)
-        if self.uses_spans(resume):  # a grid, nothing to skip: groups are index ranges
+        if self.uses_spans():  # a grid: groups are index ranges
             self.task.grid = self.grid
-            grouper = Grouper(None, self.backend.n_workers, self.estimated_todo(0),
-                              self.settings.group_size,
-                              span_end=self.estimated_todo(0))
+            grouper = Grouper(None, self.backend.n_workers,
+                              self.estimated_todo(0 if resume is None else committed_before),
+                              self.settings.group_size, runs=self.todo_runs(resume))
         else:
             todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
             grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
@@ -126,10 +138,35 @@ class MapRun:
         self.note_length_found(store)
         return self.finish(time.monotonic() - started, store.path)
 
-    def uses_spans(self, resume: ResumeIndex | None) -> bool:
-        """Whether the groups can be Spans of the grid: its psets taken in order from the
-        first, none to skip (no committed row to match, no suspect to hold back)."""
-        return self.grid is not None and resume is None and not self.guard.holds_back()
+    def uses_spans(self) -> bool:
+        """Whether the groups can be Spans of the grid: its psets in order, no suspect of
+        an earlier crash to hold back."""
+        return self.grid is not None and not self.guard.holds_back()
+
+    def todo_runs(self, resume: ResumeIndex | None) -> Iterator[tuple[int, int]]:
+        """Runs ``(start, stop)`` of grid indexes still to compute: committed psets
+        skipped (hashed in bulk, a block at a time), at most ``limit`` new ones."""
+        left = self.settings.limit or len(self.grid)
+        for start in range(0, len(self.grid), RESUME_BLOCK):
+            stop = min(len(self.grid), start + RESUME_BLOCK)
+            todo = np.arange(start, stop) if resume is None else self.not_committed(
+                resume, start, stop)
+            todo = todo[:left]
+            left -= len(todo)
+            yield from runs_of(todo)
+            if not left:
+                return
+
+    def not_committed(self, resume: ResumeIndex, start: int, stop: int) -> np.ndarray:
+        """The indexes of ``[start, stop)`` with no committed row; those with one noted."""
+        rows = resume.take(self.grid.hashes(start, stop))
+        done = rows >= 0
+        n_done = int(done.sum())
+        if n_done:
+            self.writer.note_resumed_many(np.flatnonzero(done) + start, rows[done])
+            self.progress.resumed += n_done
+            self.progress.finished += n_done
+        return np.flatnonzero(~done) + start
 
     def row_writer(self, store: Store) -> RowWriter:
         results, failures = store.table(self.name, "results"), store.table(self.name, "failures")
