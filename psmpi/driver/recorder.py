@@ -294,9 +294,11 @@ class Recorder:
 
 
 def joined(lists: Iterable[Sequence]) -> Sequence:
-    """One sequence of the items of ``lists``, in order: a numpy array if all are arrays."""
+    """One sequence of the items of ``lists``, in order: a numpy array if all are arrays of
+    one dtype (never an int converted to float here: the store decides that)."""
     lists = list(lists)
-    if all(type(part) is np.ndarray for part in lists):
+    if all(type(part) is np.ndarray for part in lists) and \
+            len({part.dtype for part in lists}) == 1:
         return np.concatenate(lists)
     return list(itertools.chain.from_iterable(map(_as_list, lists)))
 

@@ -101,6 +101,8 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
         return _checked_while_reading(iterable), None
     if isinstance(iterable, params.Space) and _grid_is_valid(iterable.axes):
         return enumerate(iterable), len(iterable)
+    if isinstance(iterable, (list, tuple)) and params.plain_psets(iterable, RESOURCES_KEY):
+        return enumerate(iterable), len(iterable)  # all valid, found without a loop here
     checker = PsetChecker()
     total = 0
     for index, pset in enumerate(iterable):
