@@ -8,9 +8,12 @@
                                                                                   ▼
     MapResults ◀── read committed rows ◀── Store (two-phase commit) ◀── RowWriter ◀── Recorder
 
-When the backend is done, the crash guard's suspects: given up (stored as failures), or run
-alone, one at a time (crashguard.py). Only the driver (rank 0 under MPI) writes the store:
-this module and its RowWriter (rows.py).
+Psets given as a grid (``psmpi.params.product`` of value lists) on a backend that takes
+spans skip the per-pset stages: the grid travels with the task, committed psets are
+skipped by hashing the grid in bulk, and the Grouper cuts index ranges (Spans) from what is
+left (psmpi.worker.spans). When the backend is done, the crash guard's suspects: given up
+(stored as failures), or run alone, one at a time (crashguard.py). Only the driver (rank 0
+under MPI) writes the store: this module and its RowWriter (rows.py).
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
 """What runs on a worker: one group of psets through the user's worker function.
 
 A :class:`Task` is shipped to every worker (any backend). Calling it on a group returns a
-:class:`GroupOutcome` made only of plain data: ints, floats, strings and pickled bytes.
-Exceptions travel as text, never as objects.
+:class:`GroupOutcome` made only of plain data: ints, floats, strings, numpy arrays and
+pickled bytes. Exceptions travel as text, never as objects.
 
-Results travel in one of two forms. The common case, a group whose psets all succeeded with
-the same keys and only plain scalar values, is sent as *columns* (``{key: [values]}``, pset
-and result keys alike): the driver stores them without building a dict per row. Any other
-group is pickled *per pset* on the worker and unpickled per pset on the driver, so a result
-that cannot be pickled, or that pickles but cannot be unpickled, fails that one pset and
-nothing else. Plain scalars always unpickle, so columns need no such isolation.
+A group is a list of ``(index, pset)`` pairs, or a :class:`~psmpi.worker.spans.Span` of the
+map's grid (the task carries the grid; the worker rebuilds and hashes the span's psets).
+Its outcome is one type whatever the path, with a part for the whole group and parts per
+pset. The common case, a group whose psets all succeeded with the same keys and only plain
+scalar values, comes back as *columns* (``{key: values}``, numpy arrays where the values are
+Python floats, bools or int64 ints; pset keys too unless the group is a span, whose pset
+columns the driver rebuilds from the grid) and its hashes packed in one bytes: the driver
+stores it without an object per row. Any other group is pickled *per pset* on the worker and
+unpickled per pset on the driver, so a result that cannot be pickled, or that pickles but
+cannot be unpickled, fails that one pset and nothing else. Plain scalars always unpickle,
+so columns need no such isolation.
 """
 
 from __future__ import annotations
