@@ -6,6 +6,7 @@ only, and only rank 0 is profiled: its master loop (Master.run/drain/refill), th
 the times of small Python functions; read the shares, not the seconds.
 
     mpiexec -n 3 benchmarks/.venv/bin/python benchmarks/profile_mpi.py                 # 200k trivial psets
+    mpiexec -n 3 benchmarks/.venv/bin/python benchmarks/profile_mpi.py --case list     # as a list of dicts
     mpiexec -n 2 benchmarks/.venv/bin/python benchmarks/profile_mpi.py --case overhead # group_size=1
 """
 
@@ -30,18 +31,22 @@ def noop(pset):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", default="throughput", choices=("throughput", "overhead"),
-                        help="throughput: trivial psets, default groups, HDF5 file (as "
-                             "mpi_throughput.py); overhead: 2000 no-op psets, group_size=1 "
-                             "(as mpi_overhead.py)")
+    parser.add_argument("--case", default="throughput",
+                        choices=("throughput", "list", "overhead"),
+                        help="throughput: trivial psets of a params.product grid, default "
+                             "groups, HDF5 file (as mpi_throughput.py); list: the same psets "
+                             "as a list of dicts (its psmpi-list); overhead: 2000 no-op "
+                             "psets, group_size=1 (as mpi_overhead.py)")
     parser.add_argument("--n", type=int, help="psets (default 200000, or 2000 for overhead)")
     parser.add_argument("--top", type=int, default=25, help="entries per listing")
     args = parser.parse_args()
     import psmpi
     psmpi.init(backend="mpi", verbose=0)  # worker ranks serve in here and never return
-    if args.case == "throughput":
+    if args.case in ("throughput", "list"):
         n = args.n or 200000
         psets = psmpi.params.product({"a": list(range(n // 10))}, {"b": list(range(10))})
+        if args.case == "list":
+            psets = psets.to_list()
         fn, kwargs = worker, {}
     else:
         n = args.n or 2000

@@ -521,7 +521,7 @@ def _encoded(keys: tuple, values: list) -> bytes:
     The value tokens are :func:`psmpi.values.hash_token`'s; the common ones are inlined.
     """
     plan = _HASH_PLANS.get(keys) or _hash_plan(keys)
-    parts = ["psmpi-pset-1;"]  # version tag, so a future encoding cannot collide
+    parts = [HASH_HEADER]  # version tag, so a future encoding cannot collide
     append = parts.append
     try:
         for i, prefix in plan:
@@ -540,6 +540,18 @@ def _encoded(keys: tuple, values: list) -> bytes:
     except ValueError:  # an int beyond Python's str() digit limit: the slow path has no limit
         parts[1:] = [f"{prefix}{_token(keys[i], values[i])};" for i, prefix in plan]
     return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+HASH_HEADER = "psmpi-pset-1;"
+
+
+def encoded_part(key: str, value: Any) -> bytes:
+    """The bytes ``(key, value)`` adds to the canonical encoding of every pset holding it.
+
+    A pset's encoding is :data:`HASH_HEADER` then the parts of its keys in sorted order, so
+    the psets of a grid can be hashed from one part per axis value (psmpi.worker.spans).
+    """
+    return _encoded((key,), [value])[len(HASH_HEADER):]
 
 
 # Psets of a survey share a few key orders: for each, which value comes at which place of
@@ -562,6 +574,8 @@ def _hash_plan(keys: tuple) -> tuple[tuple[int, str], ...]:
 
 _PSET_SCALAR_TYPES = _values.PSET_SCALAR_TYPES
 _GOOD_KEYS: set[str] = set()  # keys already checked: the common path is one set lookup
+# value types that need no check at all (a str must be tested for lone surrogates)
+_PLAIN_TYPES = _PSET_SCALAR_TYPES - {str}
 
 
 def key_problems(k: Any, what: str = "parameter") -> list[str]:
@@ -597,6 +611,27 @@ def key_problems(k: Any, what: str = "parameter") -> list[str]:
 utf8_encodable = _values.utf8_encodable
 
 
+def plain_psets(psets: list | tuple, reserved: str | None = None) -> bool:
+    """True if every pset is a dict with valid keys (none of them ``reserved``) and only
+    non-str plain scalar values, so that :func:`pset_problems` finds nothing in any; tested
+    in C, with no Python call per pset (False says nothing: check each pset then).
+
+    >>> plain_psets([{"a": 1, "b": 2.5}, {"a": 2, "b": None}]), plain_psets([{"a": "x"}])
+    (True, False)
+    """
+    if not set(map(type, psets)) <= {dict}:
+        return False
+    keys = set(chain.from_iterable(psets))
+    if reserved in keys:
+        return False
+    if not _GOOD_KEYS.issuperset(keys):
+        if any(not isinstance(k, str) or key_problems(k) for k in keys - _GOOD_KEYS):
+            return False
+        if len(_GOOD_KEYS) < 10_000:
+            _GOOD_KEYS.update(keys)
+    return _PLAIN_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, psets))))
+
+
 def pset_problems(pset: Any) -> list[str]:
     """Every problem of one pset, as messages saying how to fix it; [] if fine.
 
@@ -618,6 +653,9 @@ def pset_problems(pset: Any) -> list[str]:
     >>> len(pset_problems({"x": [object()], "_y": 1}))  # one problem each
     2
     """
+    if type(pset) is dict and _GOOD_KEYS.issuperset(pset) and \
+            _PLAIN_TYPES.issuperset(map(type, pset.values())):
+        return []  # the common case, tested in C: keys seen before, plain non-str values
     if not isinstance(pset, dict):
         return [f"a pset must be a dict {{name: value}}, not {type(pset).__name__}"]
     problems: list[str] = []

@@ -403,3 +403,14 @@ def test_non_dict_pset_is_one_problem():
 def test_checked_keys_cache_does_not_hide_problems_of_values():
     assert pset_problems({"cached": 1}) == []
     assert len(pset_problems({"cached": [object()]})) == 1
+
+
+def test_plain_psets_is_true_only_where_pset_problems_finds_nothing():
+    from psmpi import params
+    assert params.plain_psets([{"a": 1, "b": 2.5}, {"a": None, "c": True}, {}])
+    for bad in ([{"a": 1}, {"_a": 1}], [{"a": "str"}], [{"a": [1]}], [{1: 2}], [{"a": 1}, 5],
+                [{"a/b": 1}], [{"a": {"x": 1}}]):
+        assert not params.plain_psets(bad), bad
+    assert params.plain_psets([{"ray": 1}]) and not params.plain_psets([{"ray": 1}], "ray")
+    psets = [{"a": 1, "b": 2.5}, {"a": None, "c": True}]
+    assert all(not params.pset_problems(p) for p in psets)

@@ -144,6 +144,9 @@ class Backend(abc.ABC):
     # True if a pset that kills its worker process fails alone and the run goes on; else
     # (serial, MPI) the run dies with it and psmpi counts deaths across runs (attempts.py).
     survives_crashes: ClassVar[bool] = False
+    # True if run() takes psmpi.worker.spans.Span groups (index ranges of the task's grid)
+    # beside lists of (index, pset) pairs: it hands groups to task() as they are.
+    takes_spans: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any], ncores: int | None = None,
                  max_tasks_per_child: int | None = None):

@@ -75,6 +75,7 @@ import cloudpickle
 from ..errors import BackendError, InternalError, PsetTimeout, warn
 from ..stopping import EXIT_INCOMPLETE, ignore_stop_signals
 from ..worker import setup as worker_setup
+from ..worker.spans import group_indexes
 from ..worker.task import HOST, GroupOutcome, Task
 from . import base
 from .base import Backend, Group, Held, Options, option
@@ -205,6 +206,7 @@ class MPIBackend(Backend):
 
     name = "mpi"
     options_class = MPIOptions
+    takes_spans = True  # a Span travels as two ints; the grid goes once, with the task
 
     def __init__(self, options, ncores=None, max_tasks_per_child=None):
         super().__init__(options, ncores, max_tasks_per_child)
@@ -513,7 +515,7 @@ class Master:
 
     def holder(self, rank: int, entry: list, now: float) -> Held:
         _, group, started = entry
-        return Held(f"rank {rank}", self.hosts[rank], tuple(index for index, _ in group),
+        return Held(f"rank {rank}", self.hosts[rank], tuple(group_indexes(group)),
                     now - started)
 
     def past_timeout(self, timeout: float, now: float) -> list[tuple[int, int, Held]]:

@@ -24,6 +24,7 @@ IDLE_SECONDS = 0.2
 class SerialBackend(Backend):
     name = "serial"
     options_class = Options  # none: serial={...} with any key is a ConfigError
+    takes_spans = True
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         for group in groups:

@@ -2,7 +2,8 @@
 
 ``run``: :class:`~psmpi.driver.run.MapRun`, the loop drawn at its top; ``source``: where the
 psets come from, their checks and resume; ``sharding``: which shard of a study this map
-computes and which psets that is; ``grouping``: group sizes; ``crashguard``: poison
+computes and which psets that is; ``grouping``: group sizes; ``inflight``: the psets
+handed out and not back (a grid's spans as one entry each); ``crashguard``: poison
 psets; ``recorder``: outcomes to rows, committed in batches; ``workflow``: simulate, backup
 and git around a map.
 

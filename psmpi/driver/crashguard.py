@@ -20,7 +20,6 @@ backend whose runs survive a pset killing its process (the pset fails alone, as
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Iterable
 
 import numpy as np
@@ -30,8 +29,7 @@ from ..backends.base import Group
 from ..store import Table
 from ..store.attempts import AttemptLog, Suspects
 from ..worker import task
-
-first = operator.itemgetter(0)  # the pset index of an (index, pset) pair
+from ..worker.spans import group_indexes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +68,17 @@ class CrashGuard:
         """The pset's row is in the file already (resume): whatever happened before, it is done."""
         self.suspects.committed(index)
 
+    def holds_back(self) -> bool:
+        """Whether some pset may be held back (a pset of an earlier run died with it)."""
+        return bool(self.suspects.counts)
+
     def hold_back(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
         """``todo`` without the psets to run alone or to give up on."""
         return self.suspects.hold_back(todo)
 
     def sent(self, group: Group) -> None:
         """The group is about to be handed to a worker: on disk before the worker gets it."""
-        self.log.sent(list(map(first, group)))
+        self.log.sent(group_indexes(group))
 
     def returned(self, indexes: list[int]) -> None:
         """The psets ``indexes`` came back from their worker."""
@@ -136,6 +138,9 @@ class NoCrashGuard:
 
     def committed(self, index: int) -> None:
         pass
+
+    def holds_back(self) -> bool:
+        return False
 
     def hold_back(self, todo: Iterable[tuple[int, dict]]) -> Iterable[tuple[int, dict]]:
         return todo

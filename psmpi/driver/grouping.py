@@ -13,6 +13,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
+from ..worker.spans import Span
 from ..worker.task import GroupOutcome
 from .costmodel import LearnedOrder
 
@@ -28,6 +29,9 @@ MASTER_SECONDS_PER_GROUP = 1e-4
 MASTER_SHARE = 0.5
 # Bounds the memory of one message and of the groups in flight.
 MAX_GROUP_SIZE = 5000
+# The same for Spans: their message is two ints and their outcome about 100 bytes a pset,
+# so groups of trivial psets can reach TARGET_SECONDS (fewer messages, outcomes, commits).
+MAX_SPAN_SIZE = 50000
 # Near the end, a group is at most remaining / (TAIL_SHARE * workers) psets.
 TAIL_SHARE = 2
 
@@ -35,10 +39,14 @@ TAIL_SHARE = 2
 class Grouper:
     """Cut a stream of ``(index, pset)`` into groups; feed it outcomes via :meth:`observe`."""
 
-    def __init__(self, items: Iterator[tuple[int, dict]], n_workers: int,
+    def __init__(self, items: Iterator[tuple[int, dict]] | None, n_workers: int,
                  total: int | None, group_size: int | None,
-                 learned: LearnedOrder | None = None):
+                 learned: LearnedOrder | None = None,
+                 runs: Iterator[tuple[int, int]] | None = None):
         self.items = items
+        # psets of a grid (spans.py): groups are Spans cut from these runs of indexes to
+        # compute, [start, stop) each, in order; items is None then
+        self.runs = runs
         # cost="auto" (costmodel.py): groups of one until its first fit, so that psets are
         # not grouped in list order before any runtime is known; then groups end once their
         # predicted runtime reaches TARGET_SECONDS, since longest-first would otherwise put
@@ -66,18 +74,22 @@ class Grouper:
             # Too few samples: one short pset must not make the next groups huge (a pset
             # might take hours), so groups grow only once every worker reported one.
             return 1
+        largest = MAX_GROUP_SIZE if self.runs is None else MAX_SPAN_SIZE
         mean = self.measured_seconds / self.measured_psets
-        size = MAX_GROUP_SIZE if mean <= 0 else int(self.target_seconds() / mean)
+        size = largest if mean <= 0 else int(self.target_seconds() / mean)
         if self.total is not None:
             remaining = max(0, self.total - self.handed_out)
             size = min(size, math.ceil(remaining / (TAIL_SHARE * self.n_workers)))
-        return max(1, min(size, MAX_GROUP_SIZE))
+        return max(1, min(size, largest))
 
     def target_seconds(self) -> float:
         """Work per group: TARGET_SECONDS, or more where the workers would saturate rank 0."""
         return max(TARGET_SECONDS, self.n_workers * MASTER_SECONDS_PER_GROUP / MASTER_SHARE)
 
-    def __iter__(self) -> Iterator[list[tuple[int, dict]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, dict]] | Span]:
+        if self.runs is not None:
+            yield from self.spans(self.runs)
+            return
         items = iter(self.items)
         while True:
             group = self.take(items, self.next_size())
@@ -85,6 +97,15 @@ class Grouper:
                 return
             self.handed_out += len(group)
             yield group
+
+    def spans(self, runs: Iterator[tuple[int, int]]) -> Iterator[Span]:
+        """Groups of consecutive indexes; a group never spans two runs."""
+        for start, stop in runs:
+            while start < stop:
+                end = min(stop, start + self.next_size())
+                self.handed_out += end - start
+                yield Span(start, end)
+                start = end
 
     def take(self, items: Iterator[tuple[int, dict]], size: int) -> list[tuple[int, dict]]:
         """The next group: ``size`` items, or fewer once their predicted seconds reach

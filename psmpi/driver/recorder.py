@@ -88,6 +88,10 @@ class RowWriter:
         self.stored_rows["results"].append(row)
         self.stored_indexes["results"].append(index)
 
+    def note_resumed_many(self, indexes: np.ndarray, rows: np.ndarray) -> None:
+        self.stored_rows["results"].frombytes(rows.astype(np.int64).tobytes())
+        self.stored_indexes["results"].frombytes(indexes.astype(np.int64).tobytes())
+
     def due(self) -> bool:
         return self.n_buffered >= self.commit_rows or self.buffered_bytes >= COMMIT_BYTES or (
             self.oldest is not None and time.monotonic() - self.oldest >= self.commit_seconds)
@@ -162,13 +166,23 @@ class Recorder:
         self.timed_out: set[int] = set()  # psets stored as timeouts by a PsetTimeout
 
     def record(self, outcome: task.GroupOutcome) -> None:
-        """Turn one group's outcomes into rows of the results or failures table."""
+        """Turn one group's outcomes into rows of the results or failures table.
+
+        The whole group in one piece when it came as columns and the table takes them;
+        otherwise pset by pset (failures, rich values, a column the table cannot take as
+        it is), so that only the psets that cannot be stored fail.
+        """
         rows = None
         if outcome.columns is not None:
             if self.record_columns(outcome):
                 return
-            # a column the table cannot take as it is: row by row, to find which psets fail
-            rows = [dict(zip(outcome.columns, values)) for values in zip(*outcome.columns.values())]
+            columns = [_as_list(column) for column in outcome.columns.values()]
+            rows = [dict(zip(outcome.columns, values)) for values in zip(*columns)]
+        if outcome.span is not None:  # a span's psets as dicts, from here on
+            self.inflight.unfold(outcome.span[0])
+            if rows is not None:
+                rows = [{**self.inflight[index], **row}
+                        for index, row in zip(outcome.indexes, rows)]
         self.record_rows(outcome, rows)
 
     def record_rows(self, outcome: task.GroupOutcome, rows: list[dict] | None) -> None:
@@ -178,7 +192,7 @@ class Recorder:
         for i, index in enumerate(outcome.indexes):
             pset = self.inflight.pop(index)
             # Workers hash the psets (in parallel); a group lost with its process did not.
-            digest = outcome.digests[i] or params.pset_hash(pset)
+            digest = outcome.digest(i) or params.pset_hash(pset)
             book = (index, digest, outcome.rank, outcome.host, outcome.pid, outcome.t_starts[i],
                     outcome.runtimes[i])
             error = errors.get(i)
@@ -195,17 +209,30 @@ class Recorder:
             self.store_failure(pset, book, error)
 
     def record_columns(self, outcome: task.GroupOutcome) -> bool:
-        """Store a group that came as columns in one piece; False if the table refuses it."""
-        indexes = outcome.indexes
+        """Store a group that came as columns in one piece; False if the table refuses it.
+
+        A span's pset columns are rebuilt here from the grid, as numpy arrays: no Python
+        object per row.
+        """
+        indexes, span = outcome.indexes, outcome.span
         n = len(indexes)
-        book = dict(zip(BOOK_COLUMNS, (indexes, outcome.digests, [outcome.rank] * n,
-                                       [outcome.host] * n, [outcome.pid] * n, outcome.t_starts,
+        if span is None:
+            values = outcome.columns
+            index_column: Any = indexes
+        else:
+            values = self.inflight.grid.columns(*span)
+            values.update(outcome.columns)
+            index_column = np.arange(*span, dtype=np.int64)
+        book = dict(zip(BOOK_COLUMNS, (index_column, outcome.digest_column(),
+                                       np.full(n, outcome.rank, np.int64), np.full(n, outcome.host),
+                                       np.full(n, outcome.pid, np.int64), outcome.t_starts,
                                        outcome.runtimes)))
-        if self.writer.add_columns("results", outcome.columns, book) is not None:
+        if self.writer.add_columns("results", values, book) is not None:
             return False
-        pop = self.inflight.pop
-        for index in indexes:
-            pop(index)
+        if span is not None:
+            self.inflight.pop_span(span)
+        else:
+            self.inflight.drop(indexes)
         self.progress.finished += n
         return True
 
@@ -267,6 +294,18 @@ class Recorder:
                 self.store_failure(pset, book, (task.TIMEOUT, message, ""))
 
 
-def joined(lists: Iterable[list]) -> list:
-    """One list of the items of ``lists``, in order."""
-    return list(itertools.chain.from_iterable(lists))
+def joined(lists: Iterable[Sequence]) -> Sequence:
+    """One sequence of the items of ``lists``, in order: a numpy array if all are arrays of
+    one dtype (never an int converted to float here: the store decides that)."""
+    lists = list(lists)
+    if all(type(part) is np.ndarray for part in lists) and \
+            len({part.dtype for part in lists}) == 1:
+        return np.concatenate(lists)
+    return list(itertools.chain.from_iterable(map(_as_list, lists)))
+
+
+def _as_list(part: Sequence) -> Sequence:
+    """A column part as Python values; packed digests (``S32``) as the str they stand for."""
+    if type(part) is not np.ndarray:
+        return part
+    return part.astype(str).tolist() if part.dtype.kind == "S" else part.tolist()

@@ -8,9 +8,12 @@
                                                                                   ▼
     MapResults ◀── read committed rows ◀── Store (two-phase commit) ◀── RowWriter ◀── Recorder
 
-When the backend is done, the crash guard's suspects: given up (stored as failures), or run
-alone, one at a time (crashguard.py). Only the driver (rank 0 under MPI) writes the store:
-this module and its RowWriter (rows.py).
+Psets given as a grid (``psmpi.params.product`` of value lists) on a backend that takes
+spans skip the per-pset stages: the grid travels with the task, committed psets are
+skipped by hashing the grid in bulk, and the Grouper cuts index ranges (Spans) from what is
+left (psmpi.worker.spans). When the backend is done, the crash guard's suspects: given up
+(stored as failures), or run alone, one at a time (crashguard.py). Only the driver (rank 0
+under MPI) writes the store: this module and its RowWriter (rows.py).
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from . import workflow
 from .costmodel import LearnedOrder
 from .crashguard import CrashGuard, NoCrashGuard, crash_guard
 from .grouping import Grouper
+from .inflight import InFlight
 from .recorder import Recorder, RowWriter
 from .sharding import Shard, pset_cost, select, shard_for
-from .source import ResumeIndex, batches, checked_psets
+from .source import ResumeIndex, batches, checked_psets, grid_of
 
 
 def default_out_path() -> str:
@@ -61,6 +65,18 @@ def out_path(out: Any) -> str | None:
 
 # Psets hashed and looked up at once when resuming: one numpy query per batch.
 RESUME_BATCH = 4096
+# The same for a grid's psets (hashed in bulk, spans.py), in runs of indexes to compute.
+RESUME_BLOCK = 65536
+
+
+def runs_of(indexes: np.ndarray) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each run of consecutive values of the sorted ``indexes``."""
+    if not len(indexes):
+        return
+    breaks = np.flatnonzero(np.diff(indexes) != 1) + 1
+    starts = indexes[np.concatenate(([0], breaks))]
+    stops = indexes[np.concatenate((breaks - 1, [len(indexes) - 1]))] + 1
+    yield from zip(starts.tolist(), stops.tolist())
 
 
 class MapRun:
@@ -79,13 +95,16 @@ class MapRun:
                               setup=None if settings.simulate else settings.setup,
                               gpus_per_worker=settings.gpus_per_worker)
         self.stream, self.length = checked_psets(psets)
+        # psets of a grid, when they may travel as index ranges (Spans): see uses_spans
+        self.grid = grid_of(psets) if backend.takes_spans and shard is None \
+            and settings.cost is None else None
         self.shard, self.study_length, self.fingerprint = shard, self.length, ""
         if shard is not None:  # only this shard's psets, under their study indexes
             self.stream, self.length, self.fingerprint = select(
                 shard, self.stream, self.length, settings.cost, name)
         self.progress = MapProgress()
         self.reporter = Reporter(settings, name, backend.name, backend.n_workers)
-        self.inflight: dict[int, dict] = {}
+        self.inflight = InFlight(self.grid)
         self.stop = stop
         self.abandoned = 0  # psets in flight when the drain period ran out
         self.perf = PerfCollector(backend.name)
@@ -103,10 +122,16 @@ class MapRun:
         committed_before = self.writer.tables["results"].n_rows
         resume = self.resume_index(self.writer.tables["results"])
         self.start(store, committed_before)
-        todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
-        grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
-                          self.settings.group_size,
-                          self.learned)
+        if self.uses_spans():  # a grid: groups are index ranges
+            self.task.grid = self.grid
+            grouper = Grouper(None, self.backend.n_workers,
+                              self.estimated_todo(0 if resume is None else committed_before),
+                              self.settings.group_size, runs=self.todo_runs(resume))
+        else:
+            todo = self.ordered(self.todo(resume))  # checked, committed skipped, suspects held back
+            grouper = Grouper(todo, self.backend.n_workers, self.estimated_todo(committed_before),
+                              self.settings.group_size,
+                              self.learned)
         try:
             self.compute(grouper)  # groups to the backend; outcomes observed and recorded
         finally:
@@ -114,6 +139,36 @@ class MapRun:
         self.settle_progress(committed_before)
         self.note_length_found(store)
         return self.finish(time.monotonic() - started, store.path)
+
+    def uses_spans(self) -> bool:
+        """Whether the groups can be Spans of the grid: its psets in order, no suspect of
+        an earlier crash to hold back."""
+        return self.grid is not None and not self.guard.holds_back()
+
+    def todo_runs(self, resume: ResumeIndex | None) -> Iterator[tuple[int, int]]:
+        """Runs ``(start, stop)`` of grid indexes still to compute: committed psets
+        skipped (hashed in bulk, a block at a time), at most ``limit`` new ones."""
+        left = self.settings.limit or len(self.grid)
+        for start in range(0, len(self.grid), RESUME_BLOCK):
+            stop = min(len(self.grid), start + RESUME_BLOCK)
+            todo = np.arange(start, stop) if resume is None else self.not_committed(
+                resume, start, stop)
+            todo = todo[:left]
+            left -= len(todo)
+            yield from runs_of(todo)
+            if not left:
+                return
+
+    def not_committed(self, resume: ResumeIndex, start: int, stop: int) -> np.ndarray:
+        """The indexes of ``[start, stop)`` with no committed row; those with one noted."""
+        rows = resume.take(self.grid.hashes(start, stop))
+        done = rows >= 0
+        n_done = int(done.sum())
+        if n_done:
+            self.writer.note_resumed_many(np.flatnonzero(done) + start, rows[done])
+            self.progress.resumed += n_done
+            self.progress.finished += n_done
+        return np.flatnonzero(~done) + start
 
     def row_writer(self, store: Store) -> RowWriter:
         results, failures = store.table(self.name, "results"), store.table(self.name, "failures")
@@ -218,7 +273,7 @@ class MapRun:
         """Remember what each group holds until its outcome comes back."""
         for group in groups:
             self.guard.sent(group)
-            self.inflight.update(group)
+            self.inflight.add(group)
             yield group
 
     def consume(self, outcomes: Iterator[task.GroupOutcome | None], grouper: Grouper | None

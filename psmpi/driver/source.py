@@ -18,6 +18,7 @@ import numpy as np
 from .. import params
 from ..backends.resources import RESOURCES_KEY, ResourcedPset, resource_problems, split_resources
 from ..errors import PsetError
+from ..worker.spans import Grid
 
 T = TypeVar("T")
 
@@ -106,6 +107,8 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
         return _checked_while_reading(iterable), None
     if isinstance(iterable, params.Space) and _grid_is_valid(iterable.axes):
         return enumerate(iterable), len(iterable)
+    if isinstance(iterable, (list, tuple)) and params.plain_psets(iterable, RESOURCES_KEY):
+        return enumerate(iterable), len(iterable)  # all valid, found without a loop here
     checker = PsetChecker()
     total = 0
     for index, pset in enumerate(iterable):
@@ -115,6 +118,17 @@ def checked_psets(psets: Any) -> tuple[Iterator[tuple[int, dict]], int | None]:
     if checker.resources_seen:
         return ((i, split_resources(pset)) for i, pset in enumerate(iterable)), total
     return enumerate(iterable), total
+
+
+def grid_of(psets: Any) -> Grid | None:
+    """The :class:`~psmpi.worker.spans.Grid` of psets given as a grid Space, else None.
+
+    For psets :func:`checked_psets` accepted: it checked them (a grid axis by axis).
+    Psets with per-pset resources are no grid here: each is split before it is sent.
+    """
+    if not isinstance(psets, params.Space) or RESOURCES_KEY in psets.keys:
+        return None
+    return Grid.of(psets)
 
 
 def _grid_is_valid(axes: dict | None) -> bool:

@@ -60,6 +60,9 @@ def as_ranges(indexes: list[int]) -> str:
     The indexes of a group are distinct, so when max - min + 1 equals their number they
     are exactly one range, whatever their order.
     """
+    if type(indexes) is range and indexes.step == 1:  # a span's: no pass over its indexes
+        return "" if not indexes else (str(indexes.start) if len(indexes) == 1
+                                       else f"{indexes.start}-{indexes.stop - 1}")
     if indexes and max(indexes) - min(indexes) + 1 == len(indexes):
         low, high = min(indexes), max(indexes)
         return str(low) if low == high else f"{low}-{high}"

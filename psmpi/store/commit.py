@@ -265,6 +265,8 @@ def _gather(table: Table, col: _Column, values: Any, k: int) -> tuple[np.ndarray
     kind = col.kind
     if values is None:  # no row has this key
         values = (None,) * k
+    elif type(values) is np.ndarray and not _native(values, kind):
+        values = values.tolist()  # the column changed kind since admission: Python values
     elif col.name in table._zero_d:
         values = [v[()] if type(v) is np.ndarray and v.ndim == 0 else v for v in values]
     if kind == "str":
@@ -291,6 +293,12 @@ def _gather(table: Table, col: _Column, values: Any, k: int) -> tuple[np.ndarray
     except (ValueError, TypeError, OverflowError) as exc:
         raise InternalError(f"column {col.name!r} of {table} got values admit() did not check: "
                             f"{exc}") from exc
+
+
+def _native(array: np.ndarray, kind: str) -> bool:
+    """Whether a numpy column (admitted by its dtype) goes into a column of ``kind`` as it is."""
+    return (array.dtype.kind, kind) in (("i", "int"), ("i", "float"), ("f", "float"),
+                                        ("b", "bool"))
 
 
 def _gather_general(table: Table, col: _Column, values: Any, k: int

@@ -238,6 +238,11 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
     a column's types are checked once, and ints by their extremes, instead of every value."""
     changes = []
     for key, column in values.items():
+        if type(column) is np.ndarray:
+            problem = _admit_numpy_column(table, key, column, changes)
+            if problem is not None:
+                return problem
+            continue
         kinds = {COLUMN_KINDS.get(t) for t in set(map(type, column))}
         kinds.discard("null")
         if not kinds:
@@ -268,6 +273,34 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
             table._cols[key] = _new_column(key, kind, dtype, shape)
         else:
             col.change(kind, dtype, shape)
+    return None
+
+
+# dtypes of the numpy columns admit_columns takes whole (rank 0 rebuilds a grid's pset
+# columns as these, psmpi.worker.spans), and the kind of column each makes
+_NUMPY_COLUMN_KINDS = {np.dtype(np.int64): "int", np.dtype(np.float64): "float",
+                       np.dtype(np.bool_): "bool"}
+
+
+def _admit_numpy_column(table: Table, key: str, column: np.ndarray, changes: list
+                        ) -> str | None:
+    """admit_columns for a 1-d numpy column: by its dtype, into a new column, one of its
+    own kind, or ints into a float column (checked by their extremes, as a tuple's are);
+    into any other column refused, so that the caller stores the rows one by one."""
+    kind = _NUMPY_COLUMN_KINDS.get(column.dtype) if column.ndim == 1 else None
+    col = table._cols.get(key)
+    widened = col is not None and col.kind == "float" and kind == "int"
+    if kind is None or (col is not None and col.kind != kind and not widened):
+        return f"column {key!r} is a numpy array of another kind than the stored column"
+    if not len(column) or (col is not None and not widened):
+        return None
+    probes = (column.min().item(), column.max().item()) if kind == "int" else (column[0].item(),)
+    for v in probes:
+        problem, change = _check(table, key, v, kind, col)
+        if problem is not None:
+            return problem
+        if change is not None:
+            changes.append(change)
     return None
 
 

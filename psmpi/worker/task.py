@@ -1,15 +1,20 @@
 """What runs on a worker: one group of psets through the user's worker function.
 
 A :class:`Task` is shipped to every worker (any backend). Calling it on a group returns a
-:class:`GroupOutcome` made only of plain data: ints, floats, strings and pickled bytes.
-Exceptions travel as text, never as objects.
+:class:`GroupOutcome` made only of plain data: ints, floats, strings, numpy arrays and
+pickled bytes. Exceptions travel as text, never as objects.
 
-Results travel in one of two forms. The common case, a group whose psets all succeeded with
-the same keys and only plain scalar values, is sent as *columns* (``{key: [values]}``, pset
-and result keys alike): the driver stores them without building a dict per row. Any other
-group is pickled *per pset* on the worker and unpickled per pset on the driver, so a result
-that cannot be pickled, or that pickles but cannot be unpickled, fails that one pset and
-nothing else. Plain scalars always unpickle, so columns need no such isolation.
+A group is a list of ``(index, pset)`` pairs, or a :class:`~psmpi.worker.spans.Span` of the
+map's grid (the task carries the grid; the worker rebuilds and hashes the span's psets).
+Its outcome is one type whatever the path, with a part for the whole group and parts per
+pset. The common case, a group whose psets all succeeded with the same keys and only plain
+scalar values, comes back as *columns* (``{key: values}``, numpy arrays where the values are
+Python floats, bools or int64 ints; pset keys too unless the group is a span, whose pset
+columns the driver rebuilds from the grid) and its hashes packed in one bytes: the driver
+stores it without an object per row. Any other group is pickled *per pset* on the worker and
+unpickled per pset on the driver, so a result that cannot be pickled, or that pickles but
+cannot be unpickled, fails that one pset and nothing else. Plain scalars always unpickle,
+so columns need no such isolation.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ import cloudpickle
 import numpy as np
 
 from .. import params, utils, values
-from ..errors import ConfigError
+from ..errors import ConfigError, InternalError
 from ..store import bookkeeping
 from ..values import same_value, value_family  # noqa: F401 - value_family: part of the API here
 from . import context, timers
 from . import setup as worker_setup
+from .spans import Grid, Span, group_indexes
 
 # Failure kinds, as stored in the ``_kind`` column of the failures table.
 EXCEPTION = "exception"      # the worker raised
@@ -66,8 +72,10 @@ class GroupOutcome(NamedTuple):
     faster, and the driver unpickles one of these for every group.
     """
 
-    indexes: list[int]                  # pset indexes, in the group's order
-    digests: list[str]                  # pset_hash of each, computed here to spare the driver
+    indexes: list[int] | range          # pset indexes, in the group's order (a span's: a range)
+    # pset_hash of each, computed here to spare the driver; a group sent as columns packs
+    # them into one ASCII bytes (32 per pset), which the driver stores without a str each
+    digests: list[str] | bytes
     payloads: list[bytes | None]        # the pickled result; None where the pset failed
     errors: dict[int, tuple[str, str, str]]  # position -> (kind, "Type: message", traceback)
     t_starts: list[float]               # time.time() when each worker call began
@@ -91,6 +99,21 @@ class GroupOutcome(NamedTuple):
     # no pset of the group ran (indexes lists them, the other lists are empty) and the
     # driver stops the map with a SetupError.
     setup_error: tuple[str, str] | None = None
+    # (start, stop) when the group was a Span of the map's Grid: indexes is that range, and
+    # columns (if not None) hold the result keys only, as the driver rebuilds the psets.
+    span: tuple[int, int] | None = None
+
+    def digest(self, position: int) -> str:
+        """The pset_hash of the pset at ``position`` ("" where unknown)."""
+        if type(self.digests) is bytes:
+            return self.digests[32 * position:32 * position + 32].decode("ascii")
+        return self.digests[position]
+
+    def digest_column(self) -> Any:
+        """All digests as one column: an ``S32`` array if packed, else the list."""
+        if type(self.digests) is bytes:
+            return np.frombuffer(self.digests, dtype="S32")
+        return self.digests
 
     def measured(self) -> tuple[float, int]:
         """Total seconds and number of psets with a known runtime."""
@@ -167,25 +190,45 @@ class Task:
         setup_function = python_function(setup) if setup is not None else None
         self.setup_filename = setup_function.__code__.co_filename if setup_function else None
         self.gpus_per_worker = gpus_per_worker
+        # The map's psets when they form a grid sent as index ranges (spans.py): set by the
+        # driver when its backend takes Span groups; shipped once with the task.
+        self.grid: Grid | None = None
 
     def function(self) -> Callable:
         return load_function(self.digest, self.blob, self.filename)
 
-    def __call__(self, group: list[tuple[int, dict]], rank: int = 0) -> GroupOutcome:
+    def __call__(self, group: list[tuple[int, dict]] | Span, rank: int = 0) -> GroupOutcome:
+        """Run ``group`` (``(index, pset)`` pairs, or a Span of :attr:`grid`): its outcome."""
         fn = self.function()
         if self.setup_blob is not None or self.gpus_per_worker:
             done = worker_setup.prepared(self.run_id) or self.prepare(rank)
             if done.error is not None:  # reported by every group this process is given
-                return GroupOutcome([index for index, _ in group], [], [], {}, [], [], rank,
+                return GroupOutcome(list(group_indexes(group)), [], [], {}, [], [], rank,
                                     HOST, os.getpid(), setup_error=done.error)
         started = time.perf_counter()
-        outcome = GroupOutcome([], [], [], {}, [], [], rank, HOST, os.getpid(), {}, {})
-        results = self.run_group(fn, group, rank, outcome)
+        span = None
+        if type(group) is Span:
+            if self.grid is None:
+                raise InternalError(f"a Span group {tuple(group)} reached a task without a grid")
+            span = (group.start, group.stop)
+            indexes: Any = group.indexes()
+            psets = self.grid.psets(*span)
+            digests = self.grid.hashes(*span)
+        else:
+            indexes = [index for index, _ in group]
+            psets = [pset for _, pset in group]
+            digests = list(map(params.pset_hash, psets))
+        outcome = GroupOutcome(indexes, digests, [], {}, [], [], rank, HOST, os.getpid(), {}, {},
+                               span=span)
+        results = self.run_group(fn, psets, rank, outcome)
         if BEACON is not None:
             BEACON[2] = 0.0  # idle
-        columns = None if outcome.errors else as_columns(group, results)
+        # a span's psets are rebuilt by the driver: only the result keys travel
+        columns = None if outcome.errors else as_columns(None if span else psets, results)
         if columns is None:
             self.pickle_results(results, outcome)
+        else:
+            outcome = outcome._replace(digests="".join(digests).encode("ascii"))
         ended = time.perf_counter()
         wait = _GROUP_CLOCK.since_previous(self.token, started, ended)
         return outcome._replace(group_seconds=ended - started, wait_seconds=wait,
@@ -210,61 +253,74 @@ class Task:
             done = worker_setup.Prepared(None, (describe(exc), traceback.format_exc()), gpus)
         return worker_setup.remember(self.run_id, done)
 
-    def run_group(self, fn: Callable, group: list[tuple[int, dict]], rank: int,
-                  outcome: GroupOutcome) -> list[dict | None]:
-        """Call the worker on each pset, filling ``outcome``; the results, None where failed.
+    def run_group(self, fn: Callable, psets: list[dict], rank: int, outcome: GroupOutcome
+                  ) -> list[dict | None]:
+        """Call the worker on each pset, filling ``outcome`` (its indexes and digests
+        given); the results, None where failed.
 
-        The loop runs once per pset, so names are bound locally: for trivial psets it is
-        most of the time a worker spends (about 5 us per pset, half of it hashing).
+        The loop runs once per pset, so it does as little as it can and names are bound
+        locally: for trivial psets it is most of the time a worker spends. The wall-clock
+        start of each call is derived from its perf_counter() start afterwards.
         """
-        indexes, digests, t_starts, runtimes = (outcome.indexes, outcome.digests,
-                                                outcome.t_starts, outcome.runtimes)
+        indexes, t_starts, runtimes = outcome.indexes, outcome.t_starts, outcome.runtimes
         errors, cpu_times, sections = outcome.errors, outcome.cpu_times, outcome.timers
-        pset_hash, wall_clock, clock, cpu_clock = (params.pset_hash, time.time,
-                                                   time.perf_counter, time.process_time)
-        one_arg, beacon = self.mode == 1, BEACON
+        clock, cpu_clock = time.perf_counter, time.process_time
+        one_arg, beacon, timed_sections = self.mode == 1, BEACON, timers.SECTIONS
+        # every pset of a span has the grid's keys in order (the common layout key below)
+        layouts = _RESULT_LAYOUTS
+        pset_keys = tuple(self.grid.keys) if outcome.span is not None else None
         results: list[dict | None] = []
+        append = results.append
         runtime = math.inf  # the first pset's CPU time is measured
-        for position, (index, pset) in enumerate(group):
-            indexes.append(index)
-            digest = pset_hash(pset)
-            digests.append(digest)
-            t_start = wall_clock()
-            t_starts.append(t_start)
-            if beacon is not None:  # start last: a reader never pairs a new pset with an old start
-                beacon[2] = 0.0
-                beacon[1] = index
-                beacon[2] = t_start
-            # process_time() is a system call: skipped after a trivial pset
-            measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
-            timers.begin_pset()
-            context.enter(self, index, digest, rank, HOST)
-            c0 = cpu_clock() if measure_cpu else 0.0
-            t0 = clock()
-            result = error = None
-            try:
-                if one_arg:
-                    result = fn(dict(pset))
+        cursor = context.enter_group(self, indexes, outcome.digests, rank, HOST)
+        wall_offset = time.time() - clock()
+        try:
+            for position, pset in enumerate(psets):
+                cursor.position = position
+                if beacon is not None:  # start last: a reader never pairs a new pset with an old start
+                    beacon[2] = 0.0
+                    beacon[1] = indexes[position]
+                    beacon[2] = time.time()
+                if timed_sections:  # sections timed outside a worker call: not this pset's
+                    timed_sections.clear()
+                # process_time() is a system call: skipped after a trivial pset
+                measure_cpu = runtime >= CPU_TIMING_MIN_SECONDS
+                c0 = cpu_clock() if measure_cpu else 0.0
+                t0 = clock()
+                try:
+                    if one_arg:
+                        result = fn(dict(pset))
+                    else:
+                        result = fn(dict(pset), self.system_kwargs(indexes[position], rank),
+                                    self.user_kwargs)
+                except Exception as exc:  # user code: its failure is data, not a crash of psmpi
+                    runtime = clock() - t0
+                    error = (EXCEPTION, describe(exc), traceback.format_exc())
                 else:
-                    result = fn(dict(pset), self.system_kwargs(index, rank), self.user_kwargs)
-            except Exception as exc:  # user code: its failure is data, not a crash of psmpi
-                error = (EXCEPTION, describe(exc), traceback.format_exc())
-            runtime = clock() - t0
-            if measure_cpu:
-                cpu_times[position] = cpu_clock() - c0
-            context.leave()
-            runtimes.append(runtime)
-            timed = timers.end_pset()
-            if timed:
-                sections[position] = timed
-            if error is None:
-                result, problem = checked_result(result, pset)
-                if problem is None:
-                    results.append(result)
-                    continue
-                error = (*problem, "")
-            errors[position] = error
-            results.append(None)
+                    runtime = clock() - t0
+                    error = None
+                t_starts.append(t0)
+                runtimes.append(runtime)
+                if measure_cpu:
+                    cpu_times[position] = cpu_clock() - c0
+                if timed_sections:
+                    sections[position] = timers.end_pset()
+                if error is None:
+                    # the common case: a dict of the same keys as the last, none a pset key
+                    if type(result) is dict and layouts.get(
+                            (tuple(result), pset_keys or tuple(pset))) == ():
+                        append(result)
+                        continue
+                    result, problem = checked_result(result, pset)
+                    if problem is None:
+                        append(result)
+                        continue
+                    error = (*problem, "")
+                errors[position] = error
+                append(None)
+        finally:
+            context.leave_group()
+        t_starts[:] = [wall_offset + t for t in t_starts]
         return results
 
     def pickle_results(self, results: list[dict | None], outcome: GroupOutcome) -> None:
@@ -300,20 +356,36 @@ class Task:
 COLUMN_TYPES = values.SCALAR_COLUMN_TYPES
 
 
-def as_columns(group: list[tuple[int, dict]], results: list[dict]) -> dict[str, tuple] | None:
-    """The group's rows as ``{key: values}``, or None if they do not share keys and plain types."""
-    psets = [pset for _, pset in group]
-    columns = {}
-    for rows in (psets, results):
+def as_columns(psets: list[dict] | None, results: list[dict]
+               ) -> dict[str, tuple | np.ndarray] | None:
+    """The group's rows as ``{key: values}`` (result keys only if ``psets`` is None), or None
+    if they do not share keys and plain types.
+
+    A column of Python floats, of bools, or of ints within int64, is a numpy array: it
+    pickles as one buffer, and the driver stores it without a Python object per value.
+    """
+    columns: dict[str, Any] = {}
+    for rows in (results,) if psets is None else (psets, results):
         keys = tuple(rows[0])
         if not all(map(keys.__eq__, map(tuple, rows))):  # in C: no Python call per row
             return None
         if keys:
             columns.update(zip(keys, zip(*map(dict.values, rows))))
-    for column in columns.values():
-        if not COLUMN_TYPES.issuperset(map(type, column)):
+    for key, column in columns.items():
+        kinds = set(map(type, column))
+        if not COLUMN_TYPES.issuperset(kinds):
             return None
+        dtype = _NUMPY_DTYPES.get(kinds.pop()) if len(kinds) == 1 else None
+        if dtype is not None:
+            try:
+                columns[key] = np.array(column, dtype=dtype)
+            except OverflowError:  # an int beyond int64: the store keeps it exact
+                pass
     return columns
+
+
+# Python types whose columns travel as numpy arrays, and their dtypes
+_NUMPY_DTYPES = {float: np.float64, bool: np.bool_, int: np.int64}
 
 
 # cloudpickle names the file of every function it ships by value "<dynamic-code>", so
@@ -388,7 +460,7 @@ def failed_outcome(group: list[tuple[int, dict]], kind: str, message: str,
                    traceback_text: str = "") -> GroupOutcome:
     """The outcome of a group that no worker returned: every pset failed with ``kind``."""
     n = len(group)
-    return GroupOutcome([index for index, _ in group], [""] * n, [None] * n,
+    return GroupOutcome(list(group_indexes(group)), [""] * n, [None] * n,
                         {i: (kind, message, traceback_text) for i in range(n)},
                         [time.time()] * n, [math.nan] * n, -1, HOST, -1)
 

@@ -12,6 +12,7 @@ import time
 
 # name -> [wall seconds, CPU seconds] of the pset being computed in this process.
 _sections: dict[str, list[float]] = {}
+SECTIONS = _sections  # the same dict, for the task's loop to test without a call
 
 
 class Timer:
