@@ -4,6 +4,7 @@ mpiexec; and the exact command lines built for srun, MPICH and Open MPI."""
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -229,3 +230,79 @@ def test_with_cost_the_dearest_start_first_and_small_psets_fill_in(tmp_path, mon
     big = rows[0]
     assert all(row["start"] >= big["end"] for row in rows[1:])  # never more than 2 cores
     assert rows[2]["start"] < rows[1]["end"]  # the two small ones side by side
+
+
+def processes_with(marker: str) -> list[str]:
+    """The command lines of live (not zombie) processes that have ``marker`` in argv."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if marker in argv and state != "Z":
+            found.append(f"{name}: {argv}")
+    return found
+
+
+@needs_mpich
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc")
+def test_a_killed_driver_leaves_no_application_and_a_rerun_finishes_each_pset_once(tmp_path):
+    """SIGKILL of the driver mid-run ends mpiexec, its ranks and a rank's child in a session
+    of its own; the rerun computes the rest, and no pset completes twice."""
+    import signal
+    import subprocess
+    import uuid
+
+    script = Path(__file__).parent / "scripts" / "ensemble_kill.py"
+    log, marker = tmp_path / "apps.log", f"psmpi-kill-test-{uuid.uuid4().hex}"
+    env = dict(os.environ, PSMPI_HOSTS="localhost:4", APP_LOG=str(log),
+               PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), "s.h5", "300", marker], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # psets 0 and 1 done (committed within 0.1 s), 2, 3 and 4 running with 4 ranks
+        while not (log.exists() and {"done 0", "done 1"} <= set(log.read_text().splitlines())
+                   and len(processes_with(marker)) >= 4 + 2):  # 4 ranks, 2 escaped children
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = processes_with(marker)
+        assert not left, left
+    finally:
+        for line in processes_with(marker):  # never leave them running, even on failure
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    again = subprocess.run([sys.executable, str(script), "s.h5", "0.2", marker], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert "complete 6 [0, 1, 2, 3, 4, 5]" in again.stdout, again.stdout + again.stderr
+    done = [line for line in log.read_text().splitlines() if line.startswith("done")]
+    assert sorted(done) == [f"done {a}" for a in range(6)]  # each pset completed once
+    assert not processes_with(marker)
+
+
+def test_progress_counts_running_psets_as_active_and_waiting_ones_as_queued(tmp_path,
+                                                                            monkeypatch, capsys):
+    """Every pset is read up front, but only those holding cores count as active."""
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        time.sleep(0.3)
+        return {"x": 1}
+
+    psmpi.map(worker, [{"k": k} for k in range(6)], resources={"ranks": 1}, out=None,
+              verbose=3, vstats=0, logfile=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " finished, " in line]
+    counts = [re.search(r"(\d+)/6 finished, (\d+) active(?:, (\d+) queued)?", line).groups()
+              for line in lines]
+    seen = [(int(done), int(active), int(queued or 0)) for done, active, queued in counts]
+    assert all(active <= 2 for _, active, _ in seen), lines
+    assert all(done + active + queued <= 6 for done, active, queued in seen), lines
+    assert (0, 2, 4) in seen, lines  # all read, two running, four waiting for cores
+    assert seen[-1] == (6, 0, 0), lines

@@ -60,13 +60,14 @@ class EnsembleBackend(Backend):
             env["PSMPI_HOSTS"] = self.options.hosts
         self.allocation = allocation_module.detect(env)
         self.started: dict[int, tuple[str, float]] = {}  # pset index -> (thread, start)
+        self.scheduler: Scheduler | None = None  # of the map running now
 
     @property
     def n_workers(self) -> int:
         return self.allocation.cores
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
-        scheduler = Scheduler(self.allocation, self.options.max_passes)
+        scheduler = self.scheduler = Scheduler(self.allocation, self.options.max_passes)
         done: queue.Queue = queue.Queue()
         psets: dict[int, dict] = {}
         source, groups = groups, iter(groups)
@@ -78,6 +79,7 @@ class EnsembleBackend(Backend):
                 # error on the driver): nobody will read them; they must not outlive us.
                 launches.stop_all()
             self.started.clear()
+            self.scheduler = None
 
     def loop(self, task: Task, groups: Iterator[Group], source: Any, scheduler: Scheduler,
              psets: dict[int, dict], done: queue.Queue) -> Iterator[GroupOutcome | None]:
@@ -143,6 +145,10 @@ class EnsembleBackend(Backend):
 
         # daemon: a driver leaving early does not wait for applications nobody will read
         threading.Thread(target=work, name=name, daemon=True).start()
+
+    def queued(self) -> int:
+        scheduler = self.scheduler
+        return len(scheduler.waiting) if scheduler is not None else 0
 
     def held(self) -> list[Held]:
         now = time.monotonic()

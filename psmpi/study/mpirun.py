@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import ConfigError, PsetError
 from ..worker import launches
 from ..worker.context import context
-from .command import MAX_OUTPUT, CommandError, _default_signals, _shorten, format_args
+from .command import MAX_OUTPUT, CommandError, _shorten, format_args
 
 LAUNCHERS = ("srun", "mpich", "openmpi")
 # Variables that restrict a program to its GPUs (NVIDIA, AMD, Intel).
@@ -193,17 +193,19 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
     mpiexec = find_mpiexec() if launcher in ("mpich", "openmpi") else "mpiexec"
     command = launch_command(format_args(args, pset), reservation, launcher, mpiexec)
     extra = {} if launcher == "srun" else gpu_env(reservation.gpus)
-    full_env = {**os.environ, **extra, **{k: str(v) for k, v in (env or {}).items()}}
+    mark = launches.new_mark()  # ends the application if the driver is killed
+    full_env = {**os.environ, **extra, **{k: str(v) for k, v in (env or {}).items()},
+                launches.launchguard.VARIABLE: mark}
     out_path, err_path = os.path.join(run_dir, "stdout.txt"), os.path.join(run_dir, "stderr.txt")
     t0 = time.monotonic()
     with open(out_path, "w") as out, open(err_path, "w") as err:
         try:
             proc = subprocess.Popen(command, cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
-                                    preexec_fn=_default_signals)
+                                    preexec_fn=launches.child_setup(os.getpid()))
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
-    launches.register(proc)
+    launches.register(proc, mark)
     timed_out = False
     try:
         proc.wait(timeout=timeout)

@@ -2,34 +2,95 @@
 
 The ensemble backend stops them all when the map is left with psets in flight (the drain
 ran out, an error on the driver), so no launched application outlives the survey. Each is
-the leader of a process group of its own (mpiexec or srun, which take their ranks along).
+the leader of a process group of its own (mpiexec, srun or a template's program) and
+carries a mark in its environment (``PSMPI_LAUNCH``) that its ranks inherit; stopping one
+signals its group, then (Linux) every process left with its mark, since MPICH's hydra
+puts each rank in a session of its own.
+
+A driver killed outright (SIGKILL) cannot do that: :mod:`psmpi.worker.launchguard` does
+(``PR_SET_PDEATHSIG`` on each launcher, and a guard process that sweeps the marks).
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
+import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 
+from . import launchguard
+
 _lock = threading.Lock()
-_running: set[subprocess.Popen] = set()
+_running: dict[subprocess.Popen, str] = {}  # application -> its PSMPI_LAUNCH mark
 GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL
+LINUX = sys.platform.startswith("linux")
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if LINUX else None
+_guard: dict[int, tuple[subprocess.Popen, str, itertools.count]] = {}  # pid -> guard, token
 
 
-def register(proc: subprocess.Popen) -> None:
+def register(proc: subprocess.Popen, mark: str = "") -> None:
     with _lock:
-        _running.add(proc)
+        _running[proc] = mark
 
 
 def unregister(proc: subprocess.Popen) -> None:
     with _lock:
-        _running.discard(proc)
+        _running.pop(proc, None)
+
+
+def new_mark() -> str:
+    """A mark for the next application: ``<this driver's token>/<n>``. The first call
+    starts the guard (Linux), which sweeps the token's marks once this process is gone."""
+    with _lock:
+        pid = os.getpid()
+        if pid not in _guard:  # first launch of this process (a fork has its own guard)
+            token = f"{pid}-{secrets.token_hex(4)}"
+            _guard[pid] = (start_guard(token), token, itertools.count())
+        guard, token, numbers = _guard[pid]
+        return f"{token}/{next(numbers)}"
+
+
+def start_guard(token: str) -> subprocess.Popen | None:
+    """The guard process of ``token`` (None off Linux, where /proc is missing)."""
+    if not LINUX:
+        return None
+    # Only the standard library, no site: it starts in a few tens of ms. Its own session:
+    # a Ctrl-C at the terminal is the driver's to handle.
+    return subprocess.Popen([sys.executable, "-I", "-S", launchguard.__file__, token,
+                             str(GRACE_SECONDS)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def child_setup(parent: int):
+    """The function run in a launcher's child before exec: default signal actions, and
+    SIGTERM when the thread that started it (the pset's) or the driver dies (Linux).
+
+    ``parent``: the driver's pid; if it is gone before the death signal was armed,
+    the child leaves at once."""
+
+    def setup() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return setup
 
 
 def stop(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM the process groups of ``procs``, SIGKILL those still alive after ``grace``."""
+    """SIGTERM the process groups of ``procs``, SIGKILL those still alive after ``grace``;
+    then end whatever else carries their marks (ranks in sessions of their own)."""
+    with _lock:
+        marks = [_running.get(proc, "") for proc in procs]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for proc in procs:
             if proc.poll() is None:
@@ -41,7 +102,11 @@ def stop(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
         while any(proc.poll() is None for proc in procs) and time.monotonic() < deadline:
             time.sleep(0.05)
         if all(proc.poll() is not None for proc in procs):
-            return
+            break
+    if LINUX:
+        for mark in marks:
+            if mark:
+                launchguard.sweep(mark, grace)
 
 
 def stop_all() -> None:
