@@ -32,13 +32,15 @@ def app_worker(pset):
         app = json.load(file)
     return {"size": app["size"], "t0": t0, "t1": t1, "app_start": app["start"],
             "app_end": app["end"], "reserved": here.reservation.ranks,
-            "returncode": done["returncode"]}
+            "cpus": list(here.reservation.cpus), "affinity": app["affinity"],
+            "rank_affinity": json.dumps(app["ranks"]), "returncode": done["returncode"]}
 
 
-def max_in_use(rows):
-    """The most ranks in use at any instant, from the intervals each pset held its cores."""
-    events = sorted([(row["t0"], row["ranks"]) for row in rows]
-                    + [(row["t1"], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
+def max_in_use(rows, start="t0", end="t1"):
+    """The most ranks in use at any instant, from the intervals [start, end] of the rows
+    (by default those each pset held its cores)."""
+    events = sorted([(row[start], row["ranks"]) for row in rows]
+                    + [(row[end], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
     most = now = 0
     for _, change in events:
         now += change
@@ -62,7 +64,11 @@ def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monke
         assert row["size"] == row["ranks"] == row["reserved"]
         assert row["returncode"] == 0
         assert row["t0"] <= row["app_start"] <= row["app_end"] <= row["t1"]
+        assert row["affinity"]  # recorded; 4 faked cores on this machine are not pinned
+        assert len(json.loads(row["rank_affinity"])) == row["ranks"]
+        assert list(row["cpus"]) == []
     assert max_in_use(rows) <= 4
+    assert max_in_use(rows, "app_start", "app_end") <= 4  # as the applications saw it
     assert max_in_use(rows) >= 3  # psets did run side by side
     # a pset's run directory holds its output files
     run_dirs = list((tmp_path / "runs").iterdir())
@@ -73,6 +79,48 @@ def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monke
                       out="ens.h5", name="app_worker", calc_dir=str(tmp_path / "runs"),
                       verbose=0, vstats=0, logfile=False)
     assert len(again.results) == len(psets) and not len(again.missing)
+
+
+@needs_mpich
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs CPU affinity")
+def test_on_this_machines_cores_concurrent_applications_get_disjoint_cores(tmp_path,
+                                                                          monkeypatch):
+    """The allocation is this machine: each application is pinned to its reserved cores,
+    each rank to its own (MPICH's -bind-to user:), and applications running at the same
+    time share no core."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("PSMPI_HOSTS", "SLURM_JOB_NODELIST", "PSMPI_LAUNCHER"):
+        monkeypatch.delenv(name, raising=False)
+    cores = sorted(os.sched_getaffinity(0))
+    sizes = [r for r in (1, 2, 3) if r <= len(cores)]
+    psets = [{"ranks": ranks, "seconds": 0.8, "k": k} for k in range(3) for ranks in sizes]
+    psets += [{"ranks": 1, "seconds": 0.8, "k": 9 + k} for k in range(len(cores))]  # side by side
+    results = psmpi.map(app_worker, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                        out=None, calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0,
+                        logfile=False)
+    assert not len(results.missing), results.missing
+    rows = results.results.to_dict("records")
+    for row in rows:
+        assert row["size"] == row["ranks"]
+        assert len(row["cpus"]) == row["ranks"] and set(row["cpus"]) <= set(cores)
+        assert row["affinity"] == sorted(row["cpus"])  # the application ran on its cores
+        per_rank = json.loads(row["rank_affinity"])
+        assert all(len(one) == 1 for one in per_rank)  # a core per rank
+        assert len({one[0] for one in per_rank}) == row["ranks"]  # and a different one each
+    assert max_in_use(rows, "app_start", "app_end") <= len(cores)
+    overlapping = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
+                   if a["app_start"] < b["app_end"] and b["app_start"] < a["app_end"]]
+    if len(cores) >= 2:
+        assert overlapping  # the 1-rank psets ran side by side
+    for a, b in overlapping:
+        assert not set(a["affinity"]) & set(b["affinity"]), (a, b)
+
+
+def test_bind_true_refuses_an_allocation_that_is_not_this_machines_cores(monkeypatch):
+    monkeypatch.setenv("PSMPI_HOSTS", "node1:4,node2:4")
+    with pytest.raises(psmpi.ConfigError, match=r"'bind': True.*node1: 4 cores.*drop bind"):
+        psmpi.map(lambda p: p, [{"a": 1}], resources={"ranks": 1}, ensemble={"bind": True},
+                  out=None, verbose=0, vstats=0, logfile=False)
 
 
 def not_called(pset):

@@ -69,7 +69,12 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
 
     ``launcher``: ``srun``, ``mpich``, ``openmpi``, or a template with ``{ranks}``,
     ``{hosts}`` (``h1,h2``), ``{host_ranks}`` (``h1:2,h2:1``), ``{nodes}``,
-    ``{cores_per_rank}`` and ``{cmd}`` (the program and its arguments; appended if absent).
+    ``{cores_per_rank}``, ``{cpus}`` (the pinned core ids, ``0,1``; empty if not pinned)
+    and ``{cmd}`` (the program and its arguments; appended if absent).
+
+    Pinned (``reservation.cpus``, this machine's cores): MPICH binds rank ``i`` to its
+    cores with ``-bind-to user:``; the other launchers' ranks inherit the launcher's
+    affinity (run_mpi sets it), Open MPI's with ``--bind-to none``.
 
     >>> from psmpi.backends.scheduling import Placement
     >>> here = Placement((("n1", 2, ()), ("n2", 1, ())), cores_per_rank=2)
@@ -81,6 +86,9 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
     'mpiexec -n 3 --host n1:2,n2:1 --bind-to none app'
     >>> shlex.join(launch_command(["app"], here, "mympirun -np {ranks} --on {hosts} {cmd} --end"))
     'mympirun -np 3 --on n1,n2 app --end'
+    >>> pinned = Placement((("localhost", 2, ()),), cores_per_rank=2, cpus=(4, 5, 6, 7))
+    >>> shlex.join(launch_command(["app"], pinned, "mpich"))
+    'mpiexec -n 2 -hosts localhost:2 -bind-to user:4+5,6+7 app'
     """
     hosts = [name for name, _, _ in reservation.hosts]
     host_ranks = ",".join(f"{name}:{ranks}" for name, ranks, _ in reservation.hosts)
@@ -95,14 +103,16 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
             cmd.append(f"--gpus-per-task={gpus_per_rank}")
         return cmd + argv
     if launcher == "mpich":
-        return [mpiexec, "-n", str(ranks), "-hosts", host_ranks, *argv]
+        return [mpiexec, "-n", str(ranks), "-hosts", host_ranks, *mpich_binding(reservation),
+                *argv]
     if launcher == "openmpi":
         return [mpiexec, "-n", str(ranks), "--host", host_ranks, "--bind-to", "none", *argv]
     if "{" not in launcher:
         raise ConfigError(f"run_mpi: launcher={launcher!r} is none of {', '.join(LAUNCHERS)} "
                           f"and no template (with {{ranks}}, {{hosts}}, {{cmd}}, ...)")
     values = {"ranks": ranks, "hosts": ",".join(hosts), "host_ranks": host_ranks,
-              "nodes": len(hosts), "cores_per_rank": reservation.cores_per_rank}
+              "nodes": len(hosts), "cores_per_rank": reservation.cores_per_rank,
+              "cpus": ",".join(map(str, reservation.cpus))}
     out: list[str] = []
     for word in shlex.split(launcher):
         if word == "{cmd}":
@@ -115,6 +125,16 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
                                   f"{{{exc.args[0]}}}; it knows {', '.join(values)} and "
                                   f"cmd") from None
     return out if "{cmd}" in shlex.split(launcher) else out + argv
+
+
+def mpich_binding(reservation: Any) -> list[str]:
+    """Hydra's ``-bind-to user:a+b,c+d``: rank ``i`` on the ``i``-th cores_per_rank of the
+    pinned cores; [] when not pinned."""
+    cpus, per_rank = reservation.cpus, reservation.cores_per_rank
+    if not cpus:
+        return []
+    ranks = ["+".join(map(str, cpus[i:i + per_rank])) for i in range(0, len(cpus), per_rank)]
+    return ["-bind-to", "user:" + ",".join(ranks)]
 
 
 def default_launcher(reservation: Any) -> str:
@@ -171,7 +191,8 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
     -------
     dict
         ``returncode``, ``stdout``, ``stderr`` (tails), ``runtime``, ``timed_out``,
-        ``command`` (the launch line), ``ranks``, ``hosts`` and ``run_dir``.
+        ``command`` (the launch line), ``ranks``, ``hosts``, ``cpus`` (the pinned core ids,
+        ``0,1``; empty if not pinned) and ``run_dir``.
     """
     pset = {} if pset is None else pset
     here = None
@@ -202,7 +223,7 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
         try:
             proc = subprocess.Popen(command, cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
-                                    preexec_fn=launches.child_setup(os.getpid()))
+                                    preexec_fn=launches.child_setup(os.getpid(), reservation.cpus))
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
     launches.register(proc, mark)
@@ -221,7 +242,7 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
               "stderr": _tail(err_path, max_output), "runtime": time.monotonic() - t0,
               "timed_out": timed_out, "command": shlex.join(command),
               "ranks": reservation.ranks, "hosts": ",".join(h for h, _, _ in reservation.hosts),
-              "run_dir": run_dir}
+              "cpus": ",".join(map(str, reservation.cpus)), "run_dir": run_dir}
     if check and (timed_out or proc.returncode != 0):
         what = (f"did not finish within {timeout} s and was killed" if timed_out
                 else f"exited with status {proc.returncode}")

@@ -68,16 +68,19 @@ def start_guard(token: str) -> subprocess.Popen | None:
                             start_new_session=True)
 
 
-def child_setup(parent: int):
+def child_setup(parent: int, cpus: tuple[int, ...] = ()):
     """The function run in a launcher's child before exec: default signal actions, and
     SIGTERM when the thread that started it (the pset's) or the driver dies (Linux).
 
     ``parent``: the driver's pid; if it is gone before the death signal was armed,
-    the child leaves at once."""
+    the child leaves at once. ``cpus``: core ids the launcher and everything it starts
+    are pinned to (inherited by the ranks unless the MPI binds them itself)."""
 
     def setup() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_DFL)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if _prctl is not None:
             _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
             if os.getppid() != parent:
