@@ -354,3 +354,9 @@ def test_progress_counts_running_psets_as_active_and_waiting_ones_as_queued(tmp_
     assert all(done + active + queued <= 6 for done, active, queued in seen), lines
     assert (0, 2, 4) in seen, lines  # all read, two running, four waiting for cores
     assert seen[-1] == (6, 0, 0), lines
+
+
+def test_a_missing_program_is_a_clear_error(tmp_path):
+    with pytest.raises(psmpi.CommandError, match="cannot start 'no-such-program-16'"):
+        psmpi.run_mpi(["no-such-program-16", "x"], {}, cwd=str(tmp_path), reservation=ONE_HOST,
+                      launcher="{cmd}")

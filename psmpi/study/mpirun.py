@@ -148,6 +148,15 @@ def default_launcher(reservation: Any) -> str:
     return mpi_flavour(find_mpiexec())
 
 
+def _check_found(program: str, run_dir: str, env: Mapping[str, str]) -> None:
+    """CommandError if ``program`` is no executable (as Popen would say)."""
+    found = (os.access(os.path.join(run_dir, program), os.X_OK) if os.sep in program
+             else shutil.which(program, path=env.get("PATH")) is not None)
+    if not found:
+        raise CommandError(f"run_mpi: cannot start {program!r}: no such executable "
+                           f"(PATH={env.get('PATH', '')!r}, run directory {run_dir})")
+
+
 def _tail(path: str, limit: int | None) -> str:
     with open(path, errors="replace") as file:
         return _shorten(file.read(), limit)
@@ -219,11 +228,13 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
                 launches.launchguard.VARIABLE: mark}
     out_path, err_path = os.path.join(run_dir, "stdout.txt"), os.path.join(run_dir, "stderr.txt")
     t0 = time.monotonic()
+    prefix, how = launches.how_to_start(reservation.cpus)
+    if prefix:  # started through setpriv: a missing program would be its exit status 127
+        _check_found(command[0], run_dir, full_env)
     with open(out_path, "w") as out, open(err_path, "w") as err:
         try:
-            proc = subprocess.Popen(command, cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True,
-                                    preexec_fn=launches.child_setup(os.getpid(), reservation.cpus))
+            proc = subprocess.Popen(prefix + command, cwd=run_dir, env=full_env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, **how)
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
     launches.register(proc, mark)

@@ -8,15 +8,18 @@ signals its group, then (Linux) every process left with its mark, since MPICH's 
 puts each rank in a session of its own.
 
 A driver killed outright (SIGKILL) cannot do that: :mod:`psmpi.worker.launchguard` does
-(``PR_SET_PDEATHSIG`` on each launcher, and a guard process that sweeps the marks).
+(``PR_SET_PDEATHSIG`` on each launcher, see :func:`how_to_start`, and a guard process that
+sweeps the marks).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +90,41 @@ def child_setup(parent: int, cpus: tuple[int, ...] = ()):
                 os._exit(1)
 
     return setup
+
+
+@functools.cache
+def setpriv() -> str | None:
+    """util-linux's ``setpriv``, if it can set the parent-death signal (Linux, >= 2.33)."""
+    found = shutil.which("setpriv") if LINUX else None
+    if found is None:
+        return None
+    try:
+        works = subprocess.run([found, "--pdeathsig", "TERM", "--", "true"], timeout=30,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found if works.returncode == 0 else None
+
+
+def how_to_start(cpus: tuple[int, ...] = ()) -> tuple[list[str], dict]:
+    """What goes before a launcher's command line, and the Popen arguments, so that it
+    leads a session of its own, gets SIGTERM when the driver dies, has the default
+    actions of SIGTERM, SIGINT and SIGUSR1, and runs on ``cpus`` if given.
+
+    A ``preexec_fn`` makes Python fork the whole driver instead of vfork-ing it: ~5 ms a
+    launch, a tenth of a bare mpiexec's time. So it is used only when needed (pinning, or
+    a signal this process ignores, which exec would keep ignored); else ``setpriv
+    --pdeathsig`` arms the death signal (~1 ms), and without setpriv the guard alone
+    ends the applications of a killed driver.
+    """
+    kwargs: dict = {"start_new_session": True}
+    ignored = any(signal.getsignal(sig) in (signal.SIG_IGN, None)
+                  for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
+    if cpus or ignored:
+        kwargs["preexec_fn"] = child_setup(os.getpid(), cpus)
+        return [], kwargs
+    wrapper = setpriv()
+    return ([wrapper, "--pdeathsig", "TERM", "--"] if wrapper else []), kwargs
 
 
 def stop(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
