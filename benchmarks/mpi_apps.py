@@ -297,7 +297,8 @@ def overhead(args, app: str) -> None:
           f"at a time\n")
     print("Per application: the median interval between the ends of consecutive "
           "applications (as the system saw them: bash after `wait -n`, psmpi when the worker "
-          "returns, libEnsemble's `sim_ended_time`), so start-up drops out. bare: the same "
+          "returns, libEnsemble when its sim function's `task.wait()` returns), so start-up "
+          "drops out. bare: the same "
           "`mpiexec -n R -hosts localhost:R app 0` line in the bash loop. Systems take turns "
           f"(ABC, CBA, ...), {args.rounds_overhead} rounds; the ratio to bare is taken within "
           "each round (so the shared machine's load, which changes from minute to minute, "
