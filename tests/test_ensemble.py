@@ -360,3 +360,21 @@ def test_a_missing_program_is_a_clear_error(tmp_path):
     with pytest.raises(psmpi.CommandError, match="cannot start 'no-such-program-16'"):
         psmpi.run_mpi(["no-such-program-16", "x"], {}, cwd=str(tmp_path), reservation=ONE_HOST,
                       launcher="{cmd}")
+
+
+def test_a_launcher_starts_without_python_in_the_child_unless_needed(monkeypatch):
+    """A preexec_fn makes Python fork the whole driver: only for pinning, or when the
+    driver ignores a signal the application must get back."""
+    import signal
+
+    from psmpi.worker import launches
+
+    prefix, how = launches.how_to_start()
+    assert "preexec_fn" not in how and how["start_new_session"]
+    if launches.setpriv():
+        assert prefix == [launches.setpriv(), "--pdeathsig", "TERM", "--"]
+    _, how = launches.how_to_start((0,))
+    assert callable(how["preexec_fn"])
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN)
+    prefix, how = launches.how_to_start()
+    assert prefix == [] and callable(how["preexec_fn"])
