@@ -96,16 +96,21 @@ def psmpi_worker(pset):
 
 
 def paired_worker(pset):
-    """run_mpi and the bare mpiexec line in bash, alternately, in the same worker."""
+    """run_mpi and the bare mpiexec line in bash, one after the other in the same worker
+    (which goes first alternates from pset to pset)."""
     import psmpi
     app, ranks = os.environ["BENCH_APP"], pset["ranks"]
     bare = (f"{MPIEXEC} -n {ranks} -hosts localhost:{ranks} {app} 0 "
             f"</dev/null >/dev/null 2>&1")
-    t0 = time.perf_counter()
-    psmpi.run_mpi([app, "0"], pset, launcher="mpich")
-    t1 = time.perf_counter()
-    subprocess.run(["bash", "-c", bare], check=True)
-    return {"mine": t1 - t0, "bare": time.perf_counter() - t1}
+    took = {}
+    for which in (("mine", "bare") if pset["i"] % 2 == 0 else ("bare", "mine")):
+        t0 = time.perf_counter()
+        if which == "mine":
+            psmpi.run_mpi([app, "0"], pset, launcher="mpich")
+        else:
+            subprocess.run(["bash", "-c", bare], check=True)
+        took[which] = time.perf_counter() - t0
+    return took
 
 
 def run_paired(ensemble: list[dict], cores: int) -> list[float]:
@@ -303,12 +308,13 @@ def overhead(args, app: str) -> None:
           f"(ABC, CBA, ...), {args.rounds_overhead} rounds; the ratio to bare is taken within "
           "each round (so the shared machine's load, which changes from minute to minute, "
           "mostly cancels) and its median over the rounds is reported. **psmpi, paired**: "
-          "the worker of one psmpi map alternates `run_mpi` and the bare line (`bash -c`), "
-          "so both see the same load: the median ratio of each pair.\n")
+          "the worker of one psmpi map runs `run_mpi` and the bare line (`bash -c`) one after "
+          "the other (which goes first alternates), so both see the same load: the median "
+          "ratio of each pair.\n")
     rows = []
     for ranks in args.overhead_ranks:
         times: dict[str, list[float]] = {name: [] for name in OVERHEAD}
-        for round_ in range(args.rounds_overhead):
+        for round_ in range(0 if args.only == "paired" else args.rounds_overhead):
             for name in OVERHEAD[::1 if round_ % 2 == 0 else -1]:  # ABC, CBA, ...
                 common.say(f"overhead {ranks} rank(s), round {round_ + 1}: {name}")
                 spans = run_child(name, [{"i": i, "ranks": ranks, "seconds": 0.0}
@@ -319,7 +325,7 @@ def overhead(args, app: str) -> None:
                                       for i in range(args.launches * 2)], ranks, app)["ratios"]
         rows.append([str(ranks), "psmpi, paired", "", f"{statistics.median(paired):.3f}", "",
                      f"{len(paired)} launches: run_mpi and bare alternately in one worker"])
-        for name in OVERHEAD:
+        for name in OVERHEAD if times["bare"] else ():
             ratios = [t / b for t, b in zip(times[name], times["bare"])]
             each, bare = statistics.median(times[name]), statistics.median(times["bare"])
             rows.append([str(ranks), name, f"{each * 1e3:.1f} ms",
@@ -345,7 +351,8 @@ def main() -> None:
     parser.add_argument("--overhead-ranks", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 4])
     parser.add_argument("--quick", action="store_true", help="60 applications, 15 s")
-    parser.add_argument("--only", choices=("packing", "overhead"))
+    parser.add_argument("--only", choices=("packing", "overhead", "paired"),
+                        help="paired: only the run_mpi / bare pairs inside one worker")
     args = parser.parse_args()
     if args.quick:
         args.apps, args.makespan, args.rounds_overhead = 60, 15.0, 3
@@ -355,7 +362,7 @@ def main() -> None:
         print(f"- application: {APP_SOURCE.count(chr(10))}-line C program (MPI_Init, sleep, "
               f"MPI_Barrier, MPI_Finalize) built with {os.path.join(BIN, 'mpicc')}; "
               f"mpiexec {MPIEXEC}; libensemble {common.version('libensemble')}")
-        if args.only != "overhead":
+        if args.only in (None, "packing"):
             packing(args, app)
         if args.only != "packing":
             overhead(args, app)
