@@ -409,7 +409,7 @@ class Executor(concurrent.futures.Executor):
                     if run.writer.n_buffered and (outcome is None or run.writer.due()
                                                   or not self.source.pending()):
                         self.commit()
-                    run.progress.active = len(run.inflight)
+                    run.count_active()
                     run.watch.poll(time.monotonic())
                     run.reporter.update(run.progress)
                     if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:

@@ -26,7 +26,11 @@ class MapProgress:
     total : int
         psets in this map (after ``limit``), including ones resumed from the file.
     active : int
-        psets handed to workers and not back yet.
+        psets a worker is running now (handed out and not back yet; with ``resources=``,
+        those holding their cores, not those waiting for them).
+    queued : int
+        psets handed to the backend that wait for resources before they start (the
+        ensemble backend); 0 for the other backends, whose workers take psets as they go.
     finished : int
         psets with a result, including ``resumed``.
     failures : int
@@ -43,6 +47,7 @@ class MapProgress:
 
     total: int = 0
     active: int = 0
+    queued: int = 0
     finished: int = 0
     failures: int = 0
     exceptions: int = 0

@@ -4,6 +4,7 @@ mpiexec; and the exact command lines built for srun, MPICH and Open MPI."""
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -32,13 +33,15 @@ def app_worker(pset):
         app = json.load(file)
     return {"size": app["size"], "t0": t0, "t1": t1, "app_start": app["start"],
             "app_end": app["end"], "reserved": here.reservation.ranks,
-            "returncode": done["returncode"]}
+            "cpus": list(here.reservation.cpus), "affinity": app["affinity"],
+            "rank_affinity": json.dumps(app["ranks"]), "returncode": done["returncode"]}
 
 
-def max_in_use(rows):
-    """The most ranks in use at any instant, from the intervals each pset held its cores."""
-    events = sorted([(row["t0"], row["ranks"]) for row in rows]
-                    + [(row["t1"], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
+def max_in_use(rows, start="t0", end="t1"):
+    """The most ranks in use at any instant, from the intervals [start, end] of the rows
+    (by default those each pset held its cores)."""
+    events = sorted([(row[start], row["ranks"]) for row in rows]
+                    + [(row[end], -row["ranks"]) for row in rows], key=lambda e: (e[0], e[1]))
     most = now = 0
     for _, change in events:
         now += change
@@ -62,7 +65,11 @@ def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monke
         assert row["size"] == row["ranks"] == row["reserved"]
         assert row["returncode"] == 0
         assert row["t0"] <= row["app_start"] <= row["app_end"] <= row["t1"]
+        assert row["affinity"]  # recorded; 4 faked cores on this machine are not pinned
+        assert len(json.loads(row["rank_affinity"])) == row["ranks"]
+        assert list(row["cpus"]) == []
     assert max_in_use(rows) <= 4
+    assert max_in_use(rows, "app_start", "app_end") <= 4  # as the applications saw it
     assert max_in_use(rows) >= 3  # psets did run side by side
     # a pset's run directory holds its output files
     run_dirs = list((tmp_path / "runs").iterdir())
@@ -73,6 +80,48 @@ def test_applications_run_with_their_ranks_within_the_allocation(tmp_path, monke
                       out="ens.h5", name="app_worker", calc_dir=str(tmp_path / "runs"),
                       verbose=0, vstats=0, logfile=False)
     assert len(again.results) == len(psets) and not len(again.missing)
+
+
+@needs_mpich
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs CPU affinity")
+def test_on_this_machines_cores_concurrent_applications_get_disjoint_cores(tmp_path,
+                                                                          monkeypatch):
+    """The allocation is this machine: each application is pinned to its reserved cores,
+    each rank to its own (MPICH's -bind-to user:), and applications running at the same
+    time share no core."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("PSMPI_HOSTS", "SLURM_JOB_NODELIST", "PSMPI_LAUNCHER"):
+        monkeypatch.delenv(name, raising=False)
+    cores = sorted(os.sched_getaffinity(0))
+    sizes = [r for r in (1, 2, 3) if r <= len(cores)]
+    psets = [{"ranks": ranks, "seconds": 0.8, "k": k} for k in range(3) for ranks in sizes]
+    psets += [{"ranks": 1, "seconds": 0.8, "k": 9 + k} for k in range(len(cores))]  # side by side
+    results = psmpi.map(app_worker, psets, resources=lambda pset: {"ranks": pset["ranks"]},
+                        out=None, calc_dir=str(tmp_path / "runs"), verbose=0, vstats=0,
+                        logfile=False)
+    assert not len(results.missing), results.missing
+    rows = results.results.to_dict("records")
+    for row in rows:
+        assert row["size"] == row["ranks"]
+        assert len(row["cpus"]) == row["ranks"] and set(row["cpus"]) <= set(cores)
+        assert row["affinity"] == sorted(row["cpus"])  # the application ran on its cores
+        per_rank = json.loads(row["rank_affinity"])
+        assert all(len(one) == 1 for one in per_rank)  # a core per rank
+        assert len({one[0] for one in per_rank}) == row["ranks"]  # and a different one each
+    assert max_in_use(rows, "app_start", "app_end") <= len(cores)
+    overlapping = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
+                   if a["app_start"] < b["app_end"] and b["app_start"] < a["app_end"]]
+    if len(cores) >= 2:
+        assert overlapping  # the 1-rank psets ran side by side
+    for a, b in overlapping:
+        assert not set(a["affinity"]) & set(b["affinity"]), (a, b)
+
+
+def test_bind_true_refuses_an_allocation_that_is_not_this_machines_cores(monkeypatch):
+    monkeypatch.setenv("PSMPI_HOSTS", "node1:4,node2:4")
+    with pytest.raises(psmpi.ConfigError, match=r"'bind': True.*node1: 4 cores.*drop bind"):
+        psmpi.map(lambda p: p, [{"a": 1}], resources={"ranks": 1}, ensemble={"bind": True},
+                  out=None, verbose=0, vstats=0, logfile=False)
 
 
 def not_called(pset):
@@ -272,3 +321,103 @@ def test_with_cost_the_dearest_start_first_and_small_psets_fill_in(tmp_path, mon
     big = rows[0]
     assert all(row["start"] >= big["end"] for row in rows[1:])  # never more than 2 cores
     assert rows[2]["start"] < rows[1]["end"]  # the two small ones side by side
+
+
+def processes_with(marker: str) -> list[str]:
+    """The command lines of live (not zombie) processes that have ``marker`` in argv."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if marker in argv and state != "Z":
+            found.append(f"{name}: {argv}")
+    return found
+
+
+@needs_mpich
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc")
+def test_a_killed_driver_leaves_no_application_and_a_rerun_finishes_each_pset_once(tmp_path):
+    """SIGKILL of the driver mid-run ends mpiexec, its ranks and a rank's child in a session
+    of its own; the rerun computes the rest, and no pset completes twice."""
+    import signal
+    import subprocess
+    import uuid
+
+    script = Path(__file__).parent / "scripts" / "ensemble_kill.py"
+    log, marker = tmp_path / "apps.log", f"psmpi-kill-test-{uuid.uuid4().hex}"
+    env = dict(os.environ, PSMPI_HOSTS="localhost:4", APP_LOG=str(log),
+               PYTHONPATH=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), "s.h5", "300", marker], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # psets 0 and 1 done (committed within 0.1 s), 2, 3 and 4 running with 4 ranks
+        while not (log.exists() and {"done 0", "done 1"} <= set(log.read_text().splitlines())
+                   and len(processes_with(marker)) >= 4 + 2):  # 4 ranks, 2 escaped children
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 20
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = processes_with(marker)
+        assert not left, left
+    finally:
+        for line in processes_with(marker):  # never leave them running, even on failure
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    again = subprocess.run([sys.executable, str(script), "s.h5", "0.2", marker], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert "complete 6 [0, 1, 2, 3, 4, 5]" in again.stdout, again.stdout + again.stderr
+    done = [line for line in log.read_text().splitlines() if line.startswith("done")]
+    assert sorted(done) == [f"done {a}" for a in range(6)]  # each pset completed once
+    assert not processes_with(marker)
+
+
+def test_progress_counts_running_psets_as_active_and_waiting_ones_as_queued(tmp_path,
+                                                                            monkeypatch, capsys):
+    """Every pset is read up front, but only those holding cores count as active."""
+    monkeypatch.setenv("PSMPI_HOSTS", "localhost:2")
+
+    def worker(pset):
+        time.sleep(0.3)
+        return {"x": 1}
+
+    psmpi.map(worker, [{"k": k} for k in range(6)], resources={"ranks": 1}, out=None,
+              verbose=3, vstats=0, logfile=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " finished, " in line]
+    counts = [re.search(r"(\d+)/6 finished, (\d+) active(?:, (\d+) queued)?", line).groups()
+              for line in lines]
+    seen = [(int(done), int(active), int(queued or 0)) for done, active, queued in counts]
+    assert all(active <= 2 for _, active, _ in seen), lines
+    assert all(done + active + queued <= 6 for done, active, queued in seen), lines
+    assert (0, 2, 4) in seen, lines  # all read, two running, four waiting for cores
+    assert seen[-1] == (6, 0, 0), lines
+
+
+def test_a_missing_program_is_a_clear_error(tmp_path):
+    with pytest.raises(psmpi.CommandError, match="cannot start 'no-such-program-16'"):
+        psmpi.run_mpi(["no-such-program-16", "x"], {}, cwd=str(tmp_path), reservation=ONE_HOST,
+                      launcher="{cmd}")
+
+
+def test_a_launcher_starts_without_python_in_the_child_unless_needed(monkeypatch):
+    """A preexec_fn makes Python fork the whole driver: only for pinning, or when the
+    driver ignores a signal the application must get back."""
+    import signal
+
+    from psmpi.worker import launches
+
+    prefix, how = launches.how_to_start()
+    assert "preexec_fn" not in how and how["start_new_session"]
+    if launches.setpriv():
+        assert prefix == [launches.setpriv(), "--pdeathsig", "TERM", "--"]
+    _, how = launches.how_to_start((0,))
+    assert callable(how["preexec_fn"])
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN)
+    prefix, how = launches.how_to_start()
+    assert prefix == [] and callable(how["preexec_fn"])

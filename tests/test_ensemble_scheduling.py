@@ -7,7 +7,7 @@ import pytest
 
 from psmpi.backends import allocation
 from psmpi.backends.allocation import Allocation, Node
-from psmpi.backends.scheduling import Request, Scheduler, place, request_for
+from psmpi.backends.scheduling import CpuPool, Request, Scheduler, place, request_for
 from psmpi.errors import ConfigError, PsetError
 
 
@@ -122,3 +122,26 @@ def test_whole_nodes_are_exclusive():
     assert scheduler.free == {"a": (3, ()), "b": (0, ()), "c": (0, ())}
     scheduler.release("big")
     assert scheduler.free["b"] == (4, ()) and scheduler.free["c"] == (4, ())
+
+
+def test_pinned_psets_running_at_once_get_disjoint_core_ids():
+    """Random starts and ends on 8 cores: the ids of psets running at once never overlap,
+    and each pset gets as many ids as its ranks x cores per rank."""
+    rng = random.Random(3)
+    scheduler = Scheduler(Allocation((Node("localhost", 8),), "this machine"))
+    pool = CpuPool([0, 1, 2, 3, 10, 11, 12, 13])
+    for key in range(100):
+        scheduler.add(key, Request(rng.randint(1, 4), cores_per_rank=rng.choice([1, 2])))
+    running: dict[int, tuple[int, ...]] = {}
+    while scheduler.waiting or running:
+        for key, placement in scheduler.start():
+            pinned = pool.take(key, placement)
+            assert len(pinned.cpus) == pinned.ranks * pinned.cores_per_rank
+            running[key] = pinned.cpus
+        in_use = [cpu for cpus in running.values() for cpu in cpus]
+        assert len(in_use) == len(set(in_use)) and set(in_use) <= {0, 1, 2, 3, 10, 11, 12, 13}
+        done = rng.choice(sorted(running))
+        scheduler.release(done)
+        pool.give_back(done)
+        del running[done]
+    assert pool.free == [0, 1, 2, 3, 10, 11, 12, 13]

@@ -192,6 +192,14 @@ class Backend(abc.ABC):
         """
         return []
 
+    def queued(self) -> int:
+        """How many psets of the groups handed to :meth:`run` wait to start (cheap).
+
+        The ensemble backend reads every pset up front and holds them until their
+        resources are free; the other backends take groups only when a worker is free.
+        """
+        return 0
+
     def close(self) -> None:  # noqa: B027 - a backend without workers to release keeps it
         """Release workers. The backend is not used after this."""
 

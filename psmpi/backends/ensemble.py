@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from ..worker import context, launches
 from ..worker.task import EXCEPTION, HOST, GroupOutcome, Task, describe, failed_outcome
 from . import allocation as allocation_module
 from .base import Backend, Group, Held, Options, option, wait_for_groups
-from .scheduling import MAX_PASSES, Scheduler, request_for
+from .scheduling import MAX_PASSES, CpuPool, Scheduler, request_for
 
 HEARTBEAT_SECONDS = 0.2
 
@@ -45,6 +46,8 @@ class EnsembleOptions(Options):
                                or callable(value))
     hosts: str | None = option(None, "be a host list like 'node1:8,node2:8' or a host file")
     max_passes: int = option(MAX_PASSES, "be an integer >= 0", lambda value: value >= 0)
+    bind: bool | None = option(None, "be True, False or None (pin the applications to their "
+                                     "cores when the allocation is this machine's)")
 
 
 class EnsembleBackend(Backend):
@@ -60,13 +63,17 @@ class EnsembleBackend(Backend):
             env["PSMPI_HOSTS"] = self.options.hosts
         self.allocation = allocation_module.detect(env)
         self.started: dict[int, tuple[str, float]] = {}  # pset index -> (thread, start)
+        self.scheduler: Scheduler | None = None  # of the map running now
+        self.cpus = self.pinned_cpus()  # core ids to pin applications to, or None
+        self.pool: CpuPool | None = None  # of the map running now, when pinning
 
     @property
     def n_workers(self) -> int:
         return self.allocation.cores
 
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome | None]:
-        scheduler = Scheduler(self.allocation, self.options.max_passes)
+        scheduler = self.scheduler = Scheduler(self.allocation, self.options.max_passes)
+        self.pool = CpuPool(self.cpus) if self.cpus else None
         done: queue.Queue = queue.Queue()
         psets: dict[int, dict] = {}
         source, groups = groups, iter(groups)
@@ -78,6 +85,7 @@ class EnsembleBackend(Backend):
                 # error on the driver): nobody will read them; they must not outlive us.
                 launches.stop_all()
             self.started.clear()
+            self.scheduler = self.pool = None
 
     def loop(self, task: Task, groups: Iterator[Group], source: Any, scheduler: Scheduler,
              psets: dict[int, dict], done: queue.Queue) -> Iterator[GroupOutcome | None]:
@@ -90,6 +98,8 @@ class EnsembleBackend(Backend):
                 exhausted = True
                 scheduler.waiting.clear()
             for index, placement in scheduler.start():
+                if self.pool is not None:
+                    placement = self.pool.take(index, placement)
                 self.launch(task, (index, psets.pop(index)), placement, done)
             if scheduler.idle:
                 if exhausted:
@@ -104,6 +114,8 @@ class EnsembleBackend(Backend):
                 continue
             scheduler.release(index)
             self.started.pop(index, None)
+            if self.pool is not None:
+                self.pool.give_back(index)
             yield outcome
             yield None
 
@@ -143,6 +155,33 @@ class EnsembleBackend(Backend):
 
         # daemon: a driver leaving early does not wait for applications nobody will read
         threading.Thread(target=work, name=name, daemon=True).start()
+
+    def pinned_cpus(self) -> list[int] | None:
+        """The core ids applications are pinned to, or None: by default when the
+        allocation is this machine's own cores; ``bind=True`` also pins on a one-host
+        ``PSMPI_HOSTS`` naming this machine with no more cores than it may use."""
+        bind, allocation = self.options.bind, self.allocation
+        if bind is False or (bind is None and allocation.source != "this machine"):
+            return None
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except AttributeError:  # macOS, Windows: no affinity to set
+            cpus = []
+        node = allocation.nodes[0]
+        local = len(allocation.nodes) == 1 and node.name in ("localhost", socket.gethostname())
+        if not local or node.cores > len(cpus):
+            if bind is None:
+                return None
+            raise ConfigError(f"ensemble={{'bind': True}} pins applications to this machine's "
+                              f"cores, but the allocation is {allocation.describe()} and this "
+                              f"process may use {len(cpus) or 'no known'} cores; drop bind, "
+                              f"or describe this machine (PSMPI_HOSTS=localhost:N, N <= "
+                              f"{len(cpus)})")
+        return cpus[:node.cores]
+
+    def queued(self) -> int:
+        scheduler = self.scheduler
+        return len(scheduler.waiting) if scheduler is not None else 0
 
     def held(self) -> list[Held]:
         now = time.monotonic()

@@ -49,6 +49,9 @@ class Placement:
     cores_per_rank: int
     whole_nodes: bool = False
     slurm: bool = False  # the allocation is a Slurm job's: launch with srun
+    # The core ids reserved on this machine, rank after rank (cores_per_rank each), when
+    # the allocation is this machine's own cores (see CpuPool); () when not pinned.
+    cpus: tuple[int, ...] = ()
 
     @property
     def ranks(self) -> int:
@@ -195,3 +198,23 @@ class Scheduler:
             back = set(free_gpus) | set(gpus)
             self.free[name] = (cores + ranks * placement.cores_per_rank,
                                tuple(g for g in nodes[name].gpus if g in back))
+
+
+class CpuPool:
+    """Which of this machine's core ids are free, so that applications running at once get
+    disjoint cores (the :class:`Scheduler` already makes sure enough are free)."""
+
+    def __init__(self, cpus: list[int]):
+        self.free = sorted(cpus)
+        self.taken: dict[Hashable, tuple[int, ...]] = {}
+
+    def take(self, key: Hashable, placement: Placement) -> Placement:
+        """``placement`` with the lowest free core ids reserved for ``key``."""
+        want = placement.ranks * placement.cores_per_rank
+        if want > len(self.free):  # the scheduler counts cores: this cannot happen
+            raise RuntimeError(f"psmpi bug: {want} cores placed but only {self.free} free")
+        self.taken[key], self.free = tuple(self.free[:want]), self.free[want:]
+        return dataclasses.replace(placement, cpus=self.taken[key])
+
+    def give_back(self, key: Hashable) -> None:
+        self.free = sorted(self.free + list(self.taken.pop(key)))

@@ -288,7 +288,7 @@ class MapRun:
                     self.recorder.record(outcome)
                 if self.writer.due():
                     self.writer.commit()
-                self.progress.active = len(self.inflight)
+                self.count_active()
                 self.watch.poll(time.monotonic())
                 self.reporter.update(self.progress)
                 if self.stop.requested and self.stop.elapsed() > self.settings.drain_seconds:
@@ -348,7 +348,15 @@ class MapRun:
             self.guard.save(self.writer.stored_pset_indexes(), self.recorder.timed_out,
                             self.inflight)
 
+    def count_active(self) -> None:
+        """Psets in flight: those running (active) and those the backend holds back
+        until their resources are free (queued)."""
+        queued = min(self.backend.queued(), len(self.inflight))
+        self.progress.queued = queued
+        self.progress.active = len(self.inflight) - queued
+
     def settle_progress(self, committed_before: int) -> None:
+        self.progress.queued = 0
         self.progress.active = len(self.inflight)
         if not self.stop.requested:
             self.progress.total = self.progress.finished + self.progress.failures

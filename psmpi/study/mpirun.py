@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError, PsetError
 from ..worker import launches
 from ..worker.context import context
-from .command import MAX_OUTPUT, CommandError, _default_signals, _shorten, format_args
+from .command import MAX_OUTPUT, CommandError, _shorten, format_args
 
 LAUNCHERS = ("srun", "mpich", "openmpi")
 # Variables that restrict a program to its GPUs (NVIDIA, AMD, Intel).
@@ -70,7 +70,12 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
 
     ``launcher``: ``srun``, ``mpich``, ``openmpi``, or a template with ``{ranks}``,
     ``{hosts}`` (``h1,h2``), ``{host_ranks}`` (``h1:2,h2:1``), ``{nodes}``,
-    ``{cores_per_rank}`` and ``{cmd}`` (the program and its arguments; appended if absent).
+    ``{cores_per_rank}``, ``{cpus}`` (the pinned core ids, ``0,1``; empty if not pinned)
+    and ``{cmd}`` (the program and its arguments; appended if absent).
+
+    Pinned (``reservation.cpus``, this machine's cores): MPICH binds rank ``i`` to its
+    cores with ``-bind-to user:``; the other launchers' ranks inherit the launcher's
+    affinity (run_mpi sets it), Open MPI's with ``--bind-to none``.
 
     Under srun, ranks on several nodes go where they were reserved through
     ``--distribution=arbitrary`` and the file :func:`srun_hostfile` (in ``SLURM_HOSTFILE``);
@@ -87,6 +92,9 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
     'mpiexec -n 3 --host n1:2,n2:1 --bind-to none app'
     >>> shlex.join(launch_command(["app"], here, "mympirun -np {ranks} --on {hosts} {cmd} --end"))
     'mympirun -np 3 --on n1,n2 app --end'
+    >>> pinned = Placement((("localhost", 2, ()),), cores_per_rank=2, cpus=(4, 5, 6, 7))
+    >>> shlex.join(launch_command(["app"], pinned, "mpich"))
+    'mpiexec -n 2 -hosts localhost:2 -bind-to user:4+5,6+7 app'
     """
     hosts = [name for name, _, _ in reservation.hosts]
     host_ranks = ",".join(f"{name}:{ranks}" for name, ranks, _ in reservation.hosts)
@@ -108,14 +116,16 @@ def launch_command(argv: list[str], reservation: Any, launcher: str,
             cmd.append(f"--job-name={step_name}")
         return cmd + argv
     if launcher == "mpich":
-        return [mpiexec, "-n", str(ranks), "-hosts", host_ranks, *argv]
+        return [mpiexec, "-n", str(ranks), "-hosts", host_ranks, *mpich_binding(reservation),
+                *argv]
     if launcher == "openmpi":
         return [mpiexec, "-n", str(ranks), "--host", host_ranks, "--bind-to", "none", *argv]
     if "{" not in launcher:
         raise ConfigError(f"run_mpi: launcher={launcher!r} is none of {', '.join(LAUNCHERS)} "
                           f"and no template (with {{ranks}}, {{hosts}}, {{cmd}}, ...)")
     values = {"ranks": ranks, "hosts": ",".join(hosts), "host_ranks": host_ranks,
-              "nodes": len(hosts), "cores_per_rank": reservation.cores_per_rank}
+              "nodes": len(hosts), "cores_per_rank": reservation.cores_per_rank,
+              "cpus": ",".join(map(str, reservation.cpus))}
     out: list[str] = []
     for word in shlex.split(launcher):
         if word == "{cmd}":
@@ -157,6 +167,16 @@ def srun_env(reservation: Any, run_dir: str) -> dict[str, str | None]:
     return extra
 
 
+def mpich_binding(reservation: Any) -> list[str]:
+    """Hydra's ``-bind-to user:a+b,c+d``: rank ``i`` on the ``i``-th cores_per_rank of the
+    pinned cores; [] when not pinned."""
+    cpus, per_rank = reservation.cpus, reservation.cores_per_rank
+    if not cpus:
+        return []
+    ranks = ["+".join(map(str, cpus[i:i + per_rank])) for i in range(0, len(cpus), per_rank)]
+    return ["-bind-to", "user:" + ",".join(ranks)]
+
+
 def default_launcher(reservation: Any) -> str:
     """``srun`` if the allocation is a Slurm job's, else the flavour of the MPI's mpiexec;
     ``PSMPI_LAUNCHER`` overrides."""
@@ -166,6 +186,15 @@ def default_launcher(reservation: Any) -> str:
     if reservation.slurm:
         return "srun"
     return mpi_flavour(find_mpiexec())
+
+
+def _check_found(program: str, run_dir: str, env: Mapping[str, str]) -> None:
+    """CommandError if ``program`` is no executable (as Popen would say)."""
+    found = (os.access(os.path.join(run_dir, program), os.X_OK) if os.sep in program
+             else shutil.which(program, path=env.get("PATH")) is not None)
+    if not found:
+        raise CommandError(f"run_mpi: cannot start {program!r}: no such executable "
+                           f"(PATH={env.get('PATH', '')!r}, run directory {run_dir})")
 
 
 def _tail(path: str, limit: int | None) -> str:
@@ -211,7 +240,8 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
     -------
     dict
         ``returncode``, ``stdout``, ``stderr`` (tails), ``runtime``, ``timed_out``,
-        ``command`` (the launch line), ``ranks``, ``hosts`` and ``run_dir``.
+        ``command`` (the launch line), ``ranks``, ``hosts``, ``cpus`` (the pinned core ids,
+        ``0,1``; empty if not pinned) and ``run_dir``.
     """
     pset = {} if pset is None else pset
     here = None
@@ -234,7 +264,9 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
     step = f"psmpi-{uuid.uuid4().hex[:12]}" if launcher == "srun" else None
     command = launch_command(format_args(args, pset), reservation, launcher, mpiexec, step)
     gpus = gpu_env(reservation.gpus) if step is None else {}  # srun binds GPUs itself
-    full_env = {**os.environ, **gpus, **{k: str(v) for k, v in (env or {}).items()}}
+    mark = launches.new_mark()  # ends the application if the driver is killed
+    full_env = {**os.environ, **gpus, **{k: str(v) for k, v in (env or {}).items()},
+                launches.launchguard.VARIABLE: mark}
     if step is not None:
         for name, value in srun_env(reservation, run_dir).items():
             if value is None:
@@ -243,14 +275,16 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
                 full_env[name] = value
     out_path, err_path = os.path.join(run_dir, "stdout.txt"), os.path.join(run_dir, "stderr.txt")
     t0 = time.monotonic()
+    prefix, how = launches.how_to_start(reservation.cpus)
+    if prefix:  # started through setpriv: a missing program would be its exit status 127
+        _check_found(command[0], run_dir, full_env)
     with open(out_path, "w") as out, open(err_path, "w") as err:
         try:
-            proc = subprocess.Popen(command, cwd=run_dir, env=full_env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True,
-                                    preexec_fn=_default_signals)
+            proc = subprocess.Popen(prefix + command, cwd=run_dir, env=full_env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, **how)
         except OSError as exc:
             raise CommandError(f"run_mpi: cannot start {command[0]!r}: {exc}") from None
-    launches.register(proc, step)
+    launches.register(proc, mark, step)
     timed_out = False
     try:
         proc.wait(timeout=timeout)
@@ -266,7 +300,7 @@ def run_mpi(args: str | Sequence[Any], pset: Mapping[str, Any] | None = None, *,
               "stderr": _tail(err_path, max_output), "runtime": time.monotonic() - t0,
               "timed_out": timed_out, "command": shlex.join(command),
               "ranks": reservation.ranks, "hosts": ",".join(h for h, _, _ in reservation.hosts),
-              "run_dir": run_dir}
+              "cpus": ",".join(map(str, reservation.cpus)), "run_dir": run_dir}
     if check and (timed_out or proc.returncode != 0):
         what = (f"did not finish within {timeout} s and was killed" if timed_out
                 else f"exited with status {proc.returncode}")

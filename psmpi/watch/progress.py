@@ -92,7 +92,7 @@ class Reporter:
         self.log = logfile.run_log(settings.logfile, backend, workers, config.launched_by_mpi() or 1)
         self.carbon = carbon.sender_for(settings.carbon_server, settings.carbon_port)
         self.started = self.last = self.last_log = self.last_carbon = time.monotonic()
-        self.last_counts: tuple[int, int, int] | None = None
+        self.last_counts: tuple[int, ...] | None = None
         self.stalled = 0  # workers judged stalled now (psmpi.watch.stalls.Watch sets it)
 
     # -- output channels -------------------------------------------------------------------
@@ -130,7 +130,7 @@ class Reporter:
         if self.bar is not None:
             self.advance_bar(progress)
         if self.verbose >= 3:
-            counts = (progress.finished, progress.failures, progress.active)
+            counts = (progress.finished, progress.failures, progress.active, progress.queued)
             if counts != self.last_counts:
                 self.last_counts = counts
                 self.say(self.line(progress))
@@ -205,8 +205,9 @@ class Reporter:
         left = progress.total - progress.finished - progress.failures if progress.total else None
         eta_text = f", eta {duration_text(left / rate)}" if eta and left and rate > 0 else ""
         stalled = f", {self.stalled} stalled" if self.stalled else ""
+        queued = f", {progress.queued} queued" if progress.queued else ""
         return (f"{progress.finished}/{progress.total} finished, {progress.active} active"
-                f"{stalled}, {progress.failures} failed ({progress.exceptions} exceptions), "
+                f"{queued}{stalled}, {progress.failures} failed ({progress.exceptions} exceptions), "
                 f"{rate:.1f} psets/s{eta_text}")
 
     def open_bar(self, progress: MapProgress) -> None:
@@ -223,7 +224,8 @@ class Reporter:
         if progress.total and bar.total != progress.total:
             bar.total = progress.total
         stalled = f", {self.stalled} stalled" if self.stalled else ""
-        postfix = f"{progress.active} active{stalled}, {progress.failures} failed"
+        queued = f", {progress.queued} queued" if progress.queued else ""
+        postfix = f"{progress.active} active{queued}{stalled}, {progress.failures} failed"
         if postfix != self.bar_postfix:
             self.bar_postfix = postfix
             bar.set_postfix_str(postfix, refresh=False)

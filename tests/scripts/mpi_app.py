@@ -1,6 +1,6 @@
 """A tiny MPI application for the ensemble tests: rank 0 writes the communicator's size,
-the start and end times (wall clock, so applications can be compared), its CPU affinity
-and the node of every rank (Slurm's SLURMD_NODENAME, else the host name) to the file named
+the start and end times (wall clock, so applications can be compared), the CPU affinity
+and the node (Slurm's SLURMD_NODENAME, else the host name) of every rank to the file named
 by its first argument, after sleeping its second argument."""
 
 import json
@@ -22,7 +22,9 @@ comm.Barrier()
 end = time.time()
 starts, ends = comm.gather(start), comm.gather(end)
 nodes = comm.gather(os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+affinities = comm.gather(sorted(os.sched_getaffinity(0)))
 if comm.rank == 0:
     with open(sys.argv[1], "w") as file:
         json.dump({"size": comm.size, "start": min(starts), "end": max(ends),
-                   "affinity": sorted(os.sched_getaffinity(0)), "nodes": nodes}, file)
+                   "affinity": sorted(set().union(*affinities)), "ranks": affinities,
+                   "nodes": nodes}, file)
