@@ -3,6 +3,7 @@
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 import time
 
@@ -11,7 +12,7 @@ import pytest
 import psmpi
 from psmpi import api
 from psmpi.backends.base import available_cores, resolve_ncores
-from psmpi.backends.multiprocessing import MultiprocessingBackend
+from psmpi.backends.multiprocessing import START_METHODS, MultiprocessingBackend
 from psmpi.worker.task import Task
 
 # Crash and kill handling: CI runs these on the oldest and the newest Python too.
@@ -221,3 +222,63 @@ def test_group_refused_by_a_pool_that_just_broke_is_run_later():
     crashed = [o.indexes for o in outcomes if o.errors]
     fine = sorted(i for o in outcomes if not o.errors for i in o.indexes)
     assert crashed == [[3]] and fine == [4, 5]
+
+
+KILLED_DRIVER = """
+import os, sys, time
+import psmpi
+
+def nap(pset):
+    time.sleep(pset["seconds"])
+    return {"pid": os.getpid()}
+
+if __name__ == "__main__":
+    print(os.getpid(), flush=True)
+    psmpi.map(nap, [{"i": i, "seconds": 60} for i in range(4)], backend="multiprocessing",
+              ncores=2, out="killed.h5", multiprocessing={"start_method": sys.argv[1]},
+              verbose=0, logfile=False)
+"""
+
+
+@pytest.mark.parametrize("method", [m for m in ("fork", "forkserver", "spawn")
+                                    if m in START_METHODS])
+def test_workers_of_a_driver_killed_outright_end(tmp_path, method):
+    """SIGKILL of the driver alone (not its process group): its workers, which ignore
+    SIGTERM and wait on a queue that never ends, notice and exit."""
+    (tmp_path / "study.py").write_text(KILLED_DRIVER)
+    token = f"{os.getpid()}-{method}-{time.monotonic_ns()}"
+    env = {**os.environ, "KILL_TOKEN": token}
+    proc = subprocess.Popen([sys.executable, "study.py", method], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        driver = int(proc.stdout.readline())
+        deadline = time.monotonic() + 60
+        while len(tokened(token) - {driver}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = tokened(token) - {driver}
+        assert len(workers) >= 2, "the pool never started"
+        time.sleep(1.0)  # the workers are inside their 60-s psets
+        os.kill(driver, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while tokened(token) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not tokened(token), "processes outlived their killed driver"
+    finally:
+        for pid in tokened(token):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+
+
+def tokened(token: str) -> set[int]:
+    """Pids of every live process whose environment has KILL_TOKEN=token."""
+    found = set()
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if f"KILL_TOKEN={token}".encode() in environ and state != "Z":
+            found.add(int(entry.name))
+    return found

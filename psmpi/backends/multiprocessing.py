@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -51,6 +52,8 @@ START_METHODS = tuple(multiprocessing.get_all_start_methods())
 SLOT_WAIT_SECONDS = 5.0
 # How long a discarded pool's manager thread may take to finish once its workers are dead.
 JOIN_SECONDS = 10.0
+# How often a worker process looks whether the process that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
 
 
 class WorkerExit(NamedTuple):
@@ -104,7 +107,27 @@ class Beacons:
                 if start > 0 and again[2] == start and pid_alive(int(pid))]
 
 
-def start_worker(raw, lock, workers: int | None = None) -> None:
+def watch_driver(driver: int) -> None:
+    """End this worker process once the driver (process ``driver``) is gone.
+
+    A driver killed outright (SIGKILL, the out-of-memory killer) cannot stop its pool, and
+    its workers ignore SIGTERM and SIGINT. Waiting for their next group does not notice
+    either: every forked worker holds the write end of the pool's queue too, so the read
+    never ends. Under forkserver the parent is the fork server, which in turn lives as long
+    as any worker does: so the driver is watched by its pid, and the parent as well (a
+    changed parent pid cannot be a reused one).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and (parent == driver or pid_alive(driver)):
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="psmpi-driver-watch", daemon=True).start()
+
+
+def start_worker(raw, lock, workers: int | None = None, driver: int | None = None) -> None:
     """Initializer of each worker process: claim a beacon row, then ignore stop signals.
 
     The lowest free row: its number is the process's worker slot (its GPUs, see
@@ -115,6 +138,8 @@ def start_worker(raw, lock, workers: int | None = None) -> None:
     ``workers`` to free up rather than take one beyond them.
     """
     ignore_stop_signals()
+    if driver is not None:
+        watch_driver(driver)
     rows = np.frombuffer(raw, dtype=np.float64).reshape(-1, 3)
     deadline = time.monotonic() + SLOT_WAIT_SECONDS
     while True:
@@ -185,7 +210,8 @@ class MultiprocessingBackend(PoolBackend):
                 kwargs["max_tasks_per_child"] = self.max_tasks_per_child
             self.executor = ProcessPoolExecutor(
                 self.workers, mp_context=self.context, initializer=start_worker,
-                initargs=(self.beacons.raw, self.beacons.lock, self.workers), **kwargs)
+                initargs=(self.beacons.raw, self.beacons.lock, self.workers, os.getpid()),
+                **kwargs)
         return self.executor
 
     def discard_pool(self, kill: bool = False) -> None:
