@@ -1,17 +1,19 @@
-"""An adaptive study side by side: psmpi.Executor, a loop of psmpi.map rounds, mpi4py.futures.
+"""An adaptive study side by side: psmpi.Executor, psmpi.map rounds, mpi4py.futures, libEnsemble.
 
 The study: E evaluations of a function whose cost is lognormal (a sleep: the ranks may
 outnumber the cores), the next x proposed around the best so far, IN_FLIGHT proposals per
 worker. Executor and mpi4py.futures refill as each result arrives (no barrier); the map loop
 proposes a round of IN_FLIGHT x workers psets and waits for all of it. psmpi stores every
 result in HDF5 (the Executor resolves a future only once its row is committed); mpi4py.futures
-stores nothing. Utilisation: the evaluations' summed cost over (workers x wall).
+stores nothing. libEnsemble runs the same proposer as a persistent generator on the manager
+(gen_on_manager: rank 0, as psmpi's driver), its results returned to it as each arrives
+(only_persistent_gens with async_return), IN_FLIGHT x workers proposals outstanding; its
+history stays in memory (nothing durable), log files off. Utilisation: the evaluations'
+summed cost over (workers x wall).
 
 The overhead mode measures the cost per pset of the Executor against map() on the same
 no-op psets under `mpiexec -n 2` (every pset submitted at once, and with a window of
 IN_FLIGHT psets in flight).
-
-libEnsemble is not compared: it is not installed here.
 
     python benchmarks/adaptive.py                  # 2000 evaluations, mpiexec -n 9, 3 rounds
     python benchmarks/adaptive.py --quick          # 400 evaluations, 1 round
@@ -40,6 +42,9 @@ SYSTEMS = {
     "map-rounds": "a loop of psmpi.map(out=adaptive.h5) rounds of IN_FLIGHT x workers psets",
     "futures": "mpi4py.futures.MPIPoolExecutor under `python -m mpi4py.futures`, cf.wait "
                "FIRST_COMPLETED, IN_FLIGHT per worker; stores nothing",
+    "libensemble": "libEnsemble libE(), MPI comms, a persistent generator on the manager "
+                   "told each result as it returns (async_return), IN_FLIGHT per worker "
+                   "outstanding; history in memory only",
 }
 
 
@@ -94,13 +99,20 @@ def as_results(submit, n: int, in_flight: int) -> float:
 
 
 def run_executor(n: int) -> dict:
+    """The study on psmpi's Executor, and where the workers' time went (from the rows)."""
     import psmpi
     psmpi.init(backend="mpi", verbose=0)
     workers = psmpi.api._session.backend.n_workers
-    t0 = time.perf_counter()
+    counts = common.instrument_master()  # rank 0's CPU per step, and the groups sent
+    t0, start = time.perf_counter(), time.time()
     with psmpi.Executor(out="adaptive.h5", name="adaptive") as ex:
         cost = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
-    return result(n, cost, workers, time.perf_counter() - t0)
+    wall, end = time.perf_counter() - t0, time.time()
+    rows = psmpi.read("adaptive.h5", "adaptive")
+    return {**result(n, cost, workers, wall), "groups": counts["groups"],
+            **{key: round(counts[key] / wall, 4) for key in
+               ("cpu_drain", "cpu_refill", "cpu_record", "cpu_commit")},
+            **common.idle_breakdown(rows, rows["cost"], workers, start, end)}
 
 
 def run_map_rounds(n: int) -> dict:
@@ -127,6 +139,68 @@ def run_futures(n: int) -> dict:
         cost = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
         wall = time.perf_counter() - t0
     return result(n, cost, workers, wall)
+
+
+def libensemble_sim(H, persis_info, sim_specs, libE_info):
+    """libEnsemble's sim_f: ``evaluate`` on the one x it is given."""
+    import numpy as np
+    out = np.zeros(len(H), dtype=sim_specs["out"])
+    for i, x in enumerate(H["x"]):
+        row = evaluate({"x": float(x)})
+        out["f"][i], out["cost"][i] = row["f"], row["cost"]
+    return out, persis_info
+
+
+def libensemble_gen(H, persis_info, gen_specs, libE_info):
+    """libEnsemble's persistent gen_f: the Proposer, told each result as it returns; one
+    new proposal per result until ``n`` were proposed (as ``as_results`` does)."""
+    import numpy as np
+    from libensemble.message_numbers import FINISHED_PERSISTENT_GEN_TAG, PERSIS_STOP, STOP_TAG
+    from libensemble.tools.persistent_support import EVAL_GEN_TAG, PersistentSupport
+    support = PersistentSupport(libE_info, EVAL_GEN_TAG)
+    proposer, n = Proposer(), gen_specs["user"]["n"]
+
+    def proposals(k: int):
+        out = np.zeros(k, dtype=gen_specs["out"])
+        out["x"] = [proposer.ask()["x"] for _ in range(k)]
+        return out
+
+    proposed = min(gen_specs["user"]["in_flight"], n)
+    tag, _, returned = support.send_recv(proposals(proposed))
+    while tag not in (STOP_TAG, PERSIS_STOP):
+        for x, f in zip(returned["x"], returned["f"]):
+            proposer.tell({"x": float(x), "f": float(f)})
+        more = min(len(returned), n - proposed)
+        proposed += more
+        if more:
+            tag, _, returned = support.send_recv(proposals(more))
+        else:
+            tag, _, returned = support.recv()
+    return None, persis_info, FINISHED_PERSISTENT_GEN_TAG
+
+
+def run_libensemble(n: int) -> dict | None:
+    import numpy as np
+    from libensemble.alloc_funcs.start_only_persistent import only_persistent_gens
+    from libensemble.libE import libE
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    workers = comm.Get_size() - 1  # rank 0 is the manager, and runs the generator
+    sim_specs = {"sim_f": libensemble_sim, "in": ["x"],
+                 "out": [("f", float), ("cost", float)]}
+    gen_specs = {"gen_f": libensemble_gen, "persis_in": ["x", "f", "sim_id"],
+                 "out": [("x", float)], "user": {"n": n, "in_flight": IN_FLIGHT * workers}}
+    alloc_specs = {"alloc_f": only_persistent_gens, "user": {"async_return": True}}
+    libE_specs = {"comms": "mpi", "gen_on_manager": True, "disable_log_files": True}
+    comm.Barrier()
+    t0 = time.perf_counter()
+    H, _, flag = libE(sim_specs, gen_specs, {"sim_max": n}, {}, alloc_specs, libE_specs)
+    wall = time.perf_counter() - t0
+    if comm.Get_rank() != 0:
+        return None
+    ended = H["sim_ended"]
+    assert flag == 0 and int(ended.sum()) == n, (flag, int(ended.sum()))
+    return result(n, float(np.sum(H["cost"][ended])), workers, wall)
 
 
 def result(n: int, cost: float, workers: int, wall: float) -> dict:
@@ -163,7 +237,8 @@ def run_overhead(n: int, system: str) -> dict:
 
 
 def measure_adaptive(args) -> None:
-    systems = common.installed_systems(list(SYSTEMS), {"futures": "mpi4py"})
+    systems = common.installed_systems(list(SYSTEMS), {"futures": "mpi4py",
+                                                       "libensemble": "libensemble"})
     common.header(f"adaptive study: {args.n} evaluations, lognormal cost mean "
                   f"{MEAN_COST * 1e3:.0f} ms, {IN_FLIGHT} in flight per worker, "
                   f"mpiexec -n {args.ranks}")
@@ -171,25 +246,32 @@ def measure_adaptive(args) -> None:
         common.say(f"  {name}: {SYSTEMS[name]}")
 
     def measure(system: str):
-        flag = {"executor": "executor", "map-rounds": "map-rounds", "futures": "futures"}[system]
-        command = common.mpi_command(args.ranks, __file__, ["--run", flag, "-n", str(args.n)],
+        command = common.mpi_command(args.ranks, __file__, ["--run", system, "-n", str(args.n)],
                                      futures=system == "futures")
         return common.run_result(command, timeout=600)
 
     results, failed = common.interleaved(systems, args.rounds, measure)
     rows = []
-    futures_rate = [r["evals_per_s"] for r in results.get("futures", [])]
     for system in systems:
         runs = results.get(system, [])
         if not runs:
             continue
         rate = common.spread([r["evals_per_s"] for r in runs])[0]
-        use = common.spread([r["utilisation"] for r in runs])[0]
-        versus = f"{rate / common.spread(futures_rate)[0]:.2f}×" if futures_rate else "n/a"
-        rows.append([system, f"{rate:.0f}", f"{use:.3f}", versus])
-    common.say(common.table(["system", "evaluations/s", "utilisation", "vs mpi4py.futures"],
-                            rows))
+        use = common.spread([r["utilisation"] for r in runs])
+        rows.append([system, f"{rate:.0f}", f"{use[0]:.3f} ({use[1]:.3f} – {use[2]:.3f})",
+                     psmpi_over(results, system, "futures"),
+                     psmpi_over(results, system, "libensemble")])
+    common.say(common.table(["system", "evaluations/s", "utilisation (min – max)",
+                             "vs mpi4py.futures", "vs libEnsemble"], rows))
     common.report_failures(failed, results)
+
+
+def psmpi_over(results: dict, system: str, peer: str) -> str:
+    """The median ratio of ``system``'s evaluations/s to ``peer``'s, round by round (the
+    runs of one round ran back to back, so their ratio cancels most of the machine's load)."""
+    pairs = [a["evals_per_s"] / b["evals_per_s"]
+             for a, b in zip(results.get(system, []), results.get(peer, []))]
+    return common.ratio_cell(pairs)
 
 
 def measure_overhead(args) -> None:
@@ -224,9 +306,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.run is not None:  # inside mpiexec: one measurement
         runner = {"executor": run_executor, "map-rounds": run_map_rounds,
-                  "futures": run_futures}.get(args.run)
+                  "futures": run_futures, "libensemble": run_libensemble}.get(args.run)
         if runner is not None:
-            common.emit(runner(args.n))
+            measured = runner(args.n)
+            if measured is not None:  # libEnsemble's worker ranks return here: no result
+                common.emit(measured)
         else:
             common.emit(run_overhead(args.n, args.run[len("overhead-"):]))
         return
