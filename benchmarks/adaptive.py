@@ -56,9 +56,12 @@ def cost_of(x: float) -> float:
 
 
 def evaluate(pset: dict) -> dict:
+    """The evaluation; its row says when it ran and where (for ``where_time_went``)."""
     cost = cost_of(pset["x"])
+    began = time.time()
     time.sleep(cost)
-    return {**pset, "f": -(pset["x"] - 0.3) ** 2, "cost": cost}
+    return {**pset, "f": -(pset["x"] - 0.3) ** 2, "cost": cost, "began": began,
+            "ended": time.time(), "pid": os.getpid()}
 
 
 class Proposer:
@@ -80,9 +83,9 @@ class Proposer:
         self.best = max(self.best, (row["f"], row["x"]))
 
 
-def as_results(submit, n: int, in_flight: int) -> float:
-    """Keep ``in_flight`` proposals running until ``n`` were evaluated; the summed cost."""
-    proposer, pending, submitted, total_cost = Proposer(), set(), 0, 0.0
+def as_results(submit, n: int, in_flight: int) -> list[dict]:
+    """Keep ``in_flight`` proposals running until ``n`` were evaluated; their rows."""
+    proposer, pending, submitted, rows = Proposer(), set(), 0, []
     while submitted < min(in_flight, n):
         pending.add(submit(proposer.ask()))
         submitted += 1
@@ -91,11 +94,11 @@ def as_results(submit, n: int, in_flight: int) -> float:
         for future in done:
             row = future.result()
             proposer.tell(row)
-            total_cost += row["cost"]
+            rows.append(row)
             if submitted < n:
                 pending.add(submit(proposer.ask()))
                 submitted += 1
-    return total_cost
+    return rows
 
 
 def run_executor(n: int) -> dict:
@@ -104,41 +107,44 @@ def run_executor(n: int) -> dict:
     psmpi.init(backend="mpi", verbose=0)
     workers = psmpi.api._session.backend.n_workers
     counts = common.instrument_master()  # rank 0's CPU per step, and the groups sent
-    t0, start = time.perf_counter(), time.time()
+    start = time.time()
+    rank0_cpu(start=True)
     with psmpi.Executor(out="adaptive.h5", name="adaptive") as ex:
-        cost = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
-    wall, end = time.perf_counter() - t0, time.time()
-    rows = psmpi.read("adaptive.h5", "adaptive")
-    return {**result(n, cost, workers, wall), "groups": counts["groups"],
-            **{key: round(counts[key] / wall, 4) for key in
-               ("cpu_drain", "cpu_refill", "cpu_record", "cpu_commit")},
-            **common.idle_breakdown(rows, rows["cost"], workers, start, end)}
+        rows = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
+        end = time.time()  # every row is committed: each future resolved after its commit
+    return {**result(rows, workers, start, end), "shutdown_s": round(time.time() - end, 3),
+            "groups": counts["groups"],
+            "psmpi": os.path.dirname(os.path.dirname(psmpi.__file__)),
+            **{key: round(counts[key], 3) for key in
+               ("cpu_drain", "cpu_refill", "cpu_record", "cpu_commit")}}
 
 
 def run_map_rounds(n: int) -> dict:
     import psmpi
     psmpi.init(backend="mpi", verbose=0)
     workers = psmpi.api._session.backend.n_workers
-    proposer, done, cost = Proposer(), 0, 0.0
-    t0 = time.perf_counter()
-    while done < n:
-        psets = [proposer.ask() for _ in range(min(IN_FLIGHT * workers, n - done))]
-        res = psmpi.map(evaluate, psets, out="adaptive.h5", name=f"round-{done}")
+    proposer, rows = Proposer(), []
+    start = time.time()
+    rank0_cpu(start=True)
+    while len(rows) < n:
+        psets = [proposer.ask() for _ in range(min(IN_FLIGHT * workers, n - len(rows)))]
+        res = psmpi.map(evaluate, psets, out="adaptive.h5", name=f"round-{len(rows)}")
         for row in res.results.to_dict("records"):
             proposer.tell(row)
-            cost += row["cost"]
-        done += len(psets)
-    return result(n, cost, workers, time.perf_counter() - t0)
+            rows.append(row)
+    return result(rows, workers, start, time.time())
 
 
 def run_futures(n: int) -> dict:
     from mpi4py.futures import MPIPoolExecutor
     with MPIPoolExecutor() as ex:
         workers = ex.num_workers
-        t0 = time.perf_counter()
-        cost = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
-        wall = time.perf_counter() - t0
-    return result(n, cost, workers, wall)
+        ex.submit(noop, {}).result()  # the workers are up
+        start = time.time()
+        rank0_cpu(start=True)
+        rows = as_results(lambda pset: ex.submit(evaluate, pset), n, IN_FLIGHT * workers)
+        end = time.time()
+    return result(rows, workers, start, end)
 
 
 def libensemble_sim(H, persis_info, sim_specs, libE_info):
@@ -147,7 +153,8 @@ def libensemble_sim(H, persis_info, sim_specs, libE_info):
     out = np.zeros(len(H), dtype=sim_specs["out"])
     for i, x in enumerate(H["x"]):
         row = evaluate({"x": float(x)})
-        out["f"][i], out["cost"][i] = row["f"], row["cost"]
+        for field, _ in sim_specs["out"]:
+            out[field][i] = row[field]
     return out, persis_info
 
 
@@ -180,32 +187,77 @@ def libensemble_gen(H, persis_info, gen_specs, libE_info):
 
 
 def run_libensemble(n: int) -> dict | None:
-    import numpy as np
     from libensemble.alloc_funcs.start_only_persistent import only_persistent_gens
     from libensemble.libE import libE
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     workers = comm.Get_size() - 1  # rank 0 is the manager, and runs the generator
     sim_specs = {"sim_f": libensemble_sim, "in": ["x"],
-                 "out": [("f", float), ("cost", float)]}
+                 "out": [("f", float), ("cost", float), ("began", float), ("ended", float),
+                         ("pid", int)]}
     gen_specs = {"gen_f": libensemble_gen, "persis_in": ["x", "f", "sim_id"],
                  "out": [("x", float)], "user": {"n": n, "in_flight": IN_FLIGHT * workers}}
     alloc_specs = {"alloc_f": only_persistent_gens, "user": {"async_return": True}}
     libE_specs = {"comms": "mpi", "gen_on_manager": True, "disable_log_files": True}
     comm.Barrier()
-    t0 = time.perf_counter()
+    start = time.time()
+    rank0_cpu(start=True)
     H, _, flag = libE(sim_specs, gen_specs, {"sim_max": n}, {}, alloc_specs, libE_specs)
-    wall = time.perf_counter() - t0
+    end = time.time()
     if comm.Get_rank() != 0:
         return None
-    ended = H["sim_ended"]
-    assert flag == 0 and int(ended.sum()) == n, (flag, int(ended.sum()))
-    return result(n, float(np.sum(H["cost"][ended])), workers, wall)
+    ended = H[H["sim_ended"]]
+    assert flag == 0 and len(ended) == n, (flag, len(ended))
+    fields = [field for field, _ in sim_specs["out"]]
+    rows = [dict(zip(fields, values)) for values in zip(*(ended[f].tolist() for f in fields))]
+    return result(rows, workers, start, end)
 
 
-def result(n: int, cost: float, workers: int, wall: float) -> dict:
-    return {"evals_per_s": n / wall, "utilisation": cost / (workers * wall), "wall": wall,
-            "workers": workers}
+def result(rows: list[dict], workers: int, start: float, end: float) -> dict:
+    """Evaluations/s and utilisation (summed cost over workers x wall), and where the rest
+    of the workers' time went. ``start``: the study's first proposal; ``end``: its last
+    result acted on (time.time()). Also rank 0's CPU time over that wall."""
+    wall = end - start
+    cost = sum(row["cost"] for row in rows)
+    return {"evals_per_s": len(rows) / wall, "utilisation": cost / (workers * wall),
+            "wall": wall, "workers": workers, "rank0_cpu": round(rank0_cpu() / wall, 3),
+            **where_time_went(rows, workers, start, end)}
+
+
+_cpu_start = [0.0]
+
+
+def rank0_cpu(start: bool = False) -> float:
+    """CPU seconds of this process (all threads) since ``rank0_cpu(start=True)``."""
+    if start:
+        _cpu_start[0] = time.process_time()
+    return time.process_time() - _cpu_start[0]
+
+
+def where_time_went(rows: list[dict], workers: int, start: float, end: float) -> dict:
+    """Shares of workers x wall: before each worker's first evaluation ("head"), between
+    two on one worker ("gaps": the system's turnaround), after its last one ("tail"), and
+    the evaluations' time beyond their cost ("overrun": sleep's lateness on a loaded
+    machine, and the call's own overhead). Utilisation + these four = 1."""
+    by_worker = collections.defaultdict(list)
+    for row in rows:
+        by_worker[row["pid"]].append((row["began"], row["ended"], row["cost"]))
+    head = tail = overrun = 0.0
+    gaps = []
+    for runs in by_worker.values():
+        runs.sort()
+        head += runs[0][0] - start
+        gaps += [later[0] - earlier[1] for earlier, later in zip(runs, runs[1:])]
+        tail += end - runs[-1][1]
+        overrun += sum(ended - began - cost for began, ended, cost in runs)
+    total = workers * (end - start)
+    head += (workers - len(by_worker)) * (end - start)  # a worker that never ran anything
+    gaps.sort()
+    quantile = (lambda q: round(1e3 * gaps[int(q * (len(gaps) - 1))], 3)) if gaps else (lambda q: 0.0)
+    return {"head": round(head / total, 4), "gaps": round(sum(gaps) / total, 4),
+            "tail": round(tail / total, 4), "overrun": round(overrun / total, 4),
+            "gap_ms_median": quantile(0.5), "gap_ms_p90": quantile(0.9),
+            "gap_ms_p99": quantile(0.99)}
 
 
 def noop(pset):
@@ -237,18 +289,24 @@ def run_overhead(n: int, system: str) -> dict:
 
 
 def measure_adaptive(args) -> None:
-    systems = common.installed_systems(list(SYSTEMS), {"futures": "mpi4py",
-                                                       "libensemble": "libensemble"})
+    systems = common.installed_systems(args.systems or list(SYSTEMS),
+                                       {"futures": "mpi4py", "libensemble": "libensemble"})
+    if args.baseline:  # the Executor of another psmpi checkout, for before/after
+        systems.insert(systems.index("executor") + 1 if "executor" in systems else 0,
+                       "executor@baseline")
     common.header(f"adaptive study: {args.n} evaluations, lognormal cost mean "
                   f"{MEAN_COST * 1e3:.0f} ms, {IN_FLIGHT} in flight per worker, "
                   f"mpiexec -n {args.ranks}")
     for name in systems:
-        common.say(f"  {name}: {SYSTEMS[name]}")
+        common.say(f"  {name}: " + (SYSTEMS.get(name) or f"the executor of the psmpi in "
+                                                          f"{args.baseline}"))
 
     def measure(system: str):
-        command = common.mpi_command(args.ranks, __file__, ["--run", system, "-n", str(args.n)],
+        run, _, baseline = system.partition("@")
+        command = common.mpi_command(args.ranks, __file__, ["--run", run, "-n", str(args.n)],
                                      futures=system == "futures")
-        return common.run_result(command, timeout=600)
+        env = {"PYTHONPATH": os.path.abspath(args.baseline)} if baseline else None
+        return common.run_result(command, timeout=600, env=env)
 
     results, failed = common.interleaved(systems, args.rounds, measure)
     rows = []
@@ -263,6 +321,11 @@ def measure_adaptive(args) -> None:
                      psmpi_over(results, system, "libensemble")])
     common.say(common.table(["system", "evaluations/s", "utilisation (min – max)",
                              "vs mpi4py.futures", "vs libEnsemble"], rows))
+    common.say("Where the rest of the workers' time went (medians, shares of workers x wall):")
+    parts = ["head", "gaps", "tail", "overrun"]
+    common.say(common.table(["system"] + parts, [
+        [system] + [f"{common.spread([r[part] for r in results[system]])[0]:.3f}"
+                    for part in parts] for system in systems if results.get(system)]))
     common.report_failures(failed, results)
 
 
@@ -302,6 +365,11 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, default=9)
     parser.add_argument("-n", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=None,
+                        help="only these (default: all)")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="also run the Executor of the psmpi in DIR (a checkout: its "
+                             "folder holding psmpi/), side by side with this one")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run is not None:  # inside mpiexec: one measurement
