@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
+import json
 import os
 import sys
 import time
@@ -35,6 +36,8 @@ import common  # noqa: E402
 IN_FLIGHT = 8          # proposals in flight per worker
 MEAN_COST = 0.02       # seconds per evaluation, on average
 SIGMA = 0.5            # of the lognormal cost
+# init(mpi=...) of the Executor runs, from --mpi (passed on to the ranks in the environment)
+MPI_OPTIONS = json.loads(os.environ.get("ADAPTIVE_MPI_OPTIONS", "{}"))
 
 SYSTEMS = {
     "executor": "psmpi.Executor(backend mpi, out=adaptive.h5): submit as each result "
@@ -104,7 +107,7 @@ def as_results(submit, n: int, in_flight: int) -> list[dict]:
 def run_executor(n: int) -> dict:
     """The study on psmpi's Executor, and where the workers' time went (from the rows)."""
     import psmpi
-    psmpi.init(backend="mpi", verbose=0)
+    psmpi.init(backend="mpi", verbose=0, mpi=MPI_OPTIONS)
     workers = psmpi.api._session.backend.n_workers
     counts = common.instrument_master()  # rank 0's CPU per step, and the groups sent
     start = time.time()
@@ -305,7 +308,9 @@ def measure_adaptive(args) -> None:
         run, _, baseline = system.partition("@")
         command = common.mpi_command(args.ranks, __file__, ["--run", run, "-n", str(args.n)],
                                      futures=system == "futures")
-        env = {"PYTHONPATH": os.path.abspath(args.baseline)} if baseline else None
+        env = {"ADAPTIVE_MPI_OPTIONS": args.mpi}
+        if baseline:
+            env["PYTHONPATH"] = os.path.abspath(args.baseline)
         return common.run_result(command, timeout=600, env=env)
 
     results, failed = common.interleaved(systems, args.rounds, measure)
@@ -370,6 +375,8 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="also run the Executor of the psmpi in DIR (a checkout: its "
                              "folder holding psmpi/), side by side with this one")
+    parser.add_argument("--mpi", default="{}", metavar="JSON",
+                        help="init(mpi=...) of the Executor runs, e.g. '{\"poll_max\": 0.002}'")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run is not None:  # inside mpiexec: one measurement
