@@ -8,8 +8,15 @@ result in HDF5 (the Executor resolves a future only once its row is committed); 
 stores nothing. libEnsemble runs the same proposer as a persistent generator on the manager
 (gen_on_manager: rank 0, as psmpi's driver), its results returned to it as each arrives
 (only_persistent_gens with async_return), IN_FLIGHT x workers proposals outstanding; its
-history stays in memory (nothing durable), log files off. Utilisation: the evaluations'
-summed cost over (workers x wall).
+history stays in memory (nothing durable), log files off. Every system has the same
+workers (mpiexec -n 9: rank 0 drives, 8 evaluate).
+
+Utilisation: the evaluations' summed cost over (workers x wall), the wall from the first
+proposal to the last result acted on. Each evaluation's row says when and on which process
+it ran, so the rest of the workers' time is split alike for every system: head (before a
+worker's first evaluation), gaps (between two on one worker), tail (after its last one) and
+overrun (an evaluation's time beyond its cost: sleep's lateness on a loaded machine).
+--baseline DIR runs another psmpi checkout's Executor beside this one (before/after).
 
 The overhead mode measures the cost per pset of the Executor against map() on the same
 no-op psets under `mpiexec -n 2` (every pset submitted at once, and with a window of
@@ -18,6 +25,7 @@ IN_FLIGHT psets in flight).
     python benchmarks/adaptive.py                  # 2000 evaluations, mpiexec -n 9, 3 rounds
     python benchmarks/adaptive.py --quick          # 400 evaluations, 1 round
     python benchmarks/adaptive.py --overhead       # per-pset cost, Executor vs map
+    python benchmarks/adaptive.py --systems executor futures --baseline /tmp/old-psmpi
 """
 
 from __future__ import annotations
