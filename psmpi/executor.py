@@ -159,10 +159,6 @@ class Submissions:
                     and not self.stop.requested):
                 self.ready.wait(seconds)
 
-    def pending(self) -> int:
-        with self.ready:
-            return len(self.queue)
-
 
 class Executor(concurrent.futures.Executor):
     """Run psets as they are submitted, on any backend, each result committed to HDF5.
