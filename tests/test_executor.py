@@ -91,6 +91,18 @@ def test_a_free_worker_takes_new_work_while_another_is_busy(tmp_path):
     assert took < 1.0, took
 
 
+def test_each_result_is_committed_before_the_backend_waits_for_more(tmp_path):
+    """One pset at a time on serial: each result is committed (and its future resolves) as
+    soon as it is computed, not after the backend's idle wait for submissions (0.2 s)."""
+    with psmpi.Executor(out=tmp_path / "s.h5", backend="serial", verbose=0) as ex:
+        ex.submit(square, {"x": 10}).result(timeout=10)  # the run and its tables exist
+        started = time.monotonic()
+        rows = [ex.submit(square, {"x": x}).result(timeout=10) for x in range(11, 16)]
+        took = time.monotonic() - started
+    assert [row["y"] for row in rows] == [x * x for x in range(11, 16)]
+    assert took < 0.5, took  # 5 x 0.2 s if each commit waited for the idle wait
+
+
 def test_one_worker_per_executor_and_no_submit_after_shutdown(tmp_path):
     ex = psmpi.Executor(out=None, backend="serial", verbose=0)
     ex.submit(square, {"x": 1})
