@@ -24,8 +24,8 @@ if ! "$venv/bin/python" -m pip install -e "$here/..[mpi]" >> "$log" 2>&1; then
     fi
 fi
 # One package at a time, so that one failure does not hide the others.
-# tables (PyTables) is for the pandas writer of store_append.py.
-for peer in paramsurvey psweep schwimmbad tables; do
+# tables (PyTables) is for the pandas writer of store_append.py; libensemble for adaptive.py.
+for peer in paramsurvey psweep schwimmbad tables libensemble; do
     if ! "$venv/bin/python" -m pip install "$peer" >> "$log" 2>&1; then
         echo "setup.sh: could not install $peer, so the benchmarks skip it; pip said:" >&2
         grep -E "ERROR|error:" "$log" | tail -n 5 >&2
@@ -33,7 +33,7 @@ for peer in paramsurvey psweep schwimmbad tables; do
 done
 echo "setup.sh: $venv has:" >&2
 "$venv/bin/python" -m pip list 2>/dev/null \
-    | grep -i -E '^(psmpi|paramsurvey|psweep|schwimmbad|tables|h5py|pandas|numpy|mpi4py|mpich|cloudpickle) ' >&2
+    | grep -i -E '^(psmpi|paramsurvey|psweep|schwimmbad|tables|libensemble|h5py|pandas|numpy|mpi4py|mpich|cloudpickle) ' >&2
 # The ray benchmarks (ray_throughput.py, ray_balance.py): ray, and paramsurvey's ray extra.
 if ! "$venv/bin/python" -m pip install ray 'paramsurvey[ray]' >> "$log" 2>&1; then
     echo "setup.sh: could not install ray and paramsurvey[ray], so the ray benchmarks skip " \

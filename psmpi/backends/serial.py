@@ -29,6 +29,7 @@ class SerialBackend(Backend):
     def run(self, task: Task, groups: Iterator[Group]) -> Iterator[GroupOutcome]:
         for group in groups:
             if not group:  # nothing to run yet, not the end
+                yield None  # the Executor commits what ran (its futures resolve) first
                 wait_for_groups(groups, IDLE_SECONDS)
                 yield None
                 continue
