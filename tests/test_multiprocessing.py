@@ -282,3 +282,30 @@ def tokened(token: str) -> set[int]:
         if f"KILL_TOKEN={token}".encode() in environ and state != "Z":
             found.add(int(entry.name))
     return found
+
+
+def _die_holding(lock) -> None:
+    lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_holding_the_slot_lock_does_not_hang_the_next_pool(tmp_path):
+    """A worker SIGKILLed inside its initializer (a broken pool's workers are killed, a
+    replacement may be starting) dies holding the lock of the slot rows: discarding the
+    pool and the next pool's workers must not wait on it forever."""
+    backend = MultiprocessingBackend({}, ncores=2)
+    try:
+        backend.pool()
+        holder = backend.context.Process(target=_die_holding, args=(backend.beacons.lock,))
+        holder.start()
+        holder.join(30)
+        assert holder.exitcode == -signal.SIGKILL
+        assert not backend.beacons.lock.acquire(timeout=0.2)  # the lock is orphaned
+        started = time.monotonic()
+        backend.discard_pool(kill=True)
+        task = Task(pid_worker, "after", "multiprocessing")
+        outcomes = [o for o in backend.run(task, iter([[(0, {"a": 0})], [(1, {"a": 1})]]))
+                    if o is not None]
+        assert len(outcomes) == 2 and time.monotonic() - started < 60
+    finally:
+        backend.close()

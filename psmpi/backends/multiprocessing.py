@@ -233,9 +233,12 @@ class MultiprocessingBackend(PoolBackend):
         else:
             executor.shutdown(wait=True, cancel_futures=True)  # idle workers exit on their own
         # Its processes are gone (a killed one may linger a moment as a zombie): the next
-        # pool's workers take the slots from 0 again, and with them the same GPUs.
-        with self.beacons.lock:
-            self.beacons.rows[:] = 0.0
+        # pool's workers take the slots from 0 again, and with them the same GPUs. A worker
+        # SIGKILLed inside start_worker died holding the lock, which then stays taken
+        # forever; no process of the old pool is left to use it, so the next pool gets a
+        # new one.
+        self.beacons.lock = self.context.Lock()
+        self.beacons.rows[:] = 0.0
 
     def start(self, task: Task) -> Task:
         self.timeout = task.timeout
