@@ -261,12 +261,9 @@ def admit_columns(table: Table, values: dict[str, Sequence]) -> str | None:
             continue
         else:
             probes = (present[0],)
-        for v in probes:
-            problem, change = _check(table, key, v, kind, col)
-            if problem is not None:
-                return problem
-            if change is not None:
-                changes.append(change)
+        problem = _check_probes(table, key, probes, kind, col, changes)
+        if problem is not None:
+            return problem
     for key, kind, dtype, shape in changes:
         col = table._cols.get(key)
         if col is None:
@@ -295,6 +292,13 @@ def _admit_numpy_column(table: Table, key: str, column: np.ndarray, changes: lis
     if not len(column) or (col is not None and not widened):
         return None
     probes = (column.min().item(), column.max().item()) if kind == "int" else (column[0].item(),)
+    return _check_probes(table, key, probes, kind, col, changes)
+
+
+def _check_probes(table: Table, key: str, probes: tuple, kind: str | None,
+                  col: _Column | None, changes: list) -> str | None:
+    """_check each of ``probes``: the first refusal, else None with the schema changes
+    they need added to ``changes``."""
     for v in probes:
         problem, change = _check(table, key, v, kind, col)
         if problem is not None:
