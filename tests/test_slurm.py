@@ -304,6 +304,15 @@ def read_rows(job: Job, n: int):
     return rows
 
 
+def assert_in_order(log: str, story: list[str], job: Job) -> None:
+    """Every line of ``story`` is in ``log``, in this order."""
+    at = -1
+    for line in story:
+        found = log.find(line, at + 1)
+        assert found > at, f"{line!r} missing or out of order\n{job.explain()}"
+        at = found
+
+
 def test_slurm_is_usable(slurm):
     require(slurm)
     nodes = run("sinfo", "-h", "-o", "%n %T %c").stdout.split("\n")
@@ -346,11 +355,7 @@ def test_requeue_until_complete(slurm, jobs, name):
              "survey: run 2 of job",
              "survey exited with status 0",
              "the survey is complete"]
-    at = -1
-    for line in story:
-        found = log.find(line, at + 1)
-        assert found > at, f"{line!r} missing or out of order\n{job.explain()}"
-        at = found
+    assert_in_order(log, story, job)
     assert log.count("time-limit warning") == 1, job.explain()
     assert "DUE TO TIME LIMIT" not in log and "Traceback" not in log, job.explain()
     # No row lost, none twice: the first run's rows are the ones the file held at its exit,
@@ -477,11 +482,7 @@ def test_ensemble_of_mpi_apps_drained_and_requeued(slurm, jobs):
              "apps: complete",
              "apps: removed MPICH's leftovers of killed steps",
              "the survey is complete"]
-    at = -1
-    for line in story:
-        found = log.find(line, at + 1)
-        assert found > at, f"{line!r} missing or out of order\n{job.explain()}"
-        at = found
+    assert_in_order(log, story, job)
     assert "Traceback" not in log, job.explain()
     rows = apps_rows(job, APPS_DRAINED)
     assert set(rows["ranks"]) == {1, 2, 3}
