@@ -12,7 +12,9 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
     ──────────────                                        ──────────────────
     any time: note r's host and pid                  ◀─── (HELLO, -, (host, pid)) at start
     run(task, groups): a worker slot is free?
-      group = next(groups)   (pulled only now)
+      group = next(groups)   (pulled only now; a list
+        of (index, pset), or for a params grid a Span
+        (start, stop): the grid travels in the Task)
       ─── (GROUP, run_id, (digest, blob|None, group)) ──▶ blob: load the Task, keep it
           blob only if r has not got this digest yet       outcome = task(group, r)
           ledger: r holds it since now (or, if r is
