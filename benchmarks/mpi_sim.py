@@ -2,8 +2,8 @@
 
 psmpi's :class:`~psmpi.backends.mpi.Master` and the driver behind it (grouping, recording,
 the HDF5 commits, the stall watch) run unchanged; only the communicator under them is fake.
-:class:`SimComm` implements the few calls the master makes (``isend``, ``improbe``,
-``irecv``, ``test``) and plays every worker: a group sent to rank r is unpickled, run
+:class:`SimComm` implements the few calls the master makes (``isend``, ``Improbe``,
+``Irecv``, ``test``) and plays every worker: a group sent to rank r is unpickled, run
 through the real :class:`~psmpi.worker.task.Task` (so the DONE message rank 0 unpickles and
 records is the real outcome), and "finishes" after its simulated duration on a virtual clock.
 
@@ -135,24 +135,44 @@ class Done:
 
 
 class Arrived:
-    """A matched message: ``irecv()`` unpickles it on rank 0 (rank 0's cost, as with pkl5)."""
+    """A matched message of pickled bytes: ``Irecv`` copies them into rank 0's buffer (the
+    Receipt unpickles them: rank 0's cost, as with MPI)."""
 
     def __init__(self, data: bytes):
         self.data = data
 
-    def irecv(self) -> Done:
-        return Done(pickle.loads(self.data))
+    def Irecv(self, spec) -> Completed:
+        buffer = spec[0]
+        buffer[:] = self.data
+        return Completed()
+
+
+class Completed:
+    """A completed MPI request."""
+
+    @staticmethod
+    def Test() -> bool:
+        return True
 
 
 class Status:
     source = -1
+    tag = mpi.DONE_TAG
+    count = 0
 
     def Get_source(self) -> int:
         return self.source
 
+    def Get_tag(self) -> int:
+        return self.tag
+
+    def Get_count(self, datatype) -> int:
+        return self.count
+
 
 class FakeMPI:
-    ANY_SOURCE = -1
+    ANY_SOURCE = ANY_TAG = -1
+    BYTE = "byte"
 
     @staticmethod
     def Is_finalized() -> bool:
@@ -193,11 +213,11 @@ class SimComm:
             entry[2] = self.deliver(dest, data, sent)
         return Done()
 
-    def improbe(self, source: int, tag: int, status: Status) -> Arrived | None:
+    def Improbe(self, source: int, tag: int, status: Status) -> Arrived | None:
         if not self.pending or self.pending[0][0] > self.clock.now():
             return None
         _, _, rank, data = heapq.heappop(self.pending)
-        status.source = rank
+        status.source, status.tag, status.count = rank, mpi.DONE_TAG, len(data)
         self.clock.charge(self.recv_seconds)
         self.messages += 1
         return Arrived(data)
@@ -236,7 +256,7 @@ class SimMaster(mpi.Master):
     """The real Master on a SimComm (its __init__ would start MPI)."""
 
     def __init__(self, comm: SimComm, size: int):
-        self.MPI, self.world, self.comm, self.status = FakeMPI, None, comm, Status()
+        self.MPI, self.world, self.comm, self.status = FakeMPI, comm, comm, Status()
         self.setup(size)
         self.stopped, self.abandoned = True, False  # no STOP round at exit
 

@@ -262,3 +262,12 @@ def test_task_blob_goes_once_per_worker_and_idle_workers_come_first(in_flight, f
     blobs = [(dest, msg[2][1] is not None) for dest, msg in sent]
     assert [dest for dest, has_blob in blobs if has_blob] == [1, 2]  # once per worker
     assert [msg[2][2][0][0] for _, msg in sent] == list(range(len(sent)))  # list order
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_outcomes_sent_in_blocks_as_over_2_gib_arrive_whole(tmp_path, ranks):
+    """An outcome too large for an MPI-3 int count goes as 1-MiB blocks (here every one)."""
+    out = str(tmp_path / "blocks.h5")
+    code, out_text, err, _ = launch(ranks, os.path.join(SCRIPTS, "blocks.py"), out, timeout=120)
+    assert code == 0, f"{out_text}\n{err}"
+    assert "blocks ok" in out_text

@@ -6,7 +6,8 @@ goes on; on every other rank the constructor never returns: the rank serves grou
 rank 0 says stop, then finalizes MPI and exits with status 0. Only rank 0 runs user code
 after ``init()``. With a single process the survey runs in process, with a warning.
 
-Protocol. One fixed tag; run ids and pset indexes travel in the payload, never in tags::
+Protocol. Run ids and pset indexes travel in the payload, never in tags; the tag only tells
+an outcome (DONE_TAG) from everything else (TAG)::
 
     rank 0: Master                                        rank r > 0: Worker
     ──────────────                                        ──────────────────
@@ -19,8 +20,10 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
           blob only if r has not got this digest yet       outcome = task(group, r)
           ledger: r holds it since now (or, if r is
           busy, since r's previous group comes back)
-      poll: improbe(ANY_SOURCE), spin 0.2 ms,        ◀─── (DONE, run_id, outcome)
-            then sleep 0.1 → 20 ms
+      poll: Improbe(ANY_SOURCE, ANY_TAG), spin   ◀─── (DONE, run_id, outcome), DONE_TAG;
+            0.2 ms, then sleep 0.1 → 20 ms                 not waiting for rank 0 to take it
+      an outcome's envelope frees r's slot at once;        in: start the queued group (at
+        its bytes may come later (Receipt)                 most MAX_UNSENT on their way)
       receive all that arrived, refill the freed           poll for the next message
       workers, then yield all those outcomes (the
       driver writes HDF5 while the workers compute); None
@@ -46,9 +49,14 @@ commits them together at once.
 
 Nobody waits in a blocking MPI call: MPICH's blocking calls spin at 100 % of a core and
 hold back Python signal handlers until they return. Every wait is ``improbe``/``test`` plus a
-sleep that grows while idle. Messages go through ``mpi4py.util.pkl5`` so results over
-2 GiB travel. An exception inside psmpi on a worker rank prints its traceback stamped with
-rank and host and aborts the job; so does an uncaught exception in the script on rank 0
+sleep that grows while idle; rank 0 never even waits for an outcome's bytes, so it stays
+responsive while a worker that is computing holds back a large message on a transport that
+needs the sender to move it. Messages to workers go through ``mpi4py.util.pkl5``; messages
+to rank 0 are one buffer of pickled bytes each (an outcome over 2 GiB counted in 1-MiB
+blocks), so results of any size travel on any MPI.
+
+An exception inside psmpi on a worker rank prints its traceback stamped with rank and host
+and aborts the job; so does an uncaught exception in the script on rank 0
 (``sys.excepthook``), so a psmpi job never hangs an allocation, even under plain ``python``.
 
 A rank that stops or hangs inside a pset cannot be told apart from a slow one, nor stopped
@@ -66,6 +74,7 @@ import ctypes
 import dataclasses
 import hashlib
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -82,8 +91,20 @@ from ..worker.task import HOST, GroupOutcome, Task
 from . import base
 from .base import Backend, Group, Held, Options, option
 
-# One tag for every message, far below the 32767 that every MPI guarantees.
-TAG = 27
+# Tags, far below the 32767 that every MPI guarantees. Rank 0 tells an outcome from the
+# other messages by its tag alone, so it frees the worker's slot as soon as the outcome's
+# envelope shows, while the outcome itself may still be on its way (see Receipt).
+TAG = 27          # everything but outcomes: GROUP, STOP (pkl5), HELLO, BYE (pickled bytes)
+DONE_TAG = 28     # an outcome, one message of pickled bytes
+BLOCKS_TAG = 29   # an outcome over 2 GiB, in blocks of BLOCK bytes (zero-padded)
+# Outcomes over 2 GiB travel as a count of blocks: the count of bytes would overflow the
+# int of an MPI-3 library (Open MPI 4); pickle ignores the padding after its STOP opcode.
+BLOCK = 1 << 20
+INT_MAX = 2**31 - 1
+# Outcomes a worker may have on their way to rank 0 while it computes its next group: it
+# never waits for rank 0 to take one in (rank 0 may be writing the file), but a worker far
+# ahead of rank 0 holds their bytes, so beyond this many it waits for the oldest.
+MAX_UNSENT = 2
 # message kinds, item 0 of each
 GROUP, DONE, STOP, BYE, HELLO = "group", "done", "stop", "bye", "hello"
 
@@ -175,13 +196,58 @@ class Backoff:
 
 
 def wait(request, cap: float = POLL_MAX) -> Any:
-    """Complete a pkl5 request by polling; return what it received (None for a send)."""
+    """Complete a request (pkl5's, MPI's or a Receipt) by polling; return what it received
+    (None for a send)."""
     backoff = Backoff()
     while True:
         done, obj = request.test()
         if done:
             return obj
         backoff.sleep(cap)
+
+
+class Receipt:
+    """The receive of one message of pickled bytes (a worker's HELLO, BYE or outcome),
+    started as soon as its envelope shows and completed by polling (:meth:`test`).
+
+    Rank 0 never waits on one: on a transport that moves a large message only while the
+    sender calls MPI, an outcome completes once its worker polls again, after its next group.
+    """
+
+    def __init__(self, MPI, message, status):
+        self.source, self.tag = status.Get_source(), status.Get_tag()
+        datatype = blocks_type(MPI) if self.tag == BLOCKS_TAG else MPI.BYTE
+        count = status.Get_count(datatype)
+        self.buffer = bytearray(count * (BLOCK if self.tag == BLOCKS_TAG else 1))
+        self.request = message.Irecv([self.buffer, count, datatype])
+
+    def test(self) -> tuple[bool, Any]:
+        """(True, the message) once it has arrived, else (False, None)."""
+        if not self.request.Test():
+            return False, None
+        return True, pickle.loads(self.buffer)
+
+
+def send_pickled(MPI, world, obj: Any, tag: int) -> tuple[Any, bytes]:
+    """Start sending ``obj`` to rank 0 as one message of pickled bytes (over 2 GiB, as
+    blocks on BLOCKS_TAG); return the request and the buffer, which must live until it
+    completes."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) <= INT_MAX:
+        return world.Isend([data, len(data), MPI.BYTE], 0, tag), data
+    data += bytes(-len(data) % BLOCK)
+    return world.Isend([data, len(data) // BLOCK, blocks_type(MPI)], 0, BLOCKS_TAG), data
+
+
+_blocks_type = None
+
+
+def blocks_type(MPI):
+    """The MPI datatype of BLOCK contiguous bytes (committed once)."""
+    global _blocks_type
+    if _blocks_type is None:
+        _blocks_type = MPI.BYTE.Create_contiguous(BLOCK).Commit()
+    return _blocks_type
 
 
 def abort(world, what: str) -> NoReturn:
@@ -385,6 +451,7 @@ class Master:
         self.single: collections.deque[int] = collections.deque()  # ranks with one group
         self.last_digest: list[bytes | None] = [None] * size  # the task each rank holds
         self.sends: list = []                 # pending isends: their buffers must live on
+        self.receiving: list[Receipt] = []    # outcomes whose envelope showed, bytes coming
         self.run_id = 0
         # The ledger: per rank, [run id, group, monotonic time it started or None if queued]
         # of each group sent and not back, oldest first. The head is the one running.
@@ -410,6 +477,7 @@ class Master:
                 next_timeout_check = now + TIMEOUT_CHECK_SECONDS
                 timed_out = self.past_timeout(task.timeout, now)
                 if timed_out:
+                    self.await_receipts(job, EXIT_GRACE_SECONDS)
                     while job.arrived:  # what came back is committed before the abort
                         yield job.arrived.popleft()
                     raise self.timeout_error(task.timeout, timed_out)
@@ -441,26 +509,58 @@ class Master:
         return min(settings["poll_max"], max(MASTER_POLL_FLOOR, share))
 
     def drain(self, job: Job | None) -> int:
-        """Receive every message that has arrived; return how many were goodbyes."""
+        """Receive every message that has arrived; return how many were goodbyes.
+
+        An outcome frees its worker's slot as soon as its envelope shows (the worker has
+        moved on); it reaches the job once its bytes are in (:meth:`collect`).
+        """
         byes = 0
         while True:
-            message = self.comm.improbe(self.MPI.ANY_SOURCE, TAG, self.status)
+            message = self.world.Improbe(self.MPI.ANY_SOURCE, self.MPI.ANY_TAG, self.status)
             if message is None:
-                return byes
-            source = self.status.Get_source()
-            kind, run_id, payload = wait(message.irecv())
+                break
+            receipt = Receipt(self.MPI, message, self.status)
+            if receipt.tag != TAG:
+                self.free_slot(receipt.source)
+                self.receiving.append(receipt)
+                continue
+            kind, _, payload = wait(receipt)  # a few bytes: in at once
             if kind == BYE:
                 byes += 1
+            elif kind == HELLO:
+                self.hosts[receipt.source], self.pids[receipt.source] = payload
+            else:
+                raise InternalError(f"rank 0 got a {kind!r} message from rank "
+                                    f"{receipt.source}")
+        self.collect(job)
+        return byes
+
+    def await_receipts(self, job: Job, seconds: float) -> None:
+        """Let outcomes whose envelope came in arrive, for at most ``seconds``: their
+        worker may be the one stuck in a pset, holding the rest of a large message back."""
+        deadline, backoff = time.monotonic() + seconds, Backoff()
+        while self.receiving and time.monotonic() < deadline:
+            self.collect(job)
+            backoff.sleep(POLL_MAX)
+
+    def collect(self, job: Job | None) -> None:
+        """Hand the job each outcome whose bytes are in (outcomes of a run the driver
+        abandoned, because it raised mid-map, are dropped: nobody wants them)."""
+        if not self.receiving:
+            return
+        waiting = []
+        for receipt in self.receiving:
+            done, message = receipt.test()
+            if not done:
+                waiting.append(receipt)
                 continue
-            if kind == HELLO:
-                self.hosts[source], self.pids[source] = payload
-                continue
+            kind, run_id, outcome = message
             if kind != DONE:
-                raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
-            self.free_slot(source)
+                raise InternalError(f"rank 0 got a {kind!r} message from rank "
+                                    f"{receipt.source} with the tag of an outcome")
             if job is not None and run_id == job.run_id:
-                job.arrive(payload)
-            # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
+                job.arrive(outcome)
+        self.receiving = waiting
 
     def free_slot(self, rank: int) -> None:
         # Entries of ``single`` whose rank no longer has exactly one group are skipped later.
@@ -565,6 +665,9 @@ class Master:
                     backoff.sleep(POLL_MAX)
             for request in self.sends:
                 wait(request)
+            while self.receiving:  # every worker said BYE after its last outcome was sent
+                self.collect(None)
+                backoff.sleep(POLL_MAX)
         except BaseException:  # Ctrl-C while waiting for busy workers included: never hang
             abort(self.world, "error while stopping the workers")
 
@@ -620,6 +723,8 @@ class Worker:
         self.task: Task | None = None
         self.digest: bytes | None = None
         self.fault = os.environ.get(FAULT_ENV) == f"worker-internal:{self.rank}"
+        # (request, buffer) of each message started to rank 0 and not known to be in
+        self.unsent: collections.deque[tuple[Any, bytes]] = collections.deque()
         layout = node_layout(MPI)
         worker_setup.SLOT, worker_setup.LOCAL_RANK = layout.slot, layout.local_rank
 
@@ -629,10 +734,11 @@ class Worker:
         ignore_stop_signals()
         try:
             # Tells rank 0 where this rank runs, for reports of stalled workers.
-            hello = self.comm.isend((HELLO, None, (HOST, os.getpid())), 0, TAG)
+            self.send((HELLO, None, (HOST, os.getpid())), TAG)
             self.serve()
-            wait(hello, self.poll_max)
-            wait(self.comm.isend((BYE, None, None), 0, TAG), self.poll_max)
+            while self.unsent:
+                wait(self.unsent.popleft()[0], self.poll_max)
+            wait(self.send((BYE, None, None), TAG)[0], self.poll_max)
         except SystemExit:  # Task turns Exceptions into data; sys.exit() gets through
             abort(self.world, "the worker function called sys.exit()")
         except BaseException:
@@ -651,13 +757,26 @@ class Worker:
                 raise InternalError(f"worker got a {kind!r} message")
             group = self.unpack(payload)
             outcome = self.task(group, self.rank)
-            # Wait until rank 0 has it: a large result must not sit half-sent while the
-            # next group computes (no MPI progress then), blocking rank 0's receive.
-            wait(self.comm.isend((DONE, run_id, outcome), 0, TAG), self.poll_max)
+            # Not waiting for rank 0 to take it in: the queued group starts now.
+            self.send((DONE, run_id, outcome), DONE_TAG)
+            while len(self.unsent) > MAX_UNSENT:
+                wait(self.unsent.popleft()[0], self.poll_max)
+
+    def send(self, obj: Any, tag: int) -> tuple[Any, bytes]:
+        """Start sending ``obj`` to rank 0; it completes in the background (``unsent``)."""
+        sending = send_pickled(self.MPI, self.world, obj, tag)
+        self.unsent.append(sending)
+        return sending
+
+    def progress(self) -> None:
+        """Let MPI move the outcomes on their way; forget those that arrived."""
+        while self.unsent and self.unsent[0][0].Test():
+            self.unsent.popleft()
 
     def next_message(self) -> tuple:
         status, backoff = self.MPI.Status(), Backoff()
         while True:
+            self.progress()
             message = self.comm.improbe(0, TAG, status)
             if message is not None:
                 return wait(message.irecv(), self.poll_max)
