@@ -9,6 +9,7 @@ one map of all the psets.
 
     python benchmarks/mpi_throughput.py           # 200k psets, 5 rounds
     python benchmarks/mpi_throughput.py --quick   # 20k psets, 3 rounds (smoke run)
+    python benchmarks/mpi_throughput.py --baseline DIR  # each psmpi system also on DIR's psmpi
 """
 
 from __future__ import annotations
@@ -177,13 +178,25 @@ def run_one(system: str, n: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the driver
-def measure(system: str, n: int) -> dict:
-    command = common.mpi_command(NPROCS, __file__, ["--one", system, str(n)],
+BASE = "@base"  # suffix of a system run with the baseline psmpi (--baseline DIR)
+
+
+def measure(system: str, n: int, baseline: str | None = None) -> dict:
+    """One run of ``system``; a system ending in @base runs with PYTHONPATH=baseline."""
+    command = common.mpi_command(NPROCS, __file__, ["--one", system.removesuffix(BASE), str(n)],
                                  futures=system == "futures")
-    return common.run_result(command, timeout=1200)
+    env = {"PYTHONPATH": baseline} if system.endswith(BASE) else None
+    return common.run_result(command, timeout=1200, env=env)
 
 
-def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
+def with_baseline(systems: list[str]) -> list[str]:
+    """Each psmpi system followed by the same on the baseline psmpi."""
+    return [name for system in systems
+            for name in ([system, system + BASE] if system.startswith("psmpi") else [system])]
+
+
+def report(systems: list[str], n: int, results: dict, failed: dict,
+           baseline: str | None = None) -> None:
     from common import fmt, ratio_cell, spread, table
     common.report_failures(failed, results)
     print()
@@ -217,10 +230,13 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
         pairs = list(zip([r["seconds"] for r in results.get("psmpi", [])],
                          [r["seconds"] for r in results.get(peer, [])]))
         rows.append([f"psmpi / {peer}", ratio_cell([tp / tm for tm, tp in pairs])])
-    pairs = list(zip([r["seconds"] for r in results.get("psmpi-list", [])],
-                     [r["seconds"] for r in results.get("futures", [])]))
-    if pairs:
-        rows.append(["psmpi-list / futures", ratio_cell([tp / tm for tm, tp in pairs])])
+    for system, peer in [("psmpi-list", "futures"), ("psmpi" + BASE, "futures"),
+                         ("psmpi-list" + BASE, "futures"), ("psmpi", "psmpi" + BASE),
+                         ("psmpi-list", "psmpi-list" + BASE)]:
+        pairs = list(zip([r["seconds"] for r in results.get(system, [])],
+                         [r["seconds"] for r in results.get(peer, [])]))
+        if pairs:
+            rows.append([f"{system} / {peer}", ratio_cell([tp / tm for tm, tp in pairs])])
     print(table([f"ratio of psets/s, per round, median (min – max), {n:,} psets", "ratio"], rows))
     print()
     for system, peer, target in TARGETS:
@@ -233,13 +249,17 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
     print()
     print(f"Systems (`mpiexec -n {NPROCS}`: rank 0 coordinates, 2 workers; worker "
           f"`{{'y': pset['a'] + 1}}`):")
-    common.list_systems(systems, SYSTEMS)
+    common.list_systems(systems, {s: SYSTEMS[s.removesuffix(BASE)] + (
+        f"; psmpi from {baseline} (the baseline)" if s.endswith(BASE) else "") for s in systems})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.round_options(parser, SYSTEMS, "20k psets, 3 rounds")
     parser.add_argument("--n", type=int, help="psets (default 200000, 20000 with --quick)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run each psmpi system with PYTHONPATH=DIR (another psmpi "
+                             "checkout) in the same rounds, as SYSTEM@base")
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -255,8 +275,12 @@ def main() -> None:
           f"as a fresh `{os.path.basename(common.mpiexec())} -n {NPROCS}` in a fresh temporary "
           f"directory; the timing covers one map call after a warm-up map of {WARMUP} psets")
     systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
-    results, failed = common.interleaved(systems, reps, lambda s: measure(s, n))
-    report(systems, n, results, failed)
+    if args.baseline:
+        systems = with_baseline(systems)
+        print(f"- baseline: each psmpi system also runs as SYSTEM{BASE} with "
+              f"PYTHONPATH={args.baseline}")
+    results, failed = common.interleaved(systems, reps, lambda s: measure(s, n, args.baseline))
+    report(systems, n, results, failed, args.baseline)
 
 
 if __name__ == "__main__":
