@@ -121,6 +121,20 @@ def test_lognormal_workload_reaches_the_target_when_runtime_is_a_value():
     assert auto >= 0.97 > listed
 
 
+def test_lognormal_workloads_of_other_seeds_reach_the_target_too():
+    # Seed 178 of these: the two longest psets (1.22 and 1.12 s, where 200 psets over 8
+    # workers take 1.13 s) must both start early. A fit on values and logs together
+    # predicted ~0 s for the largest durations (one long runtime tilted it), so the
+    # second longest started 55th; the power law (logs only) fits, and is chosen.
+    worst = 1.0
+    for seed in (178, 96, 247, 275, 290) + tuple(range(20)):
+        durations = lognormal(1000 + seed)
+        items = [(i, {"i": i, "duration": float(d)}) for i, d in enumerate(durations)]
+        makespan, _ = simulate(items, lambda p: p["duration"], 8)
+        worst = min(worst, efficiency(durations, makespan, 8))
+    assert worst >= 0.97
+
+
 def test_non_numeric_psets_keep_list_order():
     items = [(i, {"name": f"p{i}", "flag": True}) for i in range(50)]
     order = LearnedOrder(items, 2)
@@ -295,12 +309,14 @@ def test_the_longest_pset_starts_first_when_runtime_grows_with_a_value():
 
 
 def test_learning_lasts_until_there_are_enough_runtimes_for_the_design():
-    # 4 varying keys: 8 columns and an intercept, so 27 runtimes before the first fit.
+    # 6 varying keys: the smallest design (their logs) has 6 columns and an intercept, so
+    # 21 runtimes before the first fit.
     rng = np.random.default_rng(5)
-    items = [(i, {f"k{j}": float(v) for j, v in enumerate(rng.uniform(1, 9, 4))})
+    items = [(i, {f"k{j}": float(v) for j, v in enumerate(rng.uniform(1, 9, 6))})
              for i in range(100)]
     order = LearnedOrder(items, 2)
-    needed = costmodel.SAMPLES_PER_PARAMETER * 9
+    needed = costmodel.SAMPLES_PER_PARAMETER * 7
+    assert needed > costmodel.MIN_SAMPLES
     for step in range(needed):
         index, pset = next(order)
         assert order.learning(), step  # groups of one, not list-order groups
