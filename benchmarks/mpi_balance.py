@@ -9,6 +9,13 @@ computed, not measured.
 
     python benchmarks/mpi_balance.py           # 5 rounds
     python benchmarks/mpi_balance.py --quick   # 3 rounds
+    python benchmarks/mpi_balance.py --baseline DIR   # also each psmpi system on DIR's psmpi
+    python benchmarks/mpi_balance.py --simulate       # virtual clock (benchmarks/mpi_sim.py)
+    python benchmarks/mpi_balance.py --simulate --seed 3   # another draw of the durations
+
+``--simulate`` runs rank 0's real master and driver (its CPU sets the pace) against
+simulated workers whose psets take exactly their duration: no sleep overrun and no rank
+sharing a core, so what is left of the gap to 1 is psmpi's (start-up, turnaround, order).
 """
 
 from __future__ import annotations

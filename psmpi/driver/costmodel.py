@@ -51,6 +51,9 @@ SAMPLES_PER_PARAMETER = 3
 MAX_SAMPLES = 2000
 # A refit once the runtimes seen grew by this factor.
 REFIT_GROWTH = 1.25
+# ... and by this factor while the model is trusted (its order changes little by then, and
+# every fit delays the outcomes that arrive meanwhile).
+REFIT_GROWTH_TRUSTED = 1.5
 # Leave-one-out R² the model needs before it reorders anything.
 MIN_R2 = 0.5
 # Numeric keys used as features, at most (the first ones, in the first pset's key order).
@@ -91,7 +94,8 @@ class CostModel:
         self.seen = 0
         self.fitted_at = 0       # runtimes seen at the last fit (0: none yet)
         self.due_at = MIN_SAMPLES  # runtimes seen at which the next fit is due
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.rng: np.random.Generator | None = None  # made once needed (~5 ms: numpy.random)
         self.r2 = -math.inf
         self.coef: np.ndarray | None = None
         self.scale: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -113,6 +117,8 @@ class CostModel:
             self.x.append(x)
             self.y.append(y)
             return
+        if self.rng is None:
+            self.rng = np.random.default_rng(self.seed)
         slot = int(self.rng.integers(self.seen))
         if slot < MAX_SAMPLES:
             self.x[slot], self.y[slot] = x, y
@@ -142,13 +148,14 @@ class CostModel:
             self.due_at = needed  # at most 3 × 17 runtimes (MAX_KEYS)
             return
         self.fitted_at = self.seen
-        self.due_at = max(self.seen + 1, math.ceil(REFIT_GROWTH * self.seen))
         self.coef, self.r2 = None, -math.inf  # no value varies: nothing to learn yet
         for columns in designs:
             if columns.any() and len(y) >= SAMPLES_PER_PARAMETER * (columns.sum() + 1):
                 coef, r2 = ridge_loo(self.standardized(design, columns), y)
                 if r2 > self.r2:
                     self.coef, self.r2, self.keep = coef, r2, columns
+        growth = REFIT_GROWTH_TRUSTED if self.trusted else REFIT_GROWTH
+        self.due_at = max(self.seen + 1, math.ceil(growth * self.seen))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predicted log runtime of each row of ``x`` (the median one before any fit)."""
@@ -199,7 +206,7 @@ def ridge_loo(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     total = float(np.sum((y - y.mean()) ** 2))
     if total <= 0:
         return coef, -math.inf  # all runtimes equal: no order to learn
-    leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+    leverage = ((design @ inverse) * design).sum(axis=1)
     left_out = (y - design @ coef) / np.maximum(1.0 - leverage, 1e-9)
     return coef, 1.0 - float(np.sum(left_out ** 2)) / total
 
