@@ -53,6 +53,10 @@ SYSTEMS = {
                       "the master's turnaround reach 0.97?)",
     "psmpi-cost-poll": "cost= as psmpi-cost and mpi={'poll_max': 0.0002} (diagnostic: master "
                        "and workers poll at most 0.2 ms apart instead of >= 1 ms and 20 ms)",
+    "psmpi-cost-if1": "cost= as psmpi-cost and mpi={'in_flight': 1} (diagnostic: no group "
+                      "queued behind a long one)",
+    "psmpi-auto-if1": "cost=\"auto\" as psmpi-auto and mpi={'in_flight': 1} (diagnostic: no "
+                      "group queued behind a long one)",
     "futures": "mpi4py.futures.MPIPoolExecutor().map(nap, psets, chunksize=1) under "
                "`python -m mpi4py.futures`",
     "schwimmbad": "schwimmbad.MPIPool().map(nap, psets) (hands out psets from the end of the "
@@ -164,6 +168,8 @@ PSMPI_SYSTEMS = {
     "psmpi-g1": ({"group_size": 1}, False),
     "psmpi-if2": ({"mpi": {"in_flight": 2}}, False),
     "psmpi-cost-if2": ({"cost": true_cost, "mpi": {"in_flight": 2}}, False),
+    "psmpi-cost-if1": ({"cost": true_cost, "mpi": {"in_flight": 1}}, False),
+    "psmpi-auto-if1": ({"cost": "auto", "mpi": {"in_flight": 1}}, False),
     "psmpi-cost-poll": ({"cost": true_cost, "mpi": {"poll_max": 0.0002}}, False),
 }
 
@@ -364,7 +370,7 @@ def main() -> None:
     reps = args.reps or (3 if args.quick else 5)
     systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
     if args.simulate:
-        systems = [s for s in systems if s in PSMPI_SYSTEMS and "mpi" not in PSMPI_SYSTEMS[s][0]]
+        systems = [s for s in systems if s in PSMPI_SYSTEMS]
         common.header(f"mpi_balance --simulate: {N_PSETS} lognormal psets on {WORKERS} "
                       f"simulated workers, rank 0's real master and driver on a virtual clock")
         print(f"- {reps} rounds, each system a fresh python per run; MPI's own cost charged "

@@ -379,10 +379,12 @@ def simulate_map(function, pset_list: list[dict], pset_seconds: Callable[[dict],
                  workers: int, options: dict, mpi_seconds: tuple[float, float] = (0.0, 0.0),
                  directory: str | None = None) -> MapResult:
     """Run ``psmpi.map(function, pset_list, **options)`` through the real master and driver
-    on a SimComm whose workers take ``pset_seconds(pset)`` virtual seconds per pset."""
+    on a SimComm whose workers take ``pset_seconds(pset)`` virtual seconds per pset
+    (``options["mpi"]``: the MPI backend's options, as in ``psmpi.init(mpi=...)``)."""
     clock = VirtualClock()
     comm = SimComm(clock, workers + 1, pset_seconds, mpi_seconds)
-    backend = SimBackend(SimMaster(comm, workers + 1), {})
+    options = dict(options)
+    backend = SimBackend(SimMaster(comm, workers + 1), options.pop("mpi", {}))
     real0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         where = directory or stack.enter_context(tempfile.TemporaryDirectory(prefix="psmpi-sim-"))
