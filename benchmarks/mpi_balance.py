@@ -252,6 +252,12 @@ def describe(system: str, baseline: str | None) -> str:
     return SYSTEMS[system]
 
 
+def gap_ms(runs: list[dict]) -> str:
+    """The median of the rounds' median gaps in ms ("–" when simulated: not measured)."""
+    values = [r["gap_ms_median"] for r in runs if not math.isnan(r["gap_ms_median"])]
+    return f"{common.spread(values)[0]:.2f}" if values else "–"
+
+
 def print_ratios(systems: list[str], results: dict) -> None:
     """Round by round, psmpi-auto over psmpi-cost (cost= the true function) and over psmpi
     (list order): the efficiency relative to what a perfect hint reaches in the same round."""
@@ -318,7 +324,7 @@ def report(systems: list[str], results: dict, failed: dict, baseline: str | None
             groups = spread([r["groups"] for r in runs])
             rows.append([system, f"{groups[0]:.0f} ({groups[1]:.0f} – {groups[2]:.0f})",
                          cell("head"), cell("gaps"),
-                         f"{spread([r['gap_ms_median'] for r in runs])[0]:.2f}", cell("tail"),
+                         gap_ms(runs), cell("tail"),
                          cell("overrun"), f"{1 - spread([r['efficiency'] for r in runs])[0]:.3f}"]
                         + ([f"{1000 * spread([r['master_cpu'] for r in runs])[0]:.0f}"]
                            if "master_cpu" in runs[0] else []))
