@@ -371,3 +371,17 @@ def test_the_leave_one_out_r2_is_that_of_refits_without_each_runtime():
     expected = 1 - np.sum(np.square(errors)) / np.sum((y - y.mean()) ** 2)
     assert r2 == pytest.approx(expected, rel=1e-9)
     assert coef == pytest.approx(np.linalg.solve(design.T @ design + penalty, design.T @ y))
+
+
+def test_remove_at_keeps_a_heap():
+    rng = np.random.default_rng(8)
+    for size in (1, 2, 3, 10, 101):
+        heap = [[float(v), i] for i, v in enumerate(rng.integers(0, 20, size))]
+        heapq.heapify(heap)
+        removed = []
+        while len(heap) > size // 2:
+            removed.append(costmodel.remove_at(heap, int(rng.integers(len(heap)))))
+            assert all(not heap[(k - 1) // 2] > heap[k] for k in range(1, len(heap)))
+        rest = [heapq.heappop(heap) for _ in range(len(heap))]
+        assert rest == sorted(rest)
+        assert len(removed) + len(rest) == size

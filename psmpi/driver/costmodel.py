@@ -342,9 +342,29 @@ class LearnedOrder:
 
     def take_at(self, position: int) -> list:
         """Remove and return the heap's entry at ``position``."""
-        entry = self.heap[position]
-        last = self.heap.pop()
-        if position < len(self.heap):
-            self.heap[position] = last
-            heapq.heapify(self.heap)
+        return remove_at(self.heap, position)
+
+
+def remove_at(heap: list, position: int):
+    """Remove and return ``heap[position]``, keeping ``heap`` a heap, in O(log n): the last
+    entry takes its place and moves up or down. (A heapify instead, O(n) per pset explored,
+    took 0.6 s to hand out the first psets to 1,000 workers from a window of 10,000.)"""
+    entry = heap[position]
+    last = heap.pop()
+    if position == len(heap):
         return entry
+    while position > 0 and last < heap[(position - 1) // 2]:
+        parent = (position - 1) // 2
+        heap[position] = heap[parent]
+        position = parent
+    size = len(heap)
+    while 2 * position + 1 < size:
+        child = 2 * position + 1
+        if child + 1 < size and heap[child + 1] < heap[child]:
+            child += 1
+        if not heap[child] < last:
+            break
+        heap[position] = heap[child]
+        position = child
+    heap[position] = last
+    return entry
