@@ -38,7 +38,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cloudpickle
 
@@ -187,9 +187,10 @@ class SimComm:
     becomes visible to rank 0 once the virtual clock passes the group's end.
     """
 
-    def __init__(self, clock: VirtualClock, n_ranks: int, pset_seconds: float,
+    def __init__(self, clock: VirtualClock, n_ranks: int, pset_seconds: float | Callable,
                  mpi_seconds: tuple[float, float] = (0.0, 0.0), latency: float = LATENCY_SECONDS):
         self.clock = clock
+        # seconds of every pset, or a function of the pset giving its seconds
         self.pset_seconds = pset_seconds
         self.recv_seconds, self.send_seconds = mpi_seconds
         self.latency = latency
@@ -198,6 +199,8 @@ class SimComm:
         self.free_at = [0.0] * n_ranks       # when each worker finishes what it holds
         self.tasks: dict[bytes, object] = {}  # digest -> Task, unpickled once
         self.busy: list[tuple[int, float, float, int]] = []  # (rank, start, end, psets)
+        # (rank, start, runtimes, indexes) of each group
+        self.pset_runs: list[tuple[int, float, list[float], list[int]]] = []
         self.messages = 0
         # [virtual time, rank 0's CPU so far, psets] at each group sent: costs in any window
         self.sent: list[list] = []
@@ -239,12 +242,16 @@ class SimComm:
             self.tasks[digest] = cloudpickle.loads(blob)
         outcome = self.tasks[digest](group, rank)
         n = len(outcome.indexes)
+        if callable(self.pset_seconds):
+            runtimes = [float(self.pset_seconds(pset)) for _, pset in group]
+        else:
+            runtimes = [self.pset_seconds] * n
         start = max(arrival, self.free_at[rank])
-        end = start + n * self.pset_seconds
+        end = start + sum(runtimes)
         self.free_at[rank] = end
         self.busy.append((rank, start, end, n))
-        outcome = outcome._replace(runtimes=[self.pset_seconds] * n,
-                                   group_seconds=n * self.pset_seconds)
+        self.pset_runs.append((rank, start, runtimes, list(outcome.indexes)))
+        outcome = outcome._replace(runtimes=runtimes, group_seconds=sum(runtimes))
         return outcome, end
 
     def post(self, visible: float, rank: int, obj) -> None:
@@ -373,3 +380,57 @@ def master_cost(sent: list[list], t1: float, t2: float) -> tuple[float, float, f
     (ta, ca, _), (tb, cb, _) = inside[0], inside[-1]
     psets = sum(n for _, _, n in inside[1:]) / (len(inside) - 1)
     return (cb - ca) / (len(inside) - 1), (cb - ca) / (tb - ta), psets
+
+
+@dataclasses.dataclass
+class MapResult:
+    """One simulated map of given psets: its makespan and where the workers' time went."""
+    makespan: float            # virtual seconds from the map call to the last pset's end
+    head: float                # shares of workers × makespan: before a worker's first pset,
+    gaps: float                # between two of its psets (the master's turnaround),
+    tail: float                # after its last one
+    groups: int
+    order: list[int]           # pset indexes in the order they started
+    master_cpu: float          # rank 0's CPU seconds over the map (MPI charges included)
+    real_seconds: float
+
+
+def simulate_map(function, pset_list: list[dict], pset_seconds: Callable[[dict], float],
+                 workers: int, options: dict, mpi_seconds: tuple[float, float] = (0.0, 0.0),
+                 directory: str | None = None) -> MapResult:
+    """Run ``psmpi.map(function, pset_list, **options)`` through the real master and driver
+    on a SimComm whose workers take ``pset_seconds(pset)`` virtual seconds per pset
+    (``options["mpi"]``: the MPI backend's options, as in ``psmpi.init(mpi=...)``)."""
+    clock = VirtualClock()
+    comm = SimComm(clock, workers + 1, pset_seconds, mpi_seconds)
+    options = dict(options)
+    backend = SimBackend(SimMaster(comm, workers + 1), options.pop("mpi", {}))
+    real0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        where = directory or stack.enter_context(tempfile.TemporaryDirectory(prefix="psmpi-sim-"))
+        settings = config.resolve({"verbose": 0, "keep_results": False,
+                                   "out": os.path.join(where, "sim.h5"), **options}, {})
+        stack.enter_context(virtual_time(clock))
+        start, busy0 = clock.now(), clock.busy()
+        result = run.run_map(function, pset_list, settings, backend, "sim")
+        busy1 = clock.busy()
+        assert result.progress.finished == len(pset_list), result.progress
+    end = max(e for _, _, e, _ in comm.busy)
+    makespan = end - start
+    head = gaps = tail = 0.0
+    for rank in range(1, workers + 1):
+        runs = sorted((s, r) for k, s, r, _ in comm.pset_runs if k == rank)
+        if not runs:
+            head += makespan
+            continue
+        head += runs[0][0] - start
+        gaps += sum(b[0] - (a[0] + sum(a[1])) for a, b in zip(runs, runs[1:]))
+        tail += end - (runs[-1][0] + sum(runs[-1][1]))
+    total = workers * makespan
+    started = []  # (start, index) of every pset
+    for _, group_start, runtimes, indexes in comm.pset_runs:
+        offsets = itertools.accumulate([0.0] + runtimes[:-1])
+        started.extend((group_start + offset, index) for offset, index in zip(offsets, indexes))
+    order = [index for _, index in sorted(started)]
+    return MapResult(makespan, head / total, gaps / total, tail / total, len(comm.busy), order,
+                     busy1 - busy0, time.perf_counter() - real0)

@@ -121,6 +121,20 @@ def test_lognormal_workload_reaches_the_target_when_runtime_is_a_value():
     assert auto >= 0.97 > listed
 
 
+def test_lognormal_workloads_of_other_seeds_reach_the_target_too():
+    # Seed 178 of these: the two longest psets (1.22 and 1.12 s, where 200 psets over 8
+    # workers take 1.13 s) must both start early. A fit on values and logs together
+    # predicted ~0 s for the largest durations (one long runtime tilted it), so the
+    # second longest started 55th; the power law (logs only) fits, and is chosen.
+    worst = 1.0
+    for seed in (178, 96, 247, 275, 290) + tuple(range(20)):
+        durations = lognormal(1000 + seed)
+        items = [(i, {"i": i, "duration": float(d)}) for i, d in enumerate(durations)]
+        makespan, _ = simulate(items, lambda p: p["duration"], 8)
+        worst = min(worst, efficiency(durations, makespan, 8))
+    assert worst >= 0.97
+
+
 def test_non_numeric_psets_keep_list_order():
     items = [(i, {"name": f"p{i}", "flag": True}) for i in range(50)]
     order = LearnedOrder(items, 2)
@@ -274,3 +288,100 @@ def test_auto_on_mpi_from_the_environment(tmp_path):
     assert sorted(started) == list(range(1, 41))
     # List order starts the 5 longest last (positions 35-39).
     assert np.median([started.index(n) for n in range(36, 41)]) < 30, started
+
+
+def test_exploring_starts_with_the_extremes_of_each_value():
+    # The largest values come last in the list; runtime grows with them.
+    items = [(i, {"n": i, "m": float(50 - i) ** 2}) for i in range(50)]
+    order = LearnedOrder(items, 4)
+    first = [next(order)[0] for _ in range(4)]
+    # max n (49), max m (0), min n (0, taken), min m (50 - i = 0 nowhere: i = 49, taken)
+    assert first[:2] == [49, 0]
+    assert first[2:] != [1, 2]  # then spread over the pending psets, not list order
+
+
+def test_the_longest_pset_starts_first_when_runtime_grows_with_a_value():
+    durations = lognormal(0)
+    items = [(i, {"i": i, "duration": float(d)}) for i, d in enumerate(durations)]
+    _, handed = simulate(items, lambda p: p["duration"], 8)
+    # among the 8 psets that start at once: the largest i, then the largest duration
+    assert handed[:2] == [199, int(np.argmax(durations))]
+
+
+def test_learning_lasts_until_there_are_enough_runtimes_for_the_design():
+    # 6 varying keys: the smallest design (their logs) has 6 columns and an intercept, so
+    # 21 runtimes before the first fit.
+    rng = np.random.default_rng(5)
+    items = [(i, {f"k{j}": float(v) for j, v in enumerate(rng.uniform(1, 9, 6))})
+             for i in range(100)]
+    order = LearnedOrder(items, 2)
+    needed = costmodel.SAMPLES_PER_PARAMETER * 7
+    assert needed > costmodel.MIN_SAMPLES
+    for step in range(needed):
+        index, pset = next(order)
+        assert order.learning(), step  # groups of one, not list-order groups
+        order.observe(outcome([index], [1e-3 * pset["k0"] ** 2]))
+    assert not order.learning() and order.model.fitted_at == needed
+    assert order.model.trusted
+
+
+def test_constant_values_end_learning_without_a_fit_per_runtime(monkeypatch):
+    fits = []
+    real_fit = CostModel.fit
+
+    def counted(self):
+        fits.append(self.seen)
+        real_fit(self)
+
+    monkeypatch.setattr(CostModel, "fit", counted)
+    items = [(i, {"x": 3.0, "name": f"p{i}"}) for i in range(200)]
+    order = LearnedOrder(items, 4)
+    handed = []
+    for index, _ in order:
+        handed.append(index)
+        order.observe(outcome([index], [0.01 * (1 + index % 7)]))
+    assert not order.learning() and not order.model.trusted
+    assert len(fits) <= 15, fits  # every quarter more runtimes, not every runtime
+    rest = handed[order.explore:]
+    assert rest == sorted(rest)
+
+
+def test_log_floor_is_the_5th_percentile_of_the_nonzero_values():
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 3, 7, 50):
+        x = rng.normal(size=(n, 3))
+        x[rng.random((n, 3)) < 0.3] = 0.0
+        x[:, 2] = 0.0
+        expected = [np.percentile(np.abs(c[c != 0]), 5) if np.any(c != 0) else 1.0
+                    for c in x.T]
+        assert np.allclose(costmodel.log_floor(x), expected)
+
+
+def test_the_leave_one_out_r2_is_that_of_refits_without_each_runtime():
+    rng = np.random.default_rng(7)
+    design = np.column_stack([np.ones(20), rng.normal(size=(20, 2))])
+    y = design @ [0.5, 1.0, -2.0] + rng.normal(scale=0.5, size=20)
+    coef, r2 = costmodel.ridge_loo(design, y)
+    penalty = costmodel.RIDGE * 20 * np.diag([0.0, 1.0, 1.0])
+    errors = []
+    for i in range(20):
+        keep = np.arange(20) != i
+        c = np.linalg.solve(design[keep].T @ design[keep] + penalty, design[keep].T @ y[keep])
+        errors.append(design[i] @ c - y[i])
+    expected = 1 - np.sum(np.square(errors)) / np.sum((y - y.mean()) ** 2)
+    assert r2 == pytest.approx(expected, rel=1e-9)
+    assert coef == pytest.approx(np.linalg.solve(design.T @ design + penalty, design.T @ y))
+
+
+def test_remove_at_keeps_a_heap():
+    rng = np.random.default_rng(8)
+    for size in (1, 2, 3, 10, 101):
+        heap = [[float(v), i] for i, v in enumerate(rng.integers(0, 20, size))]
+        heapq.heapify(heap)
+        removed = []
+        while len(heap) > size // 2:
+            removed.append(costmodel.remove_at(heap, int(rng.integers(len(heap)))))
+            assert all(not heap[(k - 1) // 2] > heap[k] for k in range(1, len(heap)))
+        rest = [heapq.heappop(heap) for _ in range(len(heap))]
+        assert rest == sorted(rest)
+        assert len(removed) + len(rest) == size
