@@ -226,7 +226,9 @@ def test_unknown_and_bad_options_are_config_errors():
 
 
 class _FakeComm:
-    """Records what the master sends, in process (no MPI)."""
+    """Records what the master sends, in process (no MPI); nothing ever arrives."""
+
+    ANY_SOURCE = ANY_TAG = -1
 
     def __init__(self):
         self.sent = []
@@ -235,12 +237,16 @@ class _FakeComm:
         self.sent.append((dest, message))
         return None
 
+    def Improbe(self, source, tag, status):
+        return None
+
 
 def _fake_master(workers: int):
     from psmpi.backends.mpi import Master
     master = Master.__new__(Master)  # skip MPI: only the bookkeeping is under test
     master.setup(workers + 1)
-    master.comm = _FakeComm()
+    master.comm = master.world = master.MPI = _FakeComm()
+    master.status = None
     return master
 
 
@@ -271,3 +277,26 @@ def test_outcomes_sent_in_blocks_as_over_2_gib_arrive_whole(tmp_path, ranks):
     code, out_text, err, _ = launch(ranks, os.path.join(SCRIPTS, "blocks.py"), out, timeout=120)
     assert code == 0, f"{out_text}\n{err}"
     assert "blocks ok" in out_text
+
+
+def test_tend_refills_workers_from_inside_a_commit_only_while_a_run_is_on():
+    """Backend.tend (called between the columns of a commit) hands the next group to a
+    worker that freed up meanwhile; outside a run it does nothing."""
+    from psmpi.backends.mpi import Job
+    from psmpi.worker.task import Task
+
+    master = _fake_master(2)
+    settings = {"in_flight": 1}
+    master.tend(settings)  # no run: nothing to hand out
+    assert master.comm.sent == []
+    job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"), iter([[(i, {"a": i})] for i in range(5)]))
+    master.job = job
+    master.refill(job, settings)
+    assert [dest for dest, _ in master.comm.sent] == [1, 2]
+    master.free_slot(2)  # rank 2's outcome came in while the driver commits
+    master.tend(settings)
+    assert [dest for dest, _ in master.comm.sent] == [1, 2, 2]
+    master.job = None
+    master.free_slot(1)
+    master.tend(settings)
+    assert len(master.comm.sent) == 3

@@ -517,3 +517,17 @@ def test_the_writer_has_no_chunk_cache_and_readers_keep_theirs(tmp_path):
         assert s._file().id.get_access_plist().get_cache()[2] == 0
     with store.open_h5(str(tmp_path / "s.h5"), "r") as f:
         assert f.id.get_access_plist().get_cache()[2] > 0
+
+
+def test_a_commit_calls_between_columns_before_its_rows_count(tmp_store):
+    """The driver hands out groups from inside a long commit: the hook runs between the
+    columns, and what it sees is the table before the commit (rows count only at its end)."""
+    table = tmp_store.table("m")
+    put(table, [{"a": 1, "b": 2.0}])
+    seen = []
+    tmp_store.between_columns = lambda: seen.append(table.n_rows)
+    assert put(table, [{"a": i, "b": i / 2, "c": "x"} for i in range(100)]) == range(1, 101)
+    assert len(seen) >= 3 and set(seen) == {1}, seen  # once a column at least, none counted
+    del tmp_store.between_columns
+    put(table, [{"a": 0}])
+    assert len(seen) >= 3 and table.n_rows == 102

@@ -192,6 +192,15 @@ class Backend(abc.ABC):
         """
         return []
 
+    def tend(self) -> None:
+        """Hand out groups to workers that freed up, from inside the driver's own work.
+
+        The driver calls it between the column writes of a long commit, while :meth:`run`
+        is suspended at a yield, so that workers are not left idle meanwhile. Backends
+        whose workers take groups by themselves do nothing.
+        """
+        return None
+
     def queued(self) -> int:
         """How many psets of the groups handed to :meth:`run` wait to start (cheap).
 

@@ -324,6 +324,10 @@ class MPIBackend(Backend):
             worker_setup.check_enough_gpus(gpus_per_worker, workers, devices,
                                            f"(worker ranks) on host {host}")
 
+    def tend(self) -> None:
+        if self.master is not None:
+            self.master.tend(self.settings)
+
     def held(self) -> list[Held]:
         # In a single process the driver waits inside the pset: nothing to tell.
         return [] if self.master is None else self.master.held()
@@ -453,6 +457,7 @@ class Master:
         self.sends: list = []                 # pending isends: their buffers must live on
         self.receiving: list[Receipt] = []    # outcomes whose envelope showed, bytes coming
         self.run_id = 0
+        self.job: Job | None = None           # the run in progress, for tend()
         # The ledger: per rank, [run id, group, monotonic time it started or None if queued]
         # of each group sent and not back, oldest first. The head is the one running.
         self.holding: list[collections.deque[list]] = [collections.deque() for _ in range(size)]
@@ -462,7 +467,14 @@ class Master:
     def run(self, task: Task, groups: Iterator[Group], settings: dict
             ) -> Iterator[GroupOutcome | None]:
         self.run_id += 1
-        job = Job(self.run_id, task, groups)
+        self.job = Job(self.run_id, task, groups)
+        try:
+            yield from self.serve_job(self.job, task, settings)
+        finally:
+            self.job = None
+
+    def serve_job(self, job: Job, task: Task, settings: dict
+                  ) -> Iterator[GroupOutcome | None]:
         # Workers still busy with a group of an abandoned run may take a second group.
         self.single = collections.deque(r for r, n in enumerate(self.inflight) if n == 1)
         backoff, last_yield = Backoff(), time.monotonic()
@@ -503,6 +515,13 @@ class Master:
                 backoff.sleep(self.poll_cap(job, settings),
                               (lambda s: base.wait_for_groups(job.source, s)) if job.starved
                               else time.sleep)
+
+    def tend(self, settings: dict) -> None:
+        """Between two yields of :meth:`run` (the driver committing): receive what came
+        and refill the workers that freed up; the outcomes wait for the next yield."""
+        if self.job is not None and not self.job.exhausted:
+            self.drain(self.job)
+            self.refill(self.job, settings)
 
     def poll_cap(self, job: Job, settings: dict) -> float:
         share = MASTER_LATENCY_SHARE * job.typical_seconds()

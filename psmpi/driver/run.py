@@ -110,6 +110,7 @@ class MapRun:
         self.perf = PerfCollector(backend.name)
         self.learned: LearnedOrder | None = None  # cost="auto": the order learned on the fly
         # Set up by execute once the store is open:
+        self.store: Store
         self.writer: RowWriter
         self.recorder: Recorder
         self.guard: CrashGuard | NoCrashGuard
@@ -118,6 +119,7 @@ class MapRun:
     def execute(self, store: Store) -> MapResults:
         """Run the map into ``store``, as drawn at the top of this module."""
         started = time.monotonic()
+        self.store = store
         self.writer = self.row_writer(store)
         committed_before = self.writer.tables["results"].n_rows
         resume = self.resume_index(self.writer.tables["results"])
@@ -261,6 +263,8 @@ class MapRun:
     def compute(self, grouper: Grouper) -> None:
         """Hand the groups to the backend and record what comes back; then the suspects."""
         groups = self.handed_out(until_stopped(grouper, self.stop))
+        # Workers that free up during a long commit get their next group at once.
+        self.store.between_columns = self.backend.tend
         try:
             if self.consume(self.backend.run(self.task, groups), grouper):
                 self.recorder.store_given_up(self.guard.given_up(self.writer.tables["failures"]))
@@ -268,6 +272,8 @@ class MapRun:
         except PsetTimeout as exc:
             self.recorder.store_timeouts(exc, self.task.timeout)
             raise
+        finally:
+            del self.store.between_columns  # back to the class's: nothing
 
     def handed_out(self, groups: Iterable[list]) -> Iterator[list]:
         """Remember what each group holds until its outcome comes back."""

@@ -92,9 +92,11 @@ def append_values(table: Table, values: dict[str, Any], k: int,
     for name, array in columns.items():
         _admit_array(table, name, array, k)
     _settle(table, values)
-    data = {name: _given(col, columns[name]) if name in columns
-            else _gather(table, col, values.get(name), k)
-            for name, col in table._cols.items()}
+    data = {}
+    for name, col in table._cols.items():
+        data[name] = (_given(col, columns[name]) if name in columns
+                      else _gather(table, col, values.get(name), k))
+        store.between_columns()
     table._encoded.clear()
     return _commit_data(table, data, k)
 
@@ -120,6 +122,7 @@ def _commit_data(table: Table, data: dict[str, tuple[np.ndarray, np.ndarray | No
             _write(col.ds, n0, array)
             if col.mask is not None:
                 _write(col.mask, n0, np.zeros(n1 - n0, bool) if nulls is None else nulls)
+            store.between_columns()
         store._f.flush()
         table._g[N_COMMITTED].id.write(h5py.h5s.ALL, h5py.h5s.ALL,
                                         np.array(n1, dtype=np.int64))
