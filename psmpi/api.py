@@ -11,7 +11,6 @@ from typing import Any
 
 from . import config
 from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
-from .driver.run import run_map
 from .errors import BackendError, ConfigError
 from .results import MapResults
 
@@ -202,4 +201,8 @@ def _map(worker: Callable, psets: Any, kwargs: dict[str, Any]) -> MapResults:
     settings = config.resolve(kwargs, _session.init_kwargs)
     backend = backend_for(settings)
     name = settings.name or default_name(worker)
+    # Here, not at the top: on a worker rank backend_for() never returns (the rank serves
+    # groups), and the driver with its results file is rank 0's alone.
+    from .driver.run import run_map
+
     return run_map(worker, psets, settings, backend, name)
