@@ -7,12 +7,15 @@ import collections
 import contextlib
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
-from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
+from .config import launched_by_mpi
 from .errors import BackendError, ConfigError
 from .results import MapResults
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 class _Session:
@@ -94,6 +97,10 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
 
 def backend_for(settings: config.Settings) -> Backend:
     """The running backend if it matches ``settings``, else a newly started one."""
+    # Here, not at the top: the backends bring the task machinery (cloudpickle, hashing),
+    # which `import psmpi` need not pay before a map; a worker rank pays it here.
+    from .backends import auto_backend_name, backend_class
+
     ranks = launched_by_mpi()
     # resources=: psets launch MPI applications from this one process (not under mpiexec)
     ensemble = settings.resources is not None and ranks <= 1

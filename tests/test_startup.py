@@ -99,6 +99,9 @@ def loaded_after(code: str, prefixes: list[str]) -> list[str]:
 
 def test_import_psmpi_leaves_the_driver_tools_and_helpers_for_first_use():
     assert loaded_after("import psmpi", FIRST_USE) == []
+    # the backends and the task machinery come with the first map (a worker rank's too)
+    assert loaded_after("import psmpi", ["psmpi.backends", "psmpi.worker.task",
+                                         "cloudpickle"]) == []
     # what a worker rank imports: psmpi, its backend and the task machinery
     assert loaded_after("import psmpi, psmpi.backends.mpi, psmpi.worker.task, psmpi.store."
                         "bookkeeping", FIRST_USE) == []
