@@ -1,7 +1,11 @@
 """psmpi: parameter surveys from a laptop to an MPI allocation, with durable HDF5 results.
 
-This module only re-exports. The package, from the bottom up (each layer imports only
-from the layers below it; ``tests/test_imports.py`` checks)::
+This module only re-exports; the names of the upper layers (history, the tools, the study
+helpers, the Executor, reading a file) are imported on first use (``_LAZY`` below), the
+backends at the first ``init()`` or ``map()``, the driver at the first ``map()`` (on rank 0
+alone): ``import psmpi``, which every MPI rank runs, loads none of them. The package, from
+the bottom up (each layer imports only from the layers below it; ``tests/test_imports.py``
+checks)::
 
     foundations   errors, layout, values, utils, stopping, params, config, results, missing
     store/        the results file: tables, lock, attempt log, bookkeeping ids
