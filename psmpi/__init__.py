@@ -1,7 +1,7 @@
 """psmpi: parameter surveys from a laptop to an MPI allocation, with durable HDF5 results.
 
 This module only re-exports; the names of the upper layers (history, the tools, the study
-helpers, the Executor, reading a file) are imported on first use (``_LAZY`` below), the
+helpers, the Executor, reading a file, a map's results) are imported on first use (``_LAZY`` below), the
 backends at the first ``init()`` or ``map()``, the driver at the first ``map()`` (on rank 0
 alone): ``import psmpi``, which every MPI rank runs, loads none of them. The package, from
 the bottom up (each layer imports only from the layers below it; ``tests/test_imports.py``
@@ -36,7 +36,6 @@ from .errors import (
     SetupError,
     StoreError,
 )
-from .results import MapProgress, MapResults, PerfStats, Timings
 from .worker.context import PsetContext, context
 from .worker.setup import SetupContext
 from .worker.timers import timer
@@ -45,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ belo
     from . import history
     from .executor import Executor, ExecutorStopped
     from .missing import Missing
+    from .results import MapProgress, MapResults, PerfStats, Timings
     from .store import read
     from .study.command import CommandError, run_command
     from .study.mpirun import run_mpi
@@ -60,12 +60,15 @@ __version__ = "0.1.0"
 # imports psmpi, and a worker rank needs only init/map and what a pset sees (context, timer,
 # params): on thousands of ranks each module more is a storm of file-system lookups (and,
 # without .pyc files, a compile). So the study helpers, history, the tools over results
-# files, the Executor and reading a file load when a name is first used. Missing derives
-# from pandas.DataFrame: ``import psmpi`` must not import pandas (nor h5py).
+# files, the Executor, reading a file and the classes of a map's results load when a name is
+# first used. Missing derives from pandas.DataFrame: ``import psmpi`` must not import pandas
+# (nor h5py).
 _LAZY = {
     "history": ".history",
     "Executor": ".executor", "ExecutorStopped": ".executor",
     "Missing": ".missing",
+    "MapProgress": ".results", "MapResults": ".results", "PerfStats": ".results",
+    "Timings": ".results",
     "read": ".store",
     "CommandError": ".study.command", "run_command": ".study.command",
     "run_mpi": ".study.mpirun",

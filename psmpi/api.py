@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from . import config
 from .config import launched_by_mpi
 from .errors import BackendError, ConfigError
-from .results import MapResults
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .results import MapResults
 
 
 class _Session:
@@ -42,7 +42,7 @@ atexit.register(_session.close_backend)
 # Called after every map() call as observer(name, results, error): results is the MapResults,
 # or None when map() raised ``error``. ``psmpi test`` listens here, so it sees every map call
 # however the study imported ``map``.
-MapObserver = Callable[[str, MapResults | None, BaseException | None], None]
+MapObserver = Callable[[str, "MapResults | None", BaseException | None], None]
 _observers: list[MapObserver] = []
 
 

@@ -83,7 +83,7 @@ def test_every_public_name_resolves_and_missing_brings_pandas():
 FIRST_USE = ["psmpi.history", "psmpi.executor", "psmpi.driver", "psmpi.tools", "psmpi.study",
              "psmpi.watch", "psmpi.cli", "psmpi.store.file", "psmpi.store.table",
              "psmpi.store.checking", "psmpi.store.damage", "psmpi.store.readers",
-             "psmpi.store.lock", "subprocess", "concurrent.futures", "difflib"]
+             "psmpi.store.lock", "psmpi.results", "subprocess", "concurrent.futures", "difflib"]
 
 
 def loaded_after(code: str, prefixes: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ HEAVY = {"pandas", "h5py", "matplotlib", "pyarrow", "scipy"}
 # first use, so a worker process (every MPI rank but 0) never looks them up.
 DRIVER_ONLY = ("psmpi.driver", "psmpi.store.table", "psmpi.store.file", "psmpi.store.checking",
                "psmpi.watch", "psmpi.tools", "psmpi.history", "psmpi.study", "psmpi.executor",
-               "psmpi.cli")
+               "psmpi.cli", "psmpi.results")
 
 
 def heavy_modules() -> list[str]:
