@@ -7,6 +7,10 @@ the ratios):
   its wall and CPU time measured inside the process around the import statement alone; the
   heavy modules it brought along (pandas, h5py) are listed. numpy and mpi4py give the scale:
   psmpi needs numpy, and every MPI rank imports mpi4py. Target: `import psmpi` <= 0.15 s.
+  psmpi is timed from its source (compiled at each import when there are no .pyc files, as
+  with PYTHONDONTWRITEBYTECODE=1) and from a copy with .pyc files (as pip installs it); also
+  what a worker rank imports, and rank 0's import plus its first map (where the lazily
+  imported driver, h5py and pandas are paid).
 - ranks: `mpiexec -n N` (4, 16, 64: oversubscribed on this machine's cores) of a study that
   maps 3 psets per worker, each sleeping 0.2 s (one per group), writing its results file.
   Each pset notes when it was computed; the driver notes when it started `mpiexec`. Reported:
@@ -25,9 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +44,6 @@ TARGET_IMPORT = 0.15  # seconds for `import psmpi`
 HEAVY = ("pandas", "h5py")
 SECONDS = 0.2
 PER_WORKER = 3
-IMPORTS = ["numpy", "mpi4py", "h5py", "pandas", "psmpi"]
 SYSTEMS = {
     "psmpi": "every rank runs the script: `import psmpi`, then psmpi.map(stamp, psets, "
              "out='startup.h5', group_size=1, verbose=0) (backend chosen: mpi); this checkout",
@@ -51,21 +56,48 @@ PEER_MODULES = {"futures": "mpi4py"}
 
 # ---------------------------------------------------------------------- imports
 
+# Each row of the import table: the code timed in a fresh interpreter (after ``os``,
+# ``tempfile`` and a worker function exist), and whether psmpi runs from .pyc files.
+# Without them (this machine's sessions run with PYTHONDONTWRITEBYTECODE=1, and an editable
+# install in a read-only tree has none) every psmpi module is compiled at each import; pip
+# compiles them when it installs psmpi.
+FIRST_MAP = ("import psmpi\npsmpi.map(one, [{'x': 1}], out=os.path.join(tmp, 'first.h5'), "
+             "backend='serial', verbose=0, vstats=0)")
+PROBES = {
+    "numpy": ("`import numpy`", "import numpy", False),
+    "mpi4py": ("`import mpi4py`", "import mpi4py", False),
+    "h5py": ("`import h5py`", "import h5py", False),
+    "pandas": ("`import pandas`", "import pandas", False),
+    "psmpi": ("`import psmpi`", "import psmpi", False),
+    "psmpi .pyc": ("`import psmpi`, from .pyc", "import psmpi", True),
+    "worker": ("worker rank: `import psmpi, psmpi.backends.mpi`",
+               "import psmpi, psmpi.backends.mpi", False),
+    "worker .pyc": ("worker rank, from .pyc", "import psmpi, psmpi.backends.mpi", True),
+    "first map": ("rank 0: `import psmpi` + first `psmpi.map` (serial, 1 pset, a file)",
+                  FIRST_MAP, False),
+}
+OURS = ["psmpi", "psmpi .pyc", "worker", "worker .pyc", "first map"]
+
 PROBE = """\
-import sys, time, json
+import os, sys, time, json, tempfile, shutil
+def one(pset):
+    return {{"y": pset["x"]}}
+tmp = tempfile.mkdtemp()
 t0, c0 = time.perf_counter(), time.process_time()
-import {module}
+{code}
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+shutil.rmtree(tmp)
 heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r})
-print("RESULT " + json.dumps({{"wall": wall, "cpu": cpu, "heavy": heavy}}))
+ours = sum(m == "psmpi" or m.startswith("psmpi.") for m in sys.modules)
+print("RESULT " + json.dumps({{"wall": wall, "cpu": cpu, "heavy": heavy, "modules": ours}}))
 """
 
 
-def import_time(module: str, pythonpath: str) -> dict:
-    """One fresh interpreter importing ``module``: wall and CPU seconds of the import."""
-    code = PROBE.format(module=module, heavy=set(HEAVY))
-    env = {**os.environ, "PYTHONPATH": pythonpath}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+def import_time(code: str, pythonpath: str) -> dict:
+    """One fresh interpreter running ``code``: wall and CPU seconds of it."""
+    probe = PROBE.format(code=code, heavy=set(HEAVY))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PSMPI_LOGFILE": "0"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env=env, timeout=120)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -73,14 +105,29 @@ def import_time(module: str, pythonpath: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def compiled_copy(checkout: str, into: str) -> str:
+    """A copy of ``checkout``'s psmpi package with its .pyc files, as pip installs it."""
+    target = os.path.join(into, os.path.basename(os.path.abspath(checkout)) or "checkout")
+    shutil.copytree(os.path.join(checkout, "psmpi"), os.path.join(target, "psmpi"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(target, "psmpi")],
+                   check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    return target
+
+
 def measure_imports(reps: int, baseline: str | None) -> tuple[dict, dict]:
-    names = IMPORTS + (["psmpi (baseline)"] if baseline else [])
+    names = list(PROBES) + ([f"{name} (baseline)" for name in OURS] if baseline else [])
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = {CHECKOUT: compiled_copy(CHECKOUT, os.path.join(scratch, "this"))}
+        if baseline:
+            paths[baseline] = compiled_copy(baseline, os.path.join(scratch, "baseline"))
 
-    def measure(name: str) -> dict:
-        module = name.split()[0]
-        return import_time(module, baseline if "baseline" in name else CHECKOUT)
+        def measure(name: str) -> dict:
+            _, code, pyc = PROBES[name.removesuffix(" (baseline)")]
+            checkout = baseline if name.endswith("(baseline)") else CHECKOUT
+            return import_time(code, paths[checkout] if pyc else checkout)
 
-    return common.interleaved(names, reps, measure)
+        return common.interleaved(names, reps, measure)
 
 
 def report_imports(results: dict, failed: dict, reps: int, baseline: str | None) -> dict:
@@ -96,25 +143,35 @@ def report_imports(results: dict, failed: dict, reps: int, baseline: str | None)
         cpu = statistics.median(r["cpu"] for r in runs)
         medians[name], cpus[name] = wall[0], cpu
         heavy = sorted({m for r in runs for m in r["heavy"]})
-        rows.append([f"`import {name.split()[0]}`" + (" (baseline)" if "baseline" in name else ""),
+        label = PROBES[name.removesuffix(" (baseline)")][0]
+        rows.append([label + (" (baseline)" if name.endswith("(baseline)") else ""),
                      f"{wall[0]:.3f}", f"{wall[1]:.3f} – {wall[2]:.3f}", f"{cpu:.3f}",
-                     f"{wall[0] / numpy_wall:.2f}", ", ".join(heavy) or "–", len(runs)])
+                     f"{wall[0] / numpy_wall:.2f}", ", ".join(heavy) or "–",
+                     max(r["modules"] for r in runs), len(runs)])
     print(common.table(["import", "wall s, median", "min – max", "CPU s, median",
-                        "÷ numpy", "pandas/h5py loaded", "runs"], rows))
+                        "÷ numpy", "pandas/h5py loaded", "psmpi modules", "runs"], rows))
     print()
-    if "psmpi" in medians:
+    print(f"- PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}: "
+          f"rows without \"from .pyc\" compile psmpi's modules at each import unless the "
+          f"checkout has __pycache__ files")
+    for name, what in (("psmpi", ""), ("psmpi .pyc", " (from .pyc)")):
+        if name not in medians:
+            continue
         # On a shared machine the wall time waits for other processes' turns; the CPU time
-        # is what the import itself costs, and what an idle machine's wall time would be.
-        for what, value in (("wall", medians["psmpi"]), ("CPU", cpus["psmpi"])):
+        # is what the import itself costs (numpy's threads make it exceed the wall time).
+        for kind, value in (("wall", medians[name]), ("CPU", cpus[name])):
             met = value <= TARGET_IMPORT
-            print(f"- target `import psmpi` <= {TARGET_IMPORT} s, by the median {what} time: "
-                  f"{'met' if met else '**missed**'} ({value:.3f} s, "
-                  f"{len(results['psmpi'])} runs)")
-    if baseline and "psmpi (baseline)" in medians and "psmpi" in medians:
-        base = "psmpi (baseline)"
-        print(f"- baseline {baseline} (`git rev-parse HEAD`: {git_head(baseline)}): this "
-              f"checkout takes {medians['psmpi'] / medians[base]:.2f}× its import's wall time, "
-              f"{cpus['psmpi'] / cpus[base]:.2f}× its CPU time")
+            print(f"- target `import psmpi`{what} <= {TARGET_IMPORT} s, by the median {kind} "
+                  f"time: {'met' if met else '**missed**'} ({value:.3f} s, "
+                  f"{len(results[name])} runs)")
+    if baseline:
+        print(f"- baseline {baseline} (`git rev-parse HEAD`: {git_head(baseline)}), this "
+              f"checkout's wall (CPU) time ÷ the baseline's, by the medians:")
+        for name in OURS:
+            base = f"{name} (baseline)"
+            if name in medians and base in medians:
+                print(f"  - {PROBES[name][0]}: {medians[name] / medians[base]:.2f}× "
+                      f"({cpus[name] / cpus[base]:.2f}×)")
     return medians
 
 

@@ -1,7 +1,11 @@
 """psmpi: parameter surveys from a laptop to an MPI allocation, with durable HDF5 results.
 
-This module only re-exports. The package, from the bottom up (each layer imports only
-from the layers below it; ``tests/test_imports.py`` checks)::
+This module only re-exports; the names of the upper layers (history, the tools, the study
+helpers, the Executor, reading a file, a map's results) are imported on first use (``_LAZY`` below), the
+backends at the first ``init()`` or ``map()``, the driver at the first ``map()`` (on rank 0
+alone): ``import psmpi``, which every MPI rank runs, loads none of them. The package, from
+the bottom up (each layer imports only from the layers below it; ``tests/test_imports.py``
+checks)::
 
     foundations   errors, layout, values, utils, stopping, params, config, results, missing
     store/        the results file: tables, lock, attempt log, bookkeeping ids
@@ -17,9 +21,10 @@ from the layers below it; ``tests/test_imports.py`` checks)::
     cli/          the psmpi command
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
-from . import history, params, utils
+from . import params, utils
 from .api import init, map
 from .errors import (
     BackendError,
@@ -31,39 +36,62 @@ from .errors import (
     SetupError,
     StoreError,
 )
-from .executor import Executor, ExecutorStopped
-from .results import MapProgress, MapResults, PerfStats, Timings
-from .store import read
-from .study.command import CommandError, run_command
-from .study.mpirun import run_mpi
-from .study.post import filter_rows, missing_psets, print_table
-from .study.templates import prep_batch
-from .tools.cleaning import clean
-from .tools.merging import merge, merge_shards
-from .tools.summary import MapSummary, failures, status
 from .worker.context import PsetContext, context
 from .worker.setup import SetupContext
 from .worker.timers import timer
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ below
+    from . import history
+    from .executor import Executor, ExecutorStopped
     from .missing import Missing
+    from .results import MapProgress, MapResults, PerfStats, Timings
+    from .store import read
+    from .study.command import CommandError, run_command
+    from .study.mpirun import run_mpi
+    from .study.post import filter_rows, missing_psets, print_table
+    from .study.templates import prep_batch
+    from .tools.cleaning import clean
+    from .tools.merging import merge, merge_shards
+    from .tools.summary import MapSummary, failures, status
 
 __version__ = "0.1.0"
 
+# The public names imported on first use (PEP 562), and the module of each. Every MPI rank
+# imports psmpi, and a worker rank needs only init/map and what a pset sees (context, timer,
+# params): on thousands of ranks each module more is a storm of file-system lookups (and,
+# without .pyc files, a compile). So the study helpers, history, the tools over results
+# files, the Executor, reading a file and the classes of a map's results load when a name is
+# first used. Missing derives from pandas.DataFrame: ``import psmpi`` must not import pandas
+# (nor h5py).
+_LAZY = {
+    "history": ".history",
+    "Executor": ".executor", "ExecutorStopped": ".executor",
+    "Missing": ".missing",
+    "MapProgress": ".results", "MapResults": ".results", "PerfStats": ".results",
+    "Timings": ".results",
+    "read": ".store",
+    "CommandError": ".study.command", "run_command": ".study.command",
+    "run_mpi": ".study.mpirun",
+    "filter_rows": ".study.post", "missing_psets": ".study.post", "print_table": ".study.post",
+    "prep_batch": ".study.templates",
+    "clean": ".tools.cleaning",
+    "merge": ".tools.merging", "merge_shards": ".tools.merging",
+    "MapSummary": ".tools.summary", "failures": ".tools.summary", "status": ".tools.summary",
+}
+
 
 def __getattr__(name: str) -> object:
-    """``psmpi.Missing`` on first use (PEP 562): the class derives from pandas.DataFrame, and
-    ``import psmpi`` must not import pandas (every MPI rank imports psmpi; workers never need
-    pandas). Every other name above imports neither pandas nor h5py."""
-    if name == "Missing":
-        from .missing import Missing
-
-        return Missing
-    raise AttributeError(f"module 'psmpi' has no attribute {name!r}")
+    """A name of ``_LAZY`` on first use: its module is imported, the name kept here."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'psmpi' has no attribute {name!r}")
+    module = import_module(_LAZY[name], __name__)
+    value = module if name == module.__name__.rpartition(".")[2] else getattr(module, name)
+    globals()[name] = value  # later lookups are plain attribute lookups
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "Missing"})  # tab completion offers the lazy name too
+    return sorted({*globals(), *_LAZY})  # tab completion offers the lazy names too
 
 
 __all__ = [

@@ -7,13 +7,15 @@ import collections
 import contextlib
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
-from .backends import Backend, auto_backend_name, backend_class, launched_by_mpi
-from .driver.run import run_map
+from .config import launched_by_mpi
 from .errors import BackendError, ConfigError
-from .results import MapResults
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .results import MapResults
 
 
 class _Session:
@@ -40,7 +42,7 @@ atexit.register(_session.close_backend)
 # Called after every map() call as observer(name, results, error): results is the MapResults,
 # or None when map() raised ``error``. ``psmpi test`` listens here, so it sees every map call
 # however the study imported ``map``.
-MapObserver = Callable[[str, MapResults | None, BaseException | None], None]
+MapObserver = Callable[[str, "MapResults | None", BaseException | None], None]
 _observers: list[MapObserver] = []
 
 
@@ -95,6 +97,10 @@ def init(backend: str | None = None, **kwargs: Any) -> None:
 
 def backend_for(settings: config.Settings) -> Backend:
     """The running backend if it matches ``settings``, else a newly started one."""
+    # Here, not at the top: the backends bring the task machinery (cloudpickle, hashing),
+    # which `import psmpi` need not pay before a map; a worker rank pays it here.
+    from .backends import auto_backend_name, backend_class
+
     ranks = launched_by_mpi()
     # resources=: psets launch MPI applications from this one process (not under mpiexec)
     ensemble = settings.resources is not None and ranks <= 1
@@ -202,4 +208,8 @@ def _map(worker: Callable, psets: Any, kwargs: dict[str, Any]) -> MapResults:
     settings = config.resolve(kwargs, _session.init_kwargs)
     backend = backend_for(settings)
     name = settings.name or default_name(worker)
+    # Here, not at the top: on a worker rank backend_for() never returns (the rank serves
+    # groups), and the driver with its results file is rank 0's alone.
+    from .driver.run import run_map
+
     return run_map(worker, psets, settings, backend, name)

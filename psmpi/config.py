@@ -14,7 +14,6 @@ variables, whose values mean the same in psmpi, so paramsurvey scripts and job f
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -344,6 +343,8 @@ def check_kwargs(kwargs: Mapping[str, Any], where: str) -> None:
     """Refuse unknown keyword arguments and values of the wrong type, naming the argument."""
     for key, value in kwargs.items():
         if key not in OPTIONS:
+            import difflib  # here: only a mistyped argument needs it
+
             close = difflib.get_close_matches(key, list(OPTIONS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{where} got an unknown keyword argument {key!r}{hint} "

@@ -112,7 +112,15 @@ def test_mpi_startup_quick_run_times_imports_and_the_first_pset():
     out = proc.stdout
     psmpi_row = next(ln for ln in out.splitlines() if ln.startswith("| `import psmpi` |"))
     assert psmpi_row.split("|")[6].strip() == "–", psmpi_row  # neither pandas nor h5py
-    assert "| `import pandas` |" in out and "| pandas | 1 |" in out
+    assert "| `import pandas` |" in out and "| pandas | 0 | 1 |" in out
+    # from .pyc, a worker rank's imports and rank 0's first map, each also of the baseline;
+    # the first map does import the driver's pandas and h5py
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    for label in ("`import psmpi`, from .pyc", "worker rank: `import psmpi, psmpi.backends.mpi`",
+                  "worker rank, from .pyc", "rank 0: `import psmpi` + first `psmpi.map`"):
+        assert sum(ln.startswith(f"| {label}") for ln in rows) == 2, label
+    first_map = next(ln for ln in rows if ln.startswith("| rank 0: "))
+    assert first_map.split("|")[6].strip() == "h5py, pandas", first_map
     for what in ("wall", "CPU"):
         line = next(ln for ln in out.splitlines() if f"by the median {what} time" in ln)
         assert ": met (" in line or ": **missed** (" in line, line

@@ -78,6 +78,71 @@ def test_every_public_name_resolves_and_missing_brings_pandas():
     assert heavy_after(code) == ["pandas"]
 
 
+# What `import psmpi` leaves for first use (``_LAZY`` of psmpi/__init__.py and of
+# psmpi/store): a worker rank needs none of it, and every rank imports psmpi.
+FIRST_USE = ["psmpi.history", "psmpi.executor", "psmpi.driver", "psmpi.tools", "psmpi.study",
+             "psmpi.watch", "psmpi.cli", "psmpi.store.file", "psmpi.store.table",
+             "psmpi.store.checking", "psmpi.store.damage", "psmpi.store.readers",
+             "psmpi.store.lock", "psmpi.results", "subprocess", "concurrent.futures", "difflib"]
+
+
+def loaded_after(code: str, prefixes: list[str]) -> list[str]:
+    """The modules of ``prefixes`` (a module or a package) a fresh interpreter holds after
+    running ``code``."""
+    probe = (f"{code}\nimport sys\nprint(sorted({{p for p in {prefixes!r} for m in sys.modules "
+             f"if m == p or m.startswith(p + '.')}}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=clean_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_import_psmpi_leaves_the_driver_tools_and_helpers_for_first_use():
+    assert loaded_after("import psmpi", FIRST_USE) == []
+    # the backends and the task machinery come with the first map (a worker rank's too)
+    assert loaded_after("import psmpi", ["psmpi.backends", "psmpi.worker.task",
+                                         "cloudpickle"]) == []
+    # what a worker rank imports: psmpi, its backend and the task machinery
+    assert loaded_after("import psmpi, psmpi.backends.mpi, psmpi.worker.task, psmpi.store."
+                        "bookkeeping", FIRST_USE) == []
+
+
+def test_the_first_use_probe_sees_a_first_use():
+    assert {"psmpi.tools", "psmpi.store.table", "psmpi.store.lock"} <= set(
+        loaded_after("import psmpi\npsmpi.merge", FIRST_USE))
+    assert "psmpi.driver" in loaded_after("import psmpi.api\npsmpi.api.map(abs, [], out=None, "
+                                          "backend='serial', verbose=0)", FIRST_USE)
+
+
+def test_every_public_name_imports_on_first_use_as_its_module_defines_it():
+    """``from psmpi import X`` for each name of ``__all__`` in one fresh interpreter; the
+    lazy ones are the objects of their modules, and so are psmpi.store's."""
+    code = """\
+import importlib, psmpi
+for name in psmpi.__all__:
+    exec(f"from psmpi import {name}")
+assert set(psmpi._LAZY) <= set(psmpi.__all__), set(psmpi._LAZY) - set(psmpi.__all__)
+for name, where in psmpi._LAZY.items():
+    module = importlib.import_module(where, "psmpi")
+    own = module if module.__name__ == "psmpi." + name else getattr(module, name)
+    assert getattr(psmpi, name) is own, name
+import psmpi.history
+assert psmpi.history is importlib.import_module("psmpi.history")
+import psmpi.store as store
+assert set(store.__all__) <= set(dir(store))
+for name, where in store._LAZY.items():
+    assert getattr(store, name) is getattr(importlib.import_module(where, "psmpi.store"), name)
+assert [n for n in store.__all__ if getattr(store, n, None) is None] == []
+try:
+    store.no_such_name
+except AttributeError as exc:
+    assert "psmpi.store" in str(exc) and "no_such_name" in str(exc)
+else:
+    raise SystemExit("no AttributeError")
+"""
+    assert heavy_after(code) == ["pandas"]  # Missing is a DataFrame
+
+
 def run_script(tmp_path: pathlib.Path, backend: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, str(SCRIPT), backend, str(tmp_path / "out.h5"),
                            *args], capture_output=True, text=True, env=clean_env(),
@@ -91,11 +156,15 @@ def check_report(report: dict, workers: int | None = None) -> None:
     assert report["rows"] == 60
     # the driver wrote the file and built the DataFrame: the probe does see the imports
     assert set(HEAVY) <= set(report["driver"])
+    assert {"psmpi.driver", "psmpi.store.table"} <= set(report["driver"])
     assert report["workers"], report
     if workers is not None:
         assert len(report["workers"]) == workers, report
     for who, modules in report["workers"].items():
-        assert not set(HEAVY) & set(modules), f"worker {who} imported {modules}"
+        # neither pandas/h5py nor psmpi's driver, tables, tools or study helpers (ray's own
+        # workers do import pyarrow)
+        unwanted = [m for m in modules if m in HEAVY or m.startswith("psmpi.")]
+        assert unwanted == [], f"worker {who} imported {modules}"
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])

@@ -111,12 +111,42 @@ The package, by responsibility (names of groups, datasets and attributes are
 """
 
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from ..errors import DamageError, StoreError
 from ..layout import FORMAT, TABLE_KINDS
-from .checking import CheckReport, Damage, TableCheck, check
-from .file import MIN_FREE_BYTES, Store, maps_in, open_h5
-from .readers import map_names, read, reading
-from .table import Table
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ below
+    from .checking import CheckReport, Damage, TableCheck, check
+    from .file import MIN_FREE_BYTES, Store, maps_in, open_h5
+    from .readers import map_names, read, reading
+    from .table import Table
+
+# The names of the submodules, imported on first use (PEP 562): a worker hashes its psets
+# with ``store.bookkeeping`` and needs none of the table machinery, so importing a submodule
+# must not import the others (each is compiled, or at least looked up, on every rank).
+_LAZY = {
+    "CheckReport": ".checking", "Damage": ".checking", "TableCheck": ".checking",
+    "check": ".checking",
+    "MIN_FREE_BYTES": ".file", "Store": ".file", "maps_in": ".file", "open_h5": ".file",
+    "map_names": ".readers", "read": ".readers", "reading": ".readers",
+    "Table": ".table",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A name of ``_LAZY`` on first use: its submodule is imported, the name kept here."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'psmpi.store' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = ["FORMAT", "MIN_FREE_BYTES", "TABLE_KINDS", "CheckReport", "Damage",
            "DamageError", "Store", "StoreError", "Table", "TableCheck", "check", "map_names",

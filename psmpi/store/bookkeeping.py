@@ -21,7 +21,6 @@ under today's names (see :data:`LEGACY_NAMES`).
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -51,6 +50,8 @@ def new_run_id() -> str:
 
 def new_pset_key() -> tuple[int, int]:
     """The random key of a run's pset ids: two 64-bit ints, independent of its run id."""
+    import secrets  # here: once per run, on rank 0; a worker rank needs only pset_id
+
     return secrets.randbits(64), secrets.randbits(64)
 
 

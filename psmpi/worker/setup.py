@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +79,9 @@ def parse_devices(text: str) -> tuple[str, ...]:
 
 def nvidia_smi_devices() -> tuple[str, ...]:
     """Device indexes from ``nvidia-smi -L`` (one ``GPU i: ...`` line each); none without it."""
+    import shutil  # here: every rank imports this module, few ever ask nvidia-smi
+    import subprocess
+
     program = shutil.which("nvidia-smi")
     if program is None:
         return ()

@@ -1,7 +1,8 @@
 """Which heavy modules psmpi's worker processes hold: python worker_imports.py BACKEND OUT [START]
 
 Runs one map writing OUT (so the driver does import h5py and pandas) whose worker function
-reports the heavy modules of the process it runs in. Prints one JSON line: the modules after
+reports the heavy modules of the process it runs in (and
+psmpi's driver-only modules among them). Prints one JSON line: the modules after
 ``import psmpi``, the driver's after the map, and per worker (rank under MPI, else pid) the
 modules it held while computing. START: the multiprocessing start method. Under
 ``mpiexec -n K`` with BACKEND=mpi every rank runs this file; only rank 0 prints.
@@ -14,10 +15,17 @@ import time
 
 # Imported by psmpi's driver (rank 0) or its reports only: a worker never needs them.
 HEAVY = {"pandas", "h5py", "matplotlib", "pyarrow", "scipy"}
+# psmpi's own modules of the driver, the results file's tables and the tools: loaded on
+# first use, so a worker process (every MPI rank but 0) never looks them up.
+DRIVER_ONLY = ("psmpi.driver", "psmpi.store.table", "psmpi.store.file", "psmpi.store.checking",
+               "psmpi.watch", "psmpi.tools", "psmpi.history", "psmpi.study", "psmpi.executor",
+               "psmpi.cli", "psmpi.results")
 
 
 def heavy_modules() -> list[str]:
-    return sorted({name.split(".")[0] for name in sys.modules} & HEAVY)
+    heavy = {name.split(".")[0] for name in sys.modules} & HEAVY
+    ours = {p for p in DRIVER_ONLY for m in sys.modules if m == p or m.startswith(p + ".")}
+    return sorted(heavy | ours)
 
 
 BEFORE_IMPORT = heavy_modules()
