@@ -11,21 +11,37 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
     rank 0: Master                                        rank r > 0: Worker
     ──────────────                                        ──────────────────
     any time: note r's host and pid                  ◀─── (HELLO, -, (host, pid)) at start
-    run(task, groups): a worker slot is free?
-      group = next(groups)   (pulled only now; a list
-        of (index, pset), or for a params grid a Span
-        (start, stop): the grid travels in the Task)
-      ─── (GROUP, run_id, (digest, blob|None, group)) ──▶ blob: load the Task, keep it
-          blob only if r has not got this digest yet       outcome = task(group, r)
-          ledger: r holds it since now (or, if r is
-          busy, since r's previous group comes back)
-      poll: improbe(ANY_SOURCE), spin 0.2 ms,        ◀─── (DONE, run_id, outcome)
+    run(task, groups): a worker slot is free?             messages go to a pending queue in
+      group = a given-back group, else next(groups)       order; the main thread receives
+        (pulled only now; a list of (index, pset),        between groups, a listener thread
+        or for a params grid a Span (start, stop):
+        the grid travels in the Task)
+      ─── (GROUP, run_id, (digest, blob|None, group,       (with MPI_THREAD_MULTIPLE) while
+                           send_id)) ─────────────────▶   a group computes
+          blob only if r has not got this digest yet      oldest pending group: unpack it
+          ledger: r holds it since now (or, if r is       (blob: load the Task, keep it),
+          busy, since r's previous group comes back)      outcome = task(group, r)
+      poll: improbe(ANY_SOURCE), spin 0.2 ms,        ◀─── (DONE, run_id, (send_id, outcome))
             then sleep 0.1 → 20 ms
       receive all that arrived, refill the freed           poll for the next message
       workers, then yield all those outcomes (the
       driver writes HDF5 while the workers compute); None
       every 0.2 s while nothing arrives; outcomes
       of a run the driver abandoned are dropped;
+      take-back: workers idle with no group to hand
+      out while ranks hold queued groups of this run
+      (sent behind their running one): for each
+      idle worker, one queued group, from the ranks
+      whose running group has run longest:
+      ─── (TAKE, run_id, send_id) ─────────────────────▶ still pending (not started)?
+          ledger: marked asked back; the group stays        drop it from pending, and
+          r's until one of the two answers arrives:    ◀─── (GIVEN, run_id, send_id)
+            GIVEN: off r's ledger, resent to the next       already started: ignore the
+              idle worker (never queued behind a busy       TAKE, its DONE answers
+              one); DONE: it had started, as usual      ◀─── (DONE, run_id, (send_id, outcome))
+          (MPI keeps messages between two ranks in order: a TAKE is read after its GROUP,
+          and a GIVEN arrives before the DONE of any group the worker started later; so
+          exactly one of GIVEN and DONE comes back, and a pset is never lost nor doubled)
       every second with timeout= and
       abort_on_timeout: a group held longer than
       timeout × its size raises PsetTimeout (the
@@ -65,8 +81,10 @@ import collections
 import ctypes
 import dataclasses
 import hashlib
+import itertools
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -86,6 +104,7 @@ from .base import Backend, Group, Held, Options, option
 TAG = 27
 # message kinds, item 0 of each
 GROUP, DONE, STOP, BYE, HELLO = "group", "done", "stop", "bye", "hello"
+TAKE, GIVEN = "take", "given"  # rank 0 asks a queued group back; the worker gives it back
 
 # Each wait first polls without sleeping for this long: while groups flow, the next message
 # is usually this close (at group_size=1 a sleep of even 0.1 ms per message, on master and
@@ -105,10 +124,11 @@ POLL_MAX = 0.02
 MASTER_LATENCY_SHARE = 0.005
 MASTER_POLL_FLOOR = 0.001
 # A second group queued on a busy worker hides the master's turnaround (~1 ms per group
-# here), but a queued group cannot be taken back: behind a long group it waits while other
-# workers run dry. Measured with the Grouper waiting for a sample per worker (benchmarks/
-# mpi_balance.py, 200 lognormal psets, 8 workers): efficiency 0.885 with two in flight
-# against 0.839 with one, and 0.977 against 0.956 with cost=. So two is the default;
+# here); behind a long group it would wait while other workers run dry, so the master takes
+# it back for an idle worker (TAKE/GIVEN, see the module docstring). Measured before
+# take-back, with the Grouper waiting for a sample per worker (benchmarks/mpi_balance.py,
+# 200 lognormal psets, 8 workers): efficiency 0.885 with two in flight against 0.839 with
+# one, and 0.977 against 0.956 with cost=. So two is the default;
 # in_flight=None queues a second group only once groups are measured to be shorter than:
 PREFETCH_BELOW_SECONDS = 0.02
 EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group durations
@@ -328,18 +348,24 @@ class Job:
         self.source = groups  # what the driver passed: an Executor's can be woken on submit
         self.exhausted = False
         self.starved = False  # the driver had nothing to hand out at the last pull
-        self.outstanding = 0  # groups sent and not yet back
+        self.outstanding = 0  # groups pulled from the driver whose outcome has not arrived
+        self.taken: collections.deque[Group] = collections.deque()  # given back, to resend
+        self.taking = 0  # TAKE messages sent whose group has not come back (GIVEN or DONE)
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
         self.returned = 0
         self.group_seconds = 0.0  # running mean of compute time per group
 
     def next_group(self) -> Group | None:
-        """The next group, pulled only now that a worker is free; None at the end, or when
-        the driver has nothing to hand out now (``starved``: an Executor, ask again soon)."""
+        """The next group: one a worker gave back, else one pulled from the driver only now
+        that a worker is free; None at the end, or when the driver has nothing to hand out
+        now (``starved``: an Executor, ask again soon)."""
+        if self.taken:
+            return self.taken.popleft()
         group = None if self.exhausted else next(self.groups, None)
         self.exhausted = group is None
         self.starved = group is not None and not group
+        self.outstanding += bool(group)
         return group or None
 
     def arrive(self, outcome: GroupOutcome) -> None:
@@ -386,9 +412,12 @@ class Master:
         self.last_digest: list[bytes | None] = [None] * size  # the task each rank holds
         self.sends: list = []                 # pending isends: their buffers must live on
         self.run_id = 0
-        # The ledger: per rank, [run id, group, monotonic time it started or None if queued]
-        # of each group sent and not back, oldest first. The head is the one running.
+        # The ledger: per rank, [run id, group, monotonic time it started or None if queued,
+        # send id, asked back (TAKE sent)] of each group sent and not back, oldest first. The
+        # head is the one running.
         self.holding: list[collections.deque[list]] = [collections.deque() for _ in range(size)]
+        self.queued: set[int] = set()         # ranks holding a group behind their running one
+        self.send_ids = itertools.count(1)    # names each group sent, for TAKE/GIVEN/DONE
         self.hosts: list[str] = ["unknown host"] * size  # from each worker's HELLO
         self.pids: list[int] = [-1] * size
 
@@ -455,11 +484,21 @@ class Master:
             if kind == HELLO:
                 self.hosts[source], self.pids[source] = payload
                 continue
+            if kind == GIVEN:
+                self.given_back(source, run_id, payload, job)
+                continue
             if kind != DONE:
                 raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
+            send_id, outcome = payload
+            holding = self.holding[source]
+            if not holding or holding[0][3] != send_id:
+                raise InternalError(f"rank {source} returned group #{send_id}, but the ledger "
+                                    f"has it running #{holding[0][3] if holding else None}")
+            if holding[0][4] and job is not None and run_id == job.run_id:
+                job.taking -= 1  # asked back too late: it had started
             self.free_slot(source)
             if job is not None and run_id == job.run_id:
-                job.arrive(payload)
+                job.arrive(outcome)
             # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
 
     def free_slot(self, rank: int) -> None:
@@ -470,17 +509,59 @@ class Master:
         holding.popleft()
         if holding:  # the queued group starts as soon as the previous one's result is sent
             holding[0][2] = time.monotonic()
+        if len(holding) < 2:
+            self.queued.discard(rank)
+
+    def given_back(self, rank: int, run_id: int, send_id: int, job: Job | None) -> None:
+        """``rank`` gave back queued group #send_id unstarted: off its ledger, to be resent
+        (dropped if its run was abandoned)."""
+        holding = self.holding[rank]
+        entry = next((entry for entry in holding if entry[3] == send_id), None)
+        if entry is None or not entry[4]:
+            raise InternalError(f"rank {rank} gave back group #{send_id}, which rank 0 did "
+                                f"not ask back from it")
+        was_running = entry is holding[0]
+        holding.remove(entry)
+        if was_running and holding:  # its result was sent: the next one starts now
+            holding[0][2] = time.monotonic()
+        if len(holding) < 2:
+            self.queued.discard(rank)
+        self.inflight[rank] -= 1
+        (self.idle if self.inflight[rank] == 0 else self.single).append(rank)
+        if job is not None and run_id == job.run_id:
+            job.taking -= 1
+            job.taken.append(entry[1])
+
+    def take_back(self, job: Job) -> None:
+        """Workers idle with nothing to hand out: ask back, for each, a queued group of this
+        run, from the ranks whose running group has run longest. The group comes back
+        either GIVEN (not started: resent to an idle worker) or DONE (it had started)."""
+        wanted = len(self.idle) - job.taking
+        if wanted <= 0 or not self.queued:
+            return
+        now = time.monotonic()
+        asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
+                        for rank in self.queued
+                        for entry in itertools.islice(self.holding[rank], 1, None)
+                        if entry[0] == job.run_id and not entry[4]),
+                       key=lambda item: item[:2])
+        for _, rank, entry in asked[:wanted]:
+            entry[4] = True
+            job.taking += 1
+            self.sends.append(self.comm.isend((TAKE, job.run_id, entry[3]), rank, TAG))
 
     def refill(self, job: Job, settings: dict) -> None:
         """Give idle workers a group, then (if worthwhile) busy ones their next one."""
         prefetch = self.prefetch(job, settings)
         while self.idle:
             if not self.send_next(self.idle[0], job):
+                self.take_back(job)
                 return
             rank = self.idle.popleft()
             if prefetch:
                 self.single.append(rank)
-        while prefetch and self.single:
+        # A group given back goes to the next idle worker, never queued behind a busy one.
+        while prefetch and self.single and not job.taken:
             if self.inflight[self.single[0]] == 1 and not self.send_next(self.single[0], job):
                 return
             self.single.popleft()  # sent its second group, or a stale entry
@@ -496,12 +577,14 @@ class Master:
             return False
         blob = None if self.last_digest[rank] == job.digest else job.blob
         self.last_digest[rank] = job.digest
-        self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group)),
+        send_id = next(self.send_ids)
+        self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group, send_id)),
                                           rank, TAG))
         holding = self.holding[rank]
-        holding.append([job.run_id, group, None if holding else time.monotonic()])
+        holding.append([job.run_id, group, None if holding else time.monotonic(), send_id, False])
+        if len(holding) >= 2:
+            self.queued.add(rank)
         self.inflight[rank] += 1
-        job.outstanding += 1
         return True
 
     def held(self) -> list[Held]:
@@ -516,7 +599,7 @@ class Master:
                 yield rank, holding[0]
 
     def holder(self, rank: int, entry: list, now: float) -> Held:
-        _, group, started = entry
+        group, started = entry[1], entry[2]
         return Held(f"rank {rank}", self.hosts[rank], tuple(group_indexes(group)),
                     now - started)
 
@@ -609,7 +692,14 @@ def exit_now(status: int) -> NoReturn:
 
 
 class Worker:
-    """A rank > 0: run groups for rank 0 until it says stop."""
+    """A rank > 0: run groups for rank 0 until it says stop.
+
+    Messages from rank 0 go to ``pending`` in their order; a TAKE removes its group from
+    there if it has not started (and says GIVEN), else is ignored (the group's DONE tells).
+    While a group computes, a listener thread receives them, so that a group queued behind
+    a long one can be given back at once; otherwise the main thread does, between groups.
+    ``mpi_lock`` makes the two take turns: the main thread holds it except while computing.
+    """
 
     def __init__(self, MPI, settings: dict):
         from mpi4py.util import pkl5
@@ -620,6 +710,13 @@ class Worker:
         self.task: Task | None = None
         self.digest: bytes | None = None
         self.fault = os.environ.get(FAULT_ENV) == f"worker-internal:{self.rank}"
+        self.status = MPI.Status()
+        self.pending: collections.deque[tuple] = collections.deque()  # (kind, run_id, payload)
+        # The task of a group given back before it was unpacked: the master sends it once.
+        self.spare: tuple[bytes, bytes] | None = None
+        self.mpi_lock = threading.Lock()
+        # Two threads calling MPI need MPI_THREAD_MULTIPLE (mpi4py asks for it by default).
+        self.listens = MPI.Query_thread() == MPI.THREAD_MULTIPLE
         layout = node_layout(MPI)
         worker_setup.SLOT, worker_setup.LOCAL_RANK = layout.slot, layout.local_rank
 
@@ -627,7 +724,10 @@ class Worker:
         # Rank 0 decides when the job ends (the launcher signals every rank): a worker dying
         # on SIGTERM, SIGUSR1 or Ctrl-C would kill the job before rank 0 drained and saved.
         ignore_stop_signals()
+        self.mpi_lock.acquire()  # held to the end: the listener never calls MPI after serve()
         try:
+            if self.listens:
+                threading.Thread(target=self.listen, name="psmpi-listener", daemon=True).start()
             # Tells rank 0 where this rank runs, for reports of stalled workers.
             hello = self.comm.isend((HELLO, None, (HOST, os.getpid())), 0, TAG)
             self.serve()
@@ -643,28 +743,78 @@ class Worker:
         exit_now(0)
 
     def serve(self) -> None:
+        """Run groups in the order they came, until STOP. Holds ``mpi_lock`` except while
+        computing."""
         while True:
             kind, run_id, payload = self.next_message()
             if kind == STOP:
                 return
-            if kind != GROUP:
-                raise InternalError(f"worker got a {kind!r} message")
             group = self.unpack(payload)
-            outcome = self.task(group, self.rank)
+            self.mpi_lock.release()  # the listener receives while this group computes
+            try:
+                outcome = self.task(group, self.rank)
+            finally:
+                self.mpi_lock.acquire()
             # Wait until rank 0 has it: a large result must not sit half-sent while the
             # next group computes (no MPI progress then), blocking rank 0's receive.
-            wait(self.comm.isend((DONE, run_id, outcome), 0, TAG), self.poll_max)
+            wait(self.comm.isend((DONE, run_id, (payload[3], outcome)), 0, TAG), self.poll_max)
 
     def next_message(self) -> tuple:
-        status, backoff = self.MPI.Status(), Backoff()
+        """The oldest pending GROUP or STOP, once every TAKE that arrived was answered."""
+        backoff = Backoff()
         while True:
-            message = self.comm.improbe(0, TAG, status)
-            if message is not None:
-                return wait(message.irecv(), self.poll_max)
+            if self.receive_arrived():
+                backoff.reset()
+            if self.pending:
+                return self.pending.popleft()
             backoff.sleep(self.poll_max)
 
+    def listen(self) -> NoReturn:
+        """The listener thread: receive while the main thread computes (it holds the lock
+        otherwise)."""
+        try:
+            backoff = Backoff()
+            while True:
+                with self.mpi_lock:
+                    if self.receive_arrived():
+                        backoff.reset()
+                backoff.sleep(self.poll_max)
+        except BaseException:
+            abort(self.world, "internal error in psmpi's worker listener thread")
+
+    def receive_arrived(self) -> bool:
+        """Receive every message that has arrived (``mpi_lock`` held); whether any had."""
+        received = False
+        while True:
+            message = self.comm.improbe(0, TAG, self.status)
+            if message is None:
+                return received
+            received = True
+            kind, run_id, payload = wait(message.irecv(), self.poll_max)
+            if kind == TAKE:
+                self.give_back(run_id, payload)
+            elif kind in (GROUP, STOP):
+                self.pending.append((kind, run_id, payload))
+            else:
+                raise InternalError(f"worker got a {kind!r} message")
+
+    def give_back(self, run_id: int, send_id: int) -> None:
+        """Rank 0 asks group #send_id back: give it if it has not started. If it has, its
+        DONE answers (MPI keeps rank 0's messages in order, so a TAKE never comes before
+        its GROUP)."""
+        for item in self.pending:
+            if item[0] == GROUP and item[2][3] == send_id:
+                self.pending.remove(item)
+                digest, blob = item[2][:2]
+                if blob is not None:  # later groups of this task come without it
+                    self.spare = (digest, blob)
+                wait(self.comm.isend((GIVEN, run_id, send_id), 0, TAG), self.poll_max)
+                return
+
     def unpack(self, payload: tuple) -> Group:
-        digest, blob, group = payload
+        digest, blob, group, _ = payload
+        if blob is None and digest != self.digest and self.spare and self.spare[0] == digest:
+            blob = self.spare[1]
         if blob is not None:
             self.task, self.digest = cloudpickle.loads(blob), digest
         if digest != self.digest:
