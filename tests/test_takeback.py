@@ -106,3 +106,71 @@ def test_take_back_under_kills_loses_and_doubles_nothing(tmp_path):
         ranks = dict(zip(*(psmpi.read(path, name=f"m{m}")[c] for c in ("i", "_rank"))))
         moved += ranks[3] != ranks[0]
     assert moved >= MAPS // 2, f"pset 3 ran beside pset 0 in only {moved} of {MAPS} maps"
+
+
+# -- rank 0's ledger through a take-back, in process (no MPI) ------------------------------
+
+def _sent_kinds(master) -> list[tuple[int, str, int]]:
+    """(rank, kind, send id) of each message the master sent."""
+    return [(dest, msg[0], msg[2] if msg[0] == "take" else msg[2][3])
+            for dest, msg in master.comm.sent]
+
+
+def _two_busy_workers_with_queued_groups(n_groups):
+    from test_mpi import _fake_master
+
+    from psmpi.backends.mpi import Job
+    from psmpi.worker.task import Task
+
+    master = _fake_master(2)
+    master.run_id = 1
+    job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
+              iter([[(i, {"a": i})] for i in range(n_groups)]))
+    master.refill(job, {"in_flight": 2})  # groups 0, 1 run on ranks 1, 2; 2, 3 queued
+    return master, job
+
+
+def test_an_idle_worker_gets_the_group_given_back_and_the_ledger_stays_exact():
+    master, job = _two_busy_workers_with_queued_groups(4)
+    assert [(d, k) for d, k, _ in _sent_kinds(master)] == [(1, "group"), (2, "group")] * 2
+    master.done(2, 1, (2, _Outcome()), job)  # rank 2 returned group 1; queued group 3 runs
+    master.refill(job, {"in_flight": 2})  # nothing left to hand out: rank 2 gets no second
+    master.done(2, 1, (4, _Outcome()), job)  # rank 2 returned group 3 and is idle
+    master.refill(job, {"in_flight": 2})
+    # rank 1 still runs group 0 with group 2 (send #3) queued behind it: asked back
+    assert _sent_kinds(master)[-1] == (1, "take", 3) and job.taking == 1
+    master.refill(job, {"in_flight": 2})  # asked once only
+    assert len(master.comm.sent) == 5
+    master.given_back(1, 1, 3, job)
+    assert job.taking == 0 and list(job.taken) == [[(2, {"a": 2})]]
+    assert [entry[3] for entry in master.holding[1]] == [1] and master.inflight[1] == 1
+    master.refill(job, {"in_flight": 2})  # the idle rank 2 gets group 2, rank 1 nothing
+    assert _sent_kinds(master)[-1] == (2, "group", 5) and not job.taken
+    assert job.outstanding == 2  # groups 0 and 2: still owed to the driver
+
+
+def test_a_group_asked_back_too_late_comes_back_done():
+    from psmpi.errors import InternalError
+
+    master, job = _two_busy_workers_with_queued_groups(4)
+    master.done(2, 1, (2, _Outcome()), job)
+    master.done(2, 1, (4, _Outcome()), job)  # rank 2 idle; rank 1 runs group 0 (send #1),
+    # group 2 (send #3) queued
+    master.refill(job, {"in_flight": 2})
+    assert _sent_kinds(master)[-1] == (1, "take", 3) and job.taking == 1
+    outcome = _Outcome()
+    with pytest.raises(InternalError, match="returned group #3"):
+        master.done(1, 1, (3, outcome), job)  # group 0 must come back first
+    master.done(1, 1, (1, outcome), job)  # group 0 came back; rank 1 then started group 2
+    assert [entry[3] for entry in master.holding[1]] == [3] and job.taking == 1
+    with pytest.raises(InternalError, match="did not ask back"):
+        master.given_back(1, 1, 1, job)  # a group nobody asked back
+    master.done(1, 1, (3, outcome), job)  # the TAKE found group 2 started: its DONE answers
+    assert job.taking == 0 and job.outstanding == 0 and not job.taken
+    assert not any(master.inflight) and not any(master.holding) and not master.queued
+    assert list(master.idle) == [2, 1]
+
+
+class _Outcome:
+    def measured(self):
+        return 0.1, 1

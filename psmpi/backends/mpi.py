@@ -489,17 +489,22 @@ class Master:
                 continue
             if kind != DONE:
                 raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
-            send_id, outcome = payload
-            holding = self.holding[source]
-            if not holding or holding[0][3] != send_id:
-                raise InternalError(f"rank {source} returned group #{send_id}, but the ledger "
-                                    f"has it running #{holding[0][3] if holding else None}")
-            if holding[0][4] and job is not None and run_id == job.run_id:
-                job.taking -= 1  # asked back too late: it had started
-            self.free_slot(source)
-            if job is not None and run_id == job.run_id:
-                job.arrive(outcome)
-            # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
+            self.done(source, run_id, payload, job)
+
+    def done(self, rank: int, run_id: int, payload: tuple, job: Job | None) -> None:
+        """``rank`` returned its running group's outcome."""
+        send_id, outcome = payload
+        holding = self.holding[rank]
+        if not holding or holding[0][3] != send_id:
+            raise InternalError(f"rank {rank} returned group #{send_id}, but the ledger "
+                                f"has it running #{holding[0][3] if holding else None}")
+        current = job is not None and run_id == job.run_id
+        if holding[0][4] and current:
+            job.taking -= 1  # asked back too late: it had started
+        self.free_slot(rank)
+        if current:
+            job.arrive(outcome)
+        # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
 
     def free_slot(self, rank: int) -> None:
         # Entries of ``single`` whose rank no longer has exactly one group are skipped later.
