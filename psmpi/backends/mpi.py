@@ -116,6 +116,9 @@ POLL_MIN = 1e-4
 # Each idle poll sleeps this much longer than the last: a message is noticed at most 25 %
 # of the idle time late. A greedy loop of small maps: 10 ms per map (doubling: 45 ms).
 POLL_GROWTH = 1.25
+# A worker's listener thread (receiving while a group computes) never spins and sleeps at
+# least this long: it takes CPU from the group, and a TAKE may wait a few milliseconds.
+LISTENER_POLL_MIN = 1e-3
 # Longest sleep between two polls: bounds how late an idle rank notices a message. A wake-up
 # costs 40-80 us of CPU here, so 20 ms keeps an idle rank under ~0.5 % of a core.
 POLL_MAX = 0.02
@@ -178,20 +181,22 @@ def import_mpi():
 
 
 class Backoff:
-    """Sleeps between polls: none for SPIN_SECONDS, then from POLL_MIN growing up to a cap."""
+    """Sleeps between polls: none for ``spin`` seconds, then from ``shortest`` growing up to
+    a cap."""
 
-    def __init__(self):
+    def __init__(self, spin: float = SPIN_SECONDS, shortest: float = POLL_MIN):
+        self.spin, self.shortest = spin, shortest
         self.reset()
 
     def reset(self) -> None:
         self.delay = 0.0
-        self.spin_until = time.monotonic() + SPIN_SECONDS
+        self.spin_until = time.monotonic() + self.spin
 
     def sleep(self, cap: float, sleeper: Callable[[float], None] = time.sleep) -> None:
         if time.monotonic() < self.spin_until:
             return
         sleeper(min(self.delay, cap))
-        self.delay = min(cap, max(POLL_MIN, POLL_GROWTH * self.delay))
+        self.delay = min(cap, max(self.shortest, POLL_GROWTH * self.delay))
 
 
 def wait(request, cap: float = POLL_MAX) -> Any:
@@ -778,7 +783,7 @@ class Worker:
         """The listener thread: receive while the main thread computes (it holds the lock
         otherwise)."""
         try:
-            backoff = Backoff()
+            backoff = Backoff(spin=0.0, shortest=LISTENER_POLL_MIN)
             while True:
                 with self.mpi_lock:
                     if self.receive_arrived():
