@@ -470,6 +470,12 @@ def balance(cost: bool = False, listener: bool = True, mpi_options: dict | None 
     workers, d = mpi_balance.WORKERS, mpi_balance.durations()
     if mpi_seconds is None:
         mpi_seconds = (0.0, 0.0) if cpu else FIXED_MPI_SECONDS
+    if cpu:  # as mpi_balance.py: a first map of zero-duration psets warms rank 0 up
+        warm = SimComm(VirtualClock(cpu), workers + 1, 0.0, durations=[0.0] * workers)
+        with tempfile.TemporaryDirectory(prefix="psmpi-sim-") as where:
+            run.run_map(nap, [{"i": i, "duration": 0.0} for i in range(workers)],
+                        config.resolve({"verbose": 0, "out": os.path.join(where, "w.h5")}, {}),
+                        SimBackend(SimMaster(warm, workers + 1), mpi_options or {}), "warmup")
     clock = VirtualClock(cpu)
     comm = SimComm(clock, workers + 1, math.nan, mpi_seconds, durations=d, listener=listener,
                    worker_polls=True)

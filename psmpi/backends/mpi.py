@@ -81,6 +81,7 @@ import collections
 import ctypes
 import dataclasses
 import hashlib
+import heapq
 import itertools
 import os
 import sys
@@ -354,7 +355,9 @@ class Job:
         self.exhausted = False
         self.starved = False  # the driver had nothing to hand out at the last pull
         self.outstanding = 0  # groups pulled from the driver whose outcome has not arrived
-        self.taken: collections.deque[Group] = collections.deque()  # given back, to resend
+        # Groups given back, to resend: a heap of (send id, group), so the one pulled first
+        # goes out first, as it would have with one group at a time
+        self.taken: list[tuple[int, Group]] = []
         self.taking = 0  # TAKE messages sent whose group has not come back (GIVEN or DONE)
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
@@ -366,7 +369,7 @@ class Job:
         that a worker is free; None at the end, or when the driver has nothing to hand out
         now (``starved``: an Executor, ask again soon)."""
         if self.taken:
-            return self.taken.popleft()
+            return heapq.heappop(self.taken)[1]
         group = None if self.exhausted else next(self.groups, None)
         self.exhausted = group is None
         self.starved = group is not None and not group
@@ -540,14 +543,18 @@ class Master:
         (self.idle if self.inflight[rank] == 0 else self.single).append(rank)
         if job is not None and run_id == job.run_id:
             job.taking -= 1
-            job.taken.append(entry[1])
+            heapq.heappush(job.taken, (send_id, entry[1]))
 
     def take_back(self, job: Job) -> None:
-        """Workers idle with nothing to hand out: ask back, for each, a queued group of this
-        run, from the ranks whose running group has run longest. The group comes back
-        either GIVEN (not started: resent to an idle worker) or DONE (it had started)."""
-        wanted = len(self.idle) - job.taking
-        if wanted <= 0 or not self.queued:
+        """The driver has nothing to hand out now: ask queued groups of this run back. Once
+        all its groups are out, every one: the workers that free up first then get them, in
+        the order they were pulled, as with one group at a time, while no worker waits for
+        rank 0 before then. While it may still hand out more (an Executor waiting for
+        submissions), one for each idle worker, from the ranks whose running group has run
+        longest. A group comes back either GIVEN (not started: resent to an idle worker) or
+        DONE (it had started)."""
+        wanted = None if job.exhausted else len(self.idle) - job.taking
+        if not self.queued or (wanted is not None and wanted <= 0):
             return
         now = time.monotonic()
         asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
@@ -561,20 +568,20 @@ class Master:
             self.sends.append(self.comm.isend((TAKE, job.run_id, entry[3]), rank, TAG))
 
     def refill(self, job: Job, settings: dict) -> None:
-        """Give idle workers a group, then (if worthwhile) busy ones their next one."""
+        """Give idle workers a group, then (if worthwhile) busy ones their next one; once
+        the driver has nothing to hand out, take queued groups back."""
         prefetch = self.prefetch(job, settings)
-        while self.idle:
-            if not self.send_next(self.idle[0], job):
-                self.take_back(job)
-                return
+        while self.idle and self.send_next(self.idle[0], job):
             rank = self.idle.popleft()
             if prefetch:
                 self.single.append(rank)
         # A group given back goes to the next idle worker, never queued behind a busy one.
-        while prefetch and self.single and not job.taken:
+        while prefetch and not self.idle and self.single and not job.taken:
             if self.inflight[self.single[0]] == 1 and not self.send_next(self.single[0], job):
-                return
+                break
             self.single.popleft()  # sent its second group, or a stale entry
+        if job.exhausted or job.starved:
+            self.take_back(job)
 
     def prefetch(self, job: Job, settings: dict) -> bool:
         if settings["in_flight"] is not None:
