@@ -459,15 +459,20 @@ def nap(pset: dict) -> dict:
 
 
 def balance(cost: bool = False, listener: bool = True, mpi_options: dict | None = None,
-            cpu: bool = False, mpi_seconds: tuple[float, float] | None = None
-            ) -> BalanceResult:
+            cpu: bool = False, mpi_seconds: tuple[float, float] | None = None,
+            seed: int | None = None) -> BalanceResult:
     """benchmarks/mpi_balance.py's map (200 lognormal psets, 8 workers, in list order or,
     with ``cost``, cost=the duration) through the real master and driver on simulated
     workers that poll as psmpi's do. ``cpu``: rank 0's time is its CPU time plus
     ``mpi_seconds`` (default none); else only fixed charges (default FIXED_MPI_SECONDS),
-    which makes the run deterministic."""
+    which makes the run deterministic. ``seed``: another sample of the durations."""
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
     import mpi_balance
-    workers, d = mpi_balance.WORKERS, mpi_balance.durations()
+    seed = mpi_balance.SEED if seed is None else seed
+    workers, d = mpi_balance.WORKERS, mpi_balance.durations(seed)
     if mpi_seconds is None:
         mpi_seconds = (0.0, 0.0) if cpu else FIXED_MPI_SECONDS
     if cpu:  # as mpi_balance.py: a first map of zero-duration psets warms rank 0 up
@@ -487,10 +492,10 @@ def balance(cost: bool = False, listener: bool = True, mpi_options: dict | None 
         settings = config.resolve(options, {})
         with virtual_time(clock):
             start = clock.now()
-            result = run.run_map(nap, mpi_balance.make_psets(), settings, backend, "bench")
+            result = run.run_map(nap, mpi_balance.make_psets(seed), settings, backend, "bench")
             makespan = clock.now() - start
         assert result.progress.finished == len(d), result.progress
-    lb = mpi_balance.lower_bound()
+    lb = mpi_balance.lower_bound(seed)
     return BalanceResult(cost, makespan, lb / makespan, lb / mpi_balance.list_schedule(d),
                          len(comm.busy), comm.given)
 
