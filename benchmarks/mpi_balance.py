@@ -168,14 +168,10 @@ def run_one(system: str) -> dict:
 
 
 # ---------------------------------------------------------------------- the driver
-BASELINE = "@base"  # a system's name with this suffix runs psmpi from --baseline DIR
-
-
 def measure(system: str, baseline: str | None = None) -> dict:
-    name = system.removesuffix(BASELINE)
+    name, env = common.baseline_split(system, baseline)
     command = common.mpi_command(WORKERS + 1, __file__, ["--one", name],
                                  futures=name == "futures")
-    env = {"PYTHONPATH": baseline} if system.endswith(BASELINE) else None
     out = common.run_result(command, timeout=600, env=env)
     if "makespan" in out:
         out["efficiency"] = lower_bound() / out["makespan"]
@@ -238,17 +234,14 @@ def report(systems: list[str], results: dict, failed: dict) -> None:
         print()
     print(f"Systems (`mpiexec -n {WORKERS + 1}`: rank 0 coordinates, {WORKERS} workers; each "
           f"run maps {WORKERS} zero-duration psets first to warm up):")
-    common.list_systems(systems, {**SYSTEMS, **{s + BASELINE: f"{d} (psmpi from --baseline)"
-                                                for s, d in SYSTEMS.items()}})
+    common.list_systems(systems, common.baseline_descriptions(SYSTEMS))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.round_options(parser, SYSTEMS, "3 rounds")
     parser.add_argument("--one", metavar="SYSTEM", help=argparse.SUPPRESS)
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also run each psmpi system with PYTHONPATH=DIR (another psmpi "
-                             f"checkout), named SYSTEM{BASELINE}, in the same rounds")
+    common.add_baseline_option(parser)
     args = parser.parse_args()
     if args.one:
         out = run_one(args.one)
@@ -262,11 +255,7 @@ def main() -> None:
     print(f"- {reps} rounds; in each round every system runs once, in turn, each as a fresh "
           f"`mpiexec -n {WORKERS + 1}`; makespan = wall time of the one timed map call")
     systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
-    if args.baseline:
-        print(f"- SYSTEM{BASELINE}: psmpi from {args.baseline}; the others from "
-              f"{os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}")
-        systems = [x for s in systems
-                   for x in ([s + BASELINE, s] if s.startswith("psmpi") else [s])]
+    systems = common.with_baseline(systems, args.baseline)
     results, failed = common.interleaved(systems, reps,
                                          lambda s: measure(s, args.baseline))
     report(systems, results, failed)

@@ -321,6 +321,7 @@ class SimMaster(mpi.Master):
     def __init__(self, comm: SimComm, size: int):
         self.MPI, self.world, self.comm, self.status = FakeMPI, None, comm, Status()
         self.setup(size)
+        self.listens = [comm.listener] * size  # what each worker's HELLO would say
         self.stopped, self.abandoned = True, False  # no STOP round at exit
 
 

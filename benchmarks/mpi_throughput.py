@@ -177,10 +177,11 @@ def run_one(system: str, n: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the driver
-def measure(system: str, n: int) -> dict:
-    command = common.mpi_command(NPROCS, __file__, ["--one", system, str(n)],
-                                 futures=system == "futures")
-    return common.run_result(command, timeout=1200)
+def measure(system: str, n: int, baseline: str | None = None) -> dict:
+    name, env = common.baseline_split(system, baseline)
+    command = common.mpi_command(NPROCS, __file__, ["--one", name, str(n)],
+                                 futures=name == "futures")
+    return common.run_result(command, timeout=1200, env=env)
 
 
 def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
@@ -213,6 +214,13 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
         print(table(["chunksize", "psets/s median", "psets/s min – max"], rows))
         print()
     rows = []
+    for system in systems:
+        if system.endswith(common.BASELINE) and results.get(system):
+            pairs = list(zip([r["seconds"] for r in results[system]],
+                             [r["seconds"] for r in results.get(
+                                 system.removesuffix(common.BASELINE), [])]))
+            rows.append([f"{system.removesuffix(common.BASELINE)} / {system}",
+                         ratio_cell([tb / tm for tb, tm in pairs])])
     for peer in RATIO_PEERS:
         pairs = list(zip([r["seconds"] for r in results.get("psmpi", [])],
                          [r["seconds"] for r in results.get(peer, [])]))
@@ -233,7 +241,7 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
     print()
     print(f"Systems (`mpiexec -n {NPROCS}`: rank 0 coordinates, 2 workers; worker "
           f"`{{'y': pset['a'] + 1}}`):")
-    common.list_systems(systems, SYSTEMS)
+    common.list_systems(systems, common.baseline_descriptions(SYSTEMS))
 
 
 def main() -> None:
@@ -241,6 +249,7 @@ def main() -> None:
     common.round_options(parser, SYSTEMS, "20k psets, 3 rounds")
     parser.add_argument("--n", type=int, help="psets (default 200000, 20000 with --quick)")
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
+    common.add_baseline_option(parser)
     args = parser.parse_args()
     if args.one:
         out = run_one(args.one[0], int(args.one[1]))
@@ -255,7 +264,8 @@ def main() -> None:
           f"as a fresh `{os.path.basename(common.mpiexec())} -n {NPROCS}` in a fresh temporary "
           f"directory; the timing covers one map call after a warm-up map of {WARMUP} psets")
     systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
-    results, failed = common.interleaved(systems, reps, lambda s: measure(s, n))
+    systems = common.with_baseline(systems, args.baseline)
+    results, failed = common.interleaved(systems, reps, lambda s: measure(s, n, args.baseline))
     report(systems, n, results, failed)
 
 

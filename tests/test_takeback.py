@@ -116,13 +116,14 @@ def _sent_kinds(master) -> list[tuple[int, str, int]]:
             for dest, msg in master.comm.sent]
 
 
-def _two_busy_workers_with_queued_groups(n_groups):
+def _two_busy_workers_with_queued_groups(n_groups, listens=(True, True)):
     from test_mpi import _fake_master
 
     from psmpi.backends.mpi import Job
     from psmpi.worker.task import Task
 
     master = _fake_master(2)
+    master.listens = [False, *listens]  # has a listener thread, as each worker's HELLO said
     master.run_id = 1
     job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
               iter([[(i, {"a": i})] for i in range(n_groups)]))
@@ -180,6 +181,7 @@ def test_once_every_group_is_out_every_queued_group_is_asked_back_and_resent_in_
     from psmpi.worker.task import Task
 
     master = _fake_master(3)
+    master.listens = [True] * 4
     master.run_id = 1
     job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
               iter([[(i, {"a": i})] for i in range(6)]))
@@ -212,6 +214,7 @@ def test_the_group_queued_behind_a_straggler_is_taken_back_and_the_straggler_get
     from psmpi.worker.task import Task
 
     master = _fake_master(2)
+    master.listens = [True] * 3  # every worker has a listener thread (their HELLO said)
     master.run_id = 1
     job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
               iter([[(i, {"a": i})] for i in range(10)]))
@@ -234,6 +237,16 @@ def test_the_group_queued_behind_a_straggler_is_taken_back_and_the_straggler_get
     master.refill(job, {"in_flight": 2})
     assert master.comm.sent[5][0] == 1 and master.comm.sent[5][1][2][2] == [(3, {"a": 3})]
     assert 2 not in [dest for dest, _ in master.comm.sent[5:]]
+
+
+def test_no_group_is_asked_back_from_a_worker_without_a_listener_thread():
+    # It would give its queued group back only as it starts it (no MPI_THREAD_MULTIPLE).
+    master, job = _two_busy_workers_with_queued_groups(4, listens=(False, True))
+    master.done(2, 1, (2, _Outcome()), job)
+    master.refill(job, {"in_flight": 2})  # the map is all out; rank 2 holds no queued group
+    master.done(2, 1, (4, _Outcome()), job)  # rank 2 idle
+    master.refill(job, {"in_flight": 2})
+    assert "take" not in [kind for _, kind, _ in _sent_kinds(master)] and job.taking == 0
 
 
 class _Outcome:
