@@ -73,11 +73,15 @@ def run_psmpi(n: int, out: str | None, as_list: bool = False) -> dict:
     psmpi.init(backend="mpi", verbose=0)
     space = make_psets(n) if as_list else make_space(n)
     psmpi.map(worker, list(itertools.islice(space, WARMUP)), out=None, name="warmup")
+    from psmpi.backends.mpi import Master
+    pids = Master._instance.pids[1:]  # from the workers' HELLO (one host here)
+    w0 = sum(common.cpu_seconds(pid) for pid in pids)
     t0, c0 = time.perf_counter(), time.process_time()
     res = psmpi.map(worker, space, out=out, name="bench")
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    workers_cpu = sum(common.cpu_seconds(pid) for pid in pids) - w0
     assert len(res) == n and not len(res.missing.df), (len(res), res.missing)
-    return {"seconds": seconds, "rank0_cpu": cpu, "note": ""}
+    return {"seconds": seconds, "rank0_cpu": cpu, "workers_cpu": workers_cpu, "note": ""}
 
 
 def run_futures(n: int) -> dict:
@@ -199,6 +203,9 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
         if system.startswith("psmpi"):
             cpu_us = spread([r["rank0_cpu"] / n * 1e6 for r in runs])[0]
             notes.append(f"rank 0 CPU {cpu_us:.1f} µs/pset")
+            if "workers_cpu" in runs[0]:
+                cpu_us = spread([r["workers_cpu"] / n * 1e6 for r in runs])[0]
+                notes.append(f"workers' CPU {cpu_us:.1f} µs/pset")
         rows.append([system, fmt(med), f"{fmt(lo)} – {fmt(hi)}", f"{spread(times)[0]:.3f}",
                      len(runs), ", ".join(notes)])
     print(table(["system", "psets/s median", "psets/s min – max", "seconds median", "rounds",

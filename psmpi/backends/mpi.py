@@ -144,10 +144,11 @@ EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group dur
 # is a straggler: the group queued behind it is taken back for the next idle worker, and its
 # rank gets no second group until it returns. So a queued group starts about when it would
 # with one group at a time (list order). Simulated (benchmarks/mpi_sim.py balance(): 8
-# workers, 200 lognormal psets; 6 samples × 9 message costs), efficiency / greedy in list
-# order, mean (10th percentile, worst): no take-back 0.977 (0.885, 0.699); take-back only
-# once the driver's groups are all out 0.997 (0.950, 0.886); with stragglers 1.002 (0.961,
-# 0.950). Factors 1-5 and minimums 0.04-0.2 s, tried on 6 other samples, did no better.
+# workers, 200 lognormal psets; 12 samples × 9 message costs), efficiency / greedy in list
+# order, mean (10th percentile, worst): no take-back 0.984 (0.906, 0.699); take-back for
+# idle workers only 0.999 (0.953, 0.851); this 1.003 (0.977, 0.950); with cost=, efficiency
+# 0.940 (0.874, 0.870), 0.968 (0.910, 0.878), 0.975 (0.936, 0.891). Factors 1-5 and minimums
+# 0.04-0.2 s did no better (benchmarks/results-mpi.md).
 STRAGGLER_FACTOR = 2.0
 STRAGGLER_MIN_SECONDS = 0.1
 # Looking for stragglers costs a pass over the ranks with a queued group: at most this often
@@ -376,6 +377,8 @@ class Job:
         # goes out first, as it would have with one group at a time
         self.taken: list[tuple[int, Group]] = []
         self.taking = 0  # TAKE messages sent whose group has not come back (GIVEN or DONE)
+        # Every queued group was asked back once all were out (none is queued after that)
+        self.all_asked = False
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
         self.returned = 0
@@ -578,8 +581,9 @@ class Master:
         longest. A group comes back either GIVEN (not started: resent to an idle worker) or
         DONE (it had started)."""
         wanted = None if job.exhausted else len(self.idle) - job.taking
-        if not self.queued or (wanted is not None and wanted <= 0):
+        if job.all_asked or not self.queued or (wanted is not None and wanted <= 0):
             return
+        job.all_asked = job.exhausted
         now = time.monotonic()
         asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
                         for rank in self.queued
