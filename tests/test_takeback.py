@@ -132,7 +132,8 @@ def _two_busy_workers_with_queued_groups(n_groups, listens=(True, True)):
 
 
 def test_an_idle_worker_gets_the_group_given_back_and_the_ledger_stays_exact():
-    master, job = _two_busy_workers_with_queued_groups(4)
+    master, job = _two_busy_workers_with_queued_groups(4, listens=(False, False))
+    master.listens[1:] = [True, True]  # their HELLO came after their first groups
     assert [(d, k) for d, k, _ in _sent_kinds(master)] == [(1, "group"), (2, "group")] * 2
     master.done(2, 1, (2, _Outcome()), job)  # rank 2 returned group 1; queued group 3 runs
     master.refill(job, {"in_flight": 2})  # nothing left to hand out: rank 2 gets no second

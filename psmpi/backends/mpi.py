@@ -444,12 +444,12 @@ class Master:
         # send id, asked back (TAKE sent)] of each group sent and not back, oldest first. The
         # head is the one running.
         self.holding: list[collections.deque[list]] = [collections.deque() for _ in range(size)]
-        # ranks holding a group behind their running one, that can give it back
-        self.queued: set[int] = set()
-        # From each worker's HELLO: it has a listener thread, so it gives a queued group back
-        # while it computes. Without one it would give it back only as it starts it, and
-        # taking back then costs more than it gains (benchmarks/mpi_sim.py balance(), 12
-        # lognormal samples: efficiency / list order 0.975 against 0.984 without take-back).
+        self.queued: set[int] = set()         # ranks holding a group behind their running one
+        # From each worker's HELLO (which may come after its first groups): it has a listener
+        # thread, so it gives a queued group back while it computes. Without one it would give
+        # it back only as it starts it, and taking back then costs more than it gains
+        # (benchmarks/mpi_sim.py balance(), 12 lognormal samples × 9 message costs: mean
+        # efficiency / list order 0.975 against 0.984 without take-back).
         self.listens: list[bool] = [False] * size
         self.send_ids = itertools.count(1)    # names each group sent, for TAKE/GIVEN/DONE
         self.next_straggler_check = 0.0       # monotonic time of the next look for stragglers
@@ -586,7 +586,7 @@ class Master:
         job.all_asked = job.exhausted
         now = time.monotonic()
         asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
-                        for rank in self.queued
+                        for rank in self.queued if self.listens[rank]
                         for entry in itertools.islice(self.holding[rank], 1, None)
                         if entry[0] == job.run_id and not entry[4]),
                        key=lambda item: item[:2])
@@ -605,7 +605,7 @@ class Master:
         """Ask back the groups of this run queued behind a straggler."""
         self.next_straggler_check = now + max(STRAGGLER_CHECK_SECONDS, limit / 8)
         for rank in self.queued:
-            if self.straggles(rank, limit, now):
+            if self.listens[rank] and self.straggles(rank, limit, now):
                 for entry in itertools.islice(self.holding[rank], 1, None):
                     if entry[0] == job.run_id and not entry[4]:
                         self.ask_back(job, rank, entry)
@@ -653,7 +653,7 @@ class Master:
                                           rank, TAG))
         holding = self.holding[rank]
         holding.append([job.run_id, group, None if holding else time.monotonic(), send_id, False])
-        if len(holding) >= 2 and self.listens[rank]:
+        if len(holding) >= 2:
             self.queued.add(rank)
         self.inflight[rank] += 1
         return True
