@@ -137,10 +137,10 @@ def test_an_idle_worker_gets_the_group_given_back_and_the_ledger_stays_exact():
     assert [(d, k) for d, k, _ in _sent_kinds(master)] == [(1, "group"), (2, "group")] * 2
     master.done(2, 1, (2, _Outcome()), job)  # rank 2 returned group 1; queued group 3 runs
     master.refill(job, {"in_flight": 2})  # nothing left to hand out: rank 2 gets no second
-    # and rank 1, running group 0 with group 2 (send #3) queued behind it, is asked it back
-    assert _sent_kinds(master)[-1] == (1, "take", 3) and job.taking == 1
     master.done(2, 1, (4, _Outcome()), job)  # rank 2 returned group 3 and is idle
     master.refill(job, {"in_flight": 2})
+    # rank 1 still runs group 0 with group 2 (send #3) queued behind it: asked back
+    assert _sent_kinds(master)[-1] == (1, "take", 3) and job.taking == 1
     master.refill(job, {"in_flight": 2})  # asked once only
     assert len(master.comm.sent) == 5
     master.given_back(1, 1, 3, job)
@@ -173,9 +173,9 @@ def test_a_group_asked_back_too_late_comes_back_done():
     assert list(master.idle) == [2, 1]
 
 
-def test_once_every_group_is_out_every_queued_group_is_asked_back_and_resent_in_order():
-    # Three busy workers, each with a group queued: pulling finds the driver's groups all out,
-    # so all three queued groups are asked back at once, before any worker runs dry.
+def test_groups_given_back_are_resent_in_the_order_they_were_pulled():
+    # Three busy workers, each with a group queued, the map all out: as workers run dry
+    # their queued groups are asked back, and the one pulled first goes out first.
     from test_mpi import _fake_master
 
     from psmpi.backends.mpi import Job
@@ -187,22 +187,21 @@ def test_once_every_group_is_out_every_queued_group_is_asked_back_and_resent_in_
     job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
               iter([[(i, {"a": i})] for i in range(6)]))
     master.refill(job, {"in_flight": 2})  # groups 0-2 run on ranks 1-3; 3-5 queued
-    assert not job.exhausted and [k for _, k, _ in _sent_kinds(master)] == ["group"] * 6
     master.done(1, 1, (1, _Outcome()), job)  # rank 1 returned group 0; group 3 runs
-    master.refill(job, {"in_flight": 2})  # no 7th group: the map is all out
-    assert job.exhausted and sorted(_sent_kinds(master)[6:]) == [(2, "take", 5), (3, "take", 6)]
-    assert job.taking == 2
-    # Given back in the reverse order; rank 2 frees up first and gets group 4 (pulled first).
-    master.given_back(3, 1, 6, job)
+    master.refill(job, {"in_flight": 2})  # no 7th group: the map is all out, nobody idle
+    assert job.exhausted and "take" not in [k for _, k, _ in _sent_kinds(master)]
+    master.done(1, 1, (4, _Outcome()), job)  # rank 1 returned group 3 and is idle
+    master.refill(job, {"in_flight": 2})
+    # one group asked back for the one idle worker: from rank 2, whose group ran longest
+    assert [(d, i) for d, k, i in _sent_kinds(master) if k == "take"] == [(2, 5)]
+    assert job.taking == 1
+    master.ask_back(job, 3, master.holding[3][1])  # say rank 3's was asked back too (#6)
+    master.given_back(3, 1, 6, job)  # group 5 (send #6) comes back first, then group 4
     master.given_back(2, 1, 5, job)
-    master.done(2, 1, (2, _Outcome()), job)
-    master.refill(job, {"in_flight": 2})
-    assert _sent_kinds(master)[-1] == (2, "group", 7)
+    master.refill(job, {"in_flight": 2})  # rank 1, idle, gets group 4: pulled before 5
+    assert _sent_kinds(master)[-1] == (1, "group", 7)
     assert master.comm.sent[-1][1][2][2] == [(4, {"a": 4})]
-    master.done(3, 1, (3, _Outcome()), job)
-    master.refill(job, {"in_flight": 2})
-    assert master.comm.sent[-1][0] == 3 and master.comm.sent[-1][1][2][2] == [(5, {"a": 5})]
-    assert not job.taken and job.taking == 0 and not master.queued
+    assert [group for _, group in job.taken] == [[(5, {"a": 5})]]
 
 
 def test_the_group_queued_behind_a_straggler_is_taken_back_and_the_straggler_gets_no_other():
@@ -219,10 +218,9 @@ def test_the_group_queued_behind_a_straggler_is_taken_back_and_the_straggler_get
     master.run_id = 1
     job = Job(1, Task(lambda p: {"y": 1}, "m", "mpi"),
               iter([[(i, {"a": i})] for i in range(10)]))
-    job.returned, job.group_seconds = 10, 0.05  # groups take 0.05 s
+    job.returned, job.pset_seconds = 10, 0.05  # psets take 0.05 s; groups hold one
     master.refill(job, {"in_flight": 2})  # groups 0, 1 run on ranks 1, 2; 2, 3 queued
-    limit = master.straggler_seconds(job)
-    assert limit == max(mpi.STRAGGLER_MIN_SECONDS, 2 * 0.05)
+    limit = max(mpi.STRAGGLER_MIN_SECONDS, mpi.STRAGGLER_FACTOR * 0.05)
     now = time.monotonic()
     master.holding[1][0][2] = now - limit / 2  # rank 1: not yet a straggler
     master.holding[2][0][2] = now - limit * 1.5  # rank 2: one

@@ -31,11 +31,11 @@ Protocol. One fixed tag; run ids and pset indexes travel in the payload, never i
       of a run the driver abandoned are dropped;
       take-back of groups queued behind a running
       one (so that groups start about in list order):
-      behind a straggler (run > 2 × the mean group
-      and 0.1 s; it gets no second group then); all,
-      once the driver's groups are all out; while an
-      Executor is starved, one per idle worker, from
-      the ranks whose running group has run longest:
+      behind a straggler (run > 2 × what its psets
+      take on average, and 0.1 s; it gets no second
+      group then); while the driver has nothing to
+      hand out, one per idle worker, from the ranks
+      whose running group has run longest:
       ─── (TAKE, run_id, send_id) ─────────────────────▶ still pending (not started)?
           ledger: marked asked back; the group stays        drop it from pending, and
           r's until one of the two answers arrives:    ◀─── (GIVEN, run_id, send_id)
@@ -151,9 +151,10 @@ EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group dur
 # 0.04-0.2 s did no better (benchmarks/results-mpi.md).
 STRAGGLER_FACTOR = 2.0
 STRAGGLER_MIN_SECONDS = 0.1
-# Looking for stragglers costs a pass over the ranks with a queued group: at most this often
-# (and a quarter of the mean group) it is done.
-STRAGGLER_CHECK_SECONDS = 0.005
+# Looking for stragglers costs a pass over the ranks with a queued group (~1 us each): it is
+# done every this share of max(STRAGGLER_MIN_SECONDS, the mean group), so that with thousands
+# of workers (groups of seconds, benchmarks/mpi_scale.py) it stays ~1 % of rank 0.
+STRAGGLER_CHECK_SHARE = 0.25
 # While waiting for results, run() yields None this often: the driver reports progress and
 # ends a drain on time.
 HEARTBEAT_SECONDS = 0.2
@@ -377,12 +378,11 @@ class Job:
         # goes out first, as it would have with one group at a time
         self.taken: list[tuple[int, Group]] = []
         self.taking = 0  # TAKE messages sent whose group has not come back (GIVEN or DONE)
-        # Every queued group was asked back once all were out (none is queued after that)
-        self.all_asked = False
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
         self.returned = 0
         self.group_seconds = 0.0  # running mean of compute time per group
+        self.pset_seconds: float | None = None  # running mean per pset; None: none measured
 
     def next_group(self) -> Group | None:
         """The next group: one a worker gave back, else one pulled from the driver only now
@@ -397,9 +397,13 @@ class Job:
         return group or None
 
     def arrive(self, outcome: GroupOutcome) -> None:
-        seconds, _ = outcome.measured()
+        seconds, count = outcome.measured()
         weight = EWMA_WEIGHT if self.returned else 1.0
         self.group_seconds += weight * (seconds - self.group_seconds)
+        if count:  # groups grow and shrink: a straggler is judged by its own size
+            weight = EWMA_WEIGHT if self.pset_seconds is not None else 1.0
+            self.pset_seconds = (self.pset_seconds or 0.0) + weight * (
+                seconds / count - (self.pset_seconds or 0.0))
         self.returned += 1
         self.outstanding -= 1
         self.arrived.append(outcome)
@@ -573,17 +577,12 @@ class Master:
             heapq.heappush(job.taken, (send_id, entry[1]))
 
     def take_back(self, job: Job) -> None:
-        """The driver has nothing to hand out now: ask queued groups of this run back. Once
-        all its groups are out, every one: the workers that free up first then get them, in
-        the order they were pulled, as with one group at a time, while no worker waits for
-        rank 0 before then. While it may still hand out more (an Executor waiting for
-        submissions), one for each idle worker, from the ranks whose running group has run
-        longest. A group comes back either GIVEN (not started: resent to an idle worker) or
-        DONE (it had started)."""
-        wanted = None if job.exhausted else len(self.idle) - job.taking
-        if job.all_asked or not self.queued or (wanted is not None and wanted <= 0):
+        """The driver has nothing to hand out now: ask back one queued group of this run for
+        each idle worker, from the ranks whose running group has run longest. A group comes
+        back either GIVEN (not started: resent to an idle worker) or DONE (it had started)."""
+        wanted = len(self.idle) - job.taking
+        if wanted <= 0 or not self.queued:
             return
-        job.all_asked = job.exhausted
         now = time.monotonic()
         asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
                         for rank in self.queued if self.listens[rank]
@@ -593,19 +592,24 @@ class Master:
         for _, rank, entry in asked[:wanted]:
             self.ask_back(job, rank, entry)
 
-    def straggler_seconds(self, job: Job) -> float:
-        """How long a running group runs before it counts as a straggler."""
-        return max(STRAGGLER_MIN_SECONDS, STRAGGLER_FACTOR * job.typical_seconds())
+    def straggles(self, rank: int, job: Job, now: float) -> bool:
+        """Whether rank's running group of this run has run STRAGGLER_FACTOR times what its
+        psets take on average, and STRAGGLER_MIN_SECONDS (never before a pset was timed)."""
+        holding = self.holding[rank]
+        if not holding or job.pset_seconds is None:
+            return False
+        run_id, group, started = holding[0][:3]
+        if run_id != job.run_id or started is None:
+            return False
+        expected = job.pset_seconds * len(group)
+        return now - started > max(STRAGGLER_MIN_SECONDS, STRAGGLER_FACTOR * expected)
 
-    def straggles(self, rank: int, limit: float, now: float) -> bool:
-        started = self.holding[rank][0][2] if self.holding[rank] else None
-        return started is not None and now - started > limit
-
-    def take_back_from_stragglers(self, job: Job, limit: float, now: float) -> None:
+    def take_back_from_stragglers(self, job: Job, now: float) -> None:
         """Ask back the groups of this run queued behind a straggler."""
-        self.next_straggler_check = now + max(STRAGGLER_CHECK_SECONDS, limit / 8)
+        self.next_straggler_check = now + STRAGGLER_CHECK_SHARE * max(
+            STRAGGLER_MIN_SECONDS, job.typical_seconds())
         for rank in self.queued:
-            if self.listens[rank] and self.straggles(rank, limit, now):
+            if self.listens[rank] and self.straggles(rank, job, now):
                 for entry in itertools.islice(self.holding[rank], 1, None):
                     if entry[0] == job.run_id and not entry[4]:
                         self.ask_back(job, rank, entry)
@@ -617,25 +621,25 @@ class Master:
 
     def refill(self, job: Job, settings: dict) -> None:
         """Give idle workers a group, then (if worthwhile) busy ones their next one, but not
-        stragglers; take back queued groups from stragglers, and all once the driver has
-        nothing to hand out."""
+        stragglers; take back the groups queued behind stragglers and, while the driver has
+        nothing to hand out, one for each idle worker."""
         prefetch = self.prefetch(job, settings)
         while self.idle and self.send_next(self.idle[0], job):
             rank = self.idle.popleft()
             if prefetch:
                 self.single.append(rank)
-        now, limit = time.monotonic(), self.straggler_seconds(job)
+        now = time.monotonic()
         # A group given back goes to the next idle worker, never queued behind a busy one.
         while prefetch and not self.idle and self.single and not job.taken:
             rank = self.single[0]
-            if (self.inflight[rank] == 1 and not self.straggles(rank, limit, now)
+            if (self.inflight[rank] == 1 and not self.straggles(rank, job, now)
                     and not self.send_next(rank, job)):
                 break
             self.single.popleft()  # sent its second group, a straggler, or a stale entry
+        if self.queued and now >= self.next_straggler_check:
+            self.take_back_from_stragglers(job, now)
         if job.exhausted or job.starved:
             self.take_back(job)
-        elif self.queued and now >= self.next_straggler_check:
-            self.take_back_from_stragglers(job, limit, now)
 
     def prefetch(self, job: Job, settings: dict) -> bool:
         if settings["in_flight"] is not None:
