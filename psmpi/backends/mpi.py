@@ -139,22 +139,24 @@ MASTER_POLL_FLOOR = 0.001
 # in_flight=None queues a second group only once groups are measured to be shorter than:
 PREFETCH_BELOW_SECONDS = 0.02
 EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group durations
-# A running group that has run STRAGGLER_FACTOR times the mean group, and at least
-# STRAGGLER_MIN_SECONDS (a TAKE costs a message and, for the straggler, its second group),
-# is a straggler: the group queued behind it is taken back for the next idle worker, and its
-# rank gets no second group until it returns. So a queued group starts about when it would
-# with one group at a time (list order). Simulated (benchmarks/mpi_sim.py balance(): 8
+# A running group that has run STRAGGLER_FACTOR times what its psets take on average, and at
+# least STRAGGLER_MIN_SECONDS (a TAKE costs a message and, for the straggler, its second
+# group), is a straggler: the group queued behind it is taken back for the next idle worker,
+# and its rank gets no second group until it returns. So a queued group starts about when it
+# would with one group at a time (list order). Simulated (benchmarks/mpi_sim.py balance(): 8
 # workers, 200 lognormal psets; 12 samples × 9 message costs), efficiency / greedy in list
 # order, mean (10th percentile, worst): no take-back 0.984 (0.906, 0.699); take-back for
-# idle workers only 0.999 (0.953, 0.851); this 1.003 (0.977, 0.950); with cost=, efficiency
-# 0.940 (0.874, 0.870), 0.968 (0.910, 0.878), 0.975 (0.936, 0.891). Factors 1-5 and minimums
-# 0.04-0.2 s did no better (benchmarks/results-mpi.md).
+# idle workers only 0.999 (0.953, 0.851); with stragglers 1.003 (0.967, 0.944); with cost=,
+# efficiency 0.940 (0.874, 0.870), 0.968 (0.910, 0.878), 0.976 (0.939, 0.893). Other factors
+# and minimums did no better (benchmarks/results-mpi.md).
 STRAGGLER_FACTOR = 2.0
 STRAGGLER_MIN_SECONDS = 0.1
-# Looking for stragglers costs a pass over the ranks with a queued group (~1 us each): it is
-# done every this share of max(STRAGGLER_MIN_SECONDS, the mean group), so that with thousands
-# of workers (groups of seconds, benchmarks/mpi_scale.py) it stays ~1 % of rank 0.
+# Looking for stragglers costs a pass over the ranks with a queued group: it is done every
+# this share of max(STRAGGLER_MIN_SECONDS, the mean group), and no more often than keeps it
+# under ~1 % of rank 0 (~1 us a rank: 100 us of interval per rank; with 4,000 workers every
+# 0.4 s).
 STRAGGLER_CHECK_SHARE = 0.25
+STRAGGLER_CHECK_PER_RANK = 1e-4
 # While waiting for results, run() yields None this often: the driver reports progress and
 # ends a drain on time.
 HEARTBEAT_SECONDS = 0.2
@@ -606,8 +608,9 @@ class Master:
 
     def take_back_from_stragglers(self, job: Job, now: float) -> None:
         """Ask back the groups of this run queued behind a straggler."""
-        self.next_straggler_check = now + STRAGGLER_CHECK_SHARE * max(
-            STRAGGLER_MIN_SECONDS, job.typical_seconds())
+        self.next_straggler_check = now + max(
+            STRAGGLER_CHECK_SHARE * max(STRAGGLER_MIN_SECONDS, job.typical_seconds()),
+            STRAGGLER_CHECK_PER_RANK * len(self.queued))
         for rank in self.queued:
             if self.listens[rank] and self.straggles(rank, job, now):
                 for entry in itertools.islice(self.holding[rank], 1, None):
