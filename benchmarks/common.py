@@ -326,3 +326,34 @@ def list_systems(systems: list[str], descriptions: dict) -> None:
     """The report's closing list: each system measured and what exactly it ran."""
     for system in systems:
         print(f"- {system}: {descriptions[system]}")
+
+
+# ---------------------------------------------------------------------- --baseline
+BASELINE = "@base"  # a psmpi system's name with this suffix runs psmpi from --baseline DIR
+
+
+def add_baseline_option(parser) -> None:
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run each psmpi system with PYTHONPATH=DIR (another psmpi "
+                             f"checkout), named SYSTEM{BASELINE}, in the same rounds")
+
+
+def with_baseline(systems: list[str], baseline: str | None) -> list[str]:
+    """``systems`` with SYSTEM@base before each psmpi SYSTEM when a baseline is given."""
+    if not baseline:
+        return systems
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print(f"- SYSTEM{BASELINE}: psmpi from {baseline}; the others from {here}")
+    return [x for s in systems for x in ([s + BASELINE, s] if s.startswith("psmpi") else [s])]
+
+
+def baseline_split(system: str, baseline: str | None) -> tuple[str, dict | None]:
+    """The system's own name, and the environment its run needs (None: inherit)."""
+    if system.endswith(BASELINE):
+        return system.removesuffix(BASELINE), {"PYTHONPATH": baseline}
+    return system, None
+
+
+def baseline_descriptions(descriptions: dict) -> dict:
+    return {**descriptions, **{s + BASELINE: f"{d} (psmpi from --baseline)"
+                               for s, d in descriptions.items()}}

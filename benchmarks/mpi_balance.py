@@ -66,19 +66,19 @@ PEER_MODULES = {"futures": "mpi4py", "schwimmbad": "schwimmbad"}
 TARGETS = {"psmpi": 0.88, "psmpi-cost": 0.97, "psmpi-auto": 0.95}
 
 
-def durations() -> list[float]:
+def durations(seed: int = SEED) -> list[float]:
     import numpy as np
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     return rng.lognormal(mean=math.log(MEAN) - SIGMA ** 2 / 2, sigma=SIGMA,
                          size=N_PSETS).tolist()
 
 
-def make_psets() -> list[dict]:
-    return [{"i": i, "duration": d} for i, d in enumerate(durations())]
+def make_psets(seed: int = SEED) -> list[dict]:
+    return [{"i": i, "duration": d} for i, d in enumerate(durations(seed))]
 
 
-def lower_bound() -> float:
-    d = durations()
+def lower_bound(seed: int = SEED) -> float:
+    d = durations(seed)
     return max(sum(d) / WORKERS, max(d))
 
 

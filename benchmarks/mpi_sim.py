@@ -53,18 +53,28 @@ from psmpi.watch import progress, stalls
 CLOCKED = (mpi, recorder, run, stalls, progress)
 # Time a message takes from one rank to another (MPI latency on a cluster network).
 LATENCY_SECONDS = 5e-6
+# With VirtualClock(cpu=False): rank 0's cost of an improbe that finds nothing, and (the
+# mpi_seconds of balance()) of a message received (unpickle, record) and sent. Rough values
+# of this machine: its turnaround is ~1 ms a group (psmpi/backends/mpi.py).
+PROBE_SECONDS = 5e-6
+FIXED_MPI_SECONDS = (5e-4, 2e-4)
 
 
 class VirtualClock:
     """Rank 0's time: its CPU time since start, plus sleeps skipped, minus excluded CPU."""
 
-    def __init__(self):
+    def __init__(self, cpu: bool = True):
+        # cpu=False: rank 0's CPU does not count, only the charges (a fixed cost per message
+        # and per empty probe): the same code then gives the same schedule every run
+        self.cpu = cpu
         self.origin = time.process_time()
         self.excluded = 0.0
         self.skipped = 0.0  # sleeps and charges
         self.slept = 0.0
 
     def now(self) -> float:
+        if not self.cpu:
+            return self.skipped
         return time.process_time() - self.origin - self.excluded + self.skipped
 
     def sleep(self, seconds: float) -> None:
@@ -188,19 +198,33 @@ class SimComm:
     """
 
     def __init__(self, clock: VirtualClock, n_ranks: int, pset_seconds: float | Callable,
-                 mpi_seconds: tuple[float, float] = (0.0, 0.0), latency: float = LATENCY_SECONDS):
+                 mpi_seconds: tuple[float, float] = (0.0, 0.0), latency: float = LATENCY_SECONDS,
+                 durations: list[float] | None = None, listener: bool = True,
+                 worker_polls: bool = False):
         self.clock = clock
         # seconds of every pset, or a function of the pset giving its seconds
         self.pset_seconds = pset_seconds
+        self.durations = durations  # seconds of each pset by index; None: pset_seconds each
+        self.listener = listener    # a worker thread answers TAKE while a group computes
+        # An idle worker notices a group at its next poll (Worker.next_message's backoff);
+        # False: at once
+        self.worker_polls = worker_polls
         self.recv_seconds, self.send_seconds = mpi_seconds
         self.latency = latency
-        self.pending: list[tuple[float, int, int, bytes]] = []  # (visible at, seq, rank, data)
+        # (visible at, seq, rank, tag, data)
+        self.pending: list[tuple[float, int, int, int, bytes]] = []
         self.seq = itertools.count()
         self.free_at = [0.0] * n_ranks       # when each worker finishes what it holds
         self.tasks: dict[bytes, object] = {}  # digest -> Task, unpickled once
         self.busy: list[tuple[int, float, float, int]] = []  # (rank, start, end, psets)
         # (rank, start, runtimes, indexes) of each group
         self.pset_runs: list[tuple[int, float, list[float], list[int]]] = []
+        # Per rank, the groups it got whose DONE is not yet due: [send id, start, end, DONE's
+        # seq, busy entry], in order (take-back: a queued group not started can be given back)
+        self.queues: list[list[list]] = [[] for _ in range(n_ranks)]
+        self.last_message = [0.0] * n_ranks  # when each worker last received a message
+        self.cancelled: set[int] = set()      # seqs of DONE messages of groups given back
+        self.given = 0                        # groups given back
         self.messages = 0
         # [virtual time, rank 0's CPU so far, psets] at each group sent: costs in any window
         self.sent: list[list] = []
@@ -217,10 +241,14 @@ class SimComm:
         return Done()
 
     def Improbe(self, source: int, tag: int, status: Status) -> Arrived | None:
+        while self.pending and self.pending[0][1] in self.cancelled:
+            heapq.heappop(self.pending)
         if not self.pending or self.pending[0][0] > self.clock.now():
+            if not self.clock.cpu:
+                self.clock.charge(PROBE_SECONDS)
             return None
-        _, _, rank, data = heapq.heappop(self.pending)
-        status.source, status.tag, status.count = rank, mpi.DONE_TAG, len(data)
+        _, _, rank, tag, data = heapq.heappop(self.pending)
+        status.source, status.tag, status.count = rank, tag, len(data)
         self.clock.charge(self.recv_seconds)
         self.messages += 1
         return Arrived(data)
@@ -229,34 +257,94 @@ class SimComm:
         """Worker ``rank`` gets a message: it queues the group and answers when done.
         Returns the psets of the group."""
         kind, run_id, payload = pickle.loads(data)
+        arrival = sent + self.latency
+        queue = self.queues[rank]
+        while queue and queue[0][2] + self.latency <= arrival:
+            queue.pop(0)  # its DONE is sent: no TAKE can reach it any more
+        if kind == getattr(mpi, "TAKE", None):
+            self.take(rank, run_id, payload, arrival)
+            self.last_message[rank] = arrival
+            return 0
         if kind != mpi.GROUP:
             return 0  # STOP and the like: the simulation ends with the map
-        outcome, end = self.run_group(rank, payload, sent + self.latency)
-        self.post(end + self.latency, rank, (mpi.DONE, run_id, outcome))
+        self.last_message[rank] = arrival
+        send_id = payload[3] if len(payload) > 3 else None  # None: psmpi without take-back
+        outcome, start, end = self.run_group(rank, payload, arrival)
+        seq = self.post(end + self.latency, rank,
+                        (mpi.DONE, run_id, outcome if send_id is None else (send_id, outcome)))
+        queue.append([send_id, start, end, seq, self.busy[-1]])
         return len(outcome.indexes)
+
+    def take(self, rank: int, run_id: int, send_id: int, arrival: float) -> None:
+        """Rank 0 asks group #send_id back: the worker gives it back (GIVEN) if it has not
+        started when the TAKE is read; else its DONE answers."""
+        queue = self.queues[rank]
+        entry = next((entry for entry in queue if entry[0] == send_id), None)
+        if entry is None or entry[1] <= arrival:
+            return  # started (or done): its DONE answers
+        if entry is not queue[-1]:
+            raise AssertionError("the simulated worker gives back only its last group")
+        _, start, _, seq, busy = queue.pop()
+        # Read by the listener thread at its next poll, or by the main thread when the group
+        # before it ends (it answers every TAKE before it starts a group).
+        read = min(start, self.listener_poll(rank, arrival)) if self.listener else start
+        self.cancelled.add(seq)
+        self.busy.remove(busy)
+        self.free_at[rank] = start
+        self.given += 1
+        self.post(read + self.latency, rank, (mpi.GIVEN, run_id, send_id))
+
+    def listener_poll(self, rank: int, arrival: float) -> float:
+        """When the worker's listener thread next polls at or after ``arrival``: it backs off
+        from LISTENER_POLL_MIN to poll_max since the last message it received."""
+        poll, delay = self.last_message[rank], 0.0
+        while poll < arrival:
+            poll += delay
+            delay = min(mpi.POLL_MAX, max(mpi.LISTENER_POLL_MIN, mpi.POLL_GROWTH * delay))
+        return poll
+
+    @staticmethod
+    def idle_poll(idle_since: float, arrival: float) -> float:
+        """When a worker idle since ``idle_since`` next polls at or after ``arrival``: it
+        spins SPIN_SECONDS, then sleeps from POLL_MIN growing to POLL_MAX (mpi.Backoff)."""
+        if arrival <= idle_since + mpi.SPIN_SECONDS:
+            return arrival
+        poll, delay = idle_since + mpi.SPIN_SECONDS, 0.0
+        while poll < arrival:
+            poll += delay
+            delay = min(mpi.POLL_MAX, max(mpi.POLL_MIN, mpi.POLL_GROWTH * delay))
+        return poll
 
     def run_group(self, rank: int, payload: tuple, arrival: float):
         """The real Task on the group, stamped with its simulated start and runtimes."""
-        digest, blob, group = payload
+        digest, blob, group = payload[:3]
         if blob is not None and digest not in self.tasks:
             self.tasks[digest] = cloudpickle.loads(blob)
         outcome = self.tasks[digest](group, rank)
         n = len(outcome.indexes)
         if callable(self.pset_seconds):
             runtimes = [float(self.pset_seconds(pset)) for _, pset in group]
+        elif self.durations is not None:
+            runtimes = [self.durations[index] for index in outcome.indexes]
         else:
             runtimes = [self.pset_seconds] * n
         start = max(arrival, self.free_at[rank])
+        if self.worker_polls and arrival > self.free_at[rank]:
+            start = self.idle_poll(self.free_at[rank], arrival)
         end = start + sum(runtimes)
         self.free_at[rank] = end
         self.busy.append((rank, start, end, n))
         self.pset_runs.append((rank, start, runtimes, list(outcome.indexes)))
-        outcome = outcome._replace(runtimes=runtimes, group_seconds=sum(runtimes))
-        return outcome, end
+        outcome = outcome._replace(runtimes=runtimes, group_seconds=end - start)
+        return outcome, start, end
 
-    def post(self, visible: float, rank: int, obj) -> None:
-        heapq.heappush(self.pending, (visible, next(self.seq), rank,
-                                      pickle.dumps(obj, protocol=5)))
+    def post(self, visible: float, rank: int, obj) -> int:
+        """A message from worker ``rank`` that rank 0 sees from ``visible`` on (an outcome
+        on DONE_TAG, anything else on TAG, as the real worker sends them)."""
+        seq = next(self.seq)
+        tag = mpi.DONE_TAG if obj[0] == mpi.DONE else mpi.TAG
+        heapq.heappush(self.pending, (visible, seq, rank, tag, pickle.dumps(obj, protocol=5)))
+        return seq
 
 
 class SimMaster(mpi.Master):
@@ -265,6 +353,7 @@ class SimMaster(mpi.Master):
     def __init__(self, comm: SimComm, size: int):
         self.MPI, self.world, self.comm, self.status = FakeMPI, comm, comm, Status()
         self.setup(size)
+        self.listens = [comm.listener] * size  # what each worker's HELLO would say
         self.stopped, self.abandoned = True, False  # no STOP round at exit
 
 
@@ -434,3 +523,92 @@ def simulate_map(function, pset_list: list[dict], pset_seconds: Callable[[dict],
     order = [index for _, index in sorted(started)]
     return MapResult(makespan, head / total, gaps / total, tail / total, len(comm.busy), order,
                      busy1 - busy0, time.perf_counter() - real0)
+
+
+# ---------------------------------------------------------------------- load balance
+@dataclasses.dataclass
+class BalanceResult:
+    cost: bool
+    makespan: float       # virtual seconds of the map call
+    efficiency: float     # max(sum / workers, max) / makespan, as benchmarks/mpi_balance.py
+    ceiling: float        # the same of greedy list scheduling in list order, zero overhead
+    groups: int           # groups run (given back ones not counted)
+    given: int            # groups given back (take-back)
+
+    @property
+    def of_ceiling(self) -> float:
+        return self.efficiency / self.ceiling
+
+
+def nap(pset: dict) -> dict:
+    """mpi_balance.py's worker, without the sleep: the SimComm stamps the duration."""
+    return {"slept": pset["duration"]}
+
+
+def balance(cost: bool = False, listener: bool = True, mpi_options: dict | None = None,
+            cpu: bool = False, mpi_seconds: tuple[float, float] | None = None,
+            seed: int | None = None) -> BalanceResult:
+    """benchmarks/mpi_balance.py's map (200 lognormal psets, 8 workers, in list order or,
+    with ``cost``, cost=the duration) through the real master and driver on simulated
+    workers that poll as psmpi's do. ``cpu``: rank 0's time is its CPU time plus
+    ``mpi_seconds`` (default none); else only fixed charges (default FIXED_MPI_SECONDS),
+    which makes the run deterministic. ``seed``: another sample of the durations."""
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import mpi_balance
+    seed = mpi_balance.SEED if seed is None else seed
+    workers, d = mpi_balance.WORKERS, mpi_balance.durations(seed)
+    if mpi_seconds is None:
+        mpi_seconds = (0.0, 0.0) if cpu else FIXED_MPI_SECONDS
+    if cpu:  # as mpi_balance.py: a first map of zero-duration psets warms rank 0 up
+        warm = SimComm(VirtualClock(cpu), workers + 1, 0.0, durations=[0.0] * workers)
+        with tempfile.TemporaryDirectory(prefix="psmpi-sim-") as where:
+            run.run_map(nap, [{"i": i, "duration": 0.0} for i in range(workers)],
+                        config.resolve({"verbose": 0, "out": os.path.join(where, "w.h5")}, {}),
+                        SimBackend(SimMaster(warm, workers + 1), mpi_options or {}), "warmup")
+    clock = VirtualClock(cpu)
+    comm = SimComm(clock, workers + 1, math.nan, mpi_seconds, durations=d, listener=listener,
+                   worker_polls=True)
+    backend = SimBackend(SimMaster(comm, workers + 1), mpi_options or {})
+    with tempfile.TemporaryDirectory(prefix="psmpi-sim-") as where:
+        options = {"verbose": 0, "keep_results": False, "out": os.path.join(where, "b.h5")}
+        if cost:
+            options["cost"] = lambda p: p["duration"]
+        settings = config.resolve(options, {})
+        with virtual_time(clock):
+            start = clock.now()
+            result = run.run_map(nap, mpi_balance.make_psets(seed), settings, backend, "bench")
+            makespan = clock.now() - start
+        assert result.progress.finished == len(d), result.progress
+    lb = mpi_balance.lower_bound(seed)
+    return BalanceResult(cost, makespan, lb / makespan, lb / mpi_balance.list_schedule(d),
+                         len(comm.busy), comm.given)
+
+
+def main() -> None:
+    import argparse
+    parser = argparse.ArgumentParser(description="benchmarks/mpi_balance.py's workload on "
+                                     "simulated workers (rank 0's real master and driver)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--no-listener", action="store_true",
+                        help="workers answer TAKE only between groups")
+    parser.add_argument("--cpu", action="store_true",
+                        help="rank 0's time is its CPU time (not deterministic)")
+    args = parser.parse_args()
+    print("| psmpi | cost= | efficiency median (min – max) | / in-order ceiling | groups | "
+          "given back |\n|---|---|---|---|---|---|")
+    import psmpi
+    for cost in (False, True):
+        runs = [balance(cost, listener=not args.no_listener, cpu=args.cpu)
+                for _ in range(args.reps)]
+        effs = sorted(r.efficiency for r in runs)
+        mid = runs[[r.efficiency for r in runs].index(effs[len(effs) // 2])]
+        print(f"| {os.path.dirname(os.path.dirname(psmpi.__file__))} | {'yes' if cost else 'no'} "
+              f"| {mid.efficiency:.3f} ({effs[0]:.3f} – {effs[-1]:.3f}) | {mid.of_ceiling:.3f} "
+              f"| {mid.groups} | {mid.given} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -74,11 +74,15 @@ def run_psmpi(n: int, out: str | None, as_list: bool = False) -> dict:
     psmpi.init(backend="mpi", verbose=0)
     space = make_psets(n) if as_list else make_space(n)
     psmpi.map(worker, list(itertools.islice(space, WARMUP)), out=None, name="warmup")
+    from psmpi.backends.mpi import Master
+    pids = Master._instance.pids[1:]  # from the workers' HELLO (one host here)
+    w0 = sum(common.cpu_seconds(pid) for pid in pids)
     t0, c0 = time.perf_counter(), time.process_time()
     res = psmpi.map(worker, space, out=out, name="bench")
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    workers_cpu = sum(common.cpu_seconds(pid) for pid in pids) - w0
     assert len(res) == n and not len(res.missing.df), (len(res), res.missing)
-    return {"seconds": seconds, "rank0_cpu": cpu, "note": ""}
+    return {"seconds": seconds, "rank0_cpu": cpu, "workers_cpu": workers_cpu, "note": ""}
 
 
 def run_futures(n: int) -> dict:
@@ -178,25 +182,14 @@ def run_one(system: str, n: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------- the driver
-BASE = "@base"  # suffix of a system run with the baseline psmpi (--baseline DIR)
-
-
 def measure(system: str, n: int, baseline: str | None = None) -> dict:
-    """One run of ``system``; a system ending in @base runs with PYTHONPATH=baseline."""
-    command = common.mpi_command(NPROCS, __file__, ["--one", system.removesuffix(BASE), str(n)],
-                                 futures=system == "futures")
-    env = {"PYTHONPATH": baseline} if system.endswith(BASE) else None
+    name, env = common.baseline_split(system, baseline)
+    command = common.mpi_command(NPROCS, __file__, ["--one", name, str(n)],
+                                 futures=name == "futures")
     return common.run_result(command, timeout=1200, env=env)
 
 
-def with_baseline(systems: list[str]) -> list[str]:
-    """Each psmpi system followed by the same on the baseline psmpi."""
-    return [name for system in systems
-            for name in ([system, system + BASE] if system.startswith("psmpi") else [system])]
-
-
-def report(systems: list[str], n: int, results: dict, failed: dict,
-           baseline: str | None = None) -> None:
+def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
     from common import fmt, ratio_cell, spread, table
     common.report_failures(failed, results)
     print()
@@ -211,6 +204,9 @@ def report(systems: list[str], n: int, results: dict, failed: dict,
         if system.startswith("psmpi"):
             cpu_us = spread([r["rank0_cpu"] / n * 1e6 for r in runs])[0]
             notes.append(f"rank 0 CPU {cpu_us:.1f} µs/pset")
+            if "workers_cpu" in runs[0]:
+                cpu_us = spread([r["workers_cpu"] / n * 1e6 for r in runs])[0]
+                notes.append(f"workers' CPU {cpu_us:.1f} µs/pset")
         rows.append([system, fmt(med), f"{fmt(lo)} – {fmt(hi)}", f"{spread(times)[0]:.3f}",
                      len(runs), ", ".join(notes)])
     print(table(["system", "psets/s median", "psets/s min – max", "seconds median", "rounds",
@@ -226,13 +222,21 @@ def report(systems: list[str], n: int, results: dict, failed: dict,
         print(table(["chunksize", "psets/s median", "psets/s min – max"], rows))
         print()
     rows = []
+    for system in systems:
+        if system.endswith(common.BASELINE) and results.get(system):
+            pairs = list(zip([r["seconds"] for r in results[system]],
+                             [r["seconds"] for r in results.get(
+                                 system.removesuffix(common.BASELINE), [])]))
+            rows.append([f"{system.removesuffix(common.BASELINE)} / {system}",
+                         ratio_cell([tb / tm for tb, tm in pairs])])
     for peer in RATIO_PEERS:
         pairs = list(zip([r["seconds"] for r in results.get("psmpi", [])],
                          [r["seconds"] for r in results.get(peer, [])]))
         rows.append([f"psmpi / {peer}", ratio_cell([tp / tm for tm, tp in pairs])])
-    for system, peer in [("psmpi-list", "futures"), ("psmpi" + BASE, "futures"),
-                         ("psmpi-list" + BASE, "futures"), ("psmpi", "psmpi" + BASE),
-                         ("psmpi-list", "psmpi-list" + BASE)]:
+    base = common.BASELINE
+    for system, peer in [("psmpi-list", "futures"), ("psmpi" + base, "futures"),
+                         ("psmpi-list" + base, "futures"), ("psmpi", "psmpi" + base),
+                         ("psmpi-list", "psmpi-list" + base)]:
         pairs = list(zip([r["seconds"] for r in results.get(system, [])],
                          [r["seconds"] for r in results.get(peer, [])]))
         if pairs:
@@ -249,18 +253,15 @@ def report(systems: list[str], n: int, results: dict, failed: dict,
     print()
     print(f"Systems (`mpiexec -n {NPROCS}`: rank 0 coordinates, 2 workers; worker "
           f"`{{'y': pset['a'] + 1}}`):")
-    common.list_systems(systems, {s: SYSTEMS[s.removesuffix(BASE)] + (
-        f"; psmpi from {baseline} (the baseline)" if s.endswith(BASE) else "") for s in systems})
+    common.list_systems(systems, common.baseline_descriptions(SYSTEMS))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.round_options(parser, SYSTEMS, "20k psets, 3 rounds")
     parser.add_argument("--n", type=int, help="psets (default 200000, 20000 with --quick)")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also run each psmpi system with PYTHONPATH=DIR (another psmpi "
-                             "checkout) in the same rounds, as SYSTEM@base")
     parser.add_argument("--one", nargs=2, metavar=("SYSTEM", "N"), help=argparse.SUPPRESS)
+    common.add_baseline_option(parser)
     args = parser.parse_args()
     if args.one:
         out = run_one(args.one[0], int(args.one[1]))
@@ -275,12 +276,9 @@ def main() -> None:
           f"as a fresh `{os.path.basename(common.mpiexec())} -n {NPROCS}` in a fresh temporary "
           f"directory; the timing covers one map call after a warm-up map of {WARMUP} psets")
     systems = common.installed_systems([s for s in args.systems.split(",") if s], PEER_MODULES)
-    if args.baseline:
-        systems = with_baseline(systems)
-        print(f"- baseline: each psmpi system also runs as SYSTEM{BASE} with "
-              f"PYTHONPATH={args.baseline}")
+    systems = common.with_baseline(systems, args.baseline)
     results, failed = common.interleaved(systems, reps, lambda s: measure(s, n, args.baseline))
-    report(systems, n, results, failed, args.baseline)
+    report(systems, n, results, failed)
 
 
 if __name__ == "__main__":

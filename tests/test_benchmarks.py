@@ -149,6 +149,19 @@ def test_simulated_workers_run_every_pset_once_through_the_real_master(tmp_path)
     assert 0.9 < result.overall <= 1.0
 
 
+def test_simulated_balance_takes_groups_back_and_keeps_list_order():
+    # mpi_balance.py's 200 lognormal psets on 8 simulated workers, deterministic (fixed
+    # costs per message). Sample 4 at these costs put two long psets (0.48 s, 0.41 s) one
+    # behind the other on a worker: 0.85 of greedy list order without the take-back of a
+    # group queued behind a straggler.
+    mpi_sim = simulator()
+    result = mpi_sim.balance()
+    assert result.given >= 1 and result.of_ceiling >= 0.98, result
+    assert mpi_sim.balance(cost=True).efficiency >= 0.97
+    straggler = mpi_sim.balance(seed=4, mpi_seconds=(1e-3, 5e-5))
+    assert straggler.given >= 1 and straggler.of_ceiling >= 0.95, straggler
+
+
 def test_simulation_shows_a_saturated_rank_0():
     # 1,000 workers on 1-ms psets, one per group: a million groups/s asked of rank 0
     result = simulator().simulate(1000, 0.001, rounds=2, group_size=1)

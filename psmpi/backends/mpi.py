@@ -11,24 +11,45 @@ an outcome (DONE_TAG) from everything else (TAG)::
 
     rank 0: Master                                        rank r > 0: Worker
     ──────────────                                        ──────────────────
-    any time: note r's host and pid                  ◀─── (HELLO, -, (host, pid)) at start
-    run(task, groups): a worker slot is free?
-      group = next(groups)   (pulled only now; a list
-        of (index, pset), or for a params grid a Span
-        (start, stop): the grid travels in the Task)
-      ─── (GROUP, run_id, (digest, blob|None, group)) ──▶ blob: load the Task, keep it
-          blob only if r has not got this digest yet       outcome = task(group, r)
-          ledger: r holds it since now (or, if r is
-          busy, since r's previous group comes back)
-      poll: Improbe(ANY_SOURCE, ANY_TAG), spin   ◀─── (DONE, run_id, outcome), DONE_TAG;
-            0.2 ms, then sleep 0.1 → 20 ms                 not waiting for rank 0 to take it
-      an outcome's envelope frees r's slot at once;        in: start the queued group (at
-        its bytes may come later (Receipt)                 most MAX_UNSENT on their way)
+    any time: note r's host, pid, and whether it     ◀─── (HELLO, -, (host, pid, listens))
+      can give a queued group back while it computes       at start
+    run(task, groups): a worker slot is free?             messages go to a pending queue in
+      group = a given-back group, else next(groups)       order; the main thread receives
+        (pulled only now; a list of (index, pset),        between groups, a listener thread
+        or for a params grid a Span (start, stop):
+        the grid travels in the Task)
+      ─── (GROUP, run_id, (digest, blob|None, group,       (with MPI_THREAD_MULTIPLE) while
+                           send_id)) ─────────────────▶   a group computes
+          blob only if r has not got this digest yet      oldest pending group: unpack it
+          ledger: r holds it since now (or, if r is       (blob: load the Task, keep it),
+          busy, since r's previous group comes back)      outcome = task(group, r)
+      poll: Improbe(ANY_SOURCE, ANY_TAG), spin   ◀─── (DONE, run_id, (send_id, outcome)),
+            0.2 ms, then sleep 0.1 → 20 ms                 on DONE_TAG; not waiting for
+      an outcome's envelope frees r's slot at once;        rank 0 to take it in, the next
+        its bytes may come later (Receipt), checked        pending group starts (at most
+        against the ledger once in                         MAX_UNSENT on their way; the
+                                                           listener moves them on)
       receive all that arrived, refill the freed           poll for the next message
       workers, then yield all those outcomes (the
       driver writes HDF5 while the workers compute); None
       every 0.2 s while nothing arrives; outcomes
       of a run the driver abandoned are dropped;
+      take-back of groups queued behind a running
+      one (so that groups start about in list order):
+      behind a straggler (run > 2 × what its psets
+      take on average, and 0.1 s; it gets no second
+      group then); while the driver has nothing to
+      hand out, one per idle worker, from the ranks
+      whose running group has run longest:
+      ─── (TAKE, run_id, send_id) ─────────────────────▶ still pending (not started)?
+          ledger: marked asked back; the group stays        drop it from pending, and
+          r's until one of the two answers arrives:    ◀─── (GIVEN, run_id, send_id)
+            GIVEN: off r's ledger, resent to the next       already started: ignore the
+              idle worker (never queued behind a busy       TAKE, its DONE answers
+              one); DONE: it had started, as usual      ◀─── (DONE, run_id, (send_id, outcome))
+          (MPI keeps messages between two ranks in order: a TAKE is read after its GROUP,
+          and a GIVEN arrives before the DONE of any group the worker started later; so
+          exactly one of GIVEN and DONE comes back, and a pset is never lost nor doubled)
       every second with timeout= and
       abort_on_timeout: a group held longer than
       timeout × its size raises PsetTimeout (the
@@ -73,9 +94,12 @@ import collections
 import ctypes
 import dataclasses
 import hashlib
+import heapq
+import itertools
 import os
 import pickle
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -107,6 +131,7 @@ INT_MAX = 2**31 - 1
 MAX_UNSENT = 2
 # message kinds, item 0 of each
 GROUP, DONE, STOP, BYE, HELLO = "group", "done", "stop", "bye", "hello"
+TAKE, GIVEN = "take", "given"  # rank 0 asks a queued group back; the worker gives it back
 
 # Each wait first polls without sleeping for this long: while groups flow, the next message
 # is usually this close (at group_size=1 a sleep of even 0.1 ms per message, on master and
@@ -118,6 +143,9 @@ POLL_MIN = 1e-4
 # Each idle poll sleeps this much longer than the last: a message is noticed at most 25 %
 # of the idle time late. A greedy loop of small maps: 10 ms per map (doubling: 45 ms).
 POLL_GROWTH = 1.25
+# A worker's listener thread (receiving while a group computes) never spins and sleeps at
+# least this long: it takes CPU from the group, and a TAKE may wait a few milliseconds.
+LISTENER_POLL_MIN = 1e-3
 # Longest sleep between two polls: bounds how late an idle rank notices a message. A wake-up
 # costs 40-80 us of CPU here, so 20 ms keeps an idle rank under ~0.5 % of a core.
 POLL_MAX = 0.02
@@ -126,13 +154,32 @@ POLL_MAX = 0.02
 MASTER_LATENCY_SHARE = 0.005
 MASTER_POLL_FLOOR = 0.001
 # A second group queued on a busy worker hides the master's turnaround (~1 ms per group
-# here), but a queued group cannot be taken back: behind a long group it waits while other
-# workers run dry. Measured with the Grouper waiting for a sample per worker (benchmarks/
-# mpi_balance.py, 200 lognormal psets, 8 workers): efficiency 0.885 with two in flight
-# against 0.839 with one, and 0.977 against 0.956 with cost=. So two is the default;
+# here); behind a long group it would wait while other workers run dry, so the master takes
+# it back for an idle worker (TAKE/GIVEN, see the module docstring). Measured before
+# take-back, with the Grouper waiting for a sample per worker (benchmarks/mpi_balance.py,
+# 200 lognormal psets, 8 workers): efficiency 0.885 with two in flight against 0.839 with
+# one, and 0.977 against 0.956 with cost=. So two is the default;
 # in_flight=None queues a second group only once groups are measured to be shorter than:
 PREFETCH_BELOW_SECONDS = 0.02
 EWMA_WEIGHT = 0.2  # weight of the newest group in the running mean of group durations
+# A running group that has run STRAGGLER_FACTOR times what its psets take on average, and at
+# least STRAGGLER_MIN_SECONDS (a TAKE costs a message and, for the straggler, its second
+# group), is a straggler: the group queued behind it is taken back for the next idle worker,
+# and its rank gets no second group until it returns. So a queued group starts about when it
+# would with one group at a time (list order). Simulated (benchmarks/mpi_sim.py balance(): 8
+# workers, 200 lognormal psets; 12 samples × 9 message costs), efficiency / greedy in list
+# order, mean (10th percentile, worst): no take-back 0.984 (0.906, 0.699); take-back for
+# idle workers only 0.999 (0.953, 0.851); with stragglers 1.003 (0.967, 0.944); with cost=,
+# efficiency 0.940 (0.874, 0.870), 0.968 (0.910, 0.878), 0.976 (0.939, 0.893). Other factors
+# and minimums did no better (benchmarks/results-mpi.md).
+STRAGGLER_FACTOR = 2.0
+STRAGGLER_MIN_SECONDS = 0.1
+# Looking for stragglers costs a pass over the ranks with a queued group: it is done every
+# this share of max(STRAGGLER_MIN_SECONDS, the mean group), and no more often than keeps it
+# under ~1 % of rank 0 (~1 us a rank: 100 us of interval per rank; with 4,000 workers every
+# 0.4 s).
+STRAGGLER_CHECK_SHARE = 0.25
+STRAGGLER_CHECK_PER_RANK = 1e-4
 # While waiting for results, run() yields None this often: the driver reports progress and
 # ends a drain on time.
 HEARTBEAT_SECONDS = 0.2
@@ -179,20 +226,22 @@ def import_mpi():
 
 
 class Backoff:
-    """Sleeps between polls: none for SPIN_SECONDS, then from POLL_MIN growing up to a cap."""
+    """Sleeps between polls: none for ``spin`` seconds, then from ``shortest`` growing up to
+    a cap."""
 
-    def __init__(self):
+    def __init__(self, spin: float = SPIN_SECONDS, shortest: float = POLL_MIN):
+        self.spin, self.shortest = spin, shortest
         self.reset()
 
     def reset(self) -> None:
         self.delay = 0.0
-        self.spin_until = time.monotonic() + SPIN_SECONDS
+        self.spin_until = time.monotonic() + self.spin
 
     def sleep(self, cap: float, sleeper: Callable[[float], None] = time.sleep) -> None:
         if time.monotonic() < self.spin_until:
             return
         sleeper(min(self.delay, cap))
-        self.delay = min(cap, max(POLL_MIN, POLL_GROWTH * self.delay))
+        self.delay = min(cap, max(self.shortest, POLL_GROWTH * self.delay))
 
 
 def wait(request, cap: float = POLL_MAX) -> Any:
@@ -398,24 +447,37 @@ class Job:
         self.source = groups  # what the driver passed: an Executor's can be woken on submit
         self.exhausted = False
         self.starved = False  # the driver had nothing to hand out at the last pull
-        self.outstanding = 0  # groups sent and not yet back
+        self.outstanding = 0  # groups pulled from the driver whose outcome has not arrived
+        # Groups given back, to resend: a heap of (send id, group), so the one pulled first
+        # goes out first, as it would have with one group at a time
+        self.taken: list[tuple[int, Group]] = []
+        self.taking = 0  # TAKE messages sent whose group has not come back (GIVEN or DONE)
         self.arrived: collections.deque[GroupOutcome] = collections.deque()
         self.started = time.monotonic()
         self.returned = 0
         self.group_seconds = 0.0  # running mean of compute time per group
+        self.pset_seconds: float | None = None  # running mean per pset; None: none measured
 
     def next_group(self) -> Group | None:
-        """The next group, pulled only now that a worker is free; None at the end, or when
-        the driver has nothing to hand out now (``starved``: an Executor, ask again soon)."""
+        """The next group: one a worker gave back, else one pulled from the driver only now
+        that a worker is free; None at the end, or when the driver has nothing to hand out
+        now (``starved``: an Executor, ask again soon)."""
+        if self.taken:
+            return heapq.heappop(self.taken)[1]
         group = None if self.exhausted else next(self.groups, None)
         self.exhausted = group is None
         self.starved = group is not None and not group
+        self.outstanding += bool(group)
         return group or None
 
     def arrive(self, outcome: GroupOutcome) -> None:
-        seconds, _ = outcome.measured()
+        seconds, count = outcome.measured()
         weight = EWMA_WEIGHT if self.returned else 1.0
         self.group_seconds += weight * (seconds - self.group_seconds)
+        if count:  # groups grow and shrink: a straggler is judged by its own size
+            weight = EWMA_WEIGHT if self.pset_seconds is not None else 1.0
+            self.pset_seconds = (self.pset_seconds or 0.0) + weight * (
+                seconds / count - (self.pset_seconds or 0.0))
         self.returned += 1
         self.outstanding -= 1
         self.arrived.append(outcome)
@@ -455,12 +517,23 @@ class Master:
         self.single: collections.deque[int] = collections.deque()  # ranks with one group
         self.last_digest: list[bytes | None] = [None] * size  # the task each rank holds
         self.sends: list = []                 # pending isends: their buffers must live on
-        self.receiving: list[Receipt] = []    # outcomes whose envelope showed, bytes coming
+        # outcomes whose envelope showed, bytes coming, with their group's ledger entry
+        self.receiving: list[tuple[Receipt, list]] = []
         self.run_id = 0
         self.job: Job | None = None           # the run in progress, for tend()
-        # The ledger: per rank, [run id, group, monotonic time it started or None if queued]
-        # of each group sent and not back, oldest first. The head is the one running.
+        # The ledger: per rank, [run id, group, monotonic time it started or None if queued,
+        # send id, asked back (TAKE sent)] of each group sent and not back, oldest first. The
+        # head is the one running.
         self.holding: list[collections.deque[list]] = [collections.deque() for _ in range(size)]
+        self.queued: set[int] = set()         # ranks holding a group behind their running one
+        # From each worker's HELLO (which may come after its first groups): it has a listener
+        # thread, so it gives a queued group back while it computes. Without one it would give
+        # it back only as it starts it, and taking back then costs more than it gains
+        # (benchmarks/mpi_sim.py balance(), 12 lognormal samples × 9 message costs: mean
+        # efficiency / list order 0.975 against 0.984 without take-back).
+        self.listens: list[bool] = [False] * size
+        self.send_ids = itertools.count(1)    # names each group sent, for TAKE/GIVEN/DONE
+        self.next_straggler_check = 0.0       # monotonic time of the next look for stragglers
         self.hosts: list[str] = ["unknown host"] * size  # from each worker's HELLO
         self.pids: list[int] = [-1] * size
 
@@ -519,7 +592,7 @@ class Master:
     def tend(self, settings: dict) -> None:
         """Between two yields of :meth:`run` (the driver committing): receive what came
         and refill the workers that freed up; the outcomes wait for the next yield."""
-        if self.job is not None and not self.job.exhausted:
+        if self.job is not None:
             self.drain(self.job)
             self.refill(self.job, settings)
 
@@ -539,20 +612,33 @@ class Master:
             if message is None:
                 break
             receipt = Receipt(self.MPI, message, self.status)
+            source = receipt.source
             if receipt.tag != TAG:
-                self.free_slot(receipt.source)
-                self.receiving.append(receipt)
+                self.receiving.append((receipt, self.finished(source, job)))
                 continue
-            kind, _, payload = wait(receipt)  # a few bytes: in at once
+            kind, run_id, payload = wait(receipt)  # a few bytes: in at once
             if kind == BYE:
                 byes += 1
             elif kind == HELLO:
-                self.hosts[receipt.source], self.pids[receipt.source] = payload
+                self.hosts[source], self.pids[source], self.listens[source] = payload
+            elif kind == GIVEN:
+                self.given_back(source, run_id, payload, job)
             else:
-                raise InternalError(f"rank 0 got a {kind!r} message from rank "
-                                    f"{receipt.source}")
+                raise InternalError(f"rank 0 got a {kind!r} message from rank {source}")
         self.collect(job)
         return byes
+
+    def finished(self, rank: int, job: Job | None) -> list:
+        """``rank`` sent its running group's outcome (its envelope came in): free the slot.
+        Returns the group's ledger entry, to check the outcome against once it is in."""
+        holding = self.holding[rank]
+        if not holding:
+            raise InternalError(f"rank {rank} returned a group, but the ledger has none")
+        entry = holding[0]
+        if entry[4] and job is not None and entry[0] == job.run_id:
+            job.taking -= 1  # asked back too late: it had started
+        self.free_slot(rank)
+        return entry
 
     def await_receipts(self, job: Job, seconds: float) -> None:
         """Let outcomes whose envelope came in arrive, for at most ``seconds``: their
@@ -568,18 +654,37 @@ class Master:
         if not self.receiving:
             return
         waiting = []
-        for receipt in self.receiving:
+        for receipt, entry in self.receiving:
             done, message = receipt.test()
             if not done:
-                waiting.append(receipt)
+                waiting.append((receipt, entry))
                 continue
-            kind, run_id, outcome = message
+            kind, run_id, payload = message
             if kind != DONE:
                 raise InternalError(f"rank 0 got a {kind!r} message from rank "
                                     f"{receipt.source} with the tag of an outcome")
-            if job is not None and run_id == job.run_id:
-                job.arrive(outcome)
+            self.arrived(receipt.source, entry, run_id, payload, job)
         self.receiving = waiting
+
+    def arrived(self, rank: int, entry: list, run_id: int, payload: tuple, job: Job | None
+                ) -> None:
+        """The outcome ``payload`` (send id, outcome) of ``rank``'s group ``entry`` is in."""
+        send_id, outcome = payload
+        if send_id != entry[3]:
+            raise InternalError(f"rank {rank} returned group #{send_id}, but the ledger had "
+                                f"#{entry[3]} running")
+        if job is not None and run_id == job.run_id:
+            job.arrive(outcome)
+        # else: a group of a run the driver abandoned (it raised mid-map): nobody wants it
+
+    def done(self, rank: int, run_id: int, payload: tuple, job: Job | None) -> None:
+        """``rank``'s outcome with its envelope and bytes at once (in process, as in tests
+        and benchmarks/mpi_sim.py)."""
+        holding = self.holding[rank]
+        if not holding or holding[0][3] != payload[0]:
+            raise InternalError(f"rank {rank} returned group #{payload[0]}, but the ledger "
+                                f"has it running #{holding[0][3] if holding else None}")
+        self.arrived(rank, self.finished(rank, job), run_id, payload, job)
 
     def free_slot(self, rank: int) -> None:
         # Entries of ``single`` whose rank no longer has exactly one group are skipped later.
@@ -589,20 +694,94 @@ class Master:
         holding.popleft()
         if holding:  # the queued group starts as soon as the previous one's result is sent
             holding[0][2] = time.monotonic()
+        if len(holding) < 2:
+            self.queued.discard(rank)
+
+    def given_back(self, rank: int, run_id: int, send_id: int, job: Job | None) -> None:
+        """``rank`` gave back queued group #send_id unstarted: off its ledger, to be resent
+        (dropped if its run was abandoned)."""
+        holding = self.holding[rank]
+        entry = next((entry for entry in holding if entry[3] == send_id), None)
+        if entry is None or not entry[4]:
+            raise InternalError(f"rank {rank} gave back group #{send_id}, which rank 0 did "
+                                f"not ask back from it")
+        was_running = entry is holding[0]
+        holding.remove(entry)
+        if was_running and holding:  # its result was sent: the next one starts now
+            holding[0][2] = time.monotonic()
+        if len(holding) < 2:
+            self.queued.discard(rank)
+        self.inflight[rank] -= 1
+        (self.idle if self.inflight[rank] == 0 else self.single).append(rank)
+        if job is not None and run_id == job.run_id:
+            job.taking -= 1
+            heapq.heappush(job.taken, (send_id, entry[1]))
+
+    def take_back(self, job: Job) -> None:
+        """The driver has nothing to hand out now: ask back one queued group of this run for
+        each idle worker, from the ranks whose running group has run longest. A group comes
+        back either GIVEN (not started: resent to an idle worker) or DONE (it had started)."""
+        wanted = len(self.idle) - job.taking
+        if wanted <= 0 or not self.queued:
+            return
+        now = time.monotonic()
+        asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
+                        for rank in self.queued if self.listens[rank]
+                        for entry in itertools.islice(self.holding[rank], 1, None)
+                        if entry[0] == job.run_id and not entry[4]),
+                       key=lambda item: item[:2])
+        for _, rank, entry in asked[:wanted]:
+            self.ask_back(job, rank, entry)
+
+    def straggles(self, rank: int, job: Job, now: float) -> bool:
+        """Whether rank's running group of this run has run STRAGGLER_FACTOR times what its
+        psets take on average, and STRAGGLER_MIN_SECONDS (never before a pset was timed)."""
+        holding = self.holding[rank]
+        if not holding or job.pset_seconds is None:
+            return False
+        run_id, group, started = holding[0][:3]
+        if run_id != job.run_id or started is None:
+            return False
+        expected = job.pset_seconds * len(group)
+        return now - started > max(STRAGGLER_MIN_SECONDS, STRAGGLER_FACTOR * expected)
+
+    def take_back_from_stragglers(self, job: Job, now: float) -> None:
+        """Ask back the groups of this run queued behind a straggler."""
+        self.next_straggler_check = now + max(
+            STRAGGLER_CHECK_SHARE * max(STRAGGLER_MIN_SECONDS, job.typical_seconds()),
+            STRAGGLER_CHECK_PER_RANK * len(self.queued))
+        for rank in self.queued:
+            if self.listens[rank] and self.straggles(rank, job, now):
+                for entry in itertools.islice(self.holding[rank], 1, None):
+                    if entry[0] == job.run_id and not entry[4]:
+                        self.ask_back(job, rank, entry)
+
+    def ask_back(self, job: Job, rank: int, entry: list) -> None:
+        entry[4] = True
+        job.taking += 1
+        self.sends.append(self.comm.isend((TAKE, job.run_id, entry[3]), rank, TAG))
 
     def refill(self, job: Job, settings: dict) -> None:
-        """Give idle workers a group, then (if worthwhile) busy ones their next one."""
+        """Give idle workers a group, then (if worthwhile) busy ones their next one, but not
+        stragglers; take back the groups queued behind stragglers and, while the driver has
+        nothing to hand out, one for each idle worker."""
         prefetch = self.prefetch(job, settings)
-        while self.idle:
-            if not self.send_next(self.idle[0], job):
-                return
+        while self.idle and self.send_next(self.idle[0], job):
             rank = self.idle.popleft()
             if prefetch:
                 self.single.append(rank)
-        while prefetch and self.single:
-            if self.inflight[self.single[0]] == 1 and not self.send_next(self.single[0], job):
-                return
-            self.single.popleft()  # sent its second group, or a stale entry
+        now = time.monotonic()
+        # A group given back goes to the next idle worker, never queued behind a busy one.
+        while prefetch and not self.idle and self.single and not job.taken:
+            rank = self.single[0]
+            if (self.inflight[rank] == 1 and not self.straggles(rank, job, now)
+                    and not self.send_next(rank, job)):
+                break
+            self.single.popleft()  # sent its second group, a straggler, or a stale entry
+        if self.queued and now >= self.next_straggler_check:
+            self.take_back_from_stragglers(job, now)
+        if job.exhausted or job.starved:
+            self.take_back(job)
 
     def prefetch(self, job: Job, settings: dict) -> bool:
         if settings["in_flight"] is not None:
@@ -615,12 +794,14 @@ class Master:
             return False
         blob = None if self.last_digest[rank] == job.digest else job.blob
         self.last_digest[rank] = job.digest
-        self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group)),
+        send_id = next(self.send_ids)
+        self.sends.append(self.comm.isend((GROUP, job.run_id, (job.digest, blob, group, send_id)),
                                           rank, TAG))
         holding = self.holding[rank]
-        holding.append([job.run_id, group, None if holding else time.monotonic()])
+        holding.append([job.run_id, group, None if holding else time.monotonic(), send_id, False])
+        if len(holding) >= 2:
+            self.queued.add(rank)
         self.inflight[rank] += 1
-        job.outstanding += 1
         return True
 
     def held(self) -> list[Held]:
@@ -635,7 +816,7 @@ class Master:
                 yield rank, holding[0]
 
     def holder(self, rank: int, entry: list, now: float) -> Held:
-        _, group, started = entry
+        group, started = entry[1], entry[2]
         return Held(f"rank {rank}", self.hosts[rank], tuple(group_indexes(group)),
                     now - started)
 
@@ -731,7 +912,14 @@ def exit_now(status: int) -> NoReturn:
 
 
 class Worker:
-    """A rank > 0: run groups for rank 0 until it says stop."""
+    """A rank > 0: run groups for rank 0 until it says stop.
+
+    Messages from rank 0 go to ``pending`` in their order; a TAKE removes its group from
+    there if it has not started (and says GIVEN), else is ignored (the group's DONE tells).
+    While a group computes, a listener thread receives them, so that a group queued behind
+    a long one can be given back at once; otherwise the main thread does, between groups.
+    ``mpi_lock`` makes the two take turns: the main thread holds it except while computing.
+    """
 
     def __init__(self, MPI, settings: dict):
         from mpi4py.util import pkl5
@@ -742,6 +930,13 @@ class Worker:
         self.task: Task | None = None
         self.digest: bytes | None = None
         self.fault = os.environ.get(FAULT_ENV) == f"worker-internal:{self.rank}"
+        self.status = MPI.Status()
+        self.pending: collections.deque[tuple] = collections.deque()  # (kind, run_id, payload)
+        # The task of a group given back before it was unpacked: the master sends it once.
+        self.spare: tuple[bytes, bytes] | None = None
+        self.mpi_lock = threading.Lock()
+        # Two threads calling MPI need MPI_THREAD_MULTIPLE (mpi4py asks for it by default).
+        self.listens = MPI.Query_thread() == MPI.THREAD_MULTIPLE
         # (request, buffer) of each message started to rank 0 and not known to be in
         self.unsent: collections.deque[tuple[Any, bytes]] = collections.deque()
         layout = node_layout(MPI)
@@ -751,9 +946,12 @@ class Worker:
         # Rank 0 decides when the job ends (the launcher signals every rank): a worker dying
         # on SIGTERM, SIGUSR1 or Ctrl-C would kill the job before rank 0 drained and saved.
         ignore_stop_signals()
+        self.mpi_lock.acquire()  # held to the end: the listener never calls MPI after serve()
         try:
+            if self.listens:
+                threading.Thread(target=self.listen, name="psmpi-listener", daemon=True).start()
             # Tells rank 0 where this rank runs, for reports of stalled workers.
-            self.send((HELLO, None, (HOST, os.getpid())), TAG)
+            self.send((HELLO, None, (HOST, os.getpid(), self.listens)), TAG)
             self.serve()
             while self.unsent:
                 wait(self.unsent.popleft()[0], self.poll_max)
@@ -768,41 +966,95 @@ class Worker:
         exit_now(0)
 
     def serve(self) -> None:
+        """Run groups in the order they came, until STOP. Holds ``mpi_lock`` except while
+        computing."""
         while True:
             kind, run_id, payload = self.next_message()
             if kind == STOP:
                 return
-            if kind != GROUP:
-                raise InternalError(f"worker got a {kind!r} message")
             group = self.unpack(payload)
-            outcome = self.task(group, self.rank)
-            # Not waiting for rank 0 to take it in: the queued group starts now.
-            self.send((DONE, run_id, outcome), DONE_TAG)
+            self.mpi_lock.release()  # the listener receives while this group computes
+            try:
+                outcome = self.task(group, self.rank)
+            finally:
+                self.mpi_lock.acquire()
+            # Not waiting for rank 0 to take it in: the next pending group starts now, and
+            # the listener thread moves the outcome on while it computes.
+            self.send((DONE, run_id, (payload[3], outcome)), DONE_TAG)
             while len(self.unsent) > MAX_UNSENT:
                 wait(self.unsent.popleft()[0], self.poll_max)
 
     def send(self, obj: Any, tag: int) -> tuple[Any, bytes]:
-        """Start sending ``obj`` to rank 0; it completes in the background (``unsent``)."""
+        """Start sending ``obj`` to rank 0 (``mpi_lock`` held); it completes in the
+        background (``unsent``)."""
         sending = send_pickled(self.MPI, self.world, obj, tag)
         self.unsent.append(sending)
         return sending
 
     def progress(self) -> None:
-        """Let MPI move the outcomes on their way; forget those that arrived."""
+        """Let MPI move the messages to rank 0 on their way; forget those that arrived
+        (``mpi_lock`` held)."""
         while self.unsent and self.unsent[0][0].Test():
             self.unsent.popleft()
 
     def next_message(self) -> tuple:
-        status, backoff = self.MPI.Status(), Backoff()
+        """The oldest pending GROUP or STOP, once every TAKE that arrived was answered."""
+        backoff = Backoff()
         while True:
             self.progress()
-            message = self.comm.improbe(0, TAG, status)
-            if message is not None:
-                return wait(message.irecv(), self.poll_max)
+            if self.receive_arrived():
+                backoff.reset()
+            if self.pending:
+                return self.pending.popleft()
             backoff.sleep(self.poll_max)
 
+    def listen(self) -> NoReturn:
+        """The listener thread: receive, and move the outcomes on their way to rank 0,
+        while the main thread computes (it holds the lock otherwise)."""
+        try:
+            backoff = Backoff(spin=0.0, shortest=LISTENER_POLL_MIN)
+            while True:
+                with self.mpi_lock:
+                    self.progress()
+                    if self.receive_arrived():
+                        backoff.reset()
+                backoff.sleep(self.poll_max)
+        except BaseException:
+            abort(self.world, "internal error in psmpi's worker listener thread")
+
+    def receive_arrived(self) -> bool:
+        """Receive every message that has arrived (``mpi_lock`` held); whether any had."""
+        received = False
+        while True:
+            message = self.comm.improbe(0, TAG, self.status)
+            if message is None:
+                return received
+            received = True
+            kind, run_id, payload = wait(message.irecv(), self.poll_max)
+            if kind == TAKE:
+                self.give_back(run_id, payload)
+            elif kind in (GROUP, STOP):
+                self.pending.append((kind, run_id, payload))
+            else:
+                raise InternalError(f"worker got a {kind!r} message")
+
+    def give_back(self, run_id: int, send_id: int) -> None:
+        """Rank 0 asks group #send_id back: give it if it has not started. If it has, its
+        DONE answers (MPI keeps rank 0's messages in order, so a TAKE never comes before
+        its GROUP)."""
+        for item in self.pending:
+            if item[0] == GROUP and item[2][3] == send_id:
+                self.pending.remove(item)
+                digest, blob = item[2][:2]
+                if blob is not None:  # later groups of this task come without it
+                    self.spare = (digest, blob)
+                self.send((GIVEN, run_id, send_id), TAG)
+                return
+
     def unpack(self, payload: tuple) -> Group:
-        digest, blob, group = payload
+        digest, blob, group, _ = payload
+        if blob is None and digest != self.digest and self.spare and self.spare[0] == digest:
+            blob = self.spare[1]
         if blob is not None:
             self.task, self.digest = cloudpickle.loads(blob), digest
         if digest != self.digest:
