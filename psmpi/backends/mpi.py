@@ -31,7 +31,9 @@ an outcome (DONE_TAG) from everything else (TAG)::
                                                            listener moves them on)
       receive all that arrived, refill the freed           poll for the next message
       workers, then yield all those outcomes (the
-      driver writes HDF5 while the workers compute); None
+      driver writes HDF5 while the workers compute,
+      calling tend() between the columns it writes:
+      receive and refill meanwhile); None
       every 0.2 s while nothing arrives; outcomes
       of a run the driver abandoned are dropped;
       take-back of groups queued behind a running
@@ -47,8 +49,9 @@ an outcome (DONE_TAG) from everything else (TAG)::
             GIVEN: off r's ledger, resent to the next       already started: ignore the
               idle worker (never queued behind a busy       TAKE, its DONE answers
               one); DONE: it had started, as usual      ◀─── (DONE, run_id, (send_id, outcome))
-          (MPI keeps messages between two ranks in order: a TAKE is read after its GROUP,
-          and a GIVEN arrives before the DONE of any group the worker started later; so
+          (MPI keeps messages between two ranks in order, across tags too as rank 0
+          probes ANY_TAG: a TAKE is read after its GROUP, and a GIVEN's envelope comes
+          before that of the DONE of any group the worker started later; so
           exactly one of GIVEN and DONE comes back, and a pset is never lost nor doubled)
       every second with timeout= and
       abort_on_timeout: a group held longer than
