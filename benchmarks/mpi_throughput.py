@@ -235,8 +235,7 @@ def report(systems: list[str], n: int, results: dict, failed: dict) -> None:
         rows.append([f"psmpi / {peer}", ratio_cell([tp / tm for tm, tp in pairs])])
     base = common.BASELINE
     for system, peer in [("psmpi-list", "futures"), ("psmpi" + base, "futures"),
-                         ("psmpi-list" + base, "futures"), ("psmpi", "psmpi" + base),
-                         ("psmpi-list", "psmpi-list" + base)]:
+                         ("psmpi-list" + base, "futures")]:
         pairs = list(zip([r["seconds"] for r in results.get(system, [])],
                          [r["seconds"] for r in results.get(peer, [])]))
         if pairs:
