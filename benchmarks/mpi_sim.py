@@ -306,13 +306,15 @@ class SimComm:
     @staticmethod
     def idle_poll(idle_since: float, arrival: float) -> float:
         """When a worker idle since ``idle_since`` next polls at or after ``arrival``: it
-        spins SPIN_SECONDS, then sleeps from POLL_MIN growing to POLL_MAX (mpi.Backoff)."""
+        spins SPIN_SECONDS, then sleeps from POLL_MIN growing to POLL_MAX, or to
+        ALERT_POLL_MAX in its first ALERT_SECONDS (mpi.Backoff)."""
         if arrival <= idle_since + mpi.SPIN_SECONDS:
             return arrival
         poll, delay = idle_since + mpi.SPIN_SECONDS, 0.0
         while poll < arrival:
             poll += delay
-            delay = min(mpi.POLL_MAX, max(mpi.POLL_MIN, mpi.POLL_GROWTH * delay))
+            cap = mpi.ALERT_POLL_MAX if poll < idle_since + mpi.ALERT_SECONDS else mpi.POLL_MAX
+            delay = min(cap, max(mpi.POLL_MIN, mpi.POLL_GROWTH * delay))
         return poll
 
     def run_group(self, rank: int, payload: tuple, arrival: float):

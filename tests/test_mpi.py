@@ -300,3 +300,20 @@ def test_tend_refills_workers_from_inside_a_commit_only_while_a_run_is_on():
     master.free_slot(1)
     master.tend(settings)
     assert len(master.comm.sent) == 3
+
+
+def test_an_idle_worker_stays_alert_then_backs_off_to_poll_max():
+    """A worker's first ALERT_SECONDS without a group poll at most ALERT_POLL_MAX apart (the
+    next map reaches it at once); later sleeps grow to the cap as before."""
+    from psmpi.backends.mpi import ALERT_POLL_MAX, POLL_MAX, Backoff
+
+    def sleeps(alert: float) -> list[float]:
+        slept: list[float] = []
+        backoff = Backoff(spin=0.0, alert=alert)
+        for _ in range(200):
+            backoff.sleep(POLL_MAX, slept.append)
+        return slept
+
+    alert = sleeps(3600.0)
+    assert max(alert) == ALERT_POLL_MAX < POLL_MAX
+    assert max(sleeps(0.0)) == POLL_MAX
