@@ -97,8 +97,10 @@ def import_time(code: str, pythonpath: str) -> dict:
     """One fresh interpreter running ``code``: wall and CPU seconds of it."""
     probe = PROBE.format(code=code, heavy=set(HEAVY))
     env = {**os.environ, "PYTHONPATH": pythonpath, "PSMPI_LOGFILE": "0"}
+    # not in the caller's directory: `python -c` puts it first on sys.path, so a psmpi
+    # checkout there would shadow the one on PYTHONPATH
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=120, cwd=tempfile.gettempdir())
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
