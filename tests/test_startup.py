@@ -29,12 +29,7 @@ HAS_MPI = importlib.util.find_spec("mpi4py") is not None and os.path.exists(MPIE
 
 def heavy_after(code: str) -> list[str]:
     """The heavy modules a fresh interpreter holds after running ``code``."""
-    probe = (f"{code}\nimport sys\n"
-             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=clean_env(), timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+    return loaded_after(code, HEAVY)
 
 
 def test_import_psmpi_imports_neither_pandas_nor_h5py():
