@@ -742,8 +742,7 @@ class Master:
         now = time.monotonic()
         asked = sorted(((self.holding[rank][0][2] or now, rank, entry)
                         for rank in self.queued if self.listens[rank]
-                        for entry in itertools.islice(self.holding[rank], 1, None)
-                        if entry[0] == job.run_id and not entry[4]),
+                        for entry in self.askable(rank, job)),
                        key=lambda item: item[:2])
         for _, rank, entry in asked[:wanted]:
             self.ask_back(job, rank, entry)
@@ -767,9 +766,13 @@ class Master:
             STRAGGLER_CHECK_PER_RANK * len(self.queued))
         for rank in self.queued:
             if self.listens[rank] and self.straggles(rank, job, now):
-                for entry in itertools.islice(self.holding[rank], 1, None):
-                    if entry[0] == job.run_id and not entry[4]:
-                        self.ask_back(job, rank, entry)
+                for entry in self.askable(rank, job):
+                    self.ask_back(job, rank, entry)
+
+    def askable(self, rank: int, job: Job) -> list[list]:
+        """The ledger entries of ``rank``'s queued groups of this run not yet asked back."""
+        return [entry for entry in itertools.islice(self.holding[rank], 1, None)
+                if entry[0] == job.run_id and not entry[4]]
 
     def ask_back(self, job: Job, rank: int, entry: list) -> None:
         entry[4] = True
@@ -968,8 +971,7 @@ class Worker:
             # Tells rank 0 where this rank runs, for reports of stalled workers.
             self.send((HELLO, None, (HOST, os.getpid(), self.listens)), TAG)
             self.serve()
-            while self.unsent:
-                wait(self.unsent.popleft()[0], self.poll_max)
+            self.settle_unsent(0)
             wait(self.send((BYE, None, None), TAG)[0], self.poll_max)
         except SystemExit:  # Task turns Exceptions into data; sys.exit() gets through
             abort(self.world, "the worker function called sys.exit()")
@@ -996,8 +998,12 @@ class Worker:
             # Not waiting for rank 0 to take it in: the next pending group starts now, and
             # the listener thread moves the outcome on while it computes.
             self.send((DONE, run_id, (payload[3], outcome)), DONE_TAG)
-            while len(self.unsent) > MAX_UNSENT:
-                wait(self.unsent.popleft()[0], self.poll_max)
+            self.settle_unsent(MAX_UNSENT)
+
+    def settle_unsent(self, keep: int) -> None:
+        """Wait until at most ``keep`` messages to rank 0 are still on their way."""
+        while len(self.unsent) > keep:
+            wait(self.unsent.popleft()[0], self.poll_max)
 
     def send(self, obj: Any, tag: int) -> tuple[Any, bytes]:
         """Start sending ``obj`` to rank 0 (``mpi_lock`` held); it completes in the
