@@ -36,8 +36,14 @@ SHAPES = "shapes"               # int64 (n, ndim): the shape of each value of a 
 NULLS = "nulls"                 # optional null masks
 STAGING = "staging"             # columns being widened
 STAGED_HEAPS = "staging_heaps"  # the new heaps of columns being widened
+RETIRED = "retired"             # what a killed commit created, unlinked from the rest by the
+                                # next writer (a torn object cannot be deleted); never read
 KIND_ATTR = "kind"              # attribute of a column: its kind
 DTYPE_ATTR = "dtype"            # attribute of a ragged column: its values' dtype (numpy str)
+# attribute of a column and of a null mask: n_committed when it was created. Rows before it
+# are null. A column (or mask) whose first row is not yet committed holds no committed value:
+# readers skip it unread, since a kill during its first commit can leave it torn.
+FIRST_ROW_ATTR = "first_row"
 
 # ---------------------------------------------------------------------- bookkeeping columns
 # Added by psmpi to every row; a user's keys never start with "_".

@@ -166,6 +166,7 @@ def test_killed_study_resumes_without_loss_or_recompute(tmp_path, backend):
             time.sleep(rng.uniform(0.3, 1.5))  # start-up is ~0.6 s: some kills land in it
         if proc.poll() == 0:
             break  # the survey completed before the kill: the final run below has nothing to do
+        assert proc.poll() is None, f"run {run} failed on its own:\n{proc.communicate()[1]}"
         kill(proc, backend, token, ["job", "rank0", "worker"][run % 3])
         kills += 1
         df = committed(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -422,3 +423,81 @@ def test_a_superblock_older_than_the_last_chunks_reads_and_resumes(tmp_path):
     append_ints(path, 2500, 7500)  # rewrites that chunk, then allocates more
     assert store.read(path)["i"].tolist() == list(range(7500))
     assert not store.check(path).damaged
+
+
+DIES_BEFORE_THE_COUNTER = textwrap.dedent("""
+    import os, sys, types
+    import numpy as np
+    from psmpi.store import Store
+
+    class DiesAtTheCounter:  # the table's group, but writing n_committed kills the process
+        def __init__(self, g):
+            self.g = g
+        def __getattr__(self, name):
+            return getattr(self.g, name)
+        def __contains__(self, key):
+            return key in self.g
+        def __getitem__(self, key):
+            if key == "n_committed":
+                return types.SimpleNamespace(id=types.SimpleNamespace(write=lambda *a: os._exit(0)))
+            return self.g[key]
+
+    store = Store.open(sys.argv[1])
+    table = store.table("m")
+    rows = [{"a": i} for i in range(3)]
+    table.admit(rows[0])
+    table.append(rows)
+    table._g = DiesAtTheCounter(table._g)
+    rows = [{"a": None if i == 4 else i, "w": i / 2, "g": [i, "x"], "r": np.arange(i % 3)}
+            for i in range(3, 6)]
+    for row in rows:
+        table.admit(row)
+    table.append(rows)
+    raise SystemExit("the commit did not reach n_committed")
+""")
+
+
+def _new_signatures(before: bytes, after: bytes, signature: bytes) -> list[int]:
+    """Where HDF5 metadata blocks with ``signature`` start in ``after`` but not in ``before``."""
+    at = lambda data: {m.start() for m in re.finditer(re.escape(signature), data)}  # noqa: E731
+    return sorted(at(after) - at(before))
+
+
+def test_columns_a_killed_commit_created_are_skipped_unread_and_retired(tmp_path):
+    # A kill inside the flush of the commit that creates a column can leave the column's
+    # chunk index torn (CI saw it once: "column 'w3' ... incorrect metadata checksum"). Such a
+    # column holds no committed value; HDF5 cannot even delete it. Made here by a writer dying
+    # between its flushed rows and n_committed, then tearing every chunk index it created.
+    path = tmp_path / "study.h5"
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_BEFORE_THE_COUNTER)
+    with Store.open(path) as s:
+        put(s.table("m"), [{"a": -1}])  # the file exists before the dying writer's commits
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    os.remove(f"{path}.lock")  # a dead writer's lock; Store.open reclaims it too, with a warning
+    after = bytearray(path.read_bytes())
+    torn = _new_signatures(before, bytes(after), b"EAHD")
+    assert torn, "the dying writer created no chunk index: the test no longer tears anything"
+    for at in torn:
+        after[at + 8:at + 16] = b"\xff" * 8  # past the signature and version: checksum fails
+    path.write_bytes(bytes(after))
+    with h5py.File(path, "a") as f:
+        with pytest.raises(KeyError, match="checksum"):  # why the writer retires, never deletes
+            del f["m/results/columns/w"]
+    df = store.read(path)
+    assert df["a"].tolist() == [-1, 0, 1, 2] and list(df.columns) == ["a"]
+    assert not store.check(path).damaged
+    with Store.open(path) as s:
+        table = s.table("m")
+        assert table.columns == ["a"] and table.n_rows == 4
+        put(table, [{"a": None if i == 4 else i, "w": i / 2, "g": [i, "x"], "r": np.arange(i % 3)}
+                    for i in range(3, 6)])
+    df = store.read(path)
+    assert df["a"].tolist()[:4] == [-1, 0, 1, 2] and np.isnan(df["a"][5])
+    assert df["w"].tolist()[4:] == [1.5, 2.0, 2.5] and df["g"][6] == [5, "x"]
+    assert [len(v) for v in df["r"][4:]] == [0, 1, 2] and np.isnan(df["w"][0])
+    assert not store.check(path).damaged
+    with h5py.File(path, "r") as f:
+        assert len(f["m/results/retired"]) >= 4  # columns w, g, r, their masks, heaps, shapes

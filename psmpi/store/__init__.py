@@ -30,6 +30,7 @@ are pickled, inside JSON, and never unpickled unless asked)::
           staging/<key>        transient: a column being widened to a wider dtype, to ragged or
                                to general
           staging_heaps/<key>  transient: the new heap of a column being widened so
+          retired/<hex>        what a killed commit created, unlinked by the next writer
         failures/              a table of the same kind for the psets that failed
 
 Integrity. Every chunked dataset has HDF5's Fletcher-32 filter, which HDF5 verifies on each
@@ -94,8 +95,13 @@ Every append is a two-phase commit: schema changes (new datasets, widening) are 
 and flushed first, then every heap and column is resized and written, the file is flushed,
 ``n_committed`` is written and the file is flushed again. A writer killed at any instant
 leaves a readable file whose committed prefix is exact; the next writer truncates the
-uncommitted tail. psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job)
-keeps a second writer away; HDF5's flock is not used (Lustre and NFS may lack it).
+uncommitted tail. Creating an object is where a kill inside a flush can tear metadata (a
+new column's chunk index, say), and HDF5 can neither read nor delete a torn object. So every
+column and null mask carries ``first_row``, n_committed at its creation: one not below
+n_committed holds no committed value, readers skip it unread, and the next writer moves it
+and its heap and shapes to retired/ (a second hard link: unlinking then reads nothing torn).
+psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job) keeps a second writer
+away; HDF5's flock is not used (Lustre and NFS may lack it).
 
 The package, by responsibility (names of groups, datasets and attributes are
 :mod:`psmpi.layout`'s; which value makes which kind is :mod:`psmpi.values`'):

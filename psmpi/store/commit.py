@@ -10,6 +10,7 @@ an interrupted one (:func:`_repair`) and truncates the uncommitted tail.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +21,12 @@ from ..errors import DamageError, InternalError, StoreError, warn
 from ..layout import (
     COLUMNS,
     DTYPE_ATTR,
+    FIRST_ROW_ATTR,
     HEAPS,
     KIND_ATTR,
     N_COMMITTED,
     NULLS,
+    RETIRED,
     SHAPES,
     STAGED_HEAPS,
     STAGING,
@@ -66,8 +69,10 @@ def _create_counter(group: h5py.Group) -> None:
 
 
 def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Dataset:
-    return group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=bool, chunks=(8192,),
+    mask = group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=bool, chunks=(8192,),
                                 fillvalue=null, fletcher32=schema.FLETCHER32)
+    mask.attrs[FIRST_ROW_ATTR] = n
+    return mask
 
 
 def _write(ds: h5py.Dataset, n0: int, array: np.ndarray) -> None:
@@ -395,7 +400,7 @@ def _prepare(table: Table, data: dict) -> None:
             col.heap = _create_heap(table._g, HEAPS, col)
         if col.kind == "ragged":
             col.shapes = _create_shapes(table, col)
-        col.ds = _create(table._g[COLUMNS], col, table._n)
+        col.ds = _create(table._g[COLUMNS], col, table._n, first_row=table._n)
         if col.kind in _HEAP_KINDS and table._n:  # earlier rows: null, at offset 0
             flush()
     for col in table._cols.values():
@@ -416,12 +421,15 @@ def _stored_as(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return kind, np.dtype(ds.attrs[DTYPE_ATTR]) if kind == "ragged" else _POINTER
 
 
-def _create(group: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
+def _create(group: h5py.Group, col: _Column, n: int, first_row: int | None) -> h5py.Dataset:
+    """A column's dataset of ``n`` rows (null); ``first_row`` stamped if not None."""
     dtype = _pointer_dtype(col.kind) if col.kind in _HEAP_KINDS else col.dtype
     ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
                               dtype=dtype, chunks=_chunks(col.shape, dtype),
                               fillvalue=_fill(col.kind, dtype), fletcher32=schema.FLETCHER32)
     ds.attrs[KIND_ATTR] = col.kind
+    if first_row is not None:
+        ds.attrs[FIRST_ROW_ATTR] = first_row
     if col.kind == "ragged":
         ds.attrs[DTYPE_ATTR] = col.dtype.str
     return ds
@@ -460,7 +468,7 @@ def _rewrite(table: Table, col: _Column) -> None:
         col.shapes = _create_shapes(table, col)
     elif col.kind == "ragged":
         col.shapes = old.shapes  # the shapes stay, only the dtype widens
-    staged = _create(g.require_group(STAGING), col, table._n)
+    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds))
     end = 0
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
@@ -488,7 +496,7 @@ def _rewrite(table: Table, col: _Column) -> None:
 def _widen(table: Table, col: _Column) -> None:
     """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order."""
     g, flush = table._g, table._store._f.flush
-    staged = _create(g.require_group(STAGING), col, table._n)
+    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds))
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
         staged[lo:hi] = _slice(table, col.ds, lo, hi, f"column {col.name!r}").astype(col.dtype)
@@ -524,9 +532,34 @@ def _move_heap_in(g: h5py.Group, name: str) -> None:
     g.move(f"{STAGED_HEAPS}/{name}", f"{HEAPS}/{name}")
 
 
+def first_row(ds: h5py.Dataset) -> int | None:
+    """The stamp FIRST_ROW_ATTR of a column or null mask; None if an older psmpi wrote it."""
+    stamp = ds.attrs.get(FIRST_ROW_ATTR)
+    return None if stamp is None else int(stamp)
+
+
+def uncommitted(ds: h5py.Dataset, n: int) -> bool:
+    """Whether a column or null mask was created by a commit not (yet) done: with ``n``
+    rows committed it holds no committed value, and a killed commit may have torn it."""
+    stamp = first_row(ds)
+    return stamp is not None and stamp >= n
+
+
+def _retire(g: h5py.Group, path: str) -> None:
+    """Unlink ``g[path]``, made by a commit that was killed, keeping the object in retired/.
+
+    Deleting an object reads all of its metadata (to free its chunks), and a kill during a
+    flush can leave that torn: HDF5 then refuses the deletion. A second hard link keeps the
+    object alive, so unlinking it here reads nothing but its header. Nobody reads retired/.
+    """
+    g.require_group(RETIRED)[uuid.uuid4().hex] = g[path]
+    del g[path]
+
+
 def _repair(table: Table) -> None:
-    """Writer only: finish or undo an interrupted widening, truncate uncommitted rows."""
-    g = table._g
+    """Writer only: finish or undo an interrupted widening, retire what an interrupted commit
+    created, truncate uncommitted rows."""
+    g, n = table._g, table._n
     if N_COMMITTED not in g:
         _create_counter(g)
     if COLUMNS not in g:
@@ -535,25 +568,28 @@ def _repair(table: Table) -> None:
     g.require_group(NULLS)
     for name in list(g.get(STAGING, {})):
         if name in cols:  # the swap had not begun: undo
-            del g[STAGING][name]
+            _retire(g, f"{STAGING}/{name}")
         else:  # the old column was deleted: finish the swap, heap first
             if name in g.get(STAGED_HEAPS, {}):
                 _move_heap_in(g, name)
             g.move(f"{STAGING}/{name}", f"{COLUMNS}/{name}")
     for name in list(g.get(STAGED_HEAPS, {})):
-        del g[STAGED_HEAPS][name]  # of a widening undone
-    for name in [name for name in g[NULLS] if name not in cols]:
-        del g[NULLS][name]  # the mask of a column whose creation was interrupted
+        _retire(g, f"{STAGED_HEAPS}/{name}")  # of a widening undone
+    for name in [name for name, ds in cols.items() if uncommitted(ds, n)]:
+        _retire(g, f"{COLUMNS}/{name}")  # its heap, shapes and mask go below
+    for name, mask in list(g[NULLS].items()):
+        if name not in cols or uncommitted(mask, n):
+            _retire(g, f"{NULLS}/{name}")  # of a column whose creation was interrupted, or new
     for name in list(g.get(SHAPES, {})):
         if name not in cols or _kind_of(cols[name]) != "ragged":
-            del g[SHAPES][name]  # of a widening undone, or one to general finished
+            _retire(g, f"{SHAPES}/{name}")  # of a widening undone, or one to general finished
     for ds in list(cols.values()) + list(g[NULLS].values()) + list(g.get(SHAPES, {}).values()):
         if ds.shape[0] > table._n:
             ds.resize(table._n, axis=0)
         _mend_torn_chunk(table, ds)
     for name in list(g.get(HEAPS, {})):
         if name not in cols or _kind_of(cols[name]) not in _HEAP_KINDS:
-            del g[HEAPS][name]  # made by a widening to general that was undone
+            _retire(g, f"{HEAPS}/{name}")  # of a column retired, or a widening undone
             continue
         heap, end = g[HEAPS][name], table._heap_end(cols[name])
         if heap.shape[0] > end:

@@ -72,7 +72,11 @@ class Table:
         with self._damage("its list of columns"):
             nulls = group.get(NULLS, {})
             for name, ds in self._datasets():
+                if _commit.uncommitted(ds, self._n):
+                    continue  # no committed row has it: maybe torn, never read
                 mask = nulls.get(name)
+                if mask is not None and _commit.uncommitted(mask, self._n):
+                    mask = None  # made for rows not committed: the committed ones are not null
                 for part in (ds, mask):
                     if part is not None:
                         _check_storage(part)
