@@ -531,3 +531,29 @@ def test_a_commit_calls_between_columns_before_its_rows_count(tmp_store):
     del tmp_store.between_columns
     put(table, [{"a": 0}])
     assert len(seen) >= 3 and table.n_rows == 102
+
+
+def test_a_table_that_commits_big_batches_gets_big_chunks(tmp_path):
+    # HDF5's cost per chunk dominates commits of many rows (schema.BIG_COMMIT_ROWS);
+    # the last, partly filled chunk rewritten by every append dominates small ones.
+    from psmpi.store import schema
+    path = tmp_path / "chunks.h5"
+    big, small = schema.BIG_COMMIT_ROWS, schema.BIG_COMMIT_ROWS - 1
+    with Store.open(path) as s:
+        for name, k in (("big", big), ("small", small)):
+            t = s.table(name)
+            rows = [{"i": i, "s": f"s{i}", "b": i % 2 == 0} for i in range(k)]
+            t.admit(rows[0])
+            t.append(rows)
+            rows = [{"i": k, "s": "x", "b": True, "later": 1.5}]  # a column made by a small commit
+            t.admit(rows[0])
+            t.append(rows)
+    with h5py.File(path, "r") as f:
+        chunk_bytes = {(name, key): ds.chunks[0] * ds.dtype.itemsize
+                       for name in ("big", "small")
+                       for key, ds in f[f"{name}/results/columns"].items()}
+    assert chunk_bytes[("big", "i")] == 1 << 16 and chunk_bytes[("big", "s")] == 1 << 16
+    assert chunk_bytes[("big", "b")] == 1 << 13  # at most 8192 rows a chunk
+    assert chunk_bytes[("small", "i")] == 1 << 13 and chunk_bytes[("small", "s")] == 1 << 13
+    assert chunk_bytes[("big", "later")] == chunk_bytes[("small", "later")] == 1 << 13
+    assert store.read(path, "big")["i"].tolist() == list(range(big + 1))

@@ -330,8 +330,9 @@ def test_damage_reached_through_every_reader_is_a_psmpi_error(tmp_path, capsys):
 
 def test_psmpi_check_says_what_is_damaged_and_what_is_intact(tmp_path, capsys):
     path, bad = tmp_path / "study.h5", tmp_path / "bad.h5"
-    with Store.open(path) as s:
-        put(s.table("m"), [{"a": i, "b": float(i)} for i in range(5000)])
+    with Store.open(path) as s:  # commits smaller than BIG_COMMIT_ROWS: 8-KiB chunks
+        for lo in range(0, 5000, 1000):
+            put(s.table("m"), [{"a": i, "b": float(i)} for i in range(lo, lo + 1000)])
     assert cli.main(["check", str(path)]) == cli.EXIT_OK
     assert "no damage" in capsys.readouterr().out
     with h5py.File(path, "r") as f:

@@ -115,7 +115,7 @@ def _commit_data(table: Table, data: dict[str, tuple[np.ndarray, np.ndarray | No
     n0, n1 = table._n, table._n + k
     store._ensure_space()
     try:
-        _prepare(table, data)
+        _prepare(table, data, k)
         for name, col in table._cols.items():
             array, nulls = data[name]
             if col.kind in _HEAP_KINDS:
@@ -386,8 +386,9 @@ def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarr
     return np.array(encoded, dtype=col.dtype), nulls
 
 
-def _prepare(table: Table, data: dict) -> None:
-    """Create, widen and mask datasets as ``data`` needs, each step flushed (no commit yet)."""
+def _prepare(table: Table, data: dict, k: int) -> None:
+    """Create, widen and mask datasets as the ``k`` rows of ``data`` need, each step flushed
+    (no commit yet)."""
     flush = table._store._f.flush
     new = [c for c in table._cols.values() if c.ds is None]
     for col in new:
@@ -400,14 +401,14 @@ def _prepare(table: Table, data: dict) -> None:
             col.heap = _create_heap(table._g, HEAPS, col)
         if col.kind == "ragged":
             col.shapes = _create_shapes(table, col)
-        col.ds = _create(table._g[COLUMNS], col, table._n, first_row=table._n)
+        col.ds = _create(table._g[COLUMNS], col, table._n, first_row=table._n, rows=k)
         if col.kind in _HEAP_KINDS and table._n:  # earlier rows: null, at offset 0
             flush()
     for col in table._cols.values():
         if col.kind in _HEAP_KINDS and _stored_as(col.ds) != (col.kind, col.dtype):
-            _rewrite(table, col)
+            _rewrite(table, col, k)
         elif col.kind not in _HEAP_KINDS and col.ds.dtype != col.dtype:
-            _widen(table, col)
+            _widen(table, col, k)
     masks = [c for c in table._cols.values() if c.mask is None and data[c.name][1] is not None]
     for col in masks:
         col.mask = _create_mask(table._g[NULLS], col.name, table._n, False)
@@ -421,11 +422,13 @@ def _stored_as(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return kind, np.dtype(ds.attrs[DTYPE_ATTR]) if kind == "ragged" else _POINTER
 
 
-def _create(group: h5py.Group, col: _Column, n: int, first_row: int | None) -> h5py.Dataset:
-    """A column's dataset of ``n`` rows (null); ``first_row`` stamped if not None."""
+def _create(group: h5py.Group, col: _Column, n: int, first_row: int | None,
+            rows: int) -> h5py.Dataset:
+    """A column's dataset of ``n`` rows (null) for a commit of ``rows`` rows (its chunks:
+    schema.BIG_COMMIT_ROWS); ``first_row`` stamped if not None."""
     dtype = _pointer_dtype(col.kind) if col.kind in _HEAP_KINDS else col.dtype
     ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
-                              dtype=dtype, chunks=_chunks(col.shape, dtype),
+                              dtype=dtype, chunks=_chunks(col.shape, dtype, rows),
                               fillvalue=_fill(col.kind, dtype), fletcher32=schema.FLETCHER32)
     ds.attrs[KIND_ATTR] = col.kind
     if first_row is not None:
@@ -455,12 +458,12 @@ def _create_shapes(table: Table, col: _Column) -> h5py.Dataset:
                                  fillvalue=0, fletcher32=schema.FLETCHER32)
 
 
-def _rewrite(table: Table, col: _Column) -> None:
+def _rewrite(table: Table, col: _Column, k: int) -> None:
     """Widen a column to general, to ragged, or a ragged one to a wider dtype: write its
     committed values anew into a heap in staging_heaps/ and a pointer column in staging/
     (a column that becomes ragged: its shapes straight into shapes/, unused until the
     swap), flush, then swap both in. Killed before the swap, the next writer drops them
-    (_repair); after it, the new column is whole."""
+    (_repair); after it, the new column is whole. ``k``: the rows of the commit (chunks)."""
     g, flush = table._g, table._store._f.flush
     old = table._open_column(col.name, col.ds, col.mask)
     heap = _create_heap(g, STAGED_HEAPS, col)
@@ -468,7 +471,7 @@ def _rewrite(table: Table, col: _Column) -> None:
         col.shapes = _create_shapes(table, col)
     elif col.kind == "ragged":
         col.shapes = old.shapes  # the shapes stay, only the dtype widens
-    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds))
+    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds), k)
     end = 0
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
@@ -493,10 +496,11 @@ def _rewrite(table: Table, col: _Column) -> None:
     _swap_in(table, col)
 
 
-def _widen(table: Table, col: _Column) -> None:
-    """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order."""
+def _widen(table: Table, col: _Column, k: int) -> None:
+    """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order
+    (for a commit of ``k`` rows: its chunks)."""
     g, flush = table._g, table._store._f.flush
-    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds))
+    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds), k)
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
         staged[lo:hi] = _slice(table, col.ds, lo, hi, f"column {col.name!r}").astype(col.dtype)
