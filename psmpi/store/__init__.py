@@ -95,11 +95,14 @@ Every append is a two-phase commit: schema changes (new datasets, widening) are 
 and flushed first, then every heap and column is resized and written, the file is flushed,
 ``n_committed`` is written and the file is flushed again. A writer killed at any instant
 leaves a readable file whose committed prefix is exact; the next writer truncates the
-uncommitted tail. Creating an object is where a kill inside a flush can tear metadata (a
-new column's chunk index, say), and HDF5 can neither read nor delete a torn object. So every
-column and null mask carries ``first_row``, n_committed at its creation: one not below
-n_committed holds no committed value, readers skip it unread, and the next writer moves it
-and its heap and shapes to retired/ (a second hard link: unlinking then reads nothing torn).
+uncommitted tail. Creating an object is where a kill inside a flush can tear metadata, and
+HDF5 can neither read nor delete a torn object. So every group and dataset psmpi adds is made
+anonymous, flushed, and only then linked (:mod:`.linking`): no link ever reaches a torn object
+header, which would make the whole file unreadable. A new column's chunk index is made by
+its first commit, and every column and null mask carries ``first_row``, n_committed at its
+creation: one not below n_committed holds no committed value, readers skip it unread, and
+the next writer moves it and its heap and shapes to retired/ (a second hard link: unlinking
+then reads nothing torn).
 psmpi's own lock file ``<file>.lock`` (JSON: host, pid, Slurm job) keeps a second writer
 away; HDF5's flock is not used (Lustre and NFS may lack it).
 
@@ -108,6 +111,7 @@ The package, by responsibility (names of groups, datasets and attributes are
 
 - :mod:`.schema`: columns, their HDF5 dtypes, chunks and fill values; admission of rows;
 - :mod:`.commit`: gathering values, the two-phase commit, widening, repair;
+- :mod:`.linking`: adding groups and datasets, each whole on disk before a link reaches it;
 - :mod:`.rows`: reading committed rows (slices, nulls, decoding, frames);
 - :mod:`.table`: :class:`Table`, the façade over one table;
 - :mod:`.file`: creating, opening and checking files, free space, :class:`Store`;

@@ -32,7 +32,7 @@ from ..layout import (
     STAGING,
 )
 from ..values import FLOAT_TYPES, STR_MAX_CHARS, plain, str_width
-from . import schema
+from . import linking, schema
 from .damage import _torn_chunk
 from .rows import _nulls, _raw, _slice
 from .schema import (
@@ -63,14 +63,16 @@ def _create_counter(group: h5py.Group) -> None:
     import h5py
     plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     plist.set_layout(h5py.h5d.COMPACT)
-    ds = h5py.h5d.create(group.id, N_COMMITTED.encode(), h5py.h5t.STD_I64LE,
+    ds = h5py.h5d.create(group.id, None, h5py.h5t.STD_I64LE,
                          h5py.h5s.create(h5py.h5s.SCALAR), dcpl=plist)
     ds.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(0, dtype=np.int64))
+    linking.link([(group, N_COMMITTED, h5py.Dataset(ds))])
 
 
-def _create_mask(group: h5py.Group, name: str, n: int, null: bool) -> h5py.Dataset:
-    mask = group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=bool, chunks=(8192,),
-                                fillvalue=null, fletcher32=schema.FLETCHER32)
+def _create_mask(g: h5py.Group, n: int, null: bool) -> h5py.Dataset:
+    """A null mask of ``n`` rows, anonymous (see :func:`_link`)."""
+    mask = g.create_dataset(None, shape=(n,), maxshape=(None,), dtype=bool, chunks=(8192,),
+                            fillvalue=null, fletcher32=schema.FLETCHER32)
     mask.attrs[FIRST_ROW_ATTR] = n
     return mask
 
@@ -387,33 +389,37 @@ def _gather_str(col: _Column, values: Any, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _prepare(table: Table, data: dict, k: int) -> None:
-    """Create, widen and mask datasets as the ``k`` rows of ``data`` need, each step flushed
-    (no commit yet)."""
-    flush = table._store._f.flush
-    new = [c for c in table._cols.values() if c.ds is None]
-    for col in new:
-        if table._n:  # earlier rows are null: the mask exists before the column does
-            col.mask = _create_mask(table._g[NULLS], col.name, table._n, True)
-    if new and table._n:
-        flush()
-    for col in new:
-        if col.kind in _HEAP_KINDS:
-            col.heap = _create_heap(table._g, HEAPS, col)
-        if col.kind == "ragged":
-            col.shapes = _create_shapes(table, col)
-        col.ds = _create(table._g[COLUMNS], col, table._n, first_row=table._n, rows=k)
-        if col.kind in _HEAP_KINDS and table._n:  # earlier rows: null, at offset 0
-            flush()
+    """Create, widen and mask datasets as the ``k`` rows of ``data`` need (no commit yet):
+    new columns (with their heaps and shapes) and null masks, linked by :func:`_link`."""
+    g, n = table._g, table._n
+    made = []
+    for col in table._cols.values():
+        new = col.ds is None
+        if new:
+            if col.kind in _HEAP_KINDS:
+                col.heap = _create_heap(g, col)
+                made.append((HEAPS, col.name, col.heap))
+            if col.kind == "ragged":
+                col.shapes = _create_shapes(g, col, n)
+                made.append((SHAPES, col.name, col.shapes))
+            col.ds = _create(g, col, n, first_row=n, rows=k)
+            made.append((COLUMNS, col.name, col.ds))
+        if col.mask is None and (new and n or data[col.name][1] is not None):
+            col.mask = _create_mask(g, n, null=new)  # a new column's earlier rows are null
+            made.append((NULLS, col.name, col.mask))
+    _link(table, made)
     for col in table._cols.values():
         if col.kind in _HEAP_KINDS and _stored_as(col.ds) != (col.kind, col.dtype):
             _rewrite(table, col, k)
         elif col.kind not in _HEAP_KINDS and col.ds.dtype != col.dtype:
             _widen(table, col, k)
-    masks = [c for c in table._cols.values() if c.mask is None and data[c.name][1] is not None]
-    for col in masks:
-        col.mask = _create_mask(table._g[NULLS], col.name, table._n, False)
-    if new or masks:
-        flush()
+
+
+def _link(table: Table, made: list[tuple[str, str, h5py.Dataset]]) -> None:
+    """Link the new (anonymous) datasets ``made`` as ``<group>/<name>`` of the table, each
+    whole on disk before its link (:mod:`.linking`)."""
+    g = table._g
+    linking.link([(linking.require_group(g, where), name, ds) for where, name, ds in made])
 
 
 def _stored_as(ds: h5py.Dataset) -> tuple[str, np.dtype]:
@@ -422,14 +428,14 @@ def _stored_as(ds: h5py.Dataset) -> tuple[str, np.dtype]:
     return kind, np.dtype(ds.attrs[DTYPE_ATTR]) if kind == "ragged" else _POINTER
 
 
-def _create(group: h5py.Group, col: _Column, n: int, first_row: int | None,
+def _create(g: h5py.Group, col: _Column, n: int, first_row: int | None,
             rows: int) -> h5py.Dataset:
-    """A column's dataset of ``n`` rows (null) for a commit of ``rows`` rows (its chunks:
-    schema.BIG_COMMIT_ROWS); ``first_row`` stamped if not None."""
+    """A column's dataset of ``n`` rows (null), anonymous (see :func:`_link`), for a commit
+    of ``rows`` rows (its chunks: schema.BIG_COMMIT_ROWS); ``first_row`` stamped if not None."""
     dtype = _pointer_dtype(col.kind) if col.kind in _HEAP_KINDS else col.dtype
-    ds = group.create_dataset(col.name, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
-                              dtype=dtype, chunks=_chunks(col.shape, dtype, rows),
-                              fillvalue=_fill(col.kind, dtype), fletcher32=schema.FLETCHER32)
+    ds = g.create_dataset(None, shape=(n,) + col.shape, maxshape=(None,) + col.shape,
+                          dtype=dtype, chunks=_chunks(col.shape, dtype, rows),
+                          fillvalue=_fill(col.kind, dtype), fletcher32=schema.FLETCHER32)
     ds.attrs[KIND_ATTR] = col.kind
     if first_row is not None:
         ds.attrs[FIRST_ROW_ATTR] = first_row
@@ -438,24 +444,20 @@ def _create(group: h5py.Group, col: _Column, n: int, first_row: int | None,
     return ds
 
 
-def _create_heap(g: h5py.Group, where: str, col: _Column) -> h5py.Dataset:
-    heaps = g.require_group(where)
-    if col.name in heaps:
-        del heaps[col.name]  # left by a widening undone in this process
-    return heaps.create_dataset(col.name, shape=(0,), maxshape=(None,), dtype=np.uint8,
-                                chunks=(_HEAP_CHUNK[col.kind],), fillvalue=0,
-                                fletcher32=schema.FLETCHER32)
+def _create_heap(g: h5py.Group, col: _Column) -> h5py.Dataset:
+    """The (empty) heap of a general or ragged column, anonymous (see :func:`_link`)."""
+    return g.create_dataset(None, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                            chunks=(_HEAP_CHUNK[col.kind],), fillvalue=0,
+                            fletcher32=schema.FLETCHER32)
 
 
-def _create_shapes(table: Table, col: _Column) -> h5py.Dataset:
-    """``shapes/<key>`` of a ragged column: (0,) * ndim for the earlier (null) rows."""
-    shapes = table._g.require_group(SHAPES)
-    if col.name in shapes:
-        del shapes[col.name]  # left by a widening undone in this process
+def _create_shapes(g: h5py.Group, col: _Column, n: int) -> h5py.Dataset:
+    """The shapes of a ragged column, anonymous (see :func:`_link`): (0,) * ndim for its
+    ``n`` earlier (null) rows."""
     ndim = max(1, col.ndim)
-    return shapes.create_dataset(col.name, shape=(table._n, col.ndim), maxshape=(None, col.ndim),
-                                 dtype=np.int64, chunks=(max(1, 1024 // ndim), col.ndim),
-                                 fillvalue=0, fletcher32=schema.FLETCHER32)
+    return g.create_dataset(None, shape=(n, col.ndim), maxshape=(None, col.ndim),
+                            dtype=np.int64, chunks=(max(1, 1024 // ndim), col.ndim),
+                            fillvalue=0, fletcher32=schema.FLETCHER32)
 
 
 def _rewrite(table: Table, col: _Column, k: int) -> None:
@@ -464,14 +466,17 @@ def _rewrite(table: Table, col: _Column, k: int) -> None:
     (a column that becomes ragged: its shapes straight into shapes/, unused until the
     swap), flush, then swap both in. Killed before the swap, the next writer drops them
     (_repair); after it, the new column is whole. ``k``: the rows of the commit (chunks)."""
-    g, flush = table._g, table._store._f.flush
+    g = table._g
     old = table._open_column(col.name, col.ds, col.mask)
-    heap = _create_heap(g, STAGED_HEAPS, col)
+    heap = _create_heap(g, col)
+    made = [(STAGED_HEAPS, col.name, heap)]
     if col.kind == "ragged" and old.kind != "ragged":
-        col.shapes = _create_shapes(table, col)
+        col.shapes = _create_shapes(g, col, table._n)
+        made.append((SHAPES, col.name, col.shapes))
     elif col.kind == "ragged":
         col.shapes = old.shapes  # the shapes stay, only the dtype widens
-    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds), k)
+    staged = _create(g, col, table._n, first_row(col.ds), k)
+    made.append((STAGING, col.name, staged))
     end = 0
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
@@ -491,7 +496,7 @@ def _rewrite(table: Table, col: _Column, k: int) -> None:
         pointers["offset"] += end
         staged[lo:hi] = pointers
         end += len(part.pending)
-    flush()
+    _link(table, made)
     col.heap, col.heap_end = heap, end
     _swap_in(table, col)
 
@@ -499,12 +504,11 @@ def _rewrite(table: Table, col: _Column, k: int) -> None:
 def _widen(table: Table, col: _Column, k: int) -> None:
     """Copy a column to a wider dtype in staging/, flush, then swap it in, keeping the order
     (for a commit of ``k`` rows: its chunks)."""
-    g, flush = table._g, table._store._f.flush
-    staged = _create(g.require_group(STAGING), col, table._n, first_row(col.ds), k)
+    staged = _create(table._g, col, table._n, first_row(col.ds), k)
     for lo in range(0, table._n, _COPY_ROWS):
         hi = min(table._n, lo + _COPY_ROWS)
         staged[lo:hi] = _slice(table, col.ds, lo, hi, f"column {col.name!r}").astype(col.dtype)
-    flush()
+    _link(table, [(STAGING, col.name, staged)])
     _swap_in(table, col)
 
 
@@ -530,7 +534,7 @@ def _swap_in(table: Table, col: _Column) -> None:
 
 def _move_heap_in(g: h5py.Group, name: str) -> None:
     """Replace heaps/<name> by staging_heaps/<name>."""
-    heaps = g.require_group(HEAPS)
+    heaps = linking.require_group(g, HEAPS)
     if name in heaps:
         del heaps[name]
     g.move(f"{STAGED_HEAPS}/{name}", f"{HEAPS}/{name}")
@@ -556,7 +560,7 @@ def _retire(g: h5py.Group, path: str) -> None:
     flush can leave that torn: HDF5 then refuses the deletion. A second hard link keeps the
     object alive, so unlinking it here reads nothing but its header. Nobody reads retired/.
     """
-    g.require_group(RETIRED)[uuid.uuid4().hex] = g[path]
+    linking.require_group(g, RETIRED)[uuid.uuid4().hex] = g[path]
     del g[path]
 
 
@@ -566,10 +570,8 @@ def _repair(table: Table) -> None:
     g, n = table._g, table._n
     if N_COMMITTED not in g:
         _create_counter(g)
-    if COLUMNS not in g:
-        g.create_group(COLUMNS, track_order=True)
-    cols = g[COLUMNS]
-    g.require_group(NULLS)
+    cols = linking.require_group(g, COLUMNS, track_order=True)
+    linking.require_group(g, NULLS)
     for name in list(g.get(STAGING, {})):
         if name in cols:  # the swap had not begun: undo
             _retire(g, f"{STAGING}/{name}")

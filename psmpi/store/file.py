@@ -31,6 +31,7 @@ from ..layout import (
     creating_path,
     lock_path,
 )
+from . import linking
 from .damage import _CHECK_HINT, _H5_ERRORS, _reason
 from .lock import release_lock, take_lock, utc_now
 from .schema import _check_name
@@ -139,12 +140,14 @@ class Store:
             f = self._file()
             try:
                 group = f.get(map_name)
-                if group is None:
-                    group = f.create_group(map_name)
+                if group is None:  # made whole, then linked (linking.py)
+                    group = linking.new_group(f)
                     group.attrs.update({CREATED_ATTR: utc_now(), VERSION_ATTR: _version()})
+                    linking.link([(f, map_name, group)])
+                    group = f[map_name]
                 elif not isinstance(group, h5py.Group):
                     raise StoreError(f"{self.path} has an object {map_name!r} that is not a psmpi map")
-                table = group.require_group(kind)
+                table = linking.require_group(group, kind)
             except (OSError, RuntimeError, KeyError, ValueError) as exc:
                 if isinstance(exc, PsmpiError):
                     raise
