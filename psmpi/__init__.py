@@ -7,7 +7,8 @@ alone): ``import psmpi``, which every MPI rank runs, loads none of them. The pac
 the bottom up (each layer imports only from the layers below it; ``tests/test_imports.py``
 checks)::
 
-    foundations   errors, layout, values, utils, stopping, params, config, results, missing
+    foundations   errors, layout, values, utils, stopping, params, config, results, missing,
+                  lazy
     store/        the results file: tables, lock, attempt log, bookkeeping ids
     worker/       what runs on a worker: task, context(), timers
     backends/     how groups reach workers: serial, multiprocessing, ray, mpi
@@ -21,7 +22,6 @@ checks)::
     cli/          the psmpi command
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from . import params, utils
@@ -36,6 +36,7 @@ from .errors import (
     SetupError,
     StoreError,
 )
+from .lazy import lazy_names
 from .worker.context import PsetContext, context
 from .worker.setup import SetupContext
 from .worker.timers import timer
@@ -78,20 +79,7 @@ _LAZY = {
     "merge": ".tools.merging", "merge_shards": ".tools.merging",
     "MapSummary": ".tools.summary", "failures": ".tools.summary", "status": ".tools.summary",
 }
-
-
-def __getattr__(name: str) -> object:
-    """A name of ``_LAZY`` on first use: its module is imported, the name kept here."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'psmpi' has no attribute {name!r}")
-    module = import_module(_LAZY[name], __name__)
-    value = module if name == module.__name__.rpartition(".")[2] else getattr(module, name)
-    globals()[name] = value  # later lookups are plain attribute lookups
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})  # tab completion offers the lazy names too
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -103,7 +103,7 @@ def test_a_circle_is_found():
 # its own layer and the layers below it.
 LAYERS = [
     {"errors", "layout", "values", "utils", "stopping", "params", "config", "results",
-     "missing"},
+     "missing", "lazy"},
     {"store"}, {"worker"}, {"backends"}, {"watch"}, {"study"}, {"history"}, {"tools"},
     {"driver"}, {"api", "executor"}, {"cli", "__main__"},
 ]

@@ -4,7 +4,7 @@ The table machinery is ``schema``, ``commit``, ``rows``, ``table``, ``file``, ``
 ``checking`` and ``damage``; beside it, ``lock`` (one writer per file), ``attempts`` (the
 durable log of poison psets) and ``bookkeeping`` (run and pset ids and their column
 names). This folder may import only the foundations (the top-level modules ``errors``,
-``layout``, ``values``, ``params``); everything else of psmpi builds on it.
+``layout``, ``values``, ``params``, ``lazy``); everything else of psmpi builds on it.
 
 Layout of a results file (readable with plain h5py; only values with no other encoding
 are pickled, inside JSON, and never unpickled unless asked)::
@@ -120,12 +120,11 @@ The package, by responsibility (names of groups, datasets and attributes are
 - :mod:`.damage`: h5py's errors on damage, how it is reported, torn chunks.
 """
 
-
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ..errors import DamageError, StoreError
 from ..layout import FORMAT, TABLE_KINDS
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ below
     from .checking import CheckReport, Damage, TableCheck, check
@@ -143,19 +142,7 @@ _LAZY = {
     "map_names": ".readers", "read": ".readers", "reading": ".readers",
     "Table": ".table",
 }
-
-
-def __getattr__(name: str) -> object:
-    """A name of ``_LAZY`` on first use: its submodule is imported, the name kept here."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'psmpi.store' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["FORMAT", "MIN_FREE_BYTES", "TABLE_KINDS", "CheckReport", "Damage",
