@@ -214,15 +214,14 @@ def simulate_one(system: str, mpi_us: tuple[float, float]) -> dict:
 
 
 # ---------------------------------------------------------------------- the driver
-BASE = "@base"  # suffix of a system run with the baseline psmpi (--baseline DIR)
+BASE = common.BASELINE  # suffix of a system run with the baseline psmpi (--baseline DIR)
 
 
 def measurer(baseline: str | None, simulate: bool, mpi_us: tuple[float, float]):
     """measure(system) for common.interleaved: a fresh `mpiexec` per run (or, simulated, a
     fresh python); a system ending in @base runs with PYTHONPATH=baseline."""
     def measure(system: str) -> dict:
-        name = system.removesuffix(BASE)
-        env = {"PYTHONPATH": baseline} if system.endswith(BASE) else None
+        name, env = common.baseline_split(system, baseline)
         if simulate:
             command = [sys.executable, os.path.abspath(__file__), "--simulate-one", name,
                        "--mpi-us", f"{mpi_us[0]},{mpi_us[1]}"]
@@ -234,16 +233,6 @@ def measurer(baseline: str | None, simulate: bool, mpi_us: tuple[float, float]):
             out["efficiency"] = lower_bound() / out["makespan"]
         return out
     return measure
-
-
-def with_baseline(systems: list[str]) -> list[str]:
-    """Each psmpi system followed by the same on the baseline psmpi."""
-    out = []
-    for system in systems:
-        out.append(system)
-        if system in PSMPI_SYSTEMS:
-            out.append(system + BASE)
-    return out
 
 
 def describe(system: str, baseline: str | None) -> str:
@@ -350,9 +339,7 @@ def main() -> None:
     from mpi_scale import RECV_US, SEND_US
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.round_options(parser, SYSTEMS, "3 rounds")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also run each psmpi system with PYTHONPATH=DIR (a folder holding "
-                             "another psmpi), as SYSTEM@base, in the same rounds")
+    common.add_baseline_option(parser)
     parser.add_argument("--simulate", action="store_true",
                         help="psmpi's systems through rank 0's real master and driver with "
                              "simulated workers on a virtual clock (benchmarks/mpi_sim.py)")
@@ -389,8 +376,7 @@ def main() -> None:
         print(f"- {reps} rounds; in each round every system runs once, in turn, each as a "
               f"fresh `mpiexec -n {WORKERS + 1}`; makespan = wall time of the one timed map "
               f"call")
-    if args.baseline:
-        systems = with_baseline(systems)
+    systems = common.with_baseline(systems, args.baseline)
     results, failed = common.interleaved(systems, reps,
                                          measurer(args.baseline, args.simulate, mpi_us))
     report(systems, results, failed, args.baseline)

@@ -525,10 +525,9 @@ def test_a_commit_calls_between_columns_before_its_rows_count(tmp_store):
     table = tmp_store.table("m")
     put(table, [{"a": 1, "b": 2.0}])
     seen = []
-    tmp_store.between_columns = lambda: seen.append(table.n_rows)
-    assert put(table, [{"a": i, "b": i / 2, "c": "x"} for i in range(100)]) == range(1, 101)
+    with tmp_store.serving_between_columns(lambda: seen.append(table.n_rows)):
+        assert put(table, [{"a": i, "b": i / 2, "c": "x"} for i in range(100)]) == range(1, 101)
     assert len(seen) >= 3 and set(seen) == {1}, seen  # once a column at least, none counted
-    del tmp_store.between_columns
     put(table, [{"a": 0}])
     assert len(seen) >= 3 and table.n_rows == 102
 

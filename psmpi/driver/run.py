@@ -264,16 +264,15 @@ class MapRun:
         """Hand the groups to the backend and record what comes back; then the suspects."""
         groups = self.handed_out(until_stopped(grouper, self.stop))
         # Workers that free up during a long commit get their next group at once.
-        self.store.between_columns = self.backend.tend
-        try:
-            if self.consume(self.backend.run(self.task, groups), grouper):
-                self.recorder.store_given_up(self.guard.given_up(self.writer.tables["failures"]))
-                self.run_alone()
-        except PsetTimeout as exc:
-            self.recorder.store_timeouts(exc, self.task.timeout)
-            raise
-        finally:
-            del self.store.between_columns  # back to the class's: nothing
+        with self.store.serving_between_columns(self.backend.tend):
+            try:
+                if self.consume(self.backend.run(self.task, groups), grouper):
+                    self.recorder.store_given_up(
+                        self.guard.given_up(self.writer.tables["failures"]))
+                    self.run_alone()
+            except PsetTimeout as exc:
+                self.recorder.store_timeouts(exc, self.task.timeout)
+                raise
 
     def handed_out(self, groups: Iterable[list]) -> Iterator[list]:
         """Remember what each group holds until its outcome comes back."""

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +54,10 @@ _CREATE_LIBVER = ("v108", "latest")
 _WRITE_LIBVER = ("v110", "latest")
 
 
+def _nothing() -> None:
+    pass
+
+
 @functools.cache
 def _version() -> str:
     try:
@@ -65,14 +70,9 @@ def _version() -> str:
 class Store:
     """An HDF5 results file opened for writing; use :meth:`Store.open`."""
 
-    @staticmethod
-    def between_columns() -> None:
-        """Called between the columns of a commit. The driver sets it on the instance to
-        hand out groups meanwhile: a commit of 50,000 rows takes 50-150 ms, longer than a
-        group of trivial psets."""
-
     def __init__(self, f: h5py.File, path: str | None, lock: str | None, fsync_interval: float):
         self._f: h5py.File | None = f
+        self.between_columns: Callable[[], None] = _nothing  # see serving_between_columns
         self.path, self._lock, self._fsync_interval = path, lock, fsync_interval
         self._last_fsync = time.monotonic()
         self._tables: dict[tuple[str, str], Table] = {}
@@ -127,6 +127,18 @@ class Store:
         if self._f is None:
             raise StoreError(f"{self} is closed")
         return self._f
+
+    @contextlib.contextmanager
+    def serving_between_columns(self, serve: Callable[[], None]) -> Iterator[None]:
+        """Call ``serve`` between the columns of every commit made inside the ``with``
+        block: the driver hands out groups meanwhile (a commit of 50,000 rows takes 50-150
+        ms, longer than a group of trivial psets). What ``serve`` sees of a table is its
+        state before the commit: rows count only at the commit's end."""
+        self.between_columns = serve
+        try:
+            yield
+        finally:
+            self.between_columns = _nothing
 
     def table(self, map_name: str, kind: str = RESULTS) -> Table:
         """The table ``kind`` ("results" or "failures") of map ``map_name``, created if missing."""
