@@ -40,8 +40,8 @@ RETIRED = "retired"             # what a killed commit created, unlinked from th
                                 # next writer (a torn object cannot be deleted); never read
 KIND_ATTR = "kind"              # attribute of a column: its kind
 DTYPE_ATTR = "dtype"            # attribute of a ragged column: its values' dtype (numpy str)
-# attribute of a column and of a null mask: n_committed when it was created. Rows before it
-# are null. A column (or mask) whose first row is not yet committed holds no committed value:
+# attribute of a column and of a null mask: n_committed when it was created (a column's rows
+# before it are null). One whose first row is not yet committed holds no committed value:
 # readers skip it unread, since a kill during its first commit can leave it torn.
 FIRST_ROW_ATTR = "first_row"
 
