@@ -62,7 +62,9 @@ class Grid:
         self.radices = [len(axis) for axis in self.axes]
         self.n = int(np.prod(self.radices, dtype=np.int64)) if self.keys else 0
         self._objects = [_object_array(axis) for axis in self.axes]
-        self._parts: list[np.ndarray] | None = None  # hash parts, built on first use
+        # Per axis, the encoded hash part of each value, None until a span needs it: a worker
+        # of a grid with a 20,000-value axis needs only the values of its own spans.
+        self._parts = [np.full(radix, None, dtype=object) for radix in self.radices]
         self._typed: dict[int, np.ndarray | None] = {}
 
     @classmethod
@@ -93,20 +95,23 @@ class Grid:
 
     def hashes(self, start: int, stop: int) -> list[str]:
         """:func:`psmpi.params.pset_hash` of each pset of ``[start, stop)``."""
-        if self._parts is None:
-            self._parts = self.hash_parts()
         digits = self.digits(start, stop)
         order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
-        encoded = functools.reduce(operator.add, [self._parts[i][digits[i]] for i in order])
+        encoded = functools.reduce(operator.add, [self.hash_parts(i, digits[i]) for i in order])
         blake2b = hashlib.blake2b
         return [blake2b(e, digest_size=16).hexdigest() for e in encoded.tolist()]
 
-    def hash_parts(self) -> list[np.ndarray]:
-        """Per axis, the encoded part of each value; the header leads the first key's."""
-        header = params.HASH_HEADER.encode()
-        first = min(self.keys)
-        return [_object_array([(header if key == first else b"") + params.encoded_part(key, v)
-                               for v in axis]) for key, axis in zip(self.keys, self.axes)]
+    def hash_parts(self, i: int, positions: np.ndarray) -> np.ndarray:
+        """The encoded parts of axis ``i``'s values at ``positions``, encoding the values not
+        encoded before; the header leads the parts of the first key in sorted order."""
+        parts = self._parts[i]
+        todo = [j for j in np.unique(positions).tolist() if parts[j] is None]
+        if todo:
+            key = self.keys[i]
+            header = params.HASH_HEADER.encode() if key == min(self.keys) else b""
+            for j in todo:
+                parts[j] = header + params.encoded_part(key, self.axes[i][j])
+        return parts[positions]
 
     def columns(self, start: int, stop: int) -> dict[str, Any]:
         """``{key: values}`` of the psets of ``[start, stop)``: numpy arrays where an axis
