@@ -14,7 +14,8 @@ are pickled, inside JSON, and never unpickled unless asked)::
         results/               a table of the rows that finished
           n_committed          int64 scalar; only rows [0, n_committed) are valid. Compact
                                layout: the value lives in the (checksummed) object header
-          columns/<key>        one chunked (~8 KiB), resizable dataset per column, in creation
+          columns/<key>        one chunked (~8 KiB; ~64 KiB if made by a commit of at least
+                               schema.BIG_COMMIT_ROWS rows), resizable dataset per column, in creation
                                order: shape (N,) for scalars, (N, *shape) for arrays; attr
                                ``kind`` in {"bool", "int", "float", "str", "array", "ragged",
                                "general"}; a general column holds (offset, length) int64 pairs
