@@ -62,9 +62,11 @@ class Grid:
         self.radices = [len(axis) for axis in self.axes]
         self.n = int(np.prod(self.radices, dtype=np.int64)) if self.keys else 0
         self._objects = [_object_array(axis) for axis in self.axes]
-        # Per axis, the encoded hash part of each value, None until a span needs it: a worker
-        # of a grid with a 20,000-value axis needs only the values of its own spans.
-        self._parts = [np.full(radix, None, dtype=object) for radix in self.radices]
+        # Per axis, the encoded hash part of each value, None until a span needs it (a worker
+        # of a grid with a 20,000-value axis needs only the values of its own spans), and how
+        # many are still None; made at the first hashes() (rank 0 never hashes a grid).
+        self._parts: list[np.ndarray] | None = None
+        self._unencoded: list[int] = []
         self._typed: dict[int, np.ndarray | None] = {}
 
     @classmethod
@@ -104,9 +106,15 @@ class Grid:
     def hash_parts(self, i: int, positions: np.ndarray) -> np.ndarray:
         """The encoded parts of axis ``i``'s values at ``positions``, encoding the values not
         encoded before; the header leads the parts of the first key in sorted order."""
+        if self._parts is None:
+            self._parts = [np.full(radix, None, dtype=object) for radix in self.radices]
+            self._unencoded = list(self.radices)
         parts = self._parts[i]
+        if not self._unencoded[i]:  # every value encoded: no search for the missing ones
+            return parts[positions]
         todo = [j for j in np.unique(positions).tolist() if parts[j] is None]
         if todo:
+            self._unencoded[i] -= len(todo)
             key = self.keys[i]
             header = params.HASH_HEADER.encode() if key == min(self.keys) else b""
             for j in todo:
